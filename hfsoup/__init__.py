@@ -1,0 +1,44 @@
+"""hfsoup: model soups from Hugging Face Hub checkpoints.
+
+Example:
+    ```py
+    >>> import hfsoup
+    >>> result = hfsoup.soup(["org/ft-a", "org/ft-b@v1", "./ft-c"], output_dir="soup/")
+    >>> result.output_dir
+    PosixPath('/home/me/soup')
+    ```
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+# Public names, imported on first use so that `import hfsoup` (and the CLI's start-up) does not pay for torch.
+_LAZY = {
+    "soup": "cook",
+    "SoupResult": "cook",
+    "parse_ingredient": "hub",
+    "resolve": "hub",
+    "fetch": "hub",
+    "SOUPS": "soups",
+    "HfsoupError": "errors",
+    "IngredientNotFoundError": "errors",
+    "IncompatibleIngredientsError": "errors",
+    "InvalidSoupArgumentsError": "errors",
+    "MissingWeightsError": "errors",
+    "OutputExistsError": "errors",
+    "HubError": "errors",
+    "CorruptCheckpointError": "errors",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'hfsoup' has no attribute {name!r}")

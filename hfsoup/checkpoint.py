@@ -1,0 +1,332 @@
+"""Checkpoints on disk: lazy per-tensor reads and sharded, streaming safetensors writes.
+
+Reading never loads a whole model: the safetensors header is parsed on its own (so structure can be checked before
+any tensor is touched) and tensors are read one at a time through `safe_open`, which maps the file. Writing plans the
+shards from the tensor sizes up front, so shard names (`model-00001-of-00003.safetensors`) are known before the
+first byte is written and at most one shard is buffered in memory.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from .errors import CorruptCheckpointError, MissingWeightsError
+
+logger = logging.getLogger(__name__)
+
+SAFE_WEIGHTS_NAME = "model.safetensors"
+SAFE_WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
+PICKLE_WEIGHTS_NAME = "pytorch_model.bin"
+PICKLE_WEIGHTS_INDEX_NAME = "pytorch_model.bin.index.json"
+
+# safetensors dtype codes -> torch dtypes (https://huggingface.co/docs/safetensors/index#format).
+DTYPES: dict[str, torch.dtype] = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "F8_E4M3": torch.float8_e4m3fn,
+    "F8_E5M2": torch.float8_e5m2,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+DTYPE_CODES: dict[torch.dtype, str] = {dtype: code for code, dtype in DTYPES.items()}
+FLOAT_CODES = {"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"}
+# The largest header we accept: real headers are kilobytes to a few megabytes; a huge value means a corrupt file.
+_MAX_HEADER_BYTES = 100 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class TensorMeta:
+    """Name-independent facts about one stored tensor: its dtype code (`"F32"`...) and shape."""
+
+    dtype: str
+    shape: tuple[int, ...]
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for dim in self.shape:
+            n *= dim
+        return n
+
+    @property
+    def nbytes(self) -> int:
+        return self.numel * DTYPES[self.dtype].itemsize
+
+    @property
+    def is_float(self) -> bool:
+        return self.dtype in FLOAT_CODES
+
+
+StructureMap = dict[str, TensorMeta]
+
+
+def read_safetensors_header(path: str | os.PathLike) -> StructureMap:
+    """Parse a safetensors file's header alone, checking that it is self-consistent.
+
+    Raises `CorruptCheckpointError` when the header is truncated, not JSON, names an unknown dtype, or gives offsets
+    that do not fit the file or the tensor's shape, so a lying file is refused before any tensor is read.
+    """
+    path = Path(path)
+    file_size = path.stat().st_size
+    with open(path, "rb") as f:
+        raw_len = f.read(8)
+        if len(raw_len) < 8:
+            raise CorruptCheckpointError(f"{path} is not a safetensors file: it is only {file_size} bytes long.")
+        (header_len,) = struct.unpack("<Q", raw_len)
+        if header_len > min(_MAX_HEADER_BYTES, file_size - 8):
+            raise CorruptCheckpointError(
+                f"{path} has a safetensors header length of {header_len} bytes, larger than the file allows.",
+                fix="The file is truncated or not safetensors; delete it from the cache and download it again.",
+            )
+        try:
+            header = json.loads(f.read(header_len))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise CorruptCheckpointError(f"{path} has a safetensors header that is not valid JSON ({e}).") from e
+    data_size = file_size - 8 - header_len
+    structure: StructureMap = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype, shape, (begin, end) = info["dtype"], tuple(int(d) for d in info["shape"]), info["data_offsets"]
+        except (KeyError, TypeError, ValueError) as e:
+            raise CorruptCheckpointError(
+                f"{path}: the header entry for tensor {name!r} is malformed ({info!r})."
+            ) from e
+        if dtype not in DTYPES:
+            raise CorruptCheckpointError(f"{path}: tensor {name!r} has dtype {dtype!r}, which hfsoup cannot average.")
+        meta = TensorMeta(dtype, shape)
+        if not (0 <= begin <= end <= data_size) or end - begin != meta.nbytes:
+            raise CorruptCheckpointError(
+                f"{path}: tensor {name!r} claims bytes {begin}..{end} of a {data_size}-byte data section, which does "
+                f"not match its shape {list(shape)} and dtype {dtype} ({meta.nbytes} bytes).",
+                fix="The file is corrupt or was written by a buggy tool; re-download or re-export it.",
+            )
+        structure[name] = meta
+    return structure
+
+
+@dataclass(frozen=True)
+class WeightsLayout:
+    """Which files hold a checkpoint's weights, and which tensor lives in which file."""
+
+    format: str  # "safetensors" or "pickle"
+    files: tuple[str, ...]
+    index_file: str | None = None
+
+
+def weights_layout(files: Iterable[str]) -> WeightsLayout | None:
+    """Pick the weights of a checkpoint from its file names (repo-relative), preferring safetensors.
+
+    Only root-level files count: sub-folders hold other variants (ONNX exports, adapters) that are not the model.
+    """
+    names = {f for f in files if "/" not in f}
+    if SAFE_WEIGHTS_INDEX_NAME in names:
+        return WeightsLayout("safetensors", (), SAFE_WEIGHTS_INDEX_NAME)
+    if SAFE_WEIGHTS_NAME in names:
+        return WeightsLayout("safetensors", (SAFE_WEIGHTS_NAME,))
+    if PICKLE_WEIGHTS_INDEX_NAME in names:
+        return WeightsLayout("pickle", (), PICKLE_WEIGHTS_INDEX_NAME)
+    if PICKLE_WEIGHTS_NAME in names:
+        return WeightsLayout("pickle", (PICKLE_WEIGHTS_NAME,))
+    return None
+
+
+def read_weight_map(index_path: str | os.PathLike) -> dict[str, str]:
+    """The tensor name -> shard file map of a `*.index.json`."""
+    try:
+        weight_map = json.loads(Path(index_path).read_text())["weight_map"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CorruptCheckpointError(f"{index_path} is not a valid weights index ({e}).") from e
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise CorruptCheckpointError(f"{index_path} has an empty or malformed 'weight_map'.")
+    return {str(k): str(v) for k, v in weight_map.items()}
+
+
+class CheckpointReader:
+    """Read one checkpoint folder tensor by tensor, without loading the whole model.
+
+    Args:
+        folder (`str` or `os.PathLike`):
+            A folder holding `model.safetensors`, or shards with `model.safetensors.index.json`.
+        allow_pickle (`bool`, *optional*, defaults to `False`):
+            Also accept `pytorch_model.bin` checkpoints, loaded with `torch.load(weights_only=True)`, which refuses
+            anything but tensors and plain containers (no code runs from the file).
+
+    Example:
+        ```py
+        >>> with CheckpointReader("out/") as reader:
+        ...     print(len(reader.structure), reader.get("classifier.weight").shape)
+        ```
+    """
+
+    def __init__(self, folder: str | os.PathLike, *, allow_pickle: bool = False) -> None:
+        self.folder = Path(folder)
+        layout = weights_layout(p.name for p in self.folder.iterdir()) if self.folder.is_dir() else None
+        if layout is None:
+            raise MissingWeightsError(f"{self.folder} holds no model weights (no {SAFE_WEIGHTS_NAME} or its index).")
+        if layout.format == "pickle" and not allow_pickle:
+            raise MissingWeightsError(
+                f"{self.folder} holds only pickle weights ({layout.index_file or layout.files[0]}), which can run "
+                "code when loaded.",
+                fix="Pass --allow-pickle (allow_pickle=True) to load them with torch.load(weights_only=True), or "
+                "convert the checkpoint to safetensors.",
+            )
+        self.format = layout.format
+        if layout.index_file:
+            self.weight_map = read_weight_map(self.folder / layout.index_file)
+        else:
+            self.weight_map = None
+        files = sorted(set(self.weight_map.values())) if self.weight_map else list(layout.files)
+        missing = [f for f in files if not (self.folder / f).is_file()]
+        if missing:
+            raise CorruptCheckpointError(f"{self.folder} is missing weight shards named in its index: {missing}.")
+        self._handles: dict[str, object] = {}
+        self.structure: StructureMap = {}
+        self._file_of: dict[str, str] = {}
+        for file in files:
+            metas = self._read_structure(file)
+            for name, meta in metas.items():
+                self.structure[name] = meta
+                self._file_of[name] = file
+        if self.weight_map:
+            absent = sorted(set(self.weight_map) - set(self._file_of))
+            if absent:
+                raise CorruptCheckpointError(
+                    f"{self.folder}: the weights index names {len(absent)} tensors no shard holds, e.g. {absent[:3]}."
+                )
+
+    def _read_structure(self, file: str) -> StructureMap:
+        if self.format == "safetensors":
+            return read_safetensors_header(self.folder / file)
+        # Pickle: map the file (no full read) and describe what weights_only loading returns.
+        state = self._pickle_state(file)
+        return {name: TensorMeta(DTYPE_CODES[t.dtype], tuple(t.shape)) for name, t in state.items()}
+
+    def _pickle_state(self, file: str) -> dict[str, torch.Tensor]:
+        if file not in self._handles:
+            try:
+                state = torch.load(self.folder / file, map_location="cpu", weights_only=True, mmap=True)
+            except Exception as e:  # torch raises UnpicklingError, RuntimeError... for refused or broken files
+                raise CorruptCheckpointError(
+                    f"{self.folder / file} could not be loaded with torch.load(weights_only=True): {e}"
+                ) from e
+            if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+                raise CorruptCheckpointError(f"{self.folder / file} does not hold a flat dict of tensors.")
+            self._handles[file] = state
+        return self._handles[file]  # type: ignore[return-value]
+
+    def get(self, name: str) -> torch.Tensor:
+        """Read one tensor (on the CPU, in its stored dtype)."""
+        file = self._file_of[name]
+        if self.format == "pickle":
+            return self._pickle_state(file)[name]
+        if file not in self._handles:
+            self._handles[file] = safe_open(self.folder / file, framework="pt", device="cpu")
+        return self._handles[file].get_tensor(name)  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        self._handles.clear()
+
+    def __enter__(self) -> CheckpointReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?I?B?)\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
+_SIZE_UNITS |= {"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40, "K": 10**3, "M": 10**6, "G": 10**9}
+
+
+def parse_size(size: str | int) -> int:
+    """Parse `"5GB"`, `"500MiB"` or a byte count into bytes (decimal units, as `transformers` uses)."""
+    if isinstance(size, int):
+        return size
+    match = _SIZE_RE.match(size)
+    if not match or match.group(2).upper() not in _SIZE_UNITS:
+        raise ValueError(f"not a size: {size!r} (expected e.g. '5GB', '500MB' or a number of bytes)")
+    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).upper()])
+
+
+def plan_shards(sizes: list[tuple[str, int]], max_shard_size: int) -> list[list[str]]:
+    """Group tensors, in order, into shards of at most `max_shard_size` bytes (a bigger tensor gets its own)."""
+    shards: list[list[str]] = [[]]
+    current = 0
+    for name, nbytes in sizes:
+        if shards[-1] and current + nbytes > max_shard_size:
+            shards.append([])
+            current = 0
+        shards[-1].append(name)
+        current += nbytes
+    return shards
+
+
+class ShardedWriter:
+    """Write tensors, in the planned order, into safetensors shards, buffering at most one shard.
+
+    Files are named as `transformers.save_pretrained` names them, with `model.safetensors.index.json` when there is
+    more than one shard, so the folder loads with `from_pretrained`.
+    """
+
+    def __init__(self, folder: str | os.PathLike, shards: list[list[str]], *, metadata: dict[str, str] | None = None):
+        self.folder = Path(folder)
+        self.shards = shards
+        self.metadata = {"format": "pt", **(metadata or {})}
+        n = len(shards)
+        self.file_names = (
+            [SAFE_WEIGHTS_NAME] if n == 1 else [f"model-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)]
+        )
+        self._shard_of = {name: i for i, names in enumerate(shards) for name in names}
+        self._buffer: dict[str, torch.Tensor] = {}
+        self._current = 0
+        self._total_size = 0
+        self.written: list[str] = []
+
+    def add(self, name: str, tensor: torch.Tensor) -> None:
+        shard = self._shard_of[name]
+        if shard != self._current:
+            raise RuntimeError(f"tensor {name!r} written out of the planned shard order")  # a bug, not user input
+        self._buffer[name] = tensor.detach().to("cpu").contiguous()
+        self._total_size += tensor.numel() * tensor.element_size()
+        if len(self._buffer) == len(self.shards[shard]):
+            self._flush()
+
+    def _flush(self) -> None:
+        path = self.folder / self.file_names[self._current]
+        save_file(self._buffer, str(path), metadata=self.metadata)
+        self.written.append(path.name)
+        logger.debug("wrote %s (%d tensors)", path.name, len(self._buffer))
+        self._buffer = {}
+        self._current += 1
+
+    def finish(self) -> list[str]:
+        """Check every planned tensor arrived, write the index when sharded, and return the files written."""
+        if self._current != len(self.shards):
+            raise RuntimeError(f"only {self._current} of {len(self.shards)} shards were completed")
+        if len(self.shards) > 1:
+            index = {
+                "metadata": {"total_size": self._total_size},
+                "weight_map": {name: self.file_names[i] for name, i in sorted(self._shard_of.items())},
+            }
+            (self.folder / SAFE_WEIGHTS_INDEX_NAME).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+            self.written.append(SAFE_WEIGHTS_INDEX_NAME)
+        return list(self.written)

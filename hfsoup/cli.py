@@ -1,0 +1,212 @@
+"""The `hfsoup` command line: argparse verbs, and the one place errors are formatted for people."""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import logging
+import sys
+import textwrap
+from collections.abc import Sequence
+
+from . import __version__
+from .constants import DEFAULT_MAX_SHARD_SIZE, debug
+from .errors import HfsoupError
+
+logger = logging.getLogger("hfsoup")
+
+SOUP_EPILOG = """\
+examples:
+  hfsoup soup org/ft-a org/ft-b org/ft-c -o soup/
+  hfsoup soup org/ft-a@v1.0 org/ft-b@3f1c2e... ./ft-c -o soup/ --weights 0.5,0.3,0.2
+  hfsoup soup org/ft-a org/ft-b -o soup/ --dtype bfloat16 --max-shard-size 2GB --overwrite
+"""
+HUB_EPILOG = """\
+examples:
+  hfsoup hub serve --root ./hub-store --port 8080
+  HF_ENDPOINT=http://127.0.0.1:8080 HF_HUB_DISABLE_XET=1 hf download org/name
+"""
+MAIN_EPILOG = """\
+examples:
+  hfsoup demo                                   # offline, end to end, in a minute
+  hfsoup soup org/ft-a org/ft-b@main ./ft-c -o soup/
+  hfsoup hub serve --root ./hub-store           # a local Hub for air-gapped teams
+
+Set HFSOUP_DEBUG=1 to see tracebacks.
+"""
+
+
+def _weights(text: str) -> list[float]:
+    try:
+        return [float(w) for w in text.split(",") if w.strip()]
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers such as 0.5,0.3,0.2, got {text!r}") from e
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .cook import DTYPE_NAMES
+    from .soups import SOUPS
+
+    parser = argparse.ArgumentParser(
+        prog="hfsoup",
+        description="Average fine-tuned Hugging Face models into a model soup (Wortsman et al., 2022).",
+        epilog=MAIN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"hfsoup {__version__}")
+    verbosity = parser.add_mutually_exclusive_group()
+    verbosity.add_argument("-v", "--verbose", action="count", default=0, help="more output (-vv for debug)")
+    verbosity.add_argument("-q", "--quiet", action="store_true", help="errors only, no progress bars")
+    verbs = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    soup = verbs.add_parser(
+        "soup",
+        help="average fine-tunes given by Hub ID or folder",
+        description="Average fine-tuned checkpoints, tensor by tensor, into a new model folder.",
+        epilog=SOUP_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    soup.add_argument("ingredients", nargs="+", metavar="INGREDIENT", help="org/name, org/name@revision or a folder")
+    soup.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder (must not exist)")
+    soup.add_argument("--method", default="uniform", choices=sorted(SOUPS), help="soup method (default: uniform)")
+    soup.add_argument("--weights", type=_weights, metavar="W1,W2,...", help="one weight per ingredient, summing to 1")
+    soup.add_argument("--dtype", default="auto", choices=["auto", *DTYPE_NAMES], help="output dtype (default: auto)")
+    soup.add_argument("--max-shard-size", default=DEFAULT_MAX_SHARD_SIZE, metavar="SIZE", help="e.g. 5GB, 500MB")
+    soup.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    soup.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    soup.add_argument(
+        "--allow-pickle", action="store_true", help="accept pytorch_model.bin, loaded with weights_only=True"
+    )
+    soup.add_argument("--token", help="Hub token (default: HF_TOKEN or the token from 'hf auth login')")
+    soup.set_defaults(func=_cmd_soup)
+
+    hub = verbs.add_parser("hub", help="a local Hub-compatible server", epilog=HUB_EPILOG)
+    hub_verbs = hub.add_subparsers(dest="hub_command", metavar="HUB_COMMAND", required=True)
+    serve = hub_verbs.add_parser(
+        "serve",
+        help="serve model and dataset repos from a folder",
+        description="Serve a folder as a Hub that huggingface_hub, transformers and datasets reach via HF_ENDPOINT.",
+        epilog=HUB_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    serve.add_argument("--root", required=True, metavar="DIR", help="where repos are stored (created if missing)")
+    serve.add_argument("--port", type=int, default=0, help="port (default: a free one, printed at start)")
+    serve.add_argument("--host", default="127.0.0.1", help="loopback address to bind (default: 127.0.0.1)")
+    serve.set_defaults(func=_cmd_hub_serve)
+
+    demo = verbs.add_parser(
+        "demo",
+        help="offline end-to-end demo on a local Hub",
+        description="Publish tiny fine-tunes to an in-process local Hub, soup them by Hub ID, load the soup.",
+    )
+    demo.add_argument("--workdir", metavar="DIR", help="keep the demo's files here (default: a temporary folder)")
+    demo.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def _cmd_soup(args: argparse.Namespace) -> int:
+    from .cook import soup
+
+    result = soup(
+        args.ingredients,
+        args.output,
+        method=args.method,
+        weights=args.weights,
+        dtype=args.dtype,
+        max_shard_size=args.max_shard_size,
+        overwrite=args.overwrite,
+        allow_pickle=args.allow_pickle,
+        token=args.token,
+        device=args.device,
+    )
+    print(f"{result.method} soup of {len(result.ingredients)} ingredients written to {result.output_dir}")
+    for ingredient, weight in zip(result.ingredients, result.weights, strict=True):
+        pinned = ingredient.get("sha") or ingredient.get("path")
+        print(f"  {weight:.4f}  {ingredient['spec']}  ({pinned})")
+    return 0
+
+
+def _cmd_hub_serve(args: argparse.Namespace) -> int:
+    from .testing.hub_server import LocalHubServer
+
+    server = LocalHubServer(args.root, host=args.host, port=args.port)
+    server.start()
+    print(f"Local Hub serving {server.root} at {server.url}")
+    print(f"Point clients at it with: export HF_ENDPOINT={server.url} HF_HUB_DISABLE_XET=1")
+    print("Press Ctrl-C to stop.")
+    try:
+        server.serve_forever()
+    finally:
+        server.stop()
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(workdir=args.workdir, report=print)
+    return 0
+
+
+def _configure_logging(args: argparse.Namespace) -> None:
+    level = logging.ERROR if args.quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    if args.quiet:
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
+
+
+def format_error(exc: BaseException) -> str:
+    """One paragraph for a person: what went wrong and, when known, the fix."""
+    if not isinstance(exc, HfsoupError):
+        exc = _as_hfsoup_error(exc) or exc
+    if isinstance(exc, HfsoupError):
+        text = exc.message if exc.fix is None else f"{exc.message} {exc.fix}"
+    elif isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        text = (
+            f"No space left on the device while writing {exc.filename or 'the output'}. Nothing was moved into "
+            "place. Free some space or choose an output folder on another disk with -o."
+        )
+    else:
+        text = f"Unexpected {type(exc).__name__}: {exc}. This is probably a bug in hfsoup; please report it."
+    return textwrap.fill(f"Error: {text}", width=100) + "\n(Set HFSOUP_DEBUG=1 to see the traceback.)"
+
+
+def _as_hfsoup_error(exc: BaseException) -> HfsoupError | None:
+    """Hub client errors that escaped a stage (the stages convert the ones they expect)."""
+    try:
+        from huggingface_hub.errors import HfHubHTTPError
+    except ImportError:  # pragma: no cover
+        return None
+    from .errors import HubError
+
+    if isinstance(exc, HfHubHTTPError):
+        return HubError(f"The Hub answered: {str(exc).splitlines()[0]}", fix="Check HF_ENDPOINT and your token.")
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    _configure_logging(args)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("Interrupted; nothing was moved into place.", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the single place errors reach a person
+        if debug():
+            raise
+        print(format_error(exc), file=sys.stderr)
+        return exc.exit_code if isinstance(exc, HfsoupError) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

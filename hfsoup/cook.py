@@ -1,0 +1,212 @@
+"""The pipeline: the one module that wires the stages together.
+
+resolve (pin SHAs) -> structure check (headers only) -> fetch weights -> stream the soup -> provenance -> move the
+finished folder into place. Every check that can fail on user input runs before anything is downloaded or written.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import __version__, compat, hub
+from .checkpoint import CheckpointReader, StructureMap, parse_size
+from .constants import DEFAULT_MAX_SHARD_SIZE, PROVENANCE_FILE
+from .errors import InvalidSoupArgumentsError
+from .output import check_output, staged_output
+from .soups import SOUPS
+from .soups.engine import stream_soup
+
+logger = logging.getLogger(__name__)
+
+DTYPE_NAMES = ("float32", "float16", "bfloat16")
+
+
+@dataclass
+class SoupResult:
+    """What `soup` made: the folder, the pinned ingredients and the weights used.
+
+    Attributes:
+        output_dir (`Path`): the finished soup folder; loads with `from_pretrained`.
+        method (`str`): the soup method's name in `SOUPS`.
+        weights (`tuple[float, ...]`): the mixing weight of each ingredient, in order.
+        ingredients (`list[dict]`): per ingredient, what was asked for and the commit SHA it was pinned to.
+        files (`list[str]`): the files written into `output_dir`.
+    """
+
+    output_dir: Path
+    method: str
+    weights: tuple[float, ...]
+    ingredients: list[dict]
+    files: list[str] = field(default_factory=list)
+
+    @property
+    def provenance_path(self) -> Path:
+        return self.output_dir / PROVENANCE_FILE
+
+
+def _parse_dtype(dtype: str | None):
+    import torch
+
+    if dtype in (None, "auto"):
+        return None
+    if dtype not in DTYPE_NAMES:
+        raise InvalidSoupArgumentsError(
+            f"Unknown output dtype {dtype!r}.", fix=f"Use one of: auto, {', '.join(DTYPE_NAMES)}."
+        )
+    return getattr(torch, dtype)
+
+
+def soup(
+    ingredients: Sequence[str | os.PathLike],
+    output_dir: str | os.PathLike,
+    *,
+    method: str = "uniform",
+    weights: Sequence[float] | None = None,
+    dtype: str | None = None,
+    max_shard_size: str | int = DEFAULT_MAX_SHARD_SIZE,
+    overwrite: bool = False,
+    allow_pickle: bool = False,
+    token: str | bool | None = None,
+    device: str = "auto",
+) -> SoupResult:
+    """Average fine-tuned models named by Hub ID or folder into a new checkpoint folder.
+
+    Args:
+        ingredients (`Sequence[str]`):
+            At least two models: `org/name`, `org/name@revision` (branch, tag or commit SHA) or local folders.
+        output_dir (`str` or `os.PathLike`):
+            Where the soup is written. It appears only once complete; an existing folder is kept unless `overwrite`.
+        method (`str`, *optional*, defaults to `"uniform"`):
+            A method in `hfsoup.soups.SOUPS`.
+        weights (`Sequence[float]`, *optional*):
+            One non-negative weight per ingredient, summing to 1 (uniform when omitted).
+        dtype (`str`, *optional*):
+            `float32`, `float16` or `bfloat16` for the output; by default the first ingredient's dtype.
+        max_shard_size (`str` or `int`, *optional*, defaults to `"5GB"`):
+            Larger outputs are split into shards with a `model.safetensors.index.json`.
+        overwrite (`bool`, *optional*, defaults to `False`):
+            Replace an existing `output_dir`.
+        allow_pickle (`bool`, *optional*, defaults to `False`):
+            Accept `pytorch_model.bin` ingredients, loaded with `torch.load(weights_only=True)`.
+        token (`str` or `bool`, *optional*):
+            A Hub token for private repos; by default the one from `HF_TOKEN` or `hf auth login`.
+        device (`str`, *optional*, defaults to `"auto"`):
+            Where the arithmetic runs: `auto` (a GPU when present), `cpu`, `cuda` or `cuda:N`.
+
+    Returns:
+        `SoupResult`: the output folder, the pinned ingredients and the weights used.
+
+    Example:
+        ```py
+        >>> import hfsoup
+        >>> result = hfsoup.soup(["org/ft-a", "org/ft-b@v1", "./ft-c"], output_dir="soup/")
+        >>> result.ingredients[1]["sha"]
+        '3f1c...'
+        ```
+    """
+    # Everything that depends only on the arguments is checked first: no network, no disk.
+    specs = [os.fspath(i) for i in ingredients]
+    if len(specs) < 2:
+        raise InvalidSoupArgumentsError(
+            f"A soup needs at least two ingredients; got {len(specs)} ({', '.join(specs) or 'none'}).",
+            fix="Name two or more fine-tuned models of the same base, e.g. hfsoup soup org/ft-a org/ft-b -o out/.",
+        )
+    repeated = sorted({s for s in specs if specs.count(s) > 1})
+    if repeated:
+        raise InvalidSoupArgumentsError(
+            f"Ingredient {repeated[0]!r} is named more than once.",
+            fix="Name each ingredient once; to give one model more weight, use --weights.",
+        )
+    if method not in SOUPS:
+        raise InvalidSoupArgumentsError(
+            f"Unknown soup method {method!r}.", fix=f"Choose one of: {', '.join(sorted(SOUPS))}."
+        )
+    mixing = SOUPS[method](weights=weights).mixing(len(specs))
+    torch_dtype = _parse_dtype(dtype)
+    try:
+        shard_bytes = parse_size(max_shard_size)
+    except ValueError as e:
+        raise InvalidSoupArgumentsError(f"Invalid --max-shard-size: {e}.") from e
+    out = check_output(output_dir, overwrite=overwrite)
+
+    pinned = [hub.resolve(spec, token=token, allow_pickle=allow_pickle) for spec in specs]
+    structures, configs = _inspect(pinned, token=token, allow_pickle=allow_pickle)
+    compat.check_structure(structures, configs)
+
+    for ingredient in pinned:
+        hub.fetch(ingredient, token=token)
+    readers = [CheckpointReader(i.local_dir, allow_pickle=allow_pickle) for i in pinned]  # type: ignore[arg-type]
+    provenance = {
+        "hfsoup_version": __version__,
+        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "method": method,
+        "weights": list(mixing.weights),
+        "dtype": dtype or "auto",
+        "ingredients": [i.provenance() for i in pinned],
+        "config_from": pinned[0].name,
+    }
+    with staged_output(out, overwrite=overwrite) as staging:
+        files = stream_soup(
+            readers,
+            mixing,
+            staging,
+            dtype=torch_dtype,
+            max_shard_size=shard_bytes,
+            device=device,
+            metadata={"hfsoup_method": method},
+        )
+        files += _copy_support_files(pinned[0], staging, torch_dtype)
+        provenance["files"] = sorted(files)
+        (staging / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2) + "\n")
+        files.append(PROVENANCE_FILE)
+    for reader in readers:
+        reader.close()
+    logger.info("wrote a %s soup of %d ingredients to %s", method, len(pinned), out)
+    return SoupResult(out, method, mixing.weights, provenance["ingredients"], sorted(files))  # type: ignore[arg-type]
+
+
+def _inspect(
+    pinned: list[hub.Ingredient], *, token: str | bool | None, allow_pickle: bool
+) -> tuple[dict[str, StructureMap], dict[str, dict]]:
+    """Configs and tensor structure of every ingredient, from small files and safetensors headers only."""
+    structures: dict[str, StructureMap] = {}
+    configs: dict[str, dict] = {}
+    for ingredient in pinned:
+        folder = hub.fetch(ingredient, token=token, weights=False)
+        configs[ingredient.name] = compat.read_config(folder)
+        structure = hub.remote_structure(ingredient, token=token)
+        if structure is None:  # local folder or pickle weights: read what is on disk
+            hub.fetch(ingredient, token=token)
+            with CheckpointReader(ingredient.local_dir, allow_pickle=allow_pickle) as reader:  # type: ignore[arg-type]
+                structure = reader.structure
+        structures[ingredient.name] = structure
+    return structures, configs
+
+
+def _copy_support_files(first: hub.Ingredient, staging: Path, dtype) -> list[str]:
+    """Config, tokenizer and processor files, always from the first ingredient so the choice is reproducible.
+
+    The ingredient's model card is not copied: it describes that model, not the soup.
+    """
+    assert first.local_dir is not None
+    copied = []
+    for name in first.files:
+        if name == hub.CARD_FILE or not (first.local_dir / name).is_file():
+            continue
+        if name == "config.json" and dtype is not None:
+            config = json.loads((first.local_dir / name).read_text())
+            for key in ("dtype", "torch_dtype"):
+                if key in config or key == "dtype":
+                    config[key] = str(dtype).removeprefix("torch.")
+            (staging / name).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        else:
+            shutil.copyfile(first.local_dir / name, staging / name)
+        copied.append(name)
+    return copied

@@ -1,0 +1,46 @@
+"""User-facing errors.
+
+Every error a user can cause derives from `HfsoupError`. The message says what was expected, what was found and how
+to fix it; the CLI prints it once, as one paragraph, and exits with `exit_code`.
+"""
+
+from __future__ import annotations
+
+
+class HfsoupError(Exception):
+    """Base class for every error caused by user input or by the user's environment."""
+
+    exit_code: int = 1
+
+    def __init__(self, message: str, *, fix: str | None = None) -> None:
+        self.message = message
+        self.fix = fix
+        super().__init__(message if fix is None else f"{message} {fix}")
+
+
+class IngredientNotFoundError(HfsoupError):
+    """A Hub repo, revision, file or local folder named as an ingredient does not exist."""
+
+
+class MissingWeightsError(HfsoupError):
+    """An ingredient holds no weights hfsoup can read safely."""
+
+
+class IncompatibleIngredientsError(HfsoupError):
+    """The ingredients cannot be averaged tensor by tensor (names, shapes, dtypes)."""
+
+
+class InvalidSoupArgumentsError(HfsoupError):
+    """Soup options that contradict each other or the ingredients (weights, counts, dtypes)."""
+
+
+class OutputExistsError(HfsoupError):
+    """The output folder exists and `--overwrite` was not given."""
+
+
+class HubError(HfsoupError):
+    """The Hub (or the local Hub server) answered with an error hfsoup cannot recover from."""
+
+
+class CorruptCheckpointError(HfsoupError):
+    """A weights file is malformed: a bad safetensors header, a missing shard, an index naming absent tensors."""

@@ -1,0 +1,290 @@
+"""Ingredients on the Hub or on disk: parse `org/name@revision`, pin it to a commit SHA, fetch only what a soup needs.
+
+Every Hub ingredient is resolved to a 40-hex commit SHA once, up front; all later reads use that SHA, so a branch
+moving during a long soup cannot mix two versions of a model. Downloads go through the Hub cache
+(`snapshot_download`), with `huggingface_hub`'s progress bars.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .checkpoint import (
+    SAFE_WEIGHTS_NAME,
+    StructureMap,
+    TensorMeta,
+    WeightsLayout,
+    read_weight_map,
+    weights_layout,
+)
+from .errors import HubError, IngredientNotFoundError, MissingWeightsError
+
+logger = logging.getLogger(__name__)
+
+# Files a soup carries over from an ingredient besides its weights. Everything else in a repo (other weight formats,
+# ONNX exports, training logs, images) is never downloaded.
+CONFIG_FILES = ("config.json", "generation_config.json")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "tokenizer.model",
+    "chat_template.jinja",
+    "chat_template.json",
+)
+PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json", "video_preprocessor_config.json")
+CARD_FILE = "README.md"
+SUPPORT_FILES = (*CONFIG_FILES, *TOKENIZER_FILES, *PROCESSOR_FILES, CARD_FILE)
+
+
+@dataclass(frozen=True)
+class IngredientRef:
+    """What the user named: a Hub repo (with an optional revision) or a local folder."""
+
+    spec: str
+    repo_id: str | None = None
+    revision: str | None = None
+    path: Path | None = None
+
+    @property
+    def is_local(self) -> bool:
+        return self.path is not None
+
+
+def parse_ingredient(spec: str) -> IngredientRef:
+    """Parse `org/name`, `org/name@revision` or a local folder.
+
+    An existing folder wins over a Hub ID of the same spelling, as in `transformers.from_pretrained`.
+
+    Example:
+        ```py
+        >>> ref = parse_ingredient("google-bert/bert-base-uncased@main")
+        >>> ref.repo_id, ref.revision
+        ('google-bert/bert-base-uncased', 'main')
+        ```
+    """
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    expanded = Path(os.path.expanduser(spec))
+    if expanded.is_dir():
+        return IngredientRef(spec, path=expanded.resolve())
+    if spec.startswith((".", "/", "~")) or os.sep != "/" and os.sep in spec:
+        raise IngredientNotFoundError(
+            f"Ingredient {spec!r} looks like a local path, but no such folder exists.",
+            fix="Check the path, or name a Hub model as 'org/name' or 'org/name@revision'.",
+        )
+    repo_id, _, revision = spec.partition("@")
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as e:
+        raise IngredientNotFoundError(
+            f"Ingredient {spec!r} is neither an existing folder nor a valid Hub model ID ({e}).",
+            fix="Name Hub models as 'org/name' or 'org/name@revision' (a branch, tag or commit SHA).",
+        ) from e
+    if "@" in spec and not revision:
+        raise IngredientNotFoundError(f"Ingredient {spec!r} ends with '@' but names no revision.")
+    return IngredientRef(spec, repo_id=repo_id, revision=revision or None)
+
+
+@dataclass
+class Ingredient:
+    """An ingredient pinned to an exact version, with the files a soup needs from it."""
+
+    ref: IngredientRef
+    sha: str | None  # the commit SHA of a Hub ingredient; None for a local folder
+    layout: WeightsLayout
+    files: list[str]  # repo-relative files to fetch (weights resolved later for indexed checkpoints)
+    local_dir: Path | None = None  # where its files are once fetched (a cache snapshot, or the folder itself)
+    structure: StructureMap = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.ref.spec
+
+    def provenance(self) -> dict[str, object]:
+        if self.ref.is_local:
+            return {"spec": self.ref.spec, "path": str(self.ref.path), "weights_format": self.layout.format}
+        return {
+            "spec": self.ref.spec,
+            "repo_id": self.ref.repo_id,
+            "revision": self.ref.revision or "main",
+            "sha": self.sha,
+            "weights_format": self.layout.format,
+        }
+
+
+def _check_layout(name: str, layout: WeightsLayout | None, *, allow_pickle: bool) -> WeightsLayout:
+    if layout is None:
+        raise MissingWeightsError(
+            f"Ingredient {name!r} holds no model weights: expected {SAFE_WEIGHTS_NAME} (or sharded safetensors with "
+            "model.safetensors.index.json) at the root of the repo.",
+            fix="Check that it is a model checkpoint and not, e.g., a tokenizer-only or adapter repo.",
+        )
+    if layout.format == "pickle" and not allow_pickle:
+        raise MissingWeightsError(
+            f"Ingredient {name!r} has only pickle weights ({layout.index_file or layout.files[0]}); unpickling can "
+            "run arbitrary code, so hfsoup refuses it by default.",
+            fix="If you trust it, pass --allow-pickle (allow_pickle=True): hfsoup then loads it with "
+            "torch.load(weights_only=True), which accepts tensors only.",
+        )
+    return layout
+
+
+def resolve(spec: str | IngredientRef, *, token: str | bool | None = None, allow_pickle: bool = False) -> Ingredient:
+    """Pin an ingredient to a commit SHA and choose its files, downloading nothing.
+
+    Raises `IngredientNotFoundError` for a missing repo, revision or folder and `MissingWeightsError` for one without
+    usable weights.
+    """
+    ref = spec if isinstance(spec, IngredientRef) else parse_ingredient(spec)
+    if ref.path is not None:
+        names = [p.name for p in ref.path.iterdir() if p.is_file()]
+        layout = _check_layout(ref.spec, weights_layout(names), allow_pickle=allow_pickle)
+        files = sorted(n for n in names if n in SUPPORT_FILES)
+        return Ingredient(ref, None, layout, files, local_dir=ref.path)
+
+    from huggingface_hub import HfApi
+
+    with hub_errors(ref):
+        info = HfApi(token=token).model_info(ref.repo_id, revision=ref.revision)
+    siblings = [s.rfilename for s in info.siblings or []]
+    layout = _check_layout(ref.spec, weights_layout(siblings), allow_pickle=allow_pickle)
+    files = sorted(n for n in siblings if n in SUPPORT_FILES)
+    logger.info("resolved %s to %s", ref.spec, info.sha)
+    return Ingredient(ref, info.sha, layout, files)
+
+
+def fetch(ingredient: Ingredient, *, token: str | bool | None = None, weights: bool = True) -> Path:
+    """Download the ingredient's config, tokenizer, card and (unless `weights=False`) weights at its pinned SHA.
+
+    Returns the local folder (a snapshot in the Hub cache, or the ingredient's own folder when it is local).
+    """
+    if ingredient.ref.path is not None:
+        return ingredient.ref.path
+    from huggingface_hub import hf_hub_download, snapshot_download
+
+    ref, layout = ingredient.ref, ingredient.layout
+    weight_files = list(layout.files) if weights else []
+    with hub_errors(ref):
+        if weights and layout.index_file:
+            index_path = hf_hub_download(ref.repo_id, layout.index_file, revision=ingredient.sha, token=token)
+            weight_files = [layout.index_file, *sorted(set(read_weight_map(index_path).values()))]
+        folder = snapshot_download(
+            ref.repo_id,
+            revision=ingredient.sha,
+            allow_patterns=[*ingredient.files, *weight_files],
+            token=token,
+        )
+    ingredient.local_dir = Path(folder)
+    return ingredient.local_dir
+
+
+def remote_structure(ingredient: Ingredient, *, token: str | bool | None = None) -> StructureMap | None:
+    """Tensor names, dtypes and shapes from the safetensors headers on the Hub (Range reads, no weights download).
+
+    Returns `None` when the headers cannot be read remotely (pickle weights); the caller then reads them after fetch.
+    """
+    if ingredient.ref.is_local or ingredient.layout.format != "safetensors":
+        return None
+    from huggingface_hub import HfApi
+
+    with hub_errors(ingredient.ref):
+        meta = HfApi(token=token).get_safetensors_metadata(ingredient.ref.repo_id, revision=ingredient.sha)
+    structure: StructureMap = {}
+    for file_meta in meta.files_metadata.values():
+        for name, info in file_meta.tensors.items():
+            structure[name] = TensorMeta(info.dtype, tuple(info.shape))
+    return structure
+
+
+class hub_errors:  # noqa: N801 - used as a lowercase context manager, like contextlib helpers
+    """Turn the Hub client's errors about an ingredient into hfsoup errors that name the ingredient and the fix."""
+
+    def __init__(self, ref: IngredientRef) -> None:
+        self.ref = ref
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type, exc, tb) -> bool:  # noqa: ANN001
+        if exc is None:
+            return False
+        from huggingface_hub.errors import (
+            EntryNotFoundError,
+            GatedRepoError,
+            HfHubHTTPError,
+            OfflineModeIsEnabled,
+            RepositoryNotFoundError,
+            RevisionNotFoundError,
+        )
+
+        from . import constants
+
+        ref, endpoint = self.ref, constants.hub_endpoint()
+        if isinstance(exc, GatedRepoError):
+            raise IngredientNotFoundError(
+                f"Ingredient {ref.repo_id!r} is a gated repo on {endpoint} and this account has not been granted "
+                "access to it.",
+                fix="Accept its conditions on the model page, then log in with 'hf auth login' or set HF_TOKEN.",
+            ) from exc
+        if isinstance(exc, RepositoryNotFoundError):
+            raise IngredientNotFoundError(
+                f"Ingredient {ref.repo_id!r} was not found on {endpoint}: the repo does not exist, or it is private "
+                "and no valid token was sent.",
+                fix="Check the spelling of 'org/name'; for a private repo log in with 'hf auth login', set HF_TOKEN "
+                "or pass --token.",
+            ) from exc
+        if isinstance(exc, RevisionNotFoundError):
+            raise IngredientNotFoundError(
+                f"Revision {ref.revision!r} of ingredient {ref.repo_id!r} was not found on {endpoint}.",
+                fix="Name an existing branch, tag or full commit SHA after '@' (see the repo's 'Files and versions' "
+                "tab, or HfApi().list_repo_refs), or drop '@...' to use main.",
+            ) from exc
+        if isinstance(exc, EntryNotFoundError):
+            raise IngredientNotFoundError(
+                f"A file of ingredient {ref.spec!r} listed by the Hub could not be downloaded ({exc}).",
+                fix="The repo may have changed during the download; run the command again.",
+            ) from exc
+        if isinstance(exc, OfflineModeIsEnabled):
+            raise HubError(
+                f"Ingredient {ref.spec!r} must be resolved on the Hub, but HF_HUB_OFFLINE is set.",
+                fix="Unset HF_HUB_OFFLINE, or name the ingredient by its downloaded local folder.",
+            ) from exc
+        if isinstance(exc, HfHubHTTPError):
+            status = exc.response.status_code if exc.response is not None else "?"
+            raise HubError(
+                f"The Hub at {endpoint} answered HTTP {status} for ingredient {ref.spec!r}: {_first_line(exc)}",
+                fix="Retry later; if it persists, check HF_ENDPOINT and your token.",
+            ) from exc
+        if _is_connection_error(exc):
+            raise HubError(
+                f"Could not reach the Hub at {endpoint} to resolve ingredient {ref.spec!r} ({_first_line(exc)}).",
+                fix="Check your network or HF_ENDPOINT; models already in the cache can be named by local folder.",
+            ) from exc
+        return False
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    try:
+        import httpx
+
+        if isinstance(exc, httpx.TransportError):
+            return True
+    except ImportError:  # pragma: no cover - httpx comes with huggingface_hub >= 1.0
+        pass
+    return isinstance(exc, ConnectionError | TimeoutError)

@@ -1,0 +1,46 @@
+"""Shared fixtures: a loopback-only network, a fresh Hugging Face cache per test, and the local Hub server."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from hfsoup.testing import netguard
+
+# Nothing in the suite may leave loopback. Installed at import so that even collection is guarded.
+netguard.install()
+os.environ.setdefault("HF_HUB_DISABLE_XET", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("HF_UPDATE_DOWNLOAD_COUNTS", "0")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    # A test may catch the guard's exception; the session still fails if anything tried to leave loopback.
+    if netguard.BLOCKED:
+        print(f"\nhfsoup network guard: blocked connections outside loopback: {sorted(set(netguard.BLOCKED))}")
+        session.exitstatus = 1
+
+
+@pytest.fixture
+def hf_home(tmp_path, monkeypatch):
+    """A fresh, empty Hugging Face home (and cache) for one test, with no token from the developer's machine."""
+    home = tmp_path / "hf_home"
+    home.mkdir()
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    return home
+
+
+@pytest.fixture
+def local_hub(tmp_path, hf_home):
+    """A local Hub server on a free loopback port, with every Hugging Face client pointed at it.
+
+    Yields the running `LocalHubServer`; its `url` is also in `HF_ENDPOINT` for the duration of the test.
+    """
+    from hfsoup.testing.env import use_local_hub
+    from hfsoup.testing.hub_server import LocalHubServer
+
+    with LocalHubServer(tmp_path / "hub_store") as server, use_local_hub(server.url, hf_home):
+        yield server
