@@ -1,0 +1,180 @@
+"""The soup engine on local folders: arithmetic, dtypes, shards, argument errors and atomic output."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import hfsoup
+from hfsoup.checkpoint import CheckpointReader
+from hfsoup.cli import main
+from hfsoup.errors import (
+    IncompatibleIngredientsError,
+    IngredientNotFoundError,
+    InvalidSoupArgumentsError,
+    MissingWeightsError,
+    OutputExistsError,
+)
+from hfsoup.testing.reference import max_relative_deviation, reference_average
+
+
+def make_checkpoint(folder, seed, *, dtype=torch.float32, extra=None, shapes=None):
+    g = torch.Generator().manual_seed(seed)
+    shapes = shapes or {"encoder.weight": (8, 6), "encoder.bias": (8,), "head.weight": (2, 8)}
+    tensors = {n: (torch.randn(*s, generator=g) * 3 + 1).to(dtype) for n, s in shapes.items()}
+    tensors["position_ids"] = torch.arange(6)
+    tensors.update(extra or {})
+    folder.mkdir(parents=True)
+    save_file(tensors, folder / "model.safetensors")
+    (folder / "config.json").write_text(json.dumps({"model_type": "bert", "architectures": ["BertModel"]}))
+    (folder / "tokenizer.json").write_text(json.dumps({"seed": seed}))
+    return folder
+
+
+@pytest.fixture
+def ingredients(tmp_path):
+    return [make_checkpoint(tmp_path / f"ft{i}", seed=i) for i in range(3)]
+
+
+def test_uniform_soup_matches_float64_reference(tmp_path, ingredients):
+    result = hfsoup.soup(ingredients, tmp_path / "out")
+    assert max_relative_deviation(result.output_dir, reference_average(ingredients)) < 1e-6
+    with CheckpointReader(result.output_dir) as soup:
+        assert torch.equal(soup.get("position_ids"), torch.arange(6))  # integer buffers copied, not averaged
+    # Non-weight files come from the first ingredient, always.
+    assert json.loads((result.output_dir / "tokenizer.json").read_text()) == {"seed": 0}
+    provenance = json.loads(result.provenance_path.read_text())
+    assert provenance["method"] == "uniform" and provenance["weights"] == pytest.approx([1 / 3] * 3)
+    assert [i["path"] for i in provenance["ingredients"]] == [str(p) for p in ingredients]
+    assert provenance["hfsoup_version"] == hfsoup.__version__
+
+
+def test_weighted_soup(tmp_path, ingredients):
+    weights = [0.5, 0.3, 0.2]
+    result = hfsoup.soup(ingredients, tmp_path / "out", weights=weights)
+    assert result.weights == tuple(weights)
+    assert max_relative_deviation(result.output_dir, reference_average(ingredients, weights)) < 1e-6
+    # ... and it really differs from the uniform soup.
+    assert max_relative_deviation(result.output_dir, reference_average(ingredients)) > 1e-3
+
+
+def test_output_dtype_and_sharding(tmp_path, ingredients):
+    result = hfsoup.soup(ingredients, tmp_path / "out", dtype="bfloat16", max_shard_size="100B")
+    with CheckpointReader(result.output_dir) as soup:
+        assert soup.structure["encoder.weight"].dtype == "BF16" and soup.structure["position_ids"].dtype == "I64"
+        assert soup.weight_map is not None and len(set(soup.weight_map.values())) >= 2
+        reference = reference_average(ingredients)
+        for name, ref in reference.items():
+            assert torch.equal(soup.get(name), ref.to(torch.bfloat16))
+
+
+def test_fp16_ingredients_stay_fp16(tmp_path):
+    folders = [make_checkpoint(tmp_path / f"h{i}", seed=i, dtype=torch.float16) for i in range(2)]
+    result = hfsoup.soup(folders, tmp_path / "out")
+    with CheckpointReader(result.output_dir) as soup:
+        for name, ref in reference_average(folders).items():
+            assert soup.structure[name].dtype == "F16"
+            assert torch.equal(soup.get(name), ref.to(torch.float16))
+
+
+def test_structure_mismatches_are_all_listed(tmp_path, ingredients):
+    odd = make_checkpoint(tmp_path / "odd", seed=9, shapes={"encoder.weight": (8, 7), "extra.weight": (2,)})
+    with pytest.raises(IncompatibleIngredientsError) as info:
+        hfsoup.soup([*ingredients, odd], tmp_path / "out")
+    message = str(info.value)
+    for fragment in ("encoder.bias", "head.weight", "extra.weight", "encoder.weight [8, 7] vs [8, 6]"):
+        assert fragment in message
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("weights", "match"),
+    [([0.5, 0.5], "2 weights"), ([0.5, 0.3, 0.3], "sums to 1.1"), ([1.2, -0.1, -0.1], "non-negative")],
+)
+def test_bad_weights(tmp_path, ingredients, weights, match):
+    with pytest.raises(InvalidSoupArgumentsError, match=match):
+        hfsoup.soup(ingredients, tmp_path / "out", weights=weights)
+    assert not (tmp_path / "out").exists()
+
+
+def test_fewer_than_two_ingredients(tmp_path, ingredients):
+    with pytest.raises(InvalidSoupArgumentsError, match="at least two"):
+        hfsoup.soup(ingredients[:1], tmp_path / "out")
+
+
+def test_existing_output_is_kept_unless_overwrite(tmp_path, ingredients):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "precious.txt").write_text("mine")
+    with pytest.raises(OutputExistsError, match="--overwrite"):
+        hfsoup.soup(ingredients, out)
+    assert (out / "precious.txt").read_text() == "mine"
+    hfsoup.soup(ingredients, out, overwrite=True)
+    assert not (out / "precious.txt").exists() and (out / "model.safetensors").is_file()
+
+
+def test_failure_midway_leaves_nothing(tmp_path, ingredients, monkeypatch):
+    from hfsoup.soups import engine
+
+    def broken(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(engine, "ShardedWriter", broken)
+    out = tmp_path / "deep" / "out"
+    with pytest.raises(OSError):
+        hfsoup.soup(ingredients, out)
+    assert not (tmp_path / "deep").exists()  # neither the output nor the parents this call created
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ft0", "ft1", "ft2"]
+
+
+def test_pickle_only_needs_allow_pickle(tmp_path, ingredients):
+    pickled = tmp_path / "pickled"
+    pickled.mkdir()
+    with CheckpointReader(ingredients[2]) as reader:
+        torch.save({n: reader.get(n) for n in reader.structure}, pickled / "pytorch_model.bin")
+    (pickled / "config.json").write_text((ingredients[2] / "config.json").read_text())
+    with pytest.raises(MissingWeightsError, match="--allow-pickle"):
+        hfsoup.soup([*ingredients[:2], pickled], tmp_path / "out")
+    result = hfsoup.soup([*ingredients[:2], pickled], tmp_path / "out", allow_pickle=True)
+    assert max_relative_deviation(result.output_dir, reference_average(ingredients)) < 1e-6
+
+
+def test_missing_local_folder(tmp_path, ingredients):
+    with pytest.raises(IngredientNotFoundError, match="no such folder"):
+        hfsoup.soup([ingredients[0], "./does/not/exist"], tmp_path / "out")
+
+
+def test_cli_prints_one_paragraph_and_exits_1(tmp_path, ingredients, capsys):
+    out = tmp_path / "out"
+    code = main(["soup", *map(str, ingredients), "-o", str(out), "--weights", "0.5,0.5"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.startswith("Error: Got 2 weights") and "Traceback" not in err
+    assert "HFSOUP_DEBUG=1" in err and not out.exists()
+
+
+def test_cli_success_lists_pinned_ingredients(tmp_path, ingredients, capsys):
+    assert main(["soup", *map(str, ingredients), "-o", str(tmp_path / "out"), "--weights", "0.2,0.3,0.5"]) == 0
+    stdout = capsys.readouterr().out
+    assert "uniform soup of 3 ingredients" in stdout and "0.5000" in stdout
+
+
+def test_cli_usage_error_exits_2(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["soup", "a", "b"])  # no -o
+    assert info.value.code == 2
+
+
+def test_traceback_only_with_debug(tmp_path, ingredients):
+    cmd = [sys.executable, "-m", "hfsoup.cli", "soup", str(ingredients[0]), "-o", str(tmp_path / "out")]
+    env = {k: v for k, v in os.environ.items() if k != "HFSOUP_DEBUG"}
+    quiet = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    loud = subprocess.run(cmd, capture_output=True, text=True, env={**env, "HFSOUP_DEBUG": "1"})
+    assert quiet.returncode == 1 and "Traceback" not in quiet.stderr and "at least two" in quiet.stderr
+    assert loud.returncode == 1 and "Traceback" in loud.stderr and "InvalidSoupArgumentsError" in loud.stderr
