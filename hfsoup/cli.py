@@ -6,7 +6,6 @@ import argparse
 import errno
 import logging
 import sys
-import textwrap
 from collections.abc import Sequence
 
 from . import __version__
@@ -173,7 +172,8 @@ def format_error(exc: BaseException) -> str:
         )
     else:
         text = f"Unexpected {type(exc).__name__}: {exc}. This is probably a bug in hfsoup; please report it."
-    return textwrap.fill(f"Error: {text}", width=100) + "\n(Set HFSOUP_DEBUG=1 to see the traceback.)"
+    # One line, unwrapped: terminals wrap it, and logs and greps keep it whole.
+    return f"Error: {' '.join(text.split())}\n(Set HFSOUP_DEBUG=1 to see the traceback.)"
 
 
 def _as_hfsoup_error(exc: BaseException) -> HfsoupError | None:
