@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -113,6 +114,12 @@ def use_local_hub(endpoint: str, hf_home: str | os.PathLike) -> Iterator[None]:
                 if hasattr(module, name):
                     saved_attrs.append((module, name, getattr(module, name)))
                     setattr(module, name, value)
+        # transformers keeps one HfApi client, built on first use with the endpoint of that moment; drop it so the
+        # next call builds one for this Hub (only if transformers is loaded: importing it here would cost seconds).
+        hub_module = sys.modules.get("transformers.utils.hub")
+        if hub_module is not None and hasattr(hub_module, "_hf_api"):
+            saved_attrs.append((hub_module, "_hf_api", hub_module._hf_api))
+            hub_module._hf_api = None
         yield
     finally:
         for module, name, value in reversed(saved_attrs):

@@ -1,0 +1,171 @@
+"""The request and response model the local Hub's endpoints share, and the helpers they all use.
+
+An endpoint is a function `(Request, *args) -> Response`. It raises `EndpointError` for anything the client should see
+as a Hub error; `hub_server` turns that into a JSON `{"error": ...}` body with the Hub's `X-Error-Code` header.
+"""
+
+from __future__ import annotations
+
+import json
+import mimetypes
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from email.message import Message
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+from hfsoup.testing.hub_store import EndpointError, HubStore, Repo
+
+URL_PREFIXES = {"model": "", "dataset": "datasets/", "space": "spaces/"}
+#: The user every token authenticates as.
+LOCAL_USER = "hfsoup-local"
+_RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+@dataclass
+class Request:
+    """One HTTP request, as the endpoints see it."""
+
+    method: str
+    path: str  # raw (still percent-encoded) path, without the query string
+    query: dict[str, list[str]]
+    headers: Message
+    store: HubStore
+    base_url: str  # scheme://host:port the client used, for URLs we hand back
+    token: str | None = None
+    body: bytes = b""
+    #: Reads the request body incrementally (streaming endpoints only); returns b"" at the end.
+    read: Callable[[int], bytes] = lambda n: b""
+    page_size: int = 1000
+    require_write_token: bool = False
+
+    def param(self, name: str, default: str | None = None) -> str | None:
+        values = self.query.get(name) or self.query.get(f"{name}[]")
+        return values[0] if values else default
+
+    def flag(self, name: str) -> bool:
+        return (self.param(name) or "").lower() in ("1", "true", "yes")
+
+    def json(self) -> Any:
+        try:
+            return json.loads(self.body or b"{}")
+        except ValueError as err:
+            raise EndpointError(400, f"Request body is not valid JSON: {err}") from err
+
+    def check_write(self) -> None:
+        if self.require_write_token and not self.token:
+            raise EndpointError(401, "Invalid credentials in Authorization header")
+
+
+@dataclass
+class Response:
+    """What an endpoint answers: a status, headers, and either `body` or a slice of a file on disk."""
+
+    status: int = 200
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+    #: (path, start, length): stream this slice of a file instead of `body`.
+    file: tuple[Path, int, int] | None = None
+
+    @property
+    def length(self) -> int:
+        return self.file[2] if self.file is not None else len(self.body)
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    body = json.dumps(data).encode()
+    return Response(status, body, {"Content-Type": "application/json; charset=utf-8", **(headers or {})})
+
+
+def error_response(error: EndpointError) -> Response:
+    headers = dict(error.headers)
+    if error.code:
+        headers["X-Error-Code"] = error.code
+    # Header values must be latin-1 and one line: keep the header short, the body carries the full message.
+    headers["X-Error-Message"] = error.message.splitlines()[0].encode("latin-1", "replace").decode("latin-1")[:500]
+    return json_response({"error": error.message, **error.extra}, error.status, headers)
+
+
+def open_repo(req: Request, repo_type: str, repo_id: str) -> Repo:
+    """The repo, if this request may see it: private repos need a token (401 `RepoNotFound` as on the Hub)."""
+    repo = req.store.get(repo_type, repo_id)
+    if repo.private and not req.token:
+        raise EndpointError(401, "Repository not found", code="RepoNotFound")
+    return repo
+
+
+def repo_url(req: Request, repo_type: str, repo_id: str) -> str:
+    """The repo's web URL as the Hub spells it (`RepoUrl` and `CommitInfo` parse the type and id back out of it)."""
+    return f"{req.base_url}/{URL_PREFIXES[repo_type]}{repo_id}"
+
+
+def split_rev(repo: Repo, segments: list[str]) -> tuple[str, str, str]:
+    """Split `segments` (raw URL segments) into (revision, commit SHA, path in repo).
+
+    Clients quote the revision as one segment (`refs%2Fpr%2F1`), but a revision may also arrive with literal
+    slashes (`refs/pr/1/config.json`); the shortest prefix that names a revision wins.
+    """
+    if not segments or not segments[0]:
+        raise EndpointError(404, "Invalid rev id: (empty)", code="RevisionNotFound")
+    for k in range(1, len(segments) + 1):
+        rev = unquote("/".join(segments[:k]))
+        try:
+            sha = repo.resolve(rev)
+        except EndpointError:
+            continue
+        return rev, sha, unquote("/".join(segments[k:])).strip("/")
+    raise EndpointError(404, f"Invalid rev id: {unquote(segments[0])}", code="RevisionNotFound")
+
+
+def check_path(path: str) -> str:
+    """A path in a repo as the Hub accepts it: relative, no empty, `.` or `..` segments, nothing under `.git/`."""
+    parts = path.split("/")
+    if not path or path.startswith("/") or any(p in ("", ".", "..") for p in parts) or parts[0] == ".git":
+        raise EndpointError(400, f"Invalid path in repo: '{path}'")
+    return path
+
+
+def file_response(req: Request, path: Path, size: int, headers: dict[str, str], *, name: str = "") -> Response:
+    """Serve a whole file, or the byte range the client asked for (206, or 416 when it lies past the end)."""
+    headers = {
+        "Accept-Ranges": "bytes",
+        "Content-Type": mimetypes.guess_type(name)[0] or "application/octet-stream",
+        **headers,
+    }
+    match = _RANGE_RE.match(req.headers.get("Range", "").strip())
+    if match is None:  # No range, or one we do not support (several ranges): the whole file is a valid answer.
+        return Response(200, headers=headers, file=(path, 0, size))
+    first, last = match.groups()
+    if first:
+        start, end = int(first), min(int(last), size - 1) if last else size - 1
+    elif last:  # "bytes=-N": the last N bytes.
+        start, end = max(size - int(last), 0), size - 1
+    else:
+        start, end = 0, -1
+    if start >= size or end < start:
+        return Response(416, headers={**headers, "Content-Range": f"bytes */{size}"})
+    return Response(
+        206, headers={**headers, "Content-Range": f"bytes {start}-{end}/{size}"}, file=(path, start, end - start + 1)
+    )
+
+
+def card_metadata(text: str) -> dict[str, Any] | None:
+    """The YAML front matter of a README, parsed; None without front matter; raises ValueError when it is invalid."""
+    match = re.match(r"^---[ \t]*\r?\n(.*?)^---[ \t]*$", text, re.DOTALL | re.MULTILINE)
+    if match is None:
+        return None
+    try:
+        import yaml
+    except ImportError:  # PyYAML is a project dependency; without it we simply omit the card data.
+        return None
+    try:
+        data = yaml.safe_load(match.group(1))
+    except yaml.YAMLError as err:
+        raise ValueError(f"Invalid YAML in the README front matter: {err}") from err
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ValueError(f"The README front matter must be a YAML mapping, got {type(data).__name__}")
+    return data
