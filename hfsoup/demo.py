@@ -58,7 +58,7 @@ def _steps(workdir: Path, endpoint: str, report: Callable[[str], None], start: f
     from .testing.reference import max_relative_deviation, reference_average
 
     family = build_family("bert", workdir / "family", n_finetunes=3, seed=0)
-    repos = publish_family(family, org="hfsoup-demo")
+    repos = publish_family(family, org="hfsoup-demo", members=["base", "ft0", "ft1", "ft2"])
     ingredients = [repos[f"ft{i}"] for i in range(3)]
     report(f"[2/5] Published a tiny BERT base and 3 fine-tunes: {', '.join(ingredients)}")
 

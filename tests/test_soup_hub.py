@@ -249,3 +249,26 @@ def test_architecture_mismatch_is_refused_before_weights_download(local_hub, fam
 
     cached = [p.name for p in Path(constants.HF_HUB_CACHE).rglob("*") if p.is_file()]
     assert not [name for name in cached if name.endswith(".safetensors")], cached
+
+
+def test_only_needed_files_are_downloaded(local_hub, families, tmp_path):
+    import shutil
+
+    bert = families["bert"]
+    cluttered = tmp_path / "cluttered"
+    shutil.copytree(bert.finetunes[0], cluttered)
+    shutil.copy(bert.troublemakers["pickle_only"] / "pytorch_model.bin", cluttered / "pytorch_model.bin")
+    (cluttered / "onnx").mkdir()
+    (cluttered / "onnx" / "model.onnx").write_bytes(b"\0" * 4096)
+    (cluttered / "training_args.bin").write_bytes(b"\0" * 128)
+    repos = [publish(cluttered, "bert-cluttered"), publish(bert.finetunes[1], "bert-ft1")]
+
+    result = hfsoup.soup(repos, tmp_path / "soup")
+
+    from huggingface_hub import constants
+
+    snapshot = next(Path(constants.HF_HUB_CACHE).glob("models--soup-tests--bert-cluttered/snapshots/*"))
+    fetched = sorted(str(p.relative_to(snapshot)) for p in snapshot.rglob("*") if p.is_file())
+    assert "model.safetensors" in fetched and "config.json" in fetched
+    assert not {"pytorch_model.bin", "onnx/model.onnx", "training_args.bin"} & set(fetched), fetched
+    assert max_relative_deviation(result.output_dir, reference_average(bert.finetunes[:2])) < 1e-6

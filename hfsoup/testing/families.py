@@ -31,7 +31,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -289,7 +289,12 @@ def build_family(kind: str, root: str | os.PathLike, *, n_finetunes: int = 3, se
 
 
 def publish_family(
-    family: ModelFamily, *, org: str = DEFAULT_ORG, api: HfApi | None = None, private: bool = False
+    family: ModelFamily,
+    *,
+    org: str = DEFAULT_ORG,
+    api: HfApi | None = None,
+    private: bool = False,
+    members: Iterable[str] | None = None,
 ) -> dict[str, str]:
     """Push every member of `family` to its own Hub model repo, `{org}/tiny-{kind}-{name}`, one commit each.
 
@@ -305,6 +310,8 @@ def publish_family(
             The client to push with; defaults to `HfApi()`, which follows `HF_ENDPOINT` (the local Hub in tests).
         private (`bool`, *optional*, defaults to `False`):
             Whether to create the repos as private.
+        members (`Iterable[str]`, *optional*):
+            Publish only these members (names as in `ModelFamily.folders`); all of them by default.
 
     Returns:
         `dict[str, str]`: member name (as in `ModelFamily.folders`) to repo id.
@@ -319,8 +326,15 @@ def publish_family(
     api = api or HfApi()
     base_repo_id = f"{org}/tiny-{family.kind}-base"
     repo_ids = {}
+    folders = family.folders()
+    wanted = list(folders) if members is None else list(members)
+    unknown = sorted(set(wanted) - set(folders))
+    if unknown:
+        raise ValueError(f"{family.kind} family has no members {unknown}; it has {sorted(folders)}")
     with tempfile.TemporaryDirectory(prefix="hfsoup-publish-") as staging:
-        for name, folder in family.folders().items():
+        for name, folder in folders.items():
+            if name not in wanted:
+                continue
             repo_id = f"{org}/tiny-{family.kind}-{name}"
             staged = Path(staging) / name
             shutil.copytree(folder, staged)
