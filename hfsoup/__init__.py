@@ -16,6 +16,8 @@ __version__ = "0.1.0"
 # Public names, imported on first use so that `import hfsoup` (and the CLI's start-up) does not pay for torch.
 _LAZY = {
     "soup": "cook",
+    "check": "cook",
+    "CompatReport": "compat",
     "SoupResult": "cook",
     "parse_ingredient": "hub",
     "resolve": "hub",

@@ -20,6 +20,12 @@ examples:
   hfsoup soup org/ft-a@v1.0 org/ft-b@3f1c2e... ./ft-c -o soup/ --weights 0.5,0.3,0.2
   hfsoup soup org/ft-a org/ft-b -o soup/ --dtype bfloat16 --max-shard-size 2GB --overwrite
 """
+CHECK_EPILOG = """\
+examples:
+  hfsoup check org/ft-a org/ft-b org/ft-c
+  hfsoup check org/ft-a org/ft-b --base org/pretrained --json report.json
+  hfsoup check org/ft-a org/ft-b --skip-weights      # headers and small files only
+"""
 HUB_EPILOG = """\
 examples:
   hfsoup hub serve --root ./hub-store --port 8080
@@ -77,7 +83,31 @@ def build_parser() -> argparse.ArgumentParser:
         "--allow-pickle", action="store_true", help="accept pytorch_model.bin, loaded with weights_only=True"
     )
     soup.add_argument("--token", help="Hub token (default: HF_TOKEN or the token from 'hf auth login')")
+    soup.add_argument("--force", action="store_true", help="soup even if the compatibility check fails (recorded)")
+    soup.add_argument(
+        "--no-align-labels", action="store_true", help="refuse, rather than reorder, heads with permuted labels"
+    )
     soup.set_defaults(func=_cmd_soup)
+
+    check = verbs.add_parser(
+        "check",
+        help="can these models be souped? (architecture, labels, tokenizer, shared init)",
+        description="Print the compatibility report. Exit status: 0 souping may proceed, 1 it must not, 2 usage.",
+        epilog=CHECK_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    check.add_argument("ingredients", nargs="+", metavar="INGREDIENT", help="org/name, org/name@revision or a folder")
+    check.add_argument("--base", metavar="MODEL", help="the pretrained model they should all be fine-tuned from")
+    check.add_argument(
+        "--json", nargs="?", const="-", metavar="FILE", help="write the report as JSON (to FILE, or stdout)"
+    )
+    check.add_argument(
+        "--skip-weights", action="store_true", help="only the checks that need no weights download (no shared-init)"
+    )
+    check.add_argument("--no-align-labels", action="store_true", help="treat permuted labels as a failure")
+    check.add_argument("--allow-pickle", action="store_true", help="accept pytorch_model.bin (weights_only=True)")
+    check.add_argument("--token", help="Hub token (default: HF_TOKEN or the token from 'hf auth login')")
+    check.set_defaults(func=_cmd_check)
 
     hub = verbs.add_parser("hub", help="a local Hub-compatible server", epilog=HUB_EPILOG)
     hub_verbs = hub.add_subparsers(dest="hub_command", metavar="HUB_COMMAND", required=True)
@@ -117,12 +147,46 @@ def _cmd_soup(args: argparse.Namespace) -> int:
         allow_pickle=args.allow_pickle,
         token=args.token,
         device=args.device,
+        force=args.force,
+        align_labels=not args.no_align_labels,
     )
+    if result.report is not None:
+        for finding in result.report.findings:
+            if finding.level != "info":
+                logger.warning(
+                    "%s: %s%s",
+                    finding.check,
+                    f"[{finding.ingredient}] " if finding.ingredient else "",
+                    finding.message,
+                )
     print(f"{result.method} soup of {len(result.ingredients)} ingredients written to {result.output_dir}")
     for ingredient, weight in zip(result.ingredients, result.weights, strict=True):
         pinned = ingredient.get("sha") or ingredient.get("path")
         print(f"  {weight:.4f}  {ingredient['spec']}  ({pinned})")
     return 0
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    import json
+
+    from .cook import check
+
+    report = check(
+        args.ingredients,
+        base=args.base,
+        weights=not args.skip_weights,
+        align_labels=not args.no_align_labels,
+        allow_pickle=args.allow_pickle,
+        token=args.token,
+    )
+    if args.json == "-":
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(report.format_table())
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(report.to_dict(), f, indent=2)
+    return 0 if report.ok else 1
 
 
 def _cmd_hub_serve(args: argparse.Namespace) -> int:

@@ -15,13 +15,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import __version__, compat, hub
+from . import __version__, hub
 from .checkpoint import CheckpointReader, StructureMap, parse_size
+from .compat import CompatReport, IngredientFacts, SimilarityMeter, StaticResult, check_before_download
 from .constants import DEFAULT_MAX_SHARD_SIZE, PROVENANCE_FILE
-from .errors import InvalidSoupArgumentsError
+from .errors import IncompatibleIngredientsError, InvalidSoupArgumentsError
 from .output import check_output, staged_output
 from .soups import SOUPS
-from .soups.engine import stream_soup
+from .soups.engine import BaseWeights, measure, stream_soup
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ class SoupResult:
         weights (`tuple[float, ...]`): the mixing weight of each ingredient, in order.
         ingredients (`list[dict]`): per ingredient, what was asked for and the commit SHA it was pinned to.
         files (`list[str]`): the files written into `output_dir`.
+        report (`CompatReport`): the compatibility report, shared-initialization figures included.
     """
 
     output_dir: Path
@@ -45,6 +47,7 @@ class SoupResult:
     weights: tuple[float, ...]
     ingredients: list[dict]
     files: list[str] = field(default_factory=list)
+    report: CompatReport | None = None
 
     @property
     def provenance_path(self) -> Path:
@@ -75,6 +78,8 @@ def soup(
     allow_pickle: bool = False,
     token: str | bool | None = None,
     device: str = "auto",
+    force: bool = False,
+    align_labels: bool = True,
 ) -> SoupResult:
     """Average fine-tuned models named by Hub ID or folder into a new checkpoint folder.
 
@@ -99,6 +104,11 @@ def soup(
             A Hub token for private repos; by default the one from `HF_TOKEN` or `hf auth login`.
         device (`str`, *optional*, defaults to `"auto"`):
             Where the arithmetic runs: `auto` (a GPU when present), `cpu`, `cuda` or `cuda:N`.
+        force (`bool`, *optional*, defaults to `False`):
+            Soup even when the compatibility report refuses; the override is recorded in the provenance file.
+        align_labels (`bool`, *optional*, defaults to `True`):
+            Reorder the classification head rows of an ingredient whose labels are the first's in another order;
+            with `False` such ingredients are refused.
 
     Returns:
         `SoupResult`: the output folder, the pinned ingredients and the weights used.
@@ -137,12 +147,14 @@ def soup(
     out = check_output(output_dir, overwrite=overwrite)
 
     pinned = [hub.resolve(spec, token=token, allow_pickle=allow_pickle) for spec in specs]
-    structures, configs = _inspect(pinned, token=token, allow_pickle=allow_pickle)
-    compat.check_structure(structures, configs)
+    facts = _gather_facts(pinned, token=token, allow_pickle=allow_pickle)
+    report, static = check_before_download(facts, align_labels=align_labels)
+    _refuse_unless_forced(report, force=force)  # before a single weight file is downloaded
 
     for ingredient in pinned:
         hub.fetch(ingredient, token=token)
     readers = [CheckpointReader(i.local_dir, allow_pickle=allow_pickle) for i in pinned]  # type: ignore[arg-type]
+    meter = SimilarityMeter([i.name for i in pinned])
     provenance = {
         "hfsoup_version": __version__,
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -161,33 +173,123 @@ def soup(
             max_shard_size=shard_bytes,
             device=device,
             metadata={"hfsoup_method": method},
+            **_alignment_kwargs(pinned, static),
+            meter=meter,
         )
+        # Shared initialization is measured in the same pass as the soup; a refusal now discards the staged output.
+        meter.judge(report)
+        _refuse_unless_forced(report, force=force)
         files += _copy_support_files(pinned[0], staging, torch_dtype)
+        provenance["compatibility"] = _compat_provenance(report, force=force)
         provenance["files"] = sorted(files)
         (staging / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2) + "\n")
         files.append(PROVENANCE_FILE)
     for reader in readers:
         reader.close()
     logger.info("wrote a %s soup of %d ingredients to %s", method, len(pinned), out)
-    return SoupResult(out, method, mixing.weights, provenance["ingredients"], sorted(files))  # type: ignore[arg-type]
+    return SoupResult(out, method, mixing.weights, provenance["ingredients"], sorted(files), report)  # type: ignore[arg-type]
 
 
-def _inspect(
+def check(
+    ingredients: Sequence[str | os.PathLike],
+    *,
+    base: str | os.PathLike | None = None,
+    weights: bool = True,
+    align_labels: bool = True,
+    allow_pickle: bool = False,
+    token: str | bool | None = None,
+) -> CompatReport:
+    """Decide whether `ingredients` can be souped, and say why.
+
+    First everything that needs no weights (config, card, tokenizer files, safetensors headers read remotely). Only if
+    that passes, and `weights=True`, the weights are downloaded and streamed once to measure shared initialization
+    (pairwise, and against `base` when given).
+
+    Args:
+        ingredients (`Sequence[str]`): Hub IDs (`org/name[@revision]`) or folders.
+        base (`str`, *optional*): the pretrained model the ingredients claim to be fine-tuned from.
+        weights (`bool`, *optional*, defaults to `True`): measure shared initialization (downloads the weights).
+        align_labels (`bool`, *optional*, defaults to `True`): accept the same labels in another order.
+        allow_pickle (`bool`, *optional*, defaults to `False`): accept `pytorch_model.bin` (weights_only loading).
+        token (`str`, *optional*): a Hub token for private repos.
+
+    Returns:
+        `CompatReport`: `report.ok` says whether souping may proceed; `report.format_table()` explains.
+
+    Example:
+        ```py
+        >>> report = hfsoup.check(["org/ft-a", "org/ft-b"], base="org/base")
+        >>> report.ok, [f.message for f in report.errors]
+        (True, [])
+        ```
+    """
+    specs = [os.fspath(i) for i in ingredients]
+    if len(specs) < 2 and base is None:
+        raise InvalidSoupArgumentsError(
+            f"Checking needs at least two ingredients, or one and --base; got {len(specs)}.",
+            fix="Name two or more fine-tuned models, or add --base MODEL.",
+        )
+    pinned = [hub.resolve(spec, token=token, allow_pickle=allow_pickle) for spec in specs]
+    facts = _gather_facts(pinned, token=token, allow_pickle=allow_pickle)
+    report, static = check_before_download(facts, align_labels=align_labels)
+    if not weights or not report.ok:
+        return report
+    for ingredient in pinned:
+        hub.fetch(ingredient, token=token)
+    readers = [CheckpointReader(i.local_dir, allow_pickle=allow_pickle) for i in pinned]  # type: ignore[arg-type]
+    base_weights = None
+    if base is not None:
+        base_ingredient = hub.resolve(os.fspath(base), token=token, allow_pickle=allow_pickle)
+        base_reader = CheckpointReader(hub.fetch(base_ingredient, token=token), allow_pickle=allow_pickle)
+        base_weights = BaseWeights.open(base_reader, readers[0].structure)
+    meter = SimilarityMeter([i.name for i in pinned], base=os.fspath(base) if base is not None else None)
+    measure(readers, meter, base=base_weights, **_alignment_kwargs(pinned, static))
+    meter.judge(report)
+    return report
+
+
+def _alignment_kwargs(pinned: list[hub.Ingredient], static: StaticResult) -> dict:
+    position = {ingredient.name: i for i, ingredient in enumerate(pinned)}
+    return {
+        "alignment": {position[spec]: order for spec, order in static.label_alignment.items()},
+        "label_indexed": static.label_indexed,
+        "exclude": static.skipped_tied,
+    }
+
+
+def _refuse_unless_forced(report: CompatReport, *, force: bool) -> None:
+    if report.ok:
+        return
+    if force:
+        logger.warning("souping despite a failed compatibility check (--force): %s", report.summary())
+        return
+    raise IncompatibleIngredientsError(
+        report.summary(), fix="Run 'hfsoup check' on them for the full report; --force soups anyway."
+    )
+
+
+def _compat_provenance(report: CompatReport, *, force: bool) -> dict:
+    data = report.to_dict()
+    data["forced"] = bool(force and not report.ok)
+    data.pop("ingredients", None)
+    return data
+
+
+def _gather_facts(
     pinned: list[hub.Ingredient], *, token: str | bool | None, allow_pickle: bool
-) -> tuple[dict[str, StructureMap], dict[str, dict]]:
-    """Configs and tensor structure of every ingredient, from small files and safetensors headers only."""
-    structures: dict[str, StructureMap] = {}
-    configs: dict[str, dict] = {}
+) -> list[IngredientFacts]:
+    """Configs, cards, tokenizers and tensor structure of every ingredient, from small files and headers only."""
+    facts = []
     for ingredient in pinned:
         folder = hub.fetch(ingredient, token=token, weights=False)
-        configs[ingredient.name] = compat.read_config(folder)
-        structure = hub.remote_structure(ingredient, token=token)
+        structure: StructureMap | None = hub.remote_structure(ingredient, token=token)
         if structure is None:  # local folder or pickle weights: read what is on disk
             hub.fetch(ingredient, token=token)
             with CheckpointReader(ingredient.local_dir, allow_pickle=allow_pickle) as reader:  # type: ignore[arg-type]
                 structure = reader.structure
-        structures[ingredient.name] = structure
-    return structures, configs
+        ingredient.structure = structure
+        facts.append(IngredientFacts.load(ingredient.name, ingredient.sha, folder, structure))
+    return facts
 
 
 def _copy_support_files(first: hub.Ingredient, staging: Path, dtype) -> list[str]:

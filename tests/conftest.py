@@ -44,3 +44,12 @@ def local_hub(tmp_path, hf_home):
 
     with LocalHubServer(tmp_path / "hub_store") as server, use_local_hub(server.url, hf_home):
         yield server
+
+
+@pytest.fixture(scope="session")
+def families(tmp_path_factory):
+    """The tiny BERT, T5 and CLIP families, built once per session; tests publish what they need to a fresh Hub."""
+    from hfsoup.testing.families import build_family
+
+    root = tmp_path_factory.mktemp("families")
+    return {kind: build_family(kind, root / kind, n_finetunes=3, seed=0) for kind in ("bert", "t5", "clip")}

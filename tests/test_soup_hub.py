@@ -16,25 +16,14 @@ from huggingface_hub import HfApi
 import hfsoup
 from hfsoup.checkpoint import CheckpointReader
 from hfsoup.cli import main
-from hfsoup.testing.families import build_family
+from hfsoup.testing.families import publish_folder
 from hfsoup.testing.reference import max_relative_deviation, reference_average
 
 ORG = "soup-tests"
 
 
-@pytest.fixture(scope="session")
-def families(tmp_path_factory):
-    """Each tiny family is built once per session; every test publishes what it needs to its own fresh Hub."""
-    root = tmp_path_factory.mktemp("families")
-    return {kind: build_family(kind, root / kind, n_finetunes=3, seed=0) for kind in ("bert", "t5", "clip")}
-
-
 def publish(folder, name: str) -> str:
-    api = HfApi()
-    repo_id = f"{ORG}/{name}"
-    api.create_repo(repo_id, exist_ok=True)
-    api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message=f"Add {name}")
-    return repo_id
+    return publish_folder(folder, f"{ORG}/{name}")
 
 
 def build_reference_model(model_cls, template_folder, reference):
@@ -243,7 +232,7 @@ def test_architecture_mismatch_is_refused_before_weights_download(local_hub, fam
     repos = [publish(bert.finetunes[0], "bert-ft0"), publish(bert.troublemakers["arch_mismatch"], "bert-arch")]
     out = tmp_path / "out"
     code, err = _run_cli(["soup", *repos, "-o", str(out)], capsys)
-    _assert_clean_failure(code, err, out, "cannot be averaged tensor by tensor")
+    _assert_clean_failure(code, err, out, "must not be souped together", "soup-tests/bert-arch: has 16 tensors")
     # Only small files were fetched: no safetensors weights are in the cache.
     from huggingface_hub import constants
 

@@ -24,10 +24,14 @@ from hfsoup.errors import (
 from hfsoup.testing.reference import max_relative_deviation, reference_average
 
 
-def make_checkpoint(folder, seed, *, dtype=torch.float32, extra=None, shapes=None):
-    g = torch.Generator().manual_seed(seed)
+def make_checkpoint(folder, seed, *, dtype=torch.float32, extra=None, shapes=None, base_seed=1234):
+    """A "fine-tune": a shared random base (`base_seed`) plus 10% noise seeded by `seed`."""
     shapes = shapes or {"encoder.weight": (8, 6), "encoder.bias": (8,), "head.weight": (2, 8)}
-    tensors = {n: (torch.randn(*s, generator=g) * 3 + 1).to(dtype) for n, s in shapes.items()}
+    base, noise = torch.Generator().manual_seed(base_seed), torch.Generator().manual_seed(seed)
+    tensors = {
+        n: (torch.randn(*s, generator=base) * 3 + 1 + 0.3 * torch.randn(*s, generator=noise)).to(dtype)
+        for n, s in shapes.items()
+    }
     tensors["position_ids"] = torch.arange(6)
     tensors.update(extra or {})
     folder.mkdir(parents=True)

@@ -348,3 +348,11 @@ def publish_family(
             api.upload_folder(repo_id=repo_id, folder_path=staged, commit_message=f"Upload tiny-{family.kind}-{name}")
             repo_ids[name] = repo_id
     return repo_ids
+
+
+def publish_folder(folder: str | os.PathLike, repo_id: str, *, api: HfApi | None = None, private: bool = False) -> str:
+    """Push one model folder to `repo_id` in one commit (creating the repo if needed); return the repo id."""
+    api = api or HfApi()
+    api.create_repo(repo_id, exist_ok=True, private=private)
+    api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message=f"Upload {repo_id.split('/')[-1]}")
+    return repo_id

@@ -201,6 +201,9 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             reader.read_all()  # Whatever the endpoint left unread would corrupt the next request on this connection.
             if hub.faults:
                 response = hub.faults.after(request, response)
+            hub.record(
+                self.command, unquote(url.path), response.status, 0 if self.command == "HEAD" else response.length
+            )
             self._send(response)
         except (TimeoutError, ConnectionError):
             self.close_connection = True
@@ -303,6 +306,9 @@ class LocalHubServer:
         self.page_size = page_size
         self.require_write_token = require_write_token
         self.faults = faults
+        #: Every request answered, as (method, unquoted path, status, body bytes sent): tests assert on traffic.
+        self.traffic: list[tuple[str, str, int, int]] = []
+        self._traffic_lock = threading.Lock()
         self._httpd: _HubHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -324,6 +330,15 @@ class LocalHubServer:
             self._thread.start()
             logger.debug("local Hub serving %s at %s", self.root, self.url)
         return self
+
+    def record(self, method: str, path: str, status: int, nbytes: int) -> None:
+        with self._traffic_lock:
+            self.traffic.append((method, path, status, nbytes))
+
+    def bytes_served(self, suffix: str = "") -> int:
+        """Body bytes sent for GET requests whose path ends with `suffix` (e.g. ".safetensors")."""
+        with self._traffic_lock:
+            return sum(n for method, path, _, n in self.traffic if method == "GET" and path.endswith(suffix))
 
     def stop(self) -> None:
         """Stop serving and release the port; safe to call twice."""
