@@ -19,7 +19,6 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 
 from .errors import CorruptCheckpointError, MissingWeightsError
 
@@ -280,53 +279,86 @@ def plan_shards(sizes: list[tuple[str, int]], max_shard_size: int) -> list[list[
     return shards
 
 
-class ShardedWriter:
-    """Write tensors, in the planned order, into safetensors shards, buffering at most one shard.
+def shard_file_names(n_shards: int) -> list[str]:
+    """File names as `transformers.save_pretrained` gives them."""
+    if n_shards == 1:
+        return [SAFE_WEIGHTS_NAME]
+    return [f"model-{i + 1:05d}-of-{n_shards:05d}.safetensors" for i in range(n_shards)]
 
-    Files are named as `transformers.save_pretrained` names them, with `model.safetensors.index.json` when there is
-    more than one shard, so the folder loads with `from_pretrained`.
+
+class SafetensorsStreamWriter:
+    """Write one safetensors file tensor by tensor, holding none of them in memory once written.
+
+    The header is written first: every tensor's shape and dtype are known from the plan, so the offsets are too. The
+    file is written under a temporary name, hashed (sha256) as it is written, and renamed into place by `close`, so a
+    file with the final name is always complete.
+
+    Args:
+        path (`str` or `os.PathLike`): the final file name.
+        tensors (`list[tuple[str, TensorMeta]]`): every tensor, in the order they will be written.
+        metadata (`dict[str, str]`, *optional*): the header's `__metadata__`.
     """
 
-    def __init__(self, folder: str | os.PathLike, shards: list[list[str]], *, metadata: dict[str, str] | None = None):
-        self.folder = Path(folder)
-        self.shards = shards
-        self.metadata = {"format": "pt", **(metadata or {})}
-        n = len(shards)
-        self.file_names = (
-            [SAFE_WEIGHTS_NAME] if n == 1 else [f"model-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)]
-        )
-        self._shard_of = {name: i for i, names in enumerate(shards) for name in names}
-        self._buffer: dict[str, torch.Tensor] = {}
-        self._current = 0
-        self._total_size = 0
-        self.written: list[str] = []
+    def __init__(self, path: str | os.PathLike, tensors: list[tuple[str, TensorMeta]], *, metadata=None) -> None:
+        import hashlib
+
+        self.path = Path(path)
+        self._tmp = self.path.with_name(f".{self.path.name}.writing")
+        header: dict[str, object] = {"__metadata__": dict(metadata or {})}
+        offset = 0
+        for name, meta in tensors:
+            header[name] = {
+                "dtype": meta.dtype,
+                "shape": list(meta.shape),
+                "data_offsets": [offset, offset + meta.nbytes],
+            }
+            offset += meta.nbytes
+        raw = json.dumps(header, separators=(",", ":")).encode()
+        raw += b" " * (-len(raw) % 8)  # the data section starts 8-byte aligned, as safetensors writes it
+        self._expected = list(tensors)
+        self._next = 0
+        self._hash = hashlib.sha256()
+        self._file = open(self._tmp, "wb")  # noqa: SIM115 - closed in close() or abort()
+        self._write(struct.pack("<Q", len(raw)) + raw)
+
+    def _write(self, data) -> None:  # noqa: ANN001 - bytes or a buffer
+        self._file.write(data)
+        self._hash.update(data)
 
     def add(self, name: str, tensor: torch.Tensor) -> None:
-        shard = self._shard_of[name]
-        if shard != self._current:
-            raise RuntimeError(f"tensor {name!r} written out of the planned shard order")  # a bug, not user input
-        self._buffer[name] = tensor.detach().to("cpu").contiguous()
-        self._total_size += tensor.numel() * tensor.element_size()
-        if len(self._buffer) == len(self.shards[shard]):
-            self._flush()
+        expected, meta = self._expected[self._next]
+        if name != expected or DTYPE_CODES[tensor.dtype] != meta.dtype or tuple(tensor.shape) != meta.shape:
+            raise RuntimeError(f"tensor {name!r} does not match the planned {expected!r} {meta}")  # a bug, not input
+        # A byte view, without a copy (bfloat16 has no numpy dtype, uint8 does).
+        data = tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy()
+        self._write(memoryview(data))
+        self._next += 1
 
-    def _flush(self) -> None:
-        path = self.folder / self.file_names[self._current]
-        save_file(self._buffer, str(path), metadata=self.metadata)
-        self.written.append(path.name)
-        logger.debug("wrote %s (%d tensors)", path.name, len(self._buffer))
-        self._buffer = {}
-        self._current += 1
+    def close(self) -> str:
+        """Finish the file, move it into place and return its sha256."""
+        if self._next != len(self._expected):
+            raise RuntimeError(f"{self.path.name}: {self._next} of {len(self._expected)} tensors written")
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        os.replace(self._tmp, self.path)
+        return self._hash.hexdigest()
 
-    def finish(self) -> list[str]:
-        """Check every planned tensor arrived, write the index when sharded, and return the files written."""
-        if self._current != len(self.shards):
-            raise RuntimeError(f"only {self._current} of {len(self.shards)} shards were completed")
-        if len(self.shards) > 1:
-            index = {
-                "metadata": {"total_size": self._total_size},
-                "weight_map": {name: self.file_names[i] for name, i in sorted(self._shard_of.items())},
-            }
-            (self.folder / SAFE_WEIGHTS_INDEX_NAME).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
-            self.written.append(SAFE_WEIGHTS_INDEX_NAME)
-        return list(self.written)
+    def abort(self) -> None:
+        self._file.close()
+        self._tmp.unlink(missing_ok=True)
+
+
+def write_index(folder: str | os.PathLike, weight_map: dict[str, str], total_size: int) -> None:
+    index = {"metadata": {"total_size": total_size}, "weight_map": dict(sorted(weight_map.items()))}
+    Path(folder, SAFE_WEIGHTS_INDEX_NAME).write_text(json.dumps(index, indent=2) + "\n")
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 24):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--allow-pickle", action="store_true", help="accept pytorch_model.bin, loaded with weights_only=True"
     )
     soup.add_argument("--token", help="Hub token (default: HF_TOKEN or the token from 'hf auth login')")
+    soup.add_argument(
+        "--resume", action="store_true", help="reuse the shards an interrupted run completed (checksums verified)"
+    )
     soup.add_argument("--force", action="store_true", help="soup even if the compatibility check fails (recorded)")
     soup.add_argument(
         "--no-align-labels", action="store_true", help="refuse, rather than reorder, heads with permuted labels"
@@ -149,6 +152,7 @@ def _cmd_soup(args: argparse.Namespace) -> int:
         device=args.device,
         force=args.force,
         align_labels=not args.no_align_labels,
+        resume=args.resume,
     )
     if result.report is not None:
         for finding in result.report.findings:

@@ -15,14 +15,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import __version__, hub
-from .checkpoint import CheckpointReader, StructureMap, parse_size
+from . import __version__, distributed, hub
+from .checkpoint import SAFE_WEIGHTS_INDEX_NAME, CheckpointReader, StructureMap, parse_size, write_index
 from .compat import CompatReport, IngredientFacts, SimilarityMeter, StaticResult, check_before_download
 from .constants import DEFAULT_MAX_SHARD_SIZE, PROVENANCE_FILE
 from .errors import IncompatibleIngredientsError, InvalidSoupArgumentsError
 from .output import check_output, staged_output
 from .soups import SOUPS
-from .soups.engine import BaseWeights, measure, stream_soup
+from .soups.engine import BaseWeights, collect_meter, measure, plan_soup, write_shards
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +80,7 @@ def soup(
     device: str = "auto",
     force: bool = False,
     align_labels: bool = True,
+    resume: bool = False,
 ) -> SoupResult:
     """Average fine-tuned models named by Hub ID or folder into a new checkpoint folder.
 
@@ -109,6 +110,11 @@ def soup(
         align_labels (`bool`, *optional*, defaults to `True`):
             Reorder the classification head rows of an ingredient whose labels are the first's in another order;
             with `False` such ingredients are refused.
+        resume (`bool`, *optional*, defaults to `False`):
+            Reuse the shards an interrupted run of the same soup completed (each verified by its sha256).
+
+    Under `accelerate launch` or `torchrun`, the processes split the output shards between them (so use a
+    `max_shard_size` that gives at least one shard per process); the output is identical to a single process's.
 
     Returns:
         `SoupResult`: the output folder, the pinned ingredients and the weights used.
@@ -154,7 +160,6 @@ def soup(
     for ingredient in pinned:
         hub.fetch(ingredient, token=token)
     readers = [CheckpointReader(i.local_dir, allow_pickle=allow_pickle) for i in pinned]  # type: ignore[arg-type]
-    meter = SimilarityMeter([i.name for i in pinned])
     provenance = {
         "hfsoup_version": __version__,
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -164,30 +169,62 @@ def soup(
         "ingredients": [i.provenance() for i in pinned],
         "config_from": pinned[0].name,
     }
-    with staged_output(out, overwrite=overwrite) as staging:
-        files = stream_soup(
+    alignment = _alignment_kwargs(pinned, static)
+    plan = plan_soup(
+        readers,
+        dtype=torch_dtype,
+        max_shard_size=shard_bytes,
+        exclude=alignment.pop("exclude"),
+        identity=[_identity(i) for i in pinned] + [method, list(mixing.weights), alignment],
+    )
+    procs = distributed.current()
+    meter = SimilarityMeter([i.name for i in pinned])
+    with staged_output(out, overwrite=overwrite, resume=resume, is_main=procs.is_main) as staging:
+        procs.barrier()  # the main process has prepared the staging folder
+        reused = write_shards(
+            plan,
             readers,
             mixing,
             staging,
-            dtype=torch_dtype,
-            max_shard_size=shard_bytes,
+            shard_ids=procs.mine(len(plan.files)),
+            meter=meter,
             device=device,
             metadata={"hfsoup_method": method},
-            **_alignment_kwargs(pinned, static),
-            meter=meter,
+            resume=resume,
+            **alignment,
         )
-        # Shared initialization is measured in the same pass as the soup; a refusal now discards the staged output.
-        meter.judge(report)
-        _refuse_unless_forced(report, force=force)
-        files += _copy_support_files(pinned[0], staging, torch_dtype)
-        provenance["compatibility"] = _compat_provenance(report, force=force)
-        provenance["files"] = sorted(files)
-        (staging / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2) + "\n")
-        files.append(PROVENANCE_FILE)
+        if reused:
+            logger.warning("resumed: reused %d completed shards (checksums verified)", reused)
+        procs.barrier()  # every shard is on disk
+        if procs.is_main:
+            # Shared initialization was measured in the same pass that wrote the shards; a refusal now discards them.
+            collect_meter(plan, staging, meter)
+            meter.judge(report)
+            _refuse_unless_forced(report, force=force)
+            files = list(plan.files)
+            if len(plan.files) > 1:
+                write_index(staging, plan.weight_map(), plan.total_size)
+                files.append(SAFE_WEIGHTS_INDEX_NAME)
+            files += _copy_support_files(pinned[0], staging, torch_dtype)
+            provenance["compatibility"] = _compat_provenance(report, force=force)
+            provenance["files"] = sorted(files)
+            (staging / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2) + "\n")
+            files.append(PROVENANCE_FILE)
+    procs.barrier()  # the output is in place before any process returns
     for reader in readers:
         reader.close()
+    files = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
     logger.info("wrote a %s soup of %d ingredients to %s", method, len(pinned), out)
-    return SoupResult(out, method, mixing.weights, provenance["ingredients"], sorted(files), report)  # type: ignore[arg-type]
+    return SoupResult(out, method, mixing.weights, provenance["ingredients"], files, report)  # type: ignore[arg-type]
+
+
+def _identity(ingredient: hub.Ingredient) -> object:
+    """What pins an ingredient's weights, for the resume fingerprint: the commit SHA, or a local file's size+mtime."""
+    if ingredient.sha:
+        return [ingredient.name, ingredient.sha]
+    folder = ingredient.local_dir
+    stats = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir() if p.is_file())  # type: ignore[union-attr]
+    return [ingredient.name, stats]
 
 
 def check(

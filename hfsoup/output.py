@@ -1,13 +1,14 @@
 """Output folders that appear only when complete.
 
 Everything is written into a hidden sibling folder (same filesystem, so the final `os.replace` is atomic) and moved
-into place at the end. On any failure, including Ctrl-C or a full disk, the staging folder is removed and whatever
-the user had at the output path is untouched.
+into place at the end. On any failure, including Ctrl-C or a full disk, whatever the user had at the output path is
+untouched, and the staging folder is removed unless it holds completed work that `--resume` can reuse.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import tempfile
@@ -16,6 +17,8 @@ from pathlib import Path
 
 from .constants import TMP_MARKER
 from .errors import OutputExistsError
+
+logger = logging.getLogger(__name__)
 
 
 def check_output(output_dir: str | os.PathLike, *, overwrite: bool) -> Path:
@@ -33,9 +36,22 @@ def check_output(output_dir: str | os.PathLike, *, overwrite: bool) -> Path:
     return out
 
 
+def staging_path(output_dir: str | os.PathLike) -> Path:
+    """Where `output_dir` is built: a hidden sibling with a fixed name, so an interrupted run can be resumed and all
+    processes of a distributed run agree on it."""
+    out = Path(output_dir).expanduser().absolute()
+    return out.parent / f".{out.name}{TMP_MARKER}partial"
+
+
 @contextlib.contextmanager
-def staged_output(output_dir: str | os.PathLike, *, overwrite: bool) -> Iterator[Path]:
-    """Yield a staging folder; on success it replaces `output_dir`, on failure it vanishes.
+def staged_output(
+    output_dir: str | os.PathLike, *, overwrite: bool, resume: bool = False, is_main: bool = True
+) -> Iterator[Path]:
+    """Yield the staging folder; on success the main process moves it to `output_dir`.
+
+    On failure the staging folder is removed, except when it holds completed shards and the failure was not a refusal
+    of the ingredients: then it is kept for `--resume` (and the user is told). Without `resume`, leftovers of an
+    earlier run are discarded first.
 
     Example:
         ```py
@@ -43,13 +59,22 @@ def staged_output(output_dir: str | os.PathLike, *, overwrite: bool) -> Iterator
         ...     (tmp / "hello.txt").write_text("hi")
         ```
     """
+    from .errors import HfsoupError
+    from .soups.engine import PROGRESS_DIR
+
     out = check_output(output_dir, overwrite=overwrite)
+    staging = staging_path(out)
     created = [p for p in [out.parent, *out.parent.parents] if not p.exists()]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}{TMP_MARKER}", dir=out.parent))
+    if is_main:
+        if staging.exists() and not resume:
+            shutil.rmtree(staging)
+        staging.mkdir(parents=True, exist_ok=True)
     try:
         yield staging
+        if not is_main:
+            return
         check_output(out, overwrite=overwrite)  # someone may have created it meanwhile
+        shutil.rmtree(staging / PROGRESS_DIR, ignore_errors=True)
         if out.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.hfsoup-old-", dir=out.parent))
             os.replace(out, old / out.name)
@@ -57,9 +82,15 @@ def staged_output(output_dir: str | os.PathLike, *, overwrite: bool) -> Iterator
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        for parent in created:  # innermost first: only the folders this call made, and only if still empty
-            with contextlib.suppress(OSError):
-                parent.rmdir()
+    except BaseException as e:
+        if not is_main:
+            raise
+        resumable = not isinstance(e, HfsoupError) and any((staging / PROGRESS_DIR).glob("*.json"))
+        if resumable:
+            logger.warning("interrupted; completed shards are kept in %s: rerun with --resume to reuse them", staging)
+        else:
+            shutil.rmtree(staging, ignore_errors=True)
+            for parent in created:  # innermost first: only the folders this call made, and only if still empty
+                with contextlib.suppress(OSError):
+                    parent.rmdir()
         raise

@@ -10,11 +10,15 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from hfsoup.checkpoint import (
+    DTYPE_CODES,
     CheckpointReader,
-    ShardedWriter,
+    SafetensorsStreamWriter,
+    TensorMeta,
+    file_sha256,
     parse_size,
     plan_shards,
     read_safetensors_header,
+    shard_file_names,
     weights_layout,
 )
 from hfsoup.errors import CorruptCheckpointError, MissingWeightsError
@@ -100,29 +104,38 @@ def test_reader_refuses_pickle_with_code_even_when_allowed(tmp_path):
         CheckpointReader(tmp_path, allow_pickle=True)
 
 
-def test_sharded_write_round_trips(tmp_path):
-    tensors = {f"layer.{i}.weight": torch.randn(16, 16) for i in range(5)}  # 1 KiB each
-    names = sorted(tensors)
-    plan = plan_shards([(n, tensors[n].nbytes) for n in names], max_shard_size=2500)
+def test_stream_writer_round_trips_and_hashes(tmp_path):
+    import hashlib
+
+    tensors = {"a": torch.randn(16, 16), "b": torch.randn(3).bfloat16(), "c": torch.arange(7)}
+    metas = [(n, TensorMeta(DTYPE_CODES[t.dtype], tuple(t.shape))) for n, t in tensors.items()]
+    writer = SafetensorsStreamWriter(tmp_path / "model.safetensors", metas, metadata={"format": "pt"})
+    assert not (tmp_path / "model.safetensors").exists()  # only a finished file gets the final name
+    for name, tensor in tensors.items():
+        writer.add(name, tensor)
+    digest = writer.close()
+    data = (tmp_path / "model.safetensors").read_bytes()
+    assert digest == hashlib.sha256(data).hexdigest() == file_sha256(tmp_path / "model.safetensors")
+    loaded = load_file(tmp_path / "model.safetensors")
+    assert all(torch.equal(loaded[n], t) for n, t in tensors.items())
+    assert read_safetensors_header(tmp_path / "model.safetensors")["b"].dtype == "BF16"
+    assert [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]
+
+
+def test_stream_writer_refuses_unplanned_tensor_and_aborts_cleanly(tmp_path):
+    writer = SafetensorsStreamWriter(tmp_path / "x.safetensors", [("a", TensorMeta("F32", (2,)))])
+    with pytest.raises(RuntimeError):
+        writer.add("a", torch.zeros(3))
+    writer.abort()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_plan_shards_and_names():
+    plan = plan_shards([(f"t{i}", 1024) for i in range(5)], max_shard_size=2500)
     assert [len(s) for s in plan] == [2, 2, 1]
-    writer = ShardedWriter(tmp_path, plan)
-    for n in names:
-        writer.add(n, tensors[n])
-    files = writer.finish()
-    assert files[-1] == "model.safetensors.index.json" and len(files) == 4
-    index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
-    assert index["metadata"]["total_size"] == sum(t.nbytes for t in tensors.values())
-    with CheckpointReader(tmp_path) as reader:
-        assert set(reader.structure) == set(tensors)
-        for n, t in tensors.items():
-            assert torch.equal(reader.get(n), t)
-    assert set(load_file(tmp_path / index["weight_map"][names[0]])) == set(plan[0])
-
-
-def test_single_shard_is_model_safetensors(tmp_path):
-    writer = ShardedWriter(tmp_path, [["x"]])
-    writer.add("x", torch.ones(2))
-    assert writer.finish() == ["model.safetensors"]
+    assert shard_file_names(3)[0] == "model-00001-of-00003.safetensors" and shard_file_names(1) == [
+        "model.safetensors"
+    ]
 
 
 def test_index_naming_missing_shard_is_refused(tmp_path):

@@ -17,7 +17,7 @@ import hfsoup
 from hfsoup.checkpoint import CheckpointReader
 from hfsoup.cli import main
 from hfsoup.testing.families import publish_folder
-from hfsoup.testing.reference import max_relative_deviation, reference_average
+from hfsoup.testing.reference import max_relative_deviation, reference_average, ulp_error
 
 ORG = "soup-tests"
 
@@ -135,10 +135,7 @@ def test_fp16_ingredients(local_hub, families, tmp_path):
             assert reader.structure[name].dtype == "F16"
             # Correctly rounded to fp16: within half an fp16 ulp of the float64 mean (plus float32 accumulation noise,
             # which can tip an exact tie the other way; a wrong dtype path would be off by whole ulps or more).
-            _, exponent = torch.frexp(ref)
-            ulp = torch.exp2((exponent - 11).clamp_min(-24).double())
-            error = (reader.get(name).double() - ref).abs() / ulp
-            assert float(error.max()) <= 0.5 + 1e-3, (name, float(error.max()))
+            assert ulp_error(reader.get(name), ref) <= 0.5 + 1e-3, name
     config = json.loads((half.output_dir / "config.json").read_text())
     assert config.get("dtype", config.get("torch_dtype")) == "float16"
 

@@ -129,7 +129,7 @@ def test_failure_midway_leaves_nothing(tmp_path, ingredients, monkeypatch):
     def broken(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(engine, "ShardedWriter", broken)
+    monkeypatch.setattr(engine, "SafetensorsStreamWriter", broken)
     out = tmp_path / "deep" / "out"
     with pytest.raises(OSError):
         hfsoup.soup(ingredients, out)

@@ -39,6 +39,10 @@ class _Gram:
             self.gram += block @ block.T
         self.tensors += 1
 
+    def merge(self, gram: list[list[float]], tensors: int) -> None:
+        self.gram += torch.tensor(gram, dtype=torch.float64)
+        self.tensors += tensors
+
     def cosine(self) -> list[list[float]]:
         norms = self.gram.diagonal().clamp_min(1e-300).sqrt()
         return (self.gram / norms[:, None] / norms[None, :]).clamp(-1, 1).tolist()
@@ -86,6 +90,28 @@ class SimilarityMeter:
                 self.body.add([*flats, base.reshape(-1)])
         else:
             self.body.add(flats)
+
+    def state(self) -> dict:
+        """A JSON-able snapshot; meters over disjoint tensors merge exactly (sums), whatever the order of shards."""
+        return {
+            "body": self.body.gram.tolist(),
+            "body_tensors": self.body.tensors,
+            "head": self.head.gram.tolist(),
+            "head_tensors": self.head.tensors,
+            "non_finite": self.non_finite,
+            "unequal_buffers": self.unequal_buffers,
+        }
+
+    def merge(self, state: dict) -> None:
+        self.body.merge(state["body"], state["body_tensors"])
+        self.head.merge(state["head"], state["head_tensors"])
+        for ingredient, names in state["non_finite"].items():
+            self.non_finite.setdefault(ingredient, []).extend(names)
+        self.unequal_buffers.extend(state["unequal_buffers"])
+
+    def fresh(self) -> SimilarityMeter:
+        """An empty meter over the same ingredients (one per shard)."""
+        return SimilarityMeter(self.names, base=self.base)
 
     def result(self) -> Similarity:
         n = len(self.names)

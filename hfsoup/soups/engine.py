@@ -1,20 +1,31 @@
 """Apply a `Mixing` to the ingredients tensor by tensor and stream the result into safetensors shards.
 
-Peak memory is one tensor per ingredient plus a float32 accumulator plus the shard being buffered, whatever the
-number of ingredients. Accumulation is in float32 (float64 inputs keep float64) so that averaging fp16 or bf16
-ingredients does not round at every addition; the result is cast once, at the end.
+Peak memory is one tensor per ingredient plus a float32 accumulator, whatever the number of ingredients and the shard
+size: each output tensor goes to disk as soon as it is computed. Accumulation is in float32 (float64 inputs keep
+float64) so that averaging fp16 or bf16 ingredients does not round at every addition; the result is cast once, at
+the end. Work is split by output shard, which is what lets several processes share it and a rerun resume it.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from ..checkpoint import DTYPES, CheckpointReader, ShardedWriter, TensorMeta, plan_shards
+from ..checkpoint import (
+    DTYPE_CODES,
+    DTYPES,
+    CheckpointReader,
+    SafetensorsStreamWriter,
+    TensorMeta,
+    file_sha256,
+    plan_shards,
+    shard_file_names,
+)
 from ..compat.similarity import SimilarityMeter
 from ..errors import IncompatibleIngredientsError, InvalidSoupArgumentsError
 from .base import Mixing
@@ -46,7 +57,7 @@ def output_dtypes(readers: Sequence[CheckpointReader], dtype: torch.dtype | None
     first = readers[0].structure
     mixed = sorted(n for n in first if any(r.structure[n].dtype != first[n].dtype for r in readers[1:]))
     if mixed and dtype is None:
-        logger.warning(
+        logger.info(
             "ingredients store %d tensors in different dtypes (e.g. %s); the soup keeps the first ingredient's "
             "(%s); pass --dtype to choose",
             len(mixed),
@@ -99,60 +110,170 @@ def iter_tensors(
         yield name, tensors
 
 
-def stream_soup(
+@dataclass
+class SoupPlan:
+    """Which tensor goes into which output shard, in which dtype: fixed before any weight is read, identical for
+    every process of a distributed run, and fingerprinted so that `--resume` can trust earlier shards."""
+
+    shards: list[list[str]]
+    files: list[str]
+    metas: dict[str, TensorMeta]
+    fingerprint: str
+
+    @property
+    def total_size(self) -> int:
+        return sum(m.nbytes for m in self.metas.values())
+
+    def weight_map(self) -> dict[str, str]:
+        return {name: file for names, file in zip(self.shards, self.files, strict=True) for name in names}
+
+
+def plan_soup(
+    readers: Sequence[CheckpointReader],
+    *,
+    dtype: torch.dtype | None,
+    max_shard_size: int,
+    exclude: Iterable[str] = (),
+    identity: object = None,
+) -> SoupPlan:
+    """Plan the output shards. `identity` (ingredients, SHAs, weights...) goes into the fingerprint."""
+    import hashlib
+    import json
+
+    dtypes = output_dtypes(readers, dtype)
+    excluded = set(exclude)
+    names = sorted(n for n in readers[0].structure if n not in excluded)
+    metas = {n: TensorMeta(DTYPE_CODES[dtypes[n]], readers[0].structure[n].shape) for n in names}
+    shards = plan_shards([(n, metas[n].nbytes) for n in names], max_shard_size)
+    files = shard_file_names(len(shards))
+    layout = {"identity": identity, "shards": shards, "metas": {n: [m.dtype, list(m.shape)] for n, m in metas.items()}}
+    fingerprint = hashlib.sha256(json.dumps(layout, sort_keys=True, default=str).encode()).hexdigest()
+    return SoupPlan(shards, files, metas, fingerprint)
+
+
+PROGRESS_DIR = ".hfsoup-progress"
+
+
+def write_shards(
+    plan: SoupPlan,
     readers: Sequence[CheckpointReader],
     mixing: Mixing,
-    out_dir: str | Path,
+    staging: Path,
     *,
-    dtype: torch.dtype | None = None,
-    max_shard_size: int,
+    shard_ids: Iterable[int],
+    meter: SimilarityMeter,
     device: str | torch.device | None = "auto",
     metadata: dict[str, str] | None = None,
     alignment: Mapping[int, Sequence[int]] | None = None,
     label_indexed: Iterable[str] = (),
-    exclude: Iterable[str] = (),
-    meter: SimilarityMeter | None = None,
     base: BaseWeights | None = None,
-) -> list[str]:
-    """Write the mixed checkpoint into `out_dir` and return the weight files written.
+    resume: bool = False,
+) -> int:
+    """Compute and write the shards `shard_ids` of `plan` into `staging`; return how many were reused on resume.
 
-    The ingredients must already have identical tensor names and shapes (see `compat.check_before_download`), bar
-    the `exclude`d names (tied copies some ingredients do not store). With a `meter`, every tensor of every ingredient
-    also feeds the shared-initialization measurement, in the same single pass over the weights; zero-weight
-    ingredients are then still read.
+    Every tensor of every ingredient also feeds a per-shard `meter`, saved beside the shard in a progress record
+    (with the shard's sha256), so that a resumed or distributed run can add up the shared-initialization figures
+    without reading completed shards again.
     """
+    import json
+
     from huggingface_hub.utils import tqdm
 
     torch_device = resolve_device(device)
-    dtypes = output_dtypes(readers, dtype)
-    excluded = set(exclude)
-    names = sorted(n for n in readers[0].structure if n not in excluded)
-    sizes = [(n, TensorMeta("F32", readers[0].structure[n].shape).numel * dtypes[n].itemsize) for n in names]
-    writer = ShardedWriter(out_dir, plan_shards(sizes, max_shard_size), metadata=metadata)
+    progress = staging / PROGRESS_DIR
+    progress.mkdir(exist_ok=True)
+    shard_ids = list(shard_ids)
+    reused = 0
+    bar = tqdm(total=sum(len(plan.shards[i]) for i in shard_ids), desc="Souping", unit="tensor")
+    with torch.inference_mode(), bar:
+        for i in shard_ids:
+            names, file = plan.shards[i], plan.files[i]
+            if resume and _completed(plan, staging, i):
+                reused += 1
+                bar.update(len(names))
+                continue
+            shard_meter = meter.fresh()
+            writer = SafetensorsStreamWriter(staging / file, [(n, plan.metas[n]) for n in names], metadata=metadata)
+            try:
+                stream = iter_tensors(readers, names, alignment=alignment, label_indexed=label_indexed)
+                for name, tensors in stream:
+                    shard_meter.update(name, tensors, None if base is None else base.get(name))  # type: ignore[arg-type]
+                    writer.add(name, _mix(name, tensors, mixing.weights_for(name), plan, readers, torch_device))
+                    bar.update(1)
+                sha256 = writer.close()
+            except BaseException:
+                writer.abort()
+                raise
+            record = {"fingerprint": plan.fingerprint, "file": file, "sha256": sha256, "meter": shard_meter.state()}
+            tmp = progress / f".{file}.json.tmp"
+            tmp.write_text(json.dumps(record))
+            os.replace(tmp, progress / f"{file}.json")
+            _fault_point("shard-written")
+    return reused
 
-    def skip(name: str, i: int) -> bool:
-        return meter is None and mixing.weights_for(name)[i] == 0.0
 
-    stream = iter_tensors(readers, names, alignment=alignment, label_indexed=label_indexed, skip=skip)
-    with torch.inference_mode():
-        for name, tensors in tqdm(stream, total=len(names), desc="Souping", unit="tensor"):
-            if meter is not None:
-                meter.update(name, tensors, _base_tensor(base, name))  # type: ignore[arg-type]
-            weights = mixing.weights_for(name)
-            kept = [(t, w) for t, w in zip(tensors, weights, strict=True) if w != 0.0]
-            if readers[0].structure[name].is_float:
-                result = _accumulate([t for t, _ in kept], [w for _, w in kept], torch_device).to(dtypes[name])
-            else:
-                # Integer buffers (position ids, token type ids) are not averaged; they must agree.
-                first = kept[0][0]
-                if any(not torch.equal(first, t) for t, _ in kept[1:]):
-                    raise IncompatibleIngredientsError(
-                        f"Non-float tensor {name!r} ({readers[0].structure[name].dtype}) differs between ingredients; "
-                        "integer buffers cannot be averaged and must be identical."
-                    )
-                result = first
-            writer.add(name, result)
-    return writer.finish()
+def collect_meter(plan: SoupPlan, staging: Path, meter: SimilarityMeter) -> None:
+    """Add every shard's measurements (in shard order, so any split of the work gives the same sums) to `meter`."""
+    import json
+
+    for file in plan.files:
+        record = json.loads((staging / PROGRESS_DIR / f"{file}.json").read_text())
+        meter.merge(record["meter"])
+
+
+def _completed(plan: SoupPlan, staging: Path, i: int) -> bool:
+    """A shard from an earlier, interrupted run counts only if its record matches this plan and its checksum."""
+    import json
+
+    file = plan.files[i]
+    try:
+        record = json.loads((staging / PROGRESS_DIR / f"{file}.json").read_text())
+    except (OSError, ValueError):
+        return False
+    if record.get("fingerprint") != plan.fingerprint or not (staging / file).is_file():
+        return False
+    if file_sha256(staging / file) != record.get("sha256"):
+        logger.warning("%s from the interrupted run fails its checksum; it is written again", file)
+        return False
+    logger.info("reusing %s from the interrupted run (checksum verified)", file)
+    return True
+
+
+def _mix(
+    name: str,
+    tensors: Sequence[torch.Tensor],
+    weights: Sequence[float],
+    plan: SoupPlan,
+    readers: Sequence[CheckpointReader],
+    device: torch.device,
+) -> torch.Tensor:
+    kept = [(t, w) for t, w in zip(tensors, weights, strict=True) if w != 0.0]
+    if readers[0].structure[name].is_float:
+        result = _accumulate([t for t, _ in kept], [w for _, w in kept], device)
+        return result.to(DTYPES[plan.metas[name].dtype])
+    # Integer buffers (position ids, token type ids) are not averaged; they must agree.
+    first = kept[0][0]
+    if any(not torch.equal(first, t) for t, _ in kept[1:]):
+        raise IncompatibleIngredientsError(
+            f"Non-float tensor {name!r} ({readers[0].structure[name].dtype}) differs between ingredients; "
+            "integer buffers cannot be averaged and must be identical."
+        )
+    return first
+
+
+def _fault_point(name: str) -> None:
+    """Crash here when HFSOUP_FAULT names this point (the kill-and-resume tests; issue 9's fault injection)."""
+    spec = os.environ.get("HFSOUP_FAULT", "")
+    if not spec.startswith(name):
+        return
+    # "shard-written:2" crashes after the second time this point is reached.
+    count = int(spec.split(":")[1]) if ":" in spec else 1
+    _FAULT_COUNTS[name] = _FAULT_COUNTS.get(name, 0) + 1
+    if _FAULT_COUNTS[name] >= count:
+        os._exit(77)  # like a kill: no cleanup, no exception handlers
+
+
+_FAULT_COUNTS: dict[str, int] = {}
 
 
 def measure(

@@ -34,3 +34,18 @@ def max_relative_deviation(folder: str | os.PathLike, reference: dict[str, torch
             scale = float(ref.abs().max()) or 1.0
             worst = max(worst, float((got - ref).abs().max()) / scale)
     return worst
+
+
+# Mantissa bits (with the implicit one) and smallest exponent of the low-precision float formats.
+_FORMATS = {torch.float16: (11, -24), torch.bfloat16: (8, -133)}
+
+
+def ulp_error(got: torch.Tensor, reference: torch.Tensor) -> float:
+    """How far `got` (float16 or bfloat16) is from a float64 `reference`, in units in the last place of `got`'s format.
+
+    A correctly rounded result is within 0.5; float32 accumulation can tip exact ties, so allow a hair more.
+    """
+    bits, min_exp = _FORMATS[got.dtype]
+    _, exponent = torch.frexp(reference)
+    ulp = torch.exp2((exponent - bits).clamp_min(min_exp).double())
+    return float(((got.double() - reference).abs() / ulp).max())
