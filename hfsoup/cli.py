@@ -49,7 +49,8 @@ def _weights(text: str) -> list[float]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .cook import DTYPE_NAMES
+    # Only light modules here: `hfsoup --help` and `--version` must not pay for importing torch.
+    from .constants import DTYPE_NAMES
     from .soups import SOUPS
 
     parser = argparse.ArgumentParser(

@@ -11,6 +11,8 @@ TMP_MARKER = ".hfsoup-tmp-"
 #: The provenance file written into every soup folder.
 PROVENANCE_FILE = "hfsoup.json"
 DEFAULT_MAX_SHARD_SIZE = "5GB"
+#: Output dtypes a soup can be written in (`--dtype`).
+DTYPE_NAMES = ("float32", "float16", "bfloat16")
 
 
 def debug() -> bool:

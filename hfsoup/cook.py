@@ -18,15 +18,13 @@ from pathlib import Path
 from . import __version__, distributed, hub
 from .checkpoint import SAFE_WEIGHTS_INDEX_NAME, CheckpointReader, StructureMap, parse_size, write_index
 from .compat import CompatReport, IngredientFacts, SimilarityMeter, StaticResult, check_before_download
-from .constants import DEFAULT_MAX_SHARD_SIZE, PROVENANCE_FILE
+from .constants import DEFAULT_MAX_SHARD_SIZE, DTYPE_NAMES, PROVENANCE_FILE
 from .errors import IncompatibleIngredientsError, InvalidSoupArgumentsError
 from .output import check_output, staged_output
 from .soups import SOUPS
 from .soups.engine import BaseWeights, collect_meter, measure, plan_soup, write_shards
 
 logger = logging.getLogger(__name__)
-
-DTYPE_NAMES = ("float32", "float16", "bfloat16")
 
 
 @dataclass
