@@ -23,6 +23,10 @@ _LAZY = {
     "resolve": "hub",
     "fetch": "hub",
     "SOUPS": "soups",
+    "evaluate_model": "evaluator",
+    "Evaluator": "evaluator",
+    "EvalReport": "evaluator",
+    "TASKS": "tasks",
     "HfsoupError": "errors",
     "IngredientNotFoundError": "errors",
     "IncompatibleIngredientsError": "errors",
@@ -31,6 +35,7 @@ _LAZY = {
     "OutputExistsError": "errors",
     "HubError": "errors",
     "CorruptCheckpointError": "errors",
+    "EvaluationError": "errors",
 }
 
 __all__ = ["__version__", *_LAZY]

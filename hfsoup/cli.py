@@ -26,6 +26,13 @@ examples:
   hfsoup check org/ft-a org/ft-b --base org/pretrained --json report.json
   hfsoup check org/ft-a org/ft-b --skip-weights      # headers and small files only
 """
+EVAL_EPILOG = """\
+examples:
+  hfsoup eval org/ft-a --task sst2
+  hfsoup eval org/ft-a@v1.0 --task mnli --json scores.json        # validation_matched and _mismatched
+  hfsoup eval ./soup --task mrpc --limit 200 --data-files validation=dev.csv
+  torchrun --nproc_per_node 4 -m hfsoup.cli eval ./soup --task qqp  # split across processes
+"""
 HUB_EPILOG = """\
 examples:
   hfsoup hub serve --root ./hub-store --port 8080
@@ -113,6 +120,39 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--token", help="Hub token (default: HF_TOKEN or the token from 'hf auth login')")
     check.set_defaults(func=_cmd_check)
 
+    evaluate = verbs.add_parser(
+        "eval",
+        help="score a model on a GLUE task",
+        description="Score a model (Hub ID, org/name@revision or folder) on a task's split; print a table.",
+        epilog=EVAL_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    evaluate.add_argument("model", metavar="MODEL", help="org/name, org/name@revision or a folder")
+    evaluate.add_argument(
+        "--task", required=True, metavar="TASK", help="cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli"
+    )
+    evaluate.add_argument(
+        "--split", default="validation", help="default: validation (for mnli: both validation_matched and _mismatched)"
+    )
+    evaluate.add_argument("--limit", type=int, metavar="N", help="score only the first N examples of each split")
+    evaluate.add_argument("--json", metavar="FILE", help="write the scores, the model's SHA and the data's as JSON")
+    evaluate.add_argument("--predictions", metavar="FILE", help="write the predictions, in row order, as JSON")
+    evaluate.add_argument(
+        "--dataset", metavar="ID[@REV]", help="another dataset repo or folder with the task's config"
+    )
+    evaluate.add_argument(
+        "--data-files",
+        nargs="+",
+        metavar="[SPLIT=]FILE",
+        help="local csv/json/parquet files instead of a dataset repo (FILE alone is the --split)",
+    )
+    evaluate.add_argument("--batch-size", type=int, default=32, metavar="N", help="examples per batch (default: 32)")
+    evaluate.add_argument(
+        "--max-length", type=int, metavar="N", help="truncate to N tokens (default: model max, <=512)"
+    )
+    evaluate.add_argument("--token", help="Hub token (default: HF_TOKEN or the token from 'hf auth login')")
+    evaluate.set_defaults(func=_cmd_eval)
+
     hub = verbs.add_parser("hub", help="a local Hub-compatible server", epilog=HUB_EPILOG)
     hub_verbs = hub.add_subparsers(dest="hub_command", metavar="HUB_COMMAND", required=True)
     serve = hub_verbs.add_parser(
@@ -192,6 +232,49 @@ def _cmd_check(args: argparse.Namespace) -> int:
             with open(args.json, "w") as f:
                 json.dump(report.to_dict(), f, indent=2)
     return 0 if report.ok else 1
+
+
+def _data_files(values: list[str] | None, split: str) -> dict[str, list[str]] | None:
+    if not values:
+        return None
+    files: dict[str, list[str]] = {}
+    for value in values:
+        name, sep, path = value.partition("=")
+        files.setdefault(name if sep else split, []).append(path if sep else value)
+    return files
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    import json
+    import os
+
+    from .evaluator import evaluate_model
+
+    if args.quiet:  # datasets draws its own progress bars (preparing, tokenizing)
+        import datasets
+
+        datasets.disable_progress_bars()
+    report = evaluate_model(
+        args.model,
+        args.task,
+        args.split,
+        dataset=args.dataset,
+        data_files=_data_files(args.data_files, args.split),
+        limit=args.limit,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        token=args.token,
+    )
+    if int(os.environ.get("RANK", "0")) != 0:  # Under torchrun every process holds the report; one prints it.
+        return 0
+    print(report.format_table())
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report.to_dict(), f, indent=2)
+    if args.predictions:
+        with open(args.predictions, "w") as f:
+            json.dump({r.split: r.predictions for r in report.results}, f)
+    return 0
 
 
 def _cmd_hub_serve(args: argparse.Namespace) -> int:

@@ -44,3 +44,7 @@ class HubError(HfsoupError):
 
 class CorruptCheckpointError(HfsoupError):
     """A weights file is malformed: a bad safetensors header, a missing shard, an index naming absent tensors."""
+
+
+class EvaluationError(HfsoupError):
+    """An evaluation cannot run as asked: an unknown task or split, a model whose labels do not fit, no examples."""

@@ -17,6 +17,23 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    import torch
+
+    # The tiny test models run several times faster on one thread than on two busy cores.
+    torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Slow tests (real MiniLM weights, minutes) run when asked: `-m slow`, or HFSOUP_SLOW=1 as .ci/run sets.
+    if os.environ.get("HFSOUP_SLOW") == "1" or "slow" in (config.option.markexpr or ""):
+        return
+    skip = pytest.mark.skip(reason="slow: set HFSOUP_SLOW=1 or pass -m slow to run it")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     # A test may catch the guard's exception; the session still fails if anything tried to leave loopback.
     if netguard.BLOCKED:

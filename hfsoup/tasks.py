@@ -1,0 +1,170 @@
+"""The evaluation tasks: where each task's data lives, which fields hold its text, its labels and its metric.
+
+One explicit table, `TASKS`. A task names a dataset on the Hub (`nyu-mll/glue` and a config for GLUE), the fields
+holding the text (one sentence, or a pair), the label names in the dataset's id order (none for a regression task),
+and the `evaluate` metric with its config. Adding a task is adding a line.
+
+Example:
+    ```py
+    >>> from hfsoup.tasks import get_task
+    >>> task = get_task("mnli")
+    >>> task.text_fields, task.label_names
+    (('premise', 'hypothesis'), ('entailment', 'neutral', 'contradiction'))
+    >>> task.dataset_splits("validation")
+    ('validation_matched', 'validation_mismatched')
+    ```
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from .errors import EvaluationError
+
+GLUE_DATASET = "nyu-mll/glue"
+
+
+@dataclass(frozen=True)
+class Task:
+    """One evaluation task.
+
+    Args:
+        name (`str`):
+            The name users type (`--task sst2`).
+        dataset (`str`):
+            The dataset repo on the Hub.
+        config (`str`):
+            The dataset config (`load_dataset(dataset, config)`).
+        text_fields (`tuple[str, ...]`):
+            The columns holding the text: one, or a pair that is tokenized as a pair.
+        label_names (`tuple[str, ...]`):
+            The class names in the dataset's label-id order; empty for a regression task.
+        metric (`str`):
+            The `evaluate` module (`evaluate.load(metric, metric_config)`).
+        metric_config (`str`):
+            Its config.
+        primary_metric (`str`):
+            The one number to rank models by (a greedy soup's criterion).
+        split_aliases (`dict[str, tuple[str, ...]]`):
+            User split names that stand for several dataset splits (MNLI's `validation` is matched + mismatched).
+        label_field (`str`):
+            The column holding the label id (or float score).
+    """
+
+    name: str
+    dataset: str
+    config: str
+    text_fields: tuple[str, ...]
+    label_names: tuple[str, ...]
+    metric: str
+    metric_config: str
+    primary_metric: str
+    split_aliases: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    label_field: str = "label"
+
+    @property
+    def is_regression(self) -> bool:
+        return not self.label_names
+
+    @property
+    def num_labels(self) -> int:
+        """How many outputs a model needs: one per class, or one score for regression."""
+        return len(self.label_names) or 1
+
+    def dataset_splits(self, split: str) -> tuple[str, ...]:
+        """The dataset splits a user split stands for (usually itself)."""
+        return self.split_aliases.get(split, (split,))
+
+
+def _glue(
+    name: str,
+    text_fields: tuple[str, ...],
+    label_names: tuple[str, ...],
+    primary_metric: str = "accuracy",
+    **extra: object,
+) -> Task:
+    return Task(name, GLUE_DATASET, name, text_fields, label_names, "glue", name, primary_metric, **extra)
+
+
+ENTAILMENT_2 = ("entailment", "not_entailment")
+
+#: The tasks `hfsoup eval --task` knows, by name. Label names and fields as in `nyu-mll/glue`.
+TASKS: dict[str, Task] = {
+    "cola": _glue("cola", ("sentence",), ("unacceptable", "acceptable"), "matthews_correlation"),
+    "sst2": _glue("sst2", ("sentence",), ("negative", "positive")),
+    "mrpc": _glue("mrpc", ("sentence1", "sentence2"), ("not_equivalent", "equivalent"), "f1"),
+    "qqp": _glue("qqp", ("question1", "question2"), ("not_duplicate", "duplicate"), "f1"),
+    "stsb": _glue("stsb", ("sentence1", "sentence2"), (), "pearson"),
+    "mnli": _glue(
+        "mnli",
+        ("premise", "hypothesis"),
+        ("entailment", "neutral", "contradiction"),
+        split_aliases={
+            "validation": ("validation_matched", "validation_mismatched"),
+            "test": ("test_matched", "test_mismatched"),
+        },
+    ),
+    "qnli": _glue("qnli", ("question", "sentence"), ENTAILMENT_2),
+    "rte": _glue("rte", ("sentence1", "sentence2"), ENTAILMENT_2),
+    "wnli": _glue("wnli", ("sentence1", "sentence2"), ("not_entailment", "entailment")),
+}
+
+
+def get_task(name: str) -> Task:
+    """The task called `name` (case-insensitive; `sst-2` and `SST2` both work), or an `EvaluationError`."""
+    key = re.sub(r"[^a-z0-9]", "", name.lower())
+    if key not in TASKS:
+        raise EvaluationError(
+            f"Unknown task {name!r}.",
+            fix=f"Pick one of: {', '.join(TASKS)} (the GLUE tasks; see hfsoup.tasks.TASKS).",
+        )
+    return TASKS[key]
+
+
+def normalize_label(name: object) -> str:
+    """Label names compared loosely: `NOT_ENTAILMENT`, `not-entailment` and `Not Entailment` are one label."""
+    return re.sub(r"[\s\-]+", "_", str(name).strip().lower())
+
+
+_GENERIC = re.compile(r"^(label_?)?\d+$")
+
+
+def is_generic_label(name: object) -> bool:
+    """`LABEL_0`, `label1`, `0`: the placeholder names `transformers` gives a head nobody named."""
+    return bool(_GENERIC.match(normalize_label(name)))
+
+
+def label_mapping(id2label: dict[int, str], task: Task, *, model_name: str) -> tuple[list[int], bool]:
+    """Map each of a classifier's output ids to the dataset's label id for `task`.
+
+    Returns the mapping (`mapping[model_id] == dataset_id`) and whether it was assumed from generic names
+    (`LABEL_0`, ...) rather than matched by name. Raises `EvaluationError` when the labels cannot fit the task,
+    spelling out both label sets.
+    """
+    names = [id2label[i] for i in sorted(id2label)]
+    wanted = ", ".join(task.label_names) if task.label_names else "one regression output"
+    if len(names) != task.num_labels:
+        found = ", ".join(map(str, names))
+        raise EvaluationError(
+            f"Model {model_name!r} has {len(names)} output(s) ({found}) but task {task.name!r} needs "
+            f"{task.num_labels} ({wanted}).",
+            fix=f"Evaluate it on a task with these labels, or fine-tune a head with {task.num_labels} output(s) "
+            f"for {task.name}.",
+        )
+    if task.is_regression:
+        return [0], False
+    if all(is_generic_label(n) for n in names):
+        return list(range(len(names))), True
+    wanted_ids = {normalize_label(n): i for i, n in enumerate(task.label_names)}
+    missing = [n for n in task.label_names if normalize_label(n) not in {normalize_label(m) for m in names}]
+    unknown = [n for n in names if normalize_label(n) not in wanted_ids]
+    if missing or unknown:
+        raise EvaluationError(
+            f"Model {model_name!r} has labels ({', '.join(map(str, names))}) that do not match task "
+            f"{task.name!r} ({wanted}): the model has {', '.join(map(repr, unknown))} where the task has "
+            f"{', '.join(map(repr, missing))}.",
+            fix="Check that the model was fine-tuned for this task; if its labels only have other names, set "
+            "id2label in its config.json to the task's names.",
+        )
+    return [wanted_ids[normalize_label(n)] for n in names], False

@@ -1,0 +1,229 @@
+"""A tiny GLUE: a dataset repo shaped like `nyu-mll/glue`, and tiny classifiers with each task's labels.
+
+`build_glue` writes, per GLUE config, one parquet file per split with the real columns, label names and dtypes
+(`idx` int32, class labels as `ClassLabel`, stsb scores as float32, `-1` labels in the test splits as in the real
+GLUE), and a README whose YAML `configs:` points `load_dataset("nyu-mll/glue", "sst2")` at them, exactly as on the
+Hub. The text is random sentences from a small movie-review vocabulary; the labels are random. `publish_glue` pushes
+it to the Hub that `HF_ENDPOINT` names (the local Hub in tests) in one commit.
+
+Example:
+    ```py
+    >>> with LocalHubServer(root) as hub, use_local_hub(hub.url, home):
+    ...     publish_glue(build_glue(tmp / "glue"))
+    ...     datasets.load_dataset("nyu-mll/glue", "mnli", split="validation_matched").num_rows
+    32
+    ```
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from ..tasks import GLUE_DATASET, TASKS, Task
+
+#: Rows per split: small enough to build and tokenize in a blink, large enough for every metric to be defined.
+ROWS = {"train": 8, "validation": 32, "test": 8}
+
+_WORDS = {
+    "noun": "movie film plot actor script scene ending story camera cast sequel hero villain comedy drama".split(),
+    "adj": "good great bad awful boring lovely terrible wonderful slow funny dull brilliant clever silly".split(),
+    "adv": "very really quite truly rather mostly barely".split(),
+    "verb": "loved hated enjoyed liked watched admired".split(),
+}
+_TEMPLATES = [
+    "the {noun} was {adv} {adj} .",
+    "i {verb} this {noun} , it is {adj} !",
+    "{adj} {noun} with a {adj} {noun} .",
+    "was the {noun} {adj} or {adj} ?",
+    "the {noun} and the {noun} are {adv} {adj} , {adv} {adj} .",
+]
+
+
+def _sentences(rng: np.random.Generator, n: int) -> list[str]:
+    out = []
+    for _ in range(n):
+        template = _TEMPLATES[rng.integers(len(_TEMPLATES))]
+        parts = template.split()
+        out.append(" ".join(_pick(rng, p[1:-1]) if p.startswith("{") else p for p in parts))
+    return out
+
+
+def _pick(rng: np.random.Generator, kind: str) -> str:
+    words = _WORDS[kind]
+    return words[rng.integers(len(words))]
+
+
+def glue_splits(task: Task) -> dict[str, int]:
+    """The splits of a task's config, as in the real GLUE (MNLI's are matched and mismatched), with their sizes."""
+    splits = {}
+    for split, rows in ROWS.items():
+        for name in task.dataset_splits(split):
+            splits[name] = rows
+    return splits
+
+
+def glue_features(task: Task):
+    """The `datasets.Features` of a task's config: its text fields, `label` and `idx`, as the real GLUE has them."""
+    import datasets
+
+    label = datasets.Value("float32") if task.is_regression else datasets.ClassLabel(names=list(task.label_names))
+    columns = {name: datasets.Value("string") for name in task.text_fields}
+    return datasets.Features({**columns, "label": label, "idx": datasets.Value("int32")})
+
+
+def glue_rows(task: Task, split: str, n: int, *, seed: int = 0) -> dict[str, list]:
+    """`n` random rows of `task` for `split`, seeded by task and split; a `test*` split is unlabelled (`-1`)."""
+    rng = np.random.default_rng([seed, sum(map(ord, task.name)), sum(map(ord, split))])
+    columns: dict[str, list] = {name: _sentences(rng, n) for name in task.text_fields}
+    if split.startswith("test"):
+        labels: list = [-1.0 if task.is_regression else -1] * n
+    elif task.is_regression:
+        # Scores on a 0.2 grid from 0 to 5, as in STS-B: ties exercise Spearman's average ranks.
+        labels = [round(float(v), 1) for v in rng.integers(0, 26, size=n) / 5]
+    else:
+        labels = [int(i % task.num_labels) for i in range(n)]  # every class present ...
+        labels = [int(v) for v in rng.permutation(labels)]  # ... in a random order
+    return {**columns, "label": labels, "idx": list(range(n))}
+
+
+def build_glue(root: str | os.PathLike, *, tasks: list[str] | None = None, seed: int = 0) -> Path:
+    """Write a GLUE-shaped dataset folder: `{config}/{split}-00000-of-00001.parquet` and a README with `configs:`.
+
+    Args:
+        root (`str` or `os.PathLike`):
+            The folder to write (created).
+        tasks (`list[str]`, *optional*):
+            The GLUE configs to write; all of `TASKS` by default.
+        seed (`int`, *optional*, defaults to 0):
+            Seeds the sentences and labels.
+
+    Returns:
+        `Path`: `root`.
+    """
+    import datasets
+
+    root = Path(root)
+    configs, infos = [], []
+    for name in tasks or list(TASKS):
+        task = TASKS[name]
+        features = glue_features(task)
+        files, split_infos = [], []
+        for split, n in glue_splits(task).items():
+            path = root / task.config / f"{split}-00000-of-00001.parquet"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            rows = glue_rows(task, split, n, seed=seed)
+            table = datasets.Dataset.from_dict(rows, features=features)
+            table.to_parquet(str(path))
+            files.append({"split": split, "path": f"{task.config}/{split}-*"})
+            split_infos.append({"name": split, "num_bytes": table.data.nbytes, "num_examples": n})
+        configs.append({"config_name": task.config, "data_files": files})
+        infos.append({"config_name": task.config, "features": features._to_yaml_list(), "splits": split_infos})
+    card = {"pretty_name": "GLUE (tiny, synthetic)", "configs": configs, "dataset_info": infos}
+    (root / "README.md").write_text(
+        f"---\n{yaml.safe_dump(card, sort_keys=False)}---\n\n# A tiny GLUE\n\nRandom sentences and labels in the "
+        "shape of `nyu-mll/glue`, built by `hfsoup.testing.glue.build_glue` for tests.\n",
+        encoding="utf-8",
+    )
+    return root
+
+
+def publish_glue(folder: str | os.PathLike, *, repo_id: str = GLUE_DATASET, api=None) -> str:
+    """Push a folder from `build_glue` to the dataset repo `repo_id` in one commit; return the commit SHA."""
+    from huggingface_hub import HfApi
+
+    api = api or HfApi()
+    api.create_repo(repo_id, repo_type="dataset", exist_ok=True)
+    info = api.upload_folder(repo_id=repo_id, repo_type="dataset", folder_path=folder, commit_message="Tiny GLUE")
+    return info.oid
+
+
+def publish_glue_metric(*, repo_id: str = "evaluate-metric/glue", api=None) -> str:
+    """Push hfsoup's GLUE metric module as the space `evaluate.load("glue", ...)` fetches; return the commit SHA.
+
+    `evaluate` 0.4.6 asks for `/spaces/evaluate-metric/glue/resolve/v0.4.6/glue.py`, then for `main`.
+    """
+    from huggingface_hub import CommitOperationAdd, HfApi
+
+    from ..metrics import SHIPPED
+
+    api = api or HfApi()
+    api.create_repo(repo_id, repo_type="space", space_sdk="gradio", exist_ok=True)
+    card = "---\ntitle: GLUE\nsdk: gradio\ntags:\n- evaluate\n- metric\n---\n\n# GLUE metric (hfsoup's module)\n"
+    operations = [
+        CommitOperationAdd("glue.py", str(SHIPPED["glue"] / "glue.py")),
+        CommitOperationAdd("README.md", card.encode()),
+    ]
+    info = api.create_commit(repo_id, operations, repo_type="space", commit_message="GLUE metric module")
+    return info.oid
+
+
+def tiny_classifier(
+    base: str | os.PathLike,
+    task: Task | str,
+    output_dir: str | os.PathLike,
+    *,
+    seed: int = 0,
+    labels: list[str] | None = None,
+) -> Path:
+    """A sequence classifier for `task` from a tiny family's base (BERT, or T5 as `T5ForSequenceClassification`).
+
+    The body comes from `base`; the head is new and seeded, with the task's labels (or `labels`, to make a model that
+    does not fit the task). A random head on a random body predicts one class for every input, which makes every
+    metric degenerate; so the head's last layer is standardized on the task's training sentences (its inputs centred
+    and scaled per feature), and its predictions vary from example to example. The folder gets the base's tokenizer.
+    """
+    import torch
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers.utils import logging as transformers_logging
+
+    task = TASKS[task] if isinstance(task, str) else task
+    names = list(labels) if labels is not None else (list(task.label_names) or ["score"])
+    config = AutoConfig.from_pretrained(base)
+    config.id2label = dict(enumerate(names))
+    config.label2id = {name: i for i, name in enumerate(names)}
+    if len(names) == 1:
+        config.problem_type = "regression"
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()  # The new head's load report is expected, not news.
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = AutoModelForSequenceClassification.from_pretrained(
+                base, config=config, ignore_mismatched_sizes=True
+            )
+    finally:
+        transformers_logging.set_verbosity(verbosity)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model.eval()
+        head = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.out_features == len(names)][-1]
+        _standardize(model, head, tokenizer, task, seed=seed)
+    output_dir = Path(output_dir)
+    model.save_pretrained(output_dir)
+    tokenizer.save_pretrained(output_dir)
+    return output_dir
+
+
+def _standardize(model, head, tokenizer, task: Task, *, seed: int) -> None:
+    """Give `head` weights N(0, 1) over its inputs standardized on `task`'s training sentences."""
+    import torch
+
+    rows = glue_rows(task, "train", 64, seed=seed + 1)
+    captured = []
+    hook = head.register_forward_hook(lambda module, args, out: captured.append(args[0].detach()))
+    try:
+        with torch.no_grad():
+            model(**tokenizer(*[rows[f] for f in task.text_fields], padding=True, return_tensors="pt"))
+    finally:
+        hook.remove()
+    features = captured[0].reshape(-1, head.in_features)
+    mean, std = features.mean(dim=0), features.std(dim=0).clamp_min(1e-6)
+    with torch.no_grad():
+        weight = torch.randn(head.out_features, head.in_features) / std
+        head.weight.copy_(weight)
+        head.bias.copy_(-(weight @ mean))
