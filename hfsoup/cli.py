@@ -32,6 +32,8 @@ examples:
   hfsoup eval org/ft-a@v1.0 --task mnli --json scores.json        # validation_matched and _mismatched
   hfsoup eval ./soup --task mrpc --limit 200 --data-files validation=dev.csv
   torchrun --nproc_per_node 4 -m hfsoup.cli eval ./soup --task qqp  # split across processes
+  hfsoup eval google-t5/t5-small --task rte                        # T5 text-to-text: scored label words
+  hfsoup eval openai/clip-vit-base-patch32 --task image-classification --dataset org/images  # zero-shot
 """
 HUB_EPILOG = """\
 examples:
@@ -53,6 +55,18 @@ def _weights(text: str) -> list[float]:
         return [float(w) for w in text.split(",") if w.strip()]
     except ValueError as e:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers such as 0.5,0.3,0.2, got {text!r}") from e
+
+
+def _ingredient_args(parser: argparse.ArgumentParser) -> None:
+    """What `soup` and `check` share: the ingredients and how to read them."""
+    parser.add_argument("ingredients", nargs="+", metavar="INGREDIENT", help="org/name, org/name@revision or a folder")
+    parser.add_argument(
+        "--allow-pickle", action="store_true", help="accept pytorch_model.bin, loaded with weights_only=True"
+    )
+    parser.add_argument("--token", help="Hub token (default: HF_TOKEN or the token from 'hf auth login')")
+    parser.add_argument(
+        "--no-align-labels", action="store_true", help="refuse, rather than reorder, heads with permuted labels"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=SOUP_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    soup.add_argument("ingredients", nargs="+", metavar="INGREDIENT", help="org/name, org/name@revision or a folder")
+    _ingredient_args(soup)
     soup.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder (must not exist)")
     soup.add_argument("--method", default="uniform", choices=sorted(SOUPS), help="soup method (default: uniform)")
     soup.add_argument("--weights", type=_weights, metavar="W1,W2,...", help="one weight per ingredient, summing to 1")
@@ -88,16 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     soup.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     soup.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     soup.add_argument(
-        "--allow-pickle", action="store_true", help="accept pytorch_model.bin, loaded with weights_only=True"
-    )
-    soup.add_argument("--token", help="Hub token (default: HF_TOKEN or the token from 'hf auth login')")
-    soup.add_argument(
         "--resume", action="store_true", help="reuse the shards an interrupted run completed (checksums verified)"
     )
     soup.add_argument("--force", action="store_true", help="soup even if the compatibility check fails (recorded)")
-    soup.add_argument(
-        "--no-align-labels", action="store_true", help="refuse, rather than reorder, heads with permuted labels"
-    )
     soup.set_defaults(func=_cmd_soup)
 
     check = verbs.add_parser(
@@ -107,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=CHECK_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    check.add_argument("ingredients", nargs="+", metavar="INGREDIENT", help="org/name, org/name@revision or a folder")
+    _ingredient_args(check)
     check.add_argument("--base", metavar="MODEL", help="the pretrained model they should all be fine-tuned from")
     check.add_argument(
         "--json", nargs="?", const="-", metavar="FILE", help="write the report as JSON (to FILE, or stdout)"
@@ -115,9 +122,6 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--skip-weights", action="store_true", help="only the checks that need no weights download (no shared-init)"
     )
-    check.add_argument("--no-align-labels", action="store_true", help="treat permuted labels as a failure")
-    check.add_argument("--allow-pickle", action="store_true", help="accept pytorch_model.bin (weights_only=True)")
-    check.add_argument("--token", help="Hub token (default: HF_TOKEN or the token from 'hf auth login')")
     check.set_defaults(func=_cmd_check)
 
     evaluate = verbs.add_parser(
@@ -129,7 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("model", metavar="MODEL", help="org/name, org/name@revision or a folder")
     evaluate.add_argument(
-        "--task", required=True, metavar="TASK", help="cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli"
+        "--task",
+        required=True,
+        metavar="TASK",
+        help="cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli, or image-classification (with --dataset)",
     )
     evaluate.add_argument(
         "--split", default="validation", help="default: validation (for mnli: both validation_matched and _mismatched)"
@@ -149,6 +156,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--batch-size", type=int, default=32, metavar="N", help="examples per batch (default: 32)")
     evaluate.add_argument(
         "--max-length", type=int, metavar="N", help="truncate to N tokens (default: model max, <=512)"
+    )
+    evaluate.add_argument(
+        "--kind",
+        metavar="KIND",
+        help="how to run the model, when its architecture allows several: sequence-classification, t5-text, "
+        "image-classification, clip-zero-shot (default: chosen from the architecture)",
     )
     evaluate.add_argument("--token", help="Hub token (default: HF_TOKEN or the token from 'hf auth login')")
     evaluate.set_defaults(func=_cmd_eval)
@@ -264,6 +277,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         max_length=args.max_length,
         token=args.token,
+        kind=args.kind,
     )
     if int(os.environ.get("RANK", "0")) != 0:  # Under torchrun every process holds the report; one prints it.
         return 0

@@ -31,6 +31,22 @@ def files_of(folder):
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.name != "hfsoup.json"}
 
 
+def soup_command(ingredients, out) -> list[str]:
+    """`hfsoup soup` in a subprocess, small shards so that the run has several to interrupt."""
+    return [
+        sys.executable,
+        "-m",
+        "hfsoup.cli",
+        "-q",
+        "soup",
+        *map(str, ingredients),
+        "-o",
+        str(out),
+        "--max-shard-size",
+        "30KB",
+    ]
+
+
 def test_bf16_is_averaged_in_float32_and_written_bf16(tmp_path):
     folders = [make_checkpoint(tmp_path / f"b{i}", seed=i, shapes=SHAPES, dtype=torch.bfloat16) for i in range(4)]
     result = hfsoup.soup(folders, tmp_path / "out")
@@ -82,18 +98,7 @@ def test_two_processes_give_the_same_bytes_as_one(tmp_path, ingredients):
 def test_kill_and_resume_gives_identical_output(tmp_path, ingredients, caplog):
     reference = hfsoup.soup(ingredients, tmp_path / "uninterrupted", max_shard_size="30KB")
     out = tmp_path / "out"
-    cmd = [
-        sys.executable,
-        "-m",
-        "hfsoup.cli",
-        "-q",
-        "soup",
-        *map(str, ingredients),
-        "-o",
-        str(out),
-        "--max-shard-size",
-        "30KB",
-    ]
+    cmd = soup_command(ingredients, out)
     killed = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HFSOUP_FAULT": "shard-written:2"})
     assert killed.returncode == 77, killed.stderr
     # Half-written output never looks complete: no output folder, only the hidden staging folder.
@@ -117,18 +122,7 @@ def test_kill_and_resume_gives_identical_output(tmp_path, ingredients, caplog):
 
 def test_rerun_without_resume_starts_over(tmp_path, ingredients):
     out = tmp_path / "out"
-    cmd = [
-        sys.executable,
-        "-m",
-        "hfsoup.cli",
-        "-q",
-        "soup",
-        *map(str, ingredients),
-        "-o",
-        str(out),
-        "--max-shard-size",
-        "30KB",
-    ]
+    cmd = soup_command(ingredients, out)
     subprocess.run(cmd, capture_output=True, env={**os.environ, "HFSOUP_FAULT": "shard-written:1"})
     assert staging_path(out).is_dir()
     result = hfsoup.soup(ingredients, out, max_shard_size="30KB")
