@@ -182,12 +182,12 @@ def _raise_if_empty(exc: ValueError, source: str) -> None:
 
 def _checked(task: Task, name: str, rows: Any, source: str) -> SplitData:
     """Check the columns, turn labels into the task's ids, drop unlabelled rows, refuse an empty split."""
-    missing = [c for c in (*task.text_fields, task.label_field) if c not in rows.column_names]
+    missing = [c for c in (*task.input_fields, task.label_field) if c not in rows.column_names]
     if missing:
         raise EvaluationError(
             f"Split {name!r} of {source} lacks the column(s) {', '.join(missing)} that task {task.name} needs "
             f"(it has {', '.join(rows.column_names)}).",
-            fix=f"Give data with columns {', '.join((*task.text_fields, task.label_field))}.",
+            fix=f"Give data with columns {', '.join((*task.input_fields, task.label_field))}.",
         )
     if rows.num_rows == 0:
         raise EvaluationError(
@@ -243,7 +243,18 @@ def _references(task: Task, name: str, rows: Any, source: str) -> list:
 
 
 def tokenizer_fingerprint(tokenizer: Any) -> str:
-    """A hash of what a tokenizer does to text, blind to the truncation and padding settings a call leaves behind."""
+    """A hash of what a tokenizer does to text, blind to the truncation and padding settings a call leaves behind.
+
+    Image models' preprocessors are hashed too: an image processor by its settings (size, crop, mean, std, ...),
+    a processor (CLIP's: a tokenizer and an image processor) by both of its parts.
+    """
+    if hasattr(tokenizer, "image_processor"):  # A processor: ProcessorMixin
+        parts = [tokenizer_fingerprint(tokenizer.image_processor)]
+        if getattr(tokenizer, "tokenizer", None) is not None:
+            parts.append(tokenizer_fingerprint(tokenizer.tokenizer))
+        return hashlib.sha256(json.dumps([type(tokenizer).__name__, *parts]).encode()).hexdigest()[:16]
+    if not hasattr(tokenizer, "get_vocab"):  # An image processor: what it does is its settings.
+        return hashlib.sha256(tokenizer.to_json_string().encode()).hexdigest()[:16]
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:
         state = json.loads(backend.to_str())

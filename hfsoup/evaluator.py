@@ -88,12 +88,13 @@ class Evaluator:
 
     Args:
         task (`str` or `Task`):
-            A name from `hfsoup.tasks.TASKS` (`"sst2"`, `"mnli"`, ...).
+            A name from `hfsoup.tasks.TASKS` (`"sst2"`, `"mnli"`, ...), or `"image-classification"` with `dataset`.
         split (`str`, *optional*, defaults to `"validation"`):
             The split to score on. MNLI's `validation` is both `validation_matched` and `validation_mismatched`.
         tokenizer (`PreTrainedTokenizerBase` or `str`, *optional*):
-            The tokenizer, or a folder or Hub ID to load it from. Defaults to each scored model's own; batches are
-            kept per tokenizer, so models sharing one share the work.
+            The tokenizer (for image models, a processor or image processor), or a folder or Hub ID to load a text
+            tokenizer from. Defaults to each scored model's own; batches are kept per tokenizer, so models sharing
+            one share the work.
         dataset (`str`, *optional*):
             Another dataset repo (`org/name` or `org/name@revision`) or folder with the task's config.
         data_files (`dict[str, list[str]]`, *optional*):
@@ -123,7 +124,7 @@ class Evaluator:
     ) -> None:
         from .metrics import load_metric
 
-        self.task = get_task(task) if isinstance(task, str) else task
+        self.task = get_task(task, dataset=dataset, token=token) if isinstance(task, str) else task
         self.split = split
         self.batch_size, self.max_length, self.token = batch_size, max_length, token
         self.processes = distributed.current()
@@ -150,8 +151,10 @@ class Evaluator:
             model, provenance = load_model(model, kind=kind, token=self.token)
         architectures = [*(model.config.architectures or []), type(model).__name__]
         predictor = predictor_for(architectures, kind=kind, model_name=provenance["spec"])
-        prepared = predictor.prepare(model, self.task, model_name=provenance["spec"])
-        tokenizer = load_tokenizer(tokenizer, token=self.token) if tokenizer is not None else self.tokenizer
+        if tokenizer is not None:  # Loaded the predictor's way: an image model's folder gives its processor.
+            tokenizer = load_tokenizer(tokenizer, token=self.token, loader=predictor.load_tokenizer)
+        else:
+            tokenizer = self.tokenizer
         if tokenizer is None:
             source = provenance.get("path") or getattr(model, "name_or_path", "")
             if not source:
@@ -161,6 +164,7 @@ class Evaluator:
                     fix="Pass tokenizer= (a tokenizer, a folder or a Hub ID) to Evaluator or to score().",
                 )
             tokenizer = load_tokenizer(source, token=self.token, loader=predictor.load_tokenizer)
+        prepared = predictor.prepare(model, self.task, model_name=provenance["spec"], tokenizer=tokenizer)
         batches = self._batches_for(predictor, tokenizer)
         device = input_device(model)
         results = []
@@ -184,7 +188,9 @@ class Evaluator:
     def _batches_for(self, predictor: Any, tokenizer: Any) -> dict[str, list[Batch]]:
         key = (predictor.name, tokenizer_fingerprint(tokenizer))
         if key not in self._batches:
-            max_length = self.max_length or min(tokenizer.model_max_length, DEFAULT_MAX_LENGTH)
+            # An image processor has no model_max_length; its predictor ignores max_length.
+            limit = getattr(tokenizer, "model_max_length", DEFAULT_MAX_LENGTH)
+            max_length = self.max_length or min(limit, DEFAULT_MAX_LENGTH)
             batches = {}
             with _main_first(self.processes):  # The main process writes the cache; the others read it.
                 for split in self.splits:

@@ -47,8 +47,9 @@ class Predictor:
 
         return AutoTokenizer.from_pretrained(path)
 
-    def prepare(self, model: Any, task: Task, *, model_name: str) -> Any:
-        """Check that `model` can be evaluated on `task`; return what `predict` needs (e.g. a label mapping)."""
+    def prepare(self, model: Any, task: Task, *, model_name: str, tokenizer: Any = None) -> Any:
+        """Check that `model` can be evaluated on `task`; return what `predict` needs (e.g. a label mapping).
+        `tokenizer` is what `encode` receives (a text-to-text model encodes its answers with it)."""
         raise NotImplementedError
 
     def encode(self, examples: dict[str, list], *, task: Task, tokenizer: Any, max_length: int) -> dict[str, list]:
@@ -78,7 +79,7 @@ class SequenceClassificationPredictor(Predictor):
     def accepts(self, architectures: list[str]) -> bool:
         return any(arch.endswith("ForSequenceClassification") for arch in architectures)
 
-    def prepare(self, model: Any, task: Task, *, model_name: str) -> Any:
+    def prepare(self, model: Any, task: Task, *, model_name: str, tokenizer: Any = None) -> Any:
         import torch
 
         mapping, assumed = label_mapping(dict(model.config.id2label), task, model_name=model_name)
@@ -101,9 +102,16 @@ class SequenceClassificationPredictor(Predictor):
         return prepared[logits.argmax(dim=-1).cpu()].tolist()
 
 
+# Predictors of other modules subclass `Predictor`, so they are imported once it exists.
+from .predictors_image import CLIPZeroShotPredictor, ImageClassificationPredictor  # noqa: E402
+from .predictors_t5 import T5TextToTextPredictor  # noqa: E402
+
 #: Kinds of model the evaluator knows, tried in order by `predictor_for`.
 PREDICTORS: dict[str, Predictor] = {
     SequenceClassificationPredictor.name: SequenceClassificationPredictor(),
+    T5TextToTextPredictor.name: T5TextToTextPredictor(),
+    ImageClassificationPredictor.name: ImageClassificationPredictor(),
+    CLIPZeroShotPredictor.name: CLIPZeroShotPredictor(),
 }
 
 
@@ -121,5 +129,6 @@ def predictor_for(architectures: list[str], *, kind: str | None = None, model_na
         "it evaluates "
         f"{', '.join(PREDICTORS)} models.",
         fix="Evaluate a model with a sequence-classification head (e.g. BertForSequenceClassification, "
-        "T5ForSequenceClassification), fine-tuned for the task.",
+        "T5ForSequenceClassification), fine-tuned for the task; a T5ForConditionalGeneration (as text-to-text); an "
+        "image classifier or a CLIPModel (zero-shot) on an image task.",
     )

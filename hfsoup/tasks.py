@@ -50,6 +50,8 @@ class Task:
             User split names that stand for several dataset splits (MNLI's `validation` is matched + mismatched).
         label_field (`str`):
             The column holding the label id (or float score).
+        image_field (`str`):
+            The column holding the image, for an image task (whose `text_fields` are empty); empty for a text task.
     """
 
     name: str
@@ -62,6 +64,12 @@ class Task:
     primary_metric: str
     split_aliases: dict[str, tuple[str, ...]] = field(default_factory=dict)
     label_field: str = "label"
+    image_field: str = ""
+
+    @property
+    def input_fields(self) -> tuple[str, ...]:
+        """The columns a model reads: the text fields, or the image field."""
+        return (*self.text_fields, *((self.image_field,) if self.image_field else ()))
 
     @property
     def is_regression(self) -> bool:
@@ -111,15 +119,82 @@ TASKS: dict[str, Task] = {
 }
 
 
-def get_task(name: str) -> Task:
-    """The task called `name` (case-insensitive; `sst-2` and `SST2` both work), or an `EvaluationError`."""
+#: The task of classifying the images of any dataset with an image column and a `ClassLabel` label column.
+IMAGE_CLASSIFICATION = "image-classification"
+
+
+def get_task(name: str, *, dataset: str | None = None, token: str | bool | None = None) -> Task:
+    """The task called `name` (case-insensitive; `sst-2` and `SST2` both work), or an `EvaluationError`.
+
+    `image-classification` is the one task not in `TASKS`: its labels are those of `dataset`, read from the Hub.
+    """
+    if name.lower().replace("_", "-") == IMAGE_CLASSIFICATION:
+        if dataset is None:
+            raise EvaluationError(
+                "Task image-classification needs the dataset whose images to classify.",
+                fix="Name it with --dataset org/name (or dataset= from Python).",
+            )
+        return image_classification_task(dataset, token=token)
     key = re.sub(r"[^a-z0-9]", "", name.lower())
     if key not in TASKS:
         raise EvaluationError(
             f"Unknown task {name!r}.",
-            fix=f"Pick one of: {', '.join(TASKS)} (the GLUE tasks; see hfsoup.tasks.TASKS).",
+            fix=f"Pick one of: {', '.join(TASKS)} (the GLUE tasks; see hfsoup.tasks.TASKS), or {IMAGE_CLASSIFICATION} "
+            "with --dataset.",
         )
     return TASKS[key]
+
+
+def image_classification_task(
+    dataset: str,
+    *,
+    config: str | None = None,
+    image_field: str = "image",
+    label_field: str = "label",
+    token: str | bool | None = None,
+) -> Task:
+    """An image-classification task on `dataset` (`org/name`, `org/name@rev` or a folder), scored by accuracy.
+
+    The class names are those of the dataset's `ClassLabel` column `label_field`, in its id order; a model's labels
+    are matched to them by name, as for GLUE.
+
+    Example:
+        ```py
+        >>> task = image_classification_task("hfsoup-testing/digits")
+        >>> task.label_names[:3], task.image_field
+        (('zero', 'one', 'two'), 'image')
+        ```
+    """
+    import os
+
+    import datasets
+
+    path, _, revision = (dataset, "", "") if os.path.isdir(dataset) else dataset.partition("@")
+    try:
+        builder = datasets.load_dataset_builder(path, config, revision=revision or None, token=token)
+    except FileNotFoundError as exc:
+        raise EvaluationError(
+            f"Dataset {dataset!r} was not found ({exc}).", fix="Check --dataset and HF_ENDPOINT."
+        ) from exc
+    features = builder.info.features or {}
+    if image_field not in features or not hasattr(features.get(label_field), "names"):
+        raise EvaluationError(
+            f"Dataset {dataset!r} needs an image column {image_field!r} and a ClassLabel column {label_field!r} for "
+            f"image classification; its columns are: {', '.join(features) or 'none declared'}.",
+            fix="Declare the features in the dataset card (dataset_info: features) with a class_label for the labels.",
+        )
+    return Task(
+        IMAGE_CLASSIFICATION,
+        path,
+        builder.config.name,
+        (),
+        tuple(features[label_field].names),
+        "accuracy",
+        "default",
+        "accuracy",
+        label_field=label_field,
+        image_field=image_field,
+    )
 
 
 def normalize_label(name: object) -> str:

@@ -18,7 +18,7 @@ logger = logging.getLogger(__name__)
 
 SHIPPED_DIR = Path(__file__).parent
 #: Metric modules shipped with hfsoup, by the name `evaluate.load` knows them under.
-SHIPPED = {"glue": SHIPPED_DIR / "glue"}
+SHIPPED = {"glue": SHIPPED_DIR / "glue", "accuracy": SHIPPED_DIR / "accuracy"}
 
 
 @dataclass
