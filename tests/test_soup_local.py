@@ -182,3 +182,11 @@ def test_traceback_only_with_debug(tmp_path, ingredients):
     loud = subprocess.run(cmd, capture_output=True, text=True, env={**env, "HFSOUP_DEBUG": "1"})
     assert quiet.returncode == 1 and "Traceback" not in quiet.stderr and "at least two" in quiet.stderr
     assert loud.returncode == 1 and "Traceback" in loud.stderr and "InvalidSoupArgumentsError" in loud.stderr
+
+
+def test_nan_or_inf_in_an_ingredient_is_refused(tmp_path, ingredients):
+    bad = make_checkpoint(tmp_path / "bad", seed=7, extra={"nan.weight": torch.tensor([[1.0, float("nan")]])})
+    fine = [make_checkpoint(tmp_path / f"ok{i}", seed=i, extra={"nan.weight": torch.ones(1, 2)}) for i in range(2)]
+    with pytest.raises(IncompatibleIngredientsError, match="NaN or Inf values in 1 tensors, e.g. nan.weight"):
+        hfsoup.soup([*fine, bad], tmp_path / "out")
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))
