@@ -437,8 +437,8 @@ def report(variant: str, result: Result, args: argparse.Namespace) -> None:
         ]
         print(" ".join(f"{c:>11}" for c in cells))
     for name, runs in result.runs.items():
-        walls = ", ".join(f"{m.wall:.2f} s ({m.other:.1f})" for m in runs)
-        print(f"  {name} runs, wall (cores busy elsewhere): {walls}")
+        walls = ", ".join(f"{m.wall:.2f} s ({m.cpu:.1f}, {m.other:.1f})" for m in runs)
+        print(f"  {name} runs, wall (CPU s, cores busy elsewhere): {walls}")
     cold = f"read cold {floor['read_cold'] / MB:.0f} MB/s, " if "read_cold" in floor else "(no cold read: not root) "
     print(
         f"I/O floor: {cold}read warm {floor['read_warm'] / MB:.0f} MB/s, write {floor['write_cached'] / MB:.0f} MB/s "
