@@ -226,6 +226,10 @@ def test_publish_family_round_trips_through_the_local_hub(local_hub, tmp_path):
 
     # One fine-tune keeps the upload short and still covers every kind of member (sharded, pickled, no weights).
     family = build_family("bert", tmp_path / "bert", n_finetunes=1)
+    # A base that names a real upstream model (as the MiniLM family's does) keeps that name when published.
+    base_card = ModelCard.load(family.base / "README.md")
+    base_card.data.base_model = "upstream-org/pretrained"
+    base_card.save(family.base / "README.md")
     repo_ids = publish_family(family, org="soup-lab")
     assert repo_ids == {name: f"soup-lab/tiny-bert-{name}" for name in family.folders()}
     for name in ["base", "ft0", "sharded-ft0", "pickle_only", "no_weights"]:
@@ -238,7 +242,7 @@ def test_publish_family_round_trips_through_the_local_hub(local_hub, tmp_path):
         assert expected.keys() == downloaded.keys()
         assert all(torch.equal(downloaded[n], t) for n, t in expected.items())
         card = ModelCard.load(local / "README.md")
-        assert card.data.base_model == (None if name == "base" else "soup-lab/tiny-bert-base")
+        assert card.data.base_model == ("upstream-org/pretrained" if name == "base" else "soup-lab/tiny-bert-base")
     # The local folders keep the default org in their cards.
     assert ModelCard.load(family.finetunes[0] / "README.md").data.base_model == "hfsoup-testing/tiny-bert-base"
     model = load_model("bert", repo_ids["ft0"])

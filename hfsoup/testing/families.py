@@ -298,8 +298,9 @@ def publish_family(
 ) -> dict[str, str]:
     """Push every member of `family` to its own Hub model repo, `{org}/tiny-{kind}-{name}`, one commit each.
 
-    The cards' `base_model` is rewritten to `{org}/tiny-{kind}-base` on the way, in a staging copy: the local folders
-    are left as they are. The base goes first, so that the repo every card names exists when the card arrives.
+    The cards' `base_model`, where it names the family's base, is rewritten to `{org}/tiny-{kind}-base` on the way,
+    in a staging copy: the local folders are left as they are. The base goes first, so that the repo every card
+    names exists when the card arrives.
 
     Args:
         family (`ModelFamily`):
@@ -341,7 +342,9 @@ def publish_family(
             card_path = staged / "README.md"
             if card_path.is_file():
                 card = ModelCard.load(card_path)
-                if card.data.base_model is not None:
+                # Only the family's own base is renamed: the base itself may name a real upstream model (MiniLM
+                # names sentence-transformers/all-MiniLM-L6-v2), which must not become a pointer to itself.
+                if card.data.base_model == f"{DEFAULT_ORG}/tiny-{family.kind}-base":
                     card.data.base_model = base_repo_id
                     card.save(card_path)
             api.create_repo(repo_id, exist_ok=True, private=private)
