@@ -7,8 +7,10 @@ moving during a long soup cannot mix two versions of a model. Downloads go throu
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -207,18 +209,12 @@ def remote_structure(ingredient: Ingredient, *, token: str | bool | None = None)
     return structure
 
 
-class hub_errors:  # noqa: N801 - used as a lowercase context manager, like contextlib helpers
+@contextlib.contextmanager
+def hub_errors(ref: IngredientRef) -> Iterator[None]:
     """Turn the Hub client's errors about an ingredient into hfsoup errors that name the ingredient and the fix."""
-
-    def __init__(self, ref: IngredientRef) -> None:
-        self.ref = ref
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, exc_type, exc, tb) -> bool:  # noqa: ANN001
-        if exc is None:
-            return False
+    try:
+        yield
+    except Exception as exc:
         from huggingface_hub.errors import (
             EntryNotFoundError,
             GatedRepoError,
@@ -230,7 +226,7 @@ class hub_errors:  # noqa: N801 - used as a lowercase context manager, like cont
 
         from . import constants
 
-        ref, endpoint = self.ref, constants.hub_endpoint()
+        endpoint = constants.hub_endpoint()
         if isinstance(exc, GatedRepoError):
             raise IngredientNotFoundError(
                 f"Ingredient {ref.repo_id!r} is a gated repo on {endpoint} and this account has not been granted "
@@ -271,7 +267,7 @@ class hub_errors:  # noqa: N801 - used as a lowercase context manager, like cont
                 f"Could not reach the Hub at {endpoint} to resolve ingredient {ref.spec!r} ({_first_line(exc)}).",
                 fix="Check your network or HF_ENDPOINT; models already in the cache can be named by local folder.",
             ) from exc
-        return False
+        raise
 
 
 def _first_line(exc: BaseException) -> str:

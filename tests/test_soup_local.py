@@ -190,3 +190,16 @@ def test_nan_or_inf_in_an_ingredient_is_refused(tmp_path, ingredients):
     with pytest.raises(IncompatibleIngredientsError, match="NaN or Inf values in 1 tensors, e.g. nan.weight"):
         hfsoup.soup([*fine, bad], tmp_path / "out")
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))
+
+
+def test_soup_path_does_not_import_transformers_datasets_or_evaluate(tmp_path, ingredients):
+    """Start-up matters for souping: only torch, safetensors and huggingface_hub may be loaded (issue 4)."""
+    code = (
+        "import sys, hfsoup; "
+        f"hfsoup.soup({[str(p) for p in ingredients]!r}, {str(tmp_path / 'out')!r}); "
+        "print(sorted(m for m in ('transformers', 'datasets', 'evaluate', 'accelerate') if m in sys.modules))"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip().splitlines()[-1] == "[]"
+    assert (tmp_path / "out" / "model.safetensors").is_file()

@@ -6,6 +6,7 @@ merges, added tokens) is hashed canonically, so a re-saved copy of the same toke
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -50,20 +51,28 @@ def _specials(folder: Path) -> dict[str, str]:
     return specials
 
 
+@functools.lru_cache(maxsize=8)
+def _tokenizer_json_digest(raw: bytes) -> tuple[str, int]:
+    """Canonical vocabulary hash and size of a tokenizer.json. Cached by content: the ingredients of one soup usually
+    ship byte-identical files, and canonicalising a large vocabulary costs a fraction of a second each time."""
+    data = json.loads(raw)
+    model = data.get("model") or {}
+    vocab = model.get("vocab")
+    added = sorted((int(t.get("id", -1)), str(t.get("content"))) for t in data.get("added_tokens") or [])
+    canonical = {"type": model.get("type"), "vocab": vocab, "merges": model.get("merges"), "added": added}
+    ids = set(vocab.values()) if isinstance(vocab, dict) else set(range(len(vocab or [])))
+    digest = hashlib.sha256(json.dumps(canonical, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+    return digest, len(ids | {i for i, _ in added})
+
+
 def tokenizer_fingerprint(folder: Path) -> TokenizerFingerprint | None:
     """The fingerprint of the tokenizer in `folder`, or None when it ships none."""
     digest = hashlib.sha256()
     size = -1
     path = folder / "tokenizer.json"
     if path.is_file():
-        data = json.loads(path.read_text())
-        model = data.get("model") or {}
-        vocab = model.get("vocab")
-        added = sorted((int(t.get("id", -1)), str(t.get("content"))) for t in data.get("added_tokens") or [])
-        canonical = {"type": model.get("type"), "vocab": vocab, "merges": model.get("merges"), "added": added}
-        digest.update(json.dumps(canonical, sort_keys=True, ensure_ascii=False).encode())
-        ids = set(vocab.values()) if isinstance(vocab, dict) else set(range(len(vocab or [])))
-        size = len(ids | {i for i, _ in added})
+        vocab_digest, size = _tokenizer_json_digest(path.read_bytes())
+        digest.update(vocab_digest.encode())
     else:
         found = [name for name in _VOCAB_FILES if (folder / name).is_file()]
         if not found:

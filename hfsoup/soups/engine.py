@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,17 +68,11 @@ def output_dtypes(readers: Sequence[CheckpointReader], dtype: torch.dtype | None
 
 
 def _accumulate(tensors: Sequence[torch.Tensor], weights: Sequence[float], device: torch.device) -> torch.Tensor:
+    """The weighted sum in float32 (float64 if any input is), on `device`; the caller drops zero weights."""
     acc_dtype = torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
-    acc: torch.Tensor | None = None
-    for tensor, weight in zip(tensors, weights, strict=True):
-        if weight == 0.0:
-            continue
-        value = tensor.to(device=device, dtype=acc_dtype, non_blocking=True)
-        if acc is None:
-            acc = value * weight
-        else:
-            acc.add_(value, alpha=weight)
-    assert acc is not None, "mixing weights were all zero"  # Mixing guarantees a positive weight
+    acc = tensors[0].to(device=device, dtype=acc_dtype) * weights[0]
+    for tensor, weight in zip(tensors[1:], weights[1:], strict=True):
+        acc.add_(tensor.to(device=device, dtype=acc_dtype, non_blocking=True), alpha=weight)
     return acc
 
 
@@ -88,21 +82,17 @@ def iter_tensors(
     *,
     alignment: Mapping[int, Sequence[int]] | None = None,
     label_indexed: Iterable[str] = (),
-    skip: Callable[[str, int], bool] | None = None,
-) -> Iterator[tuple[str, list[torch.Tensor | None]]]:
+) -> Iterator[tuple[str, list[torch.Tensor]]]:
     """Yield each tensor of every ingredient, one name at a time, with permuted label rows put back in order.
 
     `alignment` maps an ingredient's position to the row order that matches the first ingredient's labels; it is
-    applied to the `label_indexed` tensors (classifier weights and biases). `skip(name, i)` leaves a read out (None).
+    applied to the `label_indexed` tensors (classifier weights and biases).
     """
     label_indexed = set(label_indexed)
     alignment = alignment or {}
     for name in names:
-        tensors: list[torch.Tensor | None] = []
+        tensors: list[torch.Tensor] = []
         for i, reader in enumerate(readers):
-            if skip is not None and skip(name, i):
-                tensors.append(None)
-                continue
             tensor = reader.get(name)
             if i in alignment and name in label_indexed:
                 tensor = tensor[list(alignment[i])]
@@ -197,7 +187,7 @@ def write_shards(
             try:
                 stream = iter_tensors(readers, names, alignment=alignment, label_indexed=label_indexed)
                 for name, tensors in stream:
-                    shard_meter.update(name, tensors, None if base is None else base.get(name))  # type: ignore[arg-type]
+                    shard_meter.update(name, tensors, _base_tensor(base, name))
                     writer.add(name, _mix(name, tensors, mixing.weights_for(name), plan, readers, torch_device))
                     bar.update(1)
                 sha256 = writer.close()
@@ -293,7 +283,7 @@ def measure(
     stream = iter_tensors(readers, names, alignment=alignment, label_indexed=label_indexed)
     with torch.inference_mode():
         for name, tensors in tqdm(stream, total=len(names), desc="Comparing weights", unit="tensor"):
-            meter.update(name, tensors, _base_tensor(base, name))  # type: ignore[arg-type]
+            meter.update(name, tensors, _base_tensor(base, name))
 
 
 @dataclass

@@ -11,8 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import yaml
-
+from .publish import upload, write_dataset_card
 from .tiny_models import CLIP_IMAGE_SIZE
 
 DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -64,22 +63,18 @@ def build_digits(
         "configs": [{"config_name": "default", "data_files": files}],
         "dataset_info": {"features": features._to_yaml_list(), "splits": split_infos},
     }
-    (root / "README.md").write_text(
-        f"---\n{yaml.safe_dump(card, sort_keys=False)}---\n\n# Digits\n\nscikit-learn's 8x8 handwritten digits, "
-        f"upscaled to {image_size}x{image_size} RGB, built by `hfsoup.testing.digits.build_digits` for tests.\n",
-        encoding="utf-8",
+    write_dataset_card(
+        root,
+        card,
+        f"# Digits\n\nscikit-learn's 8x8 handwritten digits, upscaled to {image_size}x{image_size} RGB, built by "
+        "`hfsoup.testing.digits.build_digits` for tests.",
     )
     return root
 
 
 def publish_digits(folder: str | os.PathLike, *, repo_id: str = DIGITS_REPO, api=None) -> str:
     """Push a folder from `build_digits` to the dataset repo `repo_id` in one commit; return the commit SHA."""
-    from huggingface_hub import HfApi
-
-    api = api or HfApi()
-    api.create_repo(repo_id, repo_type="dataset", exist_ok=True)
-    info = api.upload_folder(repo_id=repo_id, repo_type="dataset", folder_path=folder, commit_message="Digits")
-    return info.oid
+    return upload(folder, repo_id, repo_type="dataset", message="Digits", api=api)
 
 
 def tiny_clip_classifier(clip_dir: str | os.PathLike, output_dir: str | os.PathLike, *, seed: int = 0) -> Path:

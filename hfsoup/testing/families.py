@@ -40,6 +40,7 @@ from huggingface_hub import HfApi, ModelCard, ModelCardData
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..errors import HfsoupError
+from .publish import upload
 from .tiny_models import (
     ARCHS,
     LABELS_3,
@@ -347,15 +348,12 @@ def publish_family(
                 if card.data.base_model == f"{DEFAULT_ORG}/tiny-{family.kind}-base":
                     card.data.base_model = base_repo_id
                     card.save(card_path)
-            api.create_repo(repo_id, exist_ok=True, private=private)
-            api.upload_folder(repo_id=repo_id, folder_path=staged, commit_message=f"Upload tiny-{family.kind}-{name}")
+            upload(staged, repo_id, private=private, api=api)
             repo_ids[name] = repo_id
     return repo_ids
 
 
 def publish_folder(folder: str | os.PathLike, repo_id: str, *, api: HfApi | None = None, private: bool = False) -> str:
     """Push one model folder to `repo_id` in one commit (creating the repo if needed); return the repo id."""
-    api = api or HfApi()
-    api.create_repo(repo_id, exist_ok=True, private=private)
-    api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message=f"Upload {repo_id.split('/')[-1]}")
+    upload(folder, repo_id, private=private, api=api)
     return repo_id

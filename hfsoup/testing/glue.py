@@ -21,9 +21,9 @@ import os
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from ..tasks import GLUE_DATASET, TASKS, Task
+from .publish import upload, write_dataset_card
 
 #: Rows per split: small enough to build and tokenize in a blink, large enough for every metric to be defined.
 ROWS = {"train": 8, "validation": 32, "test": 8}
@@ -123,22 +123,18 @@ def build_glue(root: str | os.PathLike, *, tasks: list[str] | None = None, seed:
         configs.append({"config_name": task.config, "data_files": files})
         infos.append({"config_name": task.config, "features": features._to_yaml_list(), "splits": split_infos})
     card = {"pretty_name": "GLUE (tiny, synthetic)", "configs": configs, "dataset_info": infos}
-    (root / "README.md").write_text(
-        f"---\n{yaml.safe_dump(card, sort_keys=False)}---\n\n# A tiny GLUE\n\nRandom sentences and labels in the "
-        "shape of `nyu-mll/glue`, built by `hfsoup.testing.glue.build_glue` for tests.\n",
-        encoding="utf-8",
+    write_dataset_card(
+        root,
+        card,
+        "# A tiny GLUE\n\nRandom sentences and labels in the shape of `nyu-mll/glue`, built by "
+        "`hfsoup.testing.glue.build_glue` for tests.",
     )
     return root
 
 
 def publish_glue(folder: str | os.PathLike, *, repo_id: str = GLUE_DATASET, api=None) -> str:
     """Push a folder from `build_glue` to the dataset repo `repo_id` in one commit; return the commit SHA."""
-    from huggingface_hub import HfApi
-
-    api = api or HfApi()
-    api.create_repo(repo_id, repo_type="dataset", exist_ok=True)
-    info = api.upload_folder(repo_id=repo_id, repo_type="dataset", folder_path=folder, commit_message="Tiny GLUE")
-    return info.oid
+    return upload(folder, repo_id, repo_type="dataset", message="Tiny GLUE", api=api)
 
 
 def publish_glue_metric(*, repo_id: str = "evaluate-metric/glue", api=None) -> str:
