@@ -189,12 +189,12 @@ def test_a_build_is_reused_resumed_and_rebuilt_only_where_settings_changed(tmp_p
     assert json.loads((family.finetunes[0] / TRAINING_FILE).read_text())["steps"] == 3
 
 
-# ---- slow: a real family (2 fine-tunes and the impostor with the default training settings, a few minutes) ----
+# ---- slow: a real family (3 fine-tunes and the impostor with the default training settings, a few minutes) ----
 
 
 @pytest.fixture(scope="module")
 def family(tmp_path_factory) -> ModelFamily:
-    return build_minilm_family(tmp_path_factory.mktemp("minilm"), n_finetunes=2)
+    return build_minilm_family(tmp_path_factory.mktemp("minilm"), n_finetunes=3)
 
 
 @pytest.fixture(scope="module")
@@ -240,7 +240,26 @@ def test_each_finetune_beats_the_majority_class(family):
 def test_a_second_build_reuses_the_cache(family):
     before = {name: snapshot_files(folder) for name, folder in family.folders().items()}
     started = time.perf_counter()
-    again = build_minilm_family(family.root, n_finetunes=2)
+    again = build_minilm_family(family.root, n_finetunes=3)
     assert time.perf_counter() - started < 5
     assert again == family
     assert {name: snapshot_files(folder) for name, folder in again.folders().items()} == before
+
+
+@pytest.mark.slow
+@opt_in
+def test_check_passes_real_siblings_and_refuses_the_impostor(family):
+    """Issue 3 on real weights: three MiniLM fine-tunes may be souped; an independently initialized one may not."""
+    import hfsoup
+
+    siblings = hfsoup.check(family.finetunes, base=family.base)
+    assert siblings.ok, siblings.format_table()
+    assert min(min(row) for row in siblings.similarity.body_cosine) > 0.99
+    assert min(siblings.similarity.body_cosine_to_base) > 0.99
+
+    impostor = family.troublemakers["impostor"]
+    mixed = hfsoup.check([family.finetunes[0], impostor, family.finetunes[1]])
+    assert not mixed.ok
+    (finding,) = [f for f in mixed.errors if f.check == "shared-init"]
+    assert finding.ingredient == str(impostor) and "body cosine similarity" in finding.message
+    assert abs(mixed.similarity.body_cosine[0][1]) < 0.05
