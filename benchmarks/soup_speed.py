@@ -487,8 +487,9 @@ def stamp(candidates, mark):
             setattr(cls, method, wrapper)
             return
 
-stamp([("CheckpointReader", "get")], "first_read")
-stamp([("SafetensorsStreamWriter", "add"), ("ShardedWriter", "_flush")], "first_write")
+# The first candidate the engine has is the one stamped (the current engine's, then older ones').
+stamp([("CheckpointReader", "get_array"), ("CheckpointReader", "get")], "first_read")
+stamp([("SafetensorsStreamWriter", "write"), ("SafetensorsStreamWriter", "add")], "first_write")
 from hfsoup.cli import main
 rc = main(args)
 marks["end"] = time.time()
@@ -512,10 +513,15 @@ PROFILE_ROWS = [
     (("hfsoup/soups/engine.py", "write_shards"), "    write_shards"),
     (("hfsoup/soups/engine.py", "stream_soup"), "    stream_soup"),
     (("hfsoup/checkpoint.py", "get"), "      reading: CheckpointReader.get"),
+    (("hfsoup/checkpoint.py", "get_array"), "      reading: CheckpointReader.get_array (maps)"),
     (("hfsoup/compat/similarity.py", "update"), "      SimilarityMeter.update"),
+    (("hfsoup/compat/similarity.py", "block"), "      SimilarityMeter.block (Gram, NaN screen)"),
     (("hfsoup/soups/engine.py", "_mix"), "      _mix (arithmetic + cast)"),
+    (("hfsoup/soups/engine.py", "_mix_blocks"), "      _mix_blocks (widen, meter, sum, narrow)"),
     (("hfsoup/soups/engine.py", "_accumulate"), "        _accumulate"),
+    (("hfsoup/soups/kernels.py", "weighted_sum"), "        kernels.weighted_sum"),
     (("hfsoup/checkpoint.py", "add"), "      writer.add (copy, write, sha256)"),
+    (("hfsoup/checkpoint.py", "write"), "      writer.write (queue to the writer thread)"),
     (("hfsoup/checkpoint.py", "close"), "      writer.close (fsync, rename)"),
     (("hfsoup/checkpoint.py", "_flush"), "      ShardedWriter._flush (save_file)"),
     (("hfsoup/soups/engine.py", "collect_meter"), "    collect_meter"),

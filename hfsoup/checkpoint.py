@@ -1,26 +1,33 @@
 """Checkpoints on disk: lazy per-tensor reads and sharded, streaming safetensors writes.
 
 Reading never loads a whole model: the safetensors header is parsed on its own (so structure can be checked before
-any tensor is touched) and tensors are read one at a time through `safe_open`, which maps the file. Writing plans the
+any tensor is touched) and tensors are read one at a time from a memory map of the file, as numpy views of the stored
+bytes (`get_array`, what the soup engine uses: no torch import, no copy) or as torch tensors (`get`). Writing plans the
 shards from the tensor sizes up front, so shard names (`model-00001-of-00003.safetensors`) are known before the
-first byte is written and at most one shard is buffered in memory.
+first byte is written and nothing is buffered beyond the block being written.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import mmap
 import os
+import queue
 import re
 import struct
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import torch
-from safetensors import safe_open
+import numpy as np
 
 from .errors import CorruptCheckpointError, MissingWeightsError
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -29,23 +36,59 @@ SAFE_WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
 PICKLE_WEIGHTS_NAME = "pytorch_model.bin"
 PICKLE_WEIGHTS_INDEX_NAME = "pytorch_model.bin.index.json"
 
-# safetensors dtype codes -> torch dtypes (https://huggingface.co/docs/safetensors/index#format).
-DTYPES: dict[str, torch.dtype] = {
-    "F64": torch.float64,
-    "F32": torch.float32,
-    "F16": torch.float16,
-    "BF16": torch.bfloat16,
-    "F8_E4M3": torch.float8_e4m3fn,
-    "F8_E5M2": torch.float8_e5m2,
-    "I64": torch.int64,
-    "I32": torch.int32,
-    "I16": torch.int16,
-    "I8": torch.int8,
-    "U8": torch.uint8,
-    "BOOL": torch.bool,
+# safetensors dtype codes (https://huggingface.co/docs/safetensors/index#format) -> the numpy dtype that holds the
+# stored bytes. numpy has no bfloat16 or float8: those are held as raw unsigned integers of the same width and
+# converted explicitly (`soups.kernels`), which keeps torch out of the soup path.
+STORAGE: dict[str, np.dtype] = {
+    "F64": np.dtype(np.float64),
+    "F32": np.dtype(np.float32),
+    "F16": np.dtype(np.float16),
+    "BF16": np.dtype(np.uint16),
+    "F8_E4M3": np.dtype(np.uint8),
+    "F8_E5M2": np.dtype(np.uint8),
+    "I64": np.dtype(np.int64),
+    "I32": np.dtype(np.int32),
+    "I16": np.dtype(np.int16),
+    "I8": np.dtype(np.int8),
+    "U8": np.dtype(np.uint8),
+    "BOOL": np.dtype(np.bool_),
 }
-DTYPE_CODES: dict[torch.dtype, str] = {dtype: code for code, dtype in DTYPES.items()}
 FLOAT_CODES = {"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"}
+# Output dtype names (`--dtype`) -> codes.
+NAME_CODES = {"float64": "F64", "float32": "F32", "float16": "F16", "bfloat16": "BF16"}
+_TORCH_NAMES = {
+    "F64": "float64",
+    "F32": "float32",
+    "F16": "float16",
+    "BF16": "bfloat16",
+    "F8_E4M3": "float8_e4m3fn",
+    "F8_E5M2": "float8_e5m2",
+    "I64": "int64",
+    "I32": "int32",
+    "I16": "int16",
+    "I8": "int8",
+    "U8": "uint8",
+    "BOOL": "bool",
+}
+
+
+def torch_dtypes() -> dict[str, torch.dtype]:
+    """Codes -> torch dtypes; imports torch, so only callers that work with torch tensors use it."""
+    import torch
+
+    return {code: getattr(torch, name) for code, name in _TORCH_NAMES.items()}
+
+
+def __getattr__(name: str) -> Any:
+    # `DTYPES` (code -> torch dtype) and `DTYPE_CODES` (the reverse) are built on first use, so that importing this
+    # module does not import torch.
+    if name == "DTYPES":
+        return torch_dtypes()
+    if name == "DTYPE_CODES":
+        return {dtype: code for code, dtype in torch_dtypes().items()}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 # The largest header we accept: real headers are kilobytes to a few megabytes; a huge value means a corrupt file.
 _MAX_HEADER_BYTES = 100 * 1024 * 1024
 
@@ -66,7 +109,7 @@ class TensorMeta:
 
     @property
     def nbytes(self) -> int:
-        return self.numel * DTYPES[self.dtype].itemsize
+        return self.numel * STORAGE[self.dtype].itemsize
 
     @property
     def is_float(self) -> bool:
@@ -82,6 +125,11 @@ def read_safetensors_header(path: str | os.PathLike) -> StructureMap:
     Raises `CorruptCheckpointError` when the header is truncated, not JSON, names an unknown dtype, or gives offsets
     that do not fit the file or the tensor's shape, so a lying file is refused before any tensor is read.
     """
+    return _parse_header(path)[0]
+
+
+def _parse_header(path: str | os.PathLike) -> tuple[StructureMap, dict[str, int]]:
+    """The structure, and where each tensor's bytes start in the file (validated: they fit the file)."""
     path = Path(path)
     file_size = path.stat().st_size
     with open(path, "rb") as f:
@@ -100,6 +148,7 @@ def read_safetensors_header(path: str | os.PathLike) -> StructureMap:
             raise CorruptCheckpointError(f"{path} has a safetensors header that is not valid JSON ({e}).") from e
     data_size = file_size - 8 - header_len
     structure: StructureMap = {}
+    starts: dict[str, int] = {}
     for name, info in header.items():
         if name == "__metadata__":
             continue
@@ -109,7 +158,7 @@ def read_safetensors_header(path: str | os.PathLike) -> StructureMap:
             raise CorruptCheckpointError(
                 f"{path}: the header entry for tensor {name!r} is malformed ({info!r})."
             ) from e
-        if dtype not in DTYPES:
+        if dtype not in STORAGE:
             raise CorruptCheckpointError(f"{path}: tensor {name!r} has dtype {dtype!r}, which hfsoup cannot average.")
         meta = TensorMeta(dtype, shape)
         if not (0 <= begin <= end <= data_size) or end - begin != meta.nbytes:
@@ -119,7 +168,8 @@ def read_safetensors_header(path: str | os.PathLike) -> StructureMap:
                 fix="The file is corrupt or was written by a buggy tool; re-download or re-export it.",
             )
         structure[name] = meta
-    return structure
+        starts[name] = 8 + header_len + begin
+    return structure, starts
 
 
 @dataclass(frozen=True)
@@ -198,6 +248,8 @@ class CheckpointReader:
         if missing:
             raise CorruptCheckpointError(f"{self.folder} is missing weight shards named in its index: {missing}.")
         self._handles: dict[str, object] = {}
+        self._maps: dict[str, mmap.mmap | bytes] = {}
+        self._starts: dict[str, int] = {}
         self.structure: StructureMap = {}
         self._file_of: dict[str, str] = {}
         for file in files:
@@ -214,12 +266,17 @@ class CheckpointReader:
 
     def _read_structure(self, file: str) -> StructureMap:
         if self.format == "safetensors":
-            return read_safetensors_header(self.folder / file)
+            structure, starts = _parse_header(self.folder / file)
+            self._starts.update(starts)
+            return structure
         # Pickle: map the file (no full read) and describe what weights_only loading returns.
         state = self._pickle_state(file)
-        return {name: TensorMeta(DTYPE_CODES[t.dtype], tuple(t.shape)) for name, t in state.items()}
+        codes = {dtype: code for code, dtype in torch_dtypes().items()}
+        return {name: TensorMeta(codes[t.dtype], tuple(t.shape)) for name, t in state.items()}
 
     def _pickle_state(self, file: str) -> dict[str, torch.Tensor]:
+        import torch
+
         if file not in self._handles:
             try:
                 state = torch.load(self.folder / file, map_location="cpu", weights_only=True, mmap=True)
@@ -238,11 +295,39 @@ class CheckpointReader:
         if self.format == "pickle":
             return self._pickle_state(file)[name]
         if file not in self._handles:
+            from safetensors import safe_open
+
             self._handles[file] = safe_open(self.folder / file, framework="pt", device="cpu")
         return self._handles[file].get_tensor(name)  # type: ignore[attr-defined]
 
+    def get_array(self, name: str) -> np.ndarray:
+        """One tensor's stored bytes as a read-only numpy array of its shape, without a copy for safetensors files.
+
+        The dtype is `STORAGE[code]`: bfloat16 and float8 come back as unsigned integers holding their bits.
+        """
+        meta, file = self.structure[name], self._file_of[name]
+        if self.format == "pickle":
+            tensor = self._pickle_state(file)[name].contiguous()
+            raw = tensor.reshape(-1).view(torch_dtypes()["U8"]).numpy()
+            return raw.view(STORAGE[meta.dtype]).reshape(meta.shape)
+        if file not in self._maps:
+            with open(self.folder / file, "rb") as f:
+                # A memory map: pages are read on first touch and belong to the page cache, not to this process's
+                # heap, so a soup's memory does not grow with the size or number of its ingredients.
+                size = os.fstat(f.fileno()).st_size
+                self._maps[file] = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+        array = np.frombuffer(self._maps[file], STORAGE[meta.dtype], meta.numel, self._starts[name])
+        return array.reshape(meta.shape)
+
     def close(self) -> None:
         self._handles.clear()
+        maps, self._maps = self._maps, {}
+        for mapped in maps.values():
+            if isinstance(mapped, mmap.mmap):
+                try:
+                    mapped.close()
+                except BufferError:  # arrays still view it: the map closes when the last of them goes
+                    pass
 
     def __enter__(self) -> CheckpointReader:
         return self
@@ -287,17 +372,27 @@ def shard_file_names(n_shards: int) -> list[str]:
 
 
 class SafetensorsStreamWriter:
-    """Write one safetensors file tensor by tensor, holding none of them in memory once written.
+    """Write one safetensors file tensor by tensor, block by block, holding nothing in memory once written.
 
     The header is written first: every tensor's shape and dtype are known from the plan, so the offsets are too. The
     file is written under a temporary name, hashed (sha256) as it is written, and renamed into place by `close`, so a
-    file with the final name is always complete.
+    file with the final name is always complete. Writing and hashing run on a background thread (both release the
+    GIL), so they overlap with the caller computing the next block; at most `_QUEUE_BLOCKS` blocks wait in between.
 
     Args:
         path (`str` or `os.PathLike`): the final file name.
         tensors (`list[tuple[str, TensorMeta]]`): every tensor, in the order they will be written.
         metadata (`dict[str, str]`, *optional*): the header's `__metadata__`.
+
+    Example:
+        ```py
+        >>> writer = SafetensorsStreamWriter("model.safetensors", [("w", TensorMeta("F32", (2, 2)))])
+        >>> writer.add("w", np.eye(2, dtype=np.float32))
+        >>> sha256 = writer.close()
+        ```
     """
+
+    _QUEUE_BLOCKS = 8
 
     def __init__(self, path: str | os.PathLike, tensors: list[tuple[str, TensorMeta]], *, metadata=None) -> None:
         import hashlib
@@ -317,34 +412,93 @@ class SafetensorsStreamWriter:
         raw += b" " * (-len(raw) % 8)  # the data section starts 8-byte aligned, as safetensors writes it
         self._expected = list(tensors)
         self._next = 0
+        self._open: tuple[str, TensorMeta, int] | None = None  # the tensor being written, and bytes still due
         self._hash = hashlib.sha256()
         self._file = open(self._tmp, "wb")  # noqa: SIM115 - closed in close() or abort()
-        self._write(struct.pack("<Q", len(raw)) + raw)
+        self._queue: queue.Queue = queue.Queue(self._QUEUE_BLOCKS)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._drain, name=f"write {self.path.name}", daemon=True)
+        self._thread.start()
+        self._put(struct.pack("<Q", len(raw)) + raw)
 
-    def _write(self, data) -> None:  # noqa: ANN001 - bytes or a buffer
-        self._file.write(data)
-        self._hash.update(data)
+    def _drain(self) -> None:
+        while (data := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self._file.write(data)
+                    self._hash.update(data)
+                except BaseException as e:  # noqa: BLE001 - handed to the caller's thread, raised there
+                    self._error = e
 
-    def add(self, name: str, tensor: torch.Tensor) -> None:
+    def _put(self, data: bytes | memoryview) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(data)
+
+    def begin(self, name: str, dtype: str, shape: tuple[int, ...]) -> None:
+        """Start the next tensor; its bytes follow through `write`."""
+        if self._open is not None or self._next >= len(self._expected):
+            raise RuntimeError(f"{self.path.name}: tensor {name!r} begun out of order")  # a bug, not input
         expected, meta = self._expected[self._next]
-        if name != expected or DTYPE_CODES[tensor.dtype] != meta.dtype or tuple(tensor.shape) != meta.shape:
+        if name != expected or dtype != meta.dtype or tuple(shape) != meta.shape:
             raise RuntimeError(f"tensor {name!r} does not match the planned {expected!r} {meta}")  # a bug, not input
-        # A byte view, without a copy (bfloat16 has no numpy dtype, uint8 does).
-        data = tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy()
-        self._write(memoryview(data))
+        self._open = (name, meta, meta.nbytes)
+
+    def write(self, block: np.ndarray) -> None:
+        """The next bytes of the open tensor: a C-contiguous array in its storage dtype. It must not change later."""
+        if self._open is None:
+            raise RuntimeError(f"{self.path.name}: write before begin")
+        name, meta, due = self._open
+        if block.dtype != STORAGE[meta.dtype] or block.nbytes > due:
+            raise RuntimeError(f"{self.path.name}: block of {block.dtype} x {block.size} does not fit {name!r}")
+        self._put(memoryview(np.ascontiguousarray(block)).cast("B"))
+        self._open = (name, meta, due - block.nbytes)
+
+    def end(self) -> None:
+        """Finish the open tensor; all its bytes must have been written."""
+        if self._open is None or self._open[2] != 0:
+            raise RuntimeError(f"{self.path.name}: tensor {self._open and self._open[0]!r} ended incomplete")
+        self._open = None
         self._next += 1
+
+    def add(self, name: str, tensor: np.ndarray | torch.Tensor) -> None:
+        """Write a whole tensor: a numpy array in its storage dtype, or a torch tensor."""
+        if isinstance(tensor, np.ndarray):
+            code = self._expected[self._next][1].dtype if self._next < len(self._expected) else "?"
+            if tensor.dtype != STORAGE.get(code):
+                raise RuntimeError(f"tensor {name!r}: a {tensor.dtype} array for a {code} slot")
+            array = tensor
+        else:
+            codes = {dtype: code for code, dtype in torch_dtypes().items()}
+            code = codes[tensor.dtype]
+            # A byte view, without a copy (bfloat16 has no numpy dtype, uint8 does).
+            flat = tensor.detach().to("cpu").contiguous().reshape(-1)
+            array = flat.view(torch_dtypes()["U8"]).numpy().view(STORAGE[code]).reshape(tuple(tensor.shape))
+        self.begin(name, code, tuple(array.shape))
+        self.write(array.reshape(-1))
+        self.end()
+
+    def _stop(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
 
     def close(self) -> str:
         """Finish the file, move it into place and return its sha256."""
         if self._next != len(self._expected):
             raise RuntimeError(f"{self.path.name}: {self._next} of {len(self._expected)} tensors written")
+        self._stop()
+        self._file.close()
+        if self._error is not None:
+            self._tmp.unlink(missing_ok=True)
+            raise self._error
         # No fsync: a shard that a crash leaves damaged fails its sha256 on --resume and is written again, so
         # durability costs nothing in correctness and would cost a full write-back wait per shard.
-        self._file.close()
         os.replace(self._tmp, self.path)
         return self._hash.hexdigest()
 
     def abort(self) -> None:
+        if self._thread.is_alive():
+            self._stop()
         self._file.close()
         self._tmp.unlink(missing_ok=True)
 

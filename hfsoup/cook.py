@@ -52,16 +52,14 @@ class SoupResult:
         return self.output_dir / PROVENANCE_FILE
 
 
-def _parse_dtype(dtype: str | None):
-    import torch
-
+def _parse_dtype(dtype: str | None) -> str | None:
     if dtype in (None, "auto"):
         return None
     if dtype not in DTYPE_NAMES:
         raise InvalidSoupArgumentsError(
             f"Unknown output dtype {dtype!r}.", fix=f"Use one of: auto, {', '.join(DTYPE_NAMES)}."
         )
-    return getattr(torch, dtype)
+    return dtype
 
 
 def soup(
@@ -143,7 +141,7 @@ def soup(
             f"Unknown soup method {method!r}.", fix=f"Choose one of: {', '.join(sorted(SOUPS))}."
         )
     mixing = SOUPS[method](weights=weights).mixing(len(specs))
-    torch_dtype = _parse_dtype(dtype)
+    out_dtype = _parse_dtype(dtype)
     try:
         shard_bytes = parse_size(max_shard_size)
     except ValueError as e:
@@ -170,7 +168,7 @@ def soup(
     alignment = _alignment_kwargs(pinned, static)
     plan = plan_soup(
         readers,
-        dtype=torch_dtype,
+        dtype=out_dtype,
         max_shard_size=shard_bytes,
         exclude=alignment.pop("exclude"),
         identity=[_identity(i) for i in pinned] + [method, list(mixing.weights), alignment],
@@ -203,7 +201,7 @@ def soup(
             if len(plan.files) > 1:
                 write_index(staging, plan.weight_map(), plan.total_size)
                 files.append(SAFE_WEIGHTS_INDEX_NAME)
-            files += _copy_support_files(pinned[0], staging, torch_dtype)
+            files += _copy_support_files(pinned[0], staging, out_dtype)
             provenance["compatibility"] = _compat_provenance(report, force=force)
             provenance["files"] = sorted(files)
             (staging / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2) + "\n")
@@ -327,7 +325,7 @@ def _gather_facts(
     return facts
 
 
-def _copy_support_files(first: hub.Ingredient, staging: Path, dtype) -> list[str]:
+def _copy_support_files(first: hub.Ingredient, staging: Path, dtype: str | None) -> list[str]:
     """Config, tokenizer and processor files, always from the first ingredient so the choice is reproducible.
 
     The ingredient's model card is not copied: it describes that model, not the soup.
@@ -341,7 +339,7 @@ def _copy_support_files(first: hub.Ingredient, staging: Path, dtype) -> list[str
             config = json.loads((first.local_dir / name).read_text())
             for key in ("dtype", "torch_dtype"):
                 if key in config or key == "dtype":
-                    config[key] = str(dtype).removeprefix("torch.")
+                    config[key] = dtype
             (staging / name).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         else:
             shutil.copyfile(first.local_dir / name, staging / name)

@@ -192,12 +192,13 @@ def test_nan_or_inf_in_an_ingredient_is_refused(tmp_path, ingredients):
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))
 
 
-def test_soup_path_does_not_import_transformers_datasets_or_evaluate(tmp_path, ingredients):
-    """Start-up matters for souping: only torch, safetensors and huggingface_hub may be loaded (issue 4)."""
+def test_cpu_soup_path_imports_neither_torch_nor_transformers(tmp_path, ingredients):
+    """Start-up matters for souping (issue 4): a CPU soup runs on numpy, safetensors and huggingface_hub alone;
+    importing torch would cost more than the soup of a BERT-base."""
     code = (
         "import sys, hfsoup; "
-        f"hfsoup.soup({[str(p) for p in ingredients]!r}, {str(tmp_path / 'out')!r}); "
-        "print(sorted(m for m in ('transformers', 'datasets', 'evaluate', 'accelerate') if m in sys.modules))"
+        f"hfsoup.soup({[str(p) for p in ingredients]!r}, {str(tmp_path / 'out')!r}, device='cpu'); "
+        "print(sorted(m for m in ('torch', 'transformers', 'datasets', 'evaluate', 'accelerate') if m in sys.modules))"
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr

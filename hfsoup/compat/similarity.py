@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
+import numpy as np
 
 from .report import CompatReport, Similarity
 from .static import HEAD_PREFIXES
@@ -23,45 +23,49 @@ from .static import HEAD_PREFIXES
 MIN_BODY_COSINE = 0.5
 #: Below this head cosine (with the bodies related) the heads were initialized independently.
 MIN_HEAD_COSINE = 0.5
-# Elements per block when accumulating the Gram matrix in float64 (bounded memory for huge embeddings).
-_CHUNK = 1 << 20
 
 
 class _Gram:
+    """The running Gram matrix (all pairwise dot products) of the ingredients' flattened weight matrices."""
+
     def __init__(self, n: int) -> None:
-        self.gram = torch.zeros(n, n, dtype=torch.float64)
+        self.gram = np.zeros((n, n), dtype=np.float64)
         self.tensors = 0
 
-    def add(self, flats: Sequence[torch.Tensor]) -> None:
-        # Each block's Gram matrix comes from one float32 matmul (BLAS sums pairwise, so its relative error stays
-        # near 1e-6, far below the 1e-3 that separates siblings); blocks add up in float64.
-        numel = flats[0].numel()
-        for start in range(0, numel, _CHUNK):
-            block = torch.stack([f[start : start + _CHUNK] for f in flats]).to(torch.float32)
-            self.gram += (block @ block.T).to(torch.float64)
-        self.tensors += 1
+    def add(self, blocks: Sequence[np.ndarray]) -> np.ndarray:
+        """Add one block of every ingredient; return the block's own Gram diagonal (sums of squares)."""
+        # One float32 matrix product per block (BLAS sums pairwise, so its relative error stays near 1e-6, far below
+        # the 1e-3 that separates siblings); blocks add up in float64.
+        stacked = np.stack([b.reshape(-1) for b in blocks]).astype(np.float32, copy=False)
+        with np.errstate(over="ignore", invalid="ignore"):  # non-finite weights are caught from the diagonal
+            block_gram = stacked @ stacked.T
+        self.gram += block_gram
+        return np.diagonal(block_gram)
 
     def merge(self, gram: list[list[float]], tensors: int) -> None:
-        self.gram += torch.tensor(gram, dtype=torch.float64)
+        self.gram += np.asarray(gram, dtype=np.float64)
         self.tensors += tensors
 
     def cosine(self) -> list[list[float]]:
-        norms = self.gram.diagonal().clamp_min(1e-300).sqrt()
-        return (self.gram / norms[:, None] / norms[None, :]).clamp(-1, 1).tolist()
+        norms = np.sqrt(np.maximum(np.diagonal(self.gram), 1e-300))
+        return np.clip(self.gram / norms[:, None] / norms[None, :], -1, 1).tolist()
 
     def rel_l2(self) -> list[list[float]]:
-        diag = self.gram.diagonal()
-        dist = (diag[:, None] + diag[None, :] - 2 * self.gram).clamp_min(0).sqrt()
-        scale = (diag.sqrt()[:, None] + diag.sqrt()[None, :]) / 2
-        return (dist / scale.clamp_min(1e-300)).tolist()
+        diag = np.diagonal(self.gram)
+        dist = np.sqrt(np.maximum(diag[:, None] + diag[None, :] - 2 * self.gram, 0))
+        scale = (np.sqrt(diag)[:, None] + np.sqrt(diag)[None, :]) / 2
+        return (dist / np.maximum(scale, 1e-300)).tolist()
 
 
 class SimilarityMeter:
-    """Accumulate pairwise similarities one tensor at a time; also catch NaN/Inf and unequal integer buffers.
+    """Accumulate pairwise similarities block by block; also catch NaN/Inf and unequal integer buffers.
+
+    Tensors arrive as numpy arrays (the soup engine's blocks, already widened to float32 or float64); a tensor may
+    come in several blocks, between `start` and `finish`. `update` takes a whole tensor at once.
 
     Args:
         names (`list[str]`): the ingredients, in order.
-        base (`str`, *optional*): the name of an extra last tensor in every `update` call, the declared base model.
+        base (`str`, *optional*): the name of an extra last array in every call, the declared base model.
     """
 
     def __init__(self, names: list[str], *, base: str | None = None) -> None:
@@ -72,28 +76,62 @@ class SimilarityMeter:
         self.head = _Gram(len(names))
         self.non_finite: dict[str, list[str]] = {}
         self.unequal_buffers: list[str] = []
+        self._gram: _Gram | None = None
+        self._name = ""
+        self._with_base = False
+        self._bad: set[int] = set()
 
-    def update(self, name: str, tensors: Sequence[torch.Tensor], base: torch.Tensor | None = None) -> None:
-        first = tensors[0]
-        if not first.is_floating_point():
-            if any(not torch.equal(first, t) for t in tensors[1:]):
-                self.unequal_buffers.append(name)
+    def update(self, name: str, tensors: Sequence, base=None) -> None:  # noqa: ANN001 - arrays or torch tensors
+        """Measure one whole tensor of every ingredient (numpy arrays, or torch tensors, converted)."""
+        arrays = [_as_array(t) for t in tensors]
+        base_array = None if base is None else _as_array(base)
+        if not np.issubdtype(arrays[0].dtype, np.floating):
+            self.compare_buffers(name, arrays)
             return
-        for ingredient, tensor in zip(self.names, tensors, strict=True):
-            # A sum is non-finite when any element is: one fast reduction instead of a boolean mask per tensor.
-            # Only then (or on an overflow of the sum) the exact test runs.
-            if not bool(torch.isfinite(tensor.sum())) and not bool(torch.isfinite(tensor).all()):
-                self.non_finite.setdefault(ingredient, []).append(name)
-        if first.ndim < 2:
+        wide = [a.astype(np.float32) if a.dtype == np.float16 else a for a in arrays]
+        self.start(name, arrays[0].ndim, None if base_array is None else base_array.shape == arrays[0].shape)
+        self.block(wide, None if base_array is None else base_array.astype(wide[0].dtype, copy=False))
+        self.finish()
+
+    def compare_buffers(self, name: str, arrays: Sequence[np.ndarray]) -> None:
+        """Integer buffers (position ids) are not averaged: they must be equal in every ingredient."""
+        if any(not np.array_equal(arrays[0], a) for a in arrays[1:]):
+            self.unequal_buffers.append(name)
+
+    def start(self, name: str, ndim: int, base_fits: bool | None) -> None:
+        """Begin a float tensor of `ndim` dimensions; `base_fits`: the base has it, same shape (None: no base)."""
+        self._name, self._bad = name, set()
+        self._gram, self._with_base = None, False
+        if ndim < 2:  # norms and biases: set to ones and zeros by any initialization, so they tell nothing
             return
-        flats = [t.reshape(-1) for t in tensors]
         if name.startswith(HEAD_PREFIXES):
-            self.head.add(flats)
-        elif self.base is not None:
-            if base is not None and base.shape == first.shape:
-                self.body.add([*flats, base.reshape(-1)])
+            self._gram = self.head
+        elif self.base is None:
+            self._gram = self.body
+        elif base_fits:
+            self._gram, self._with_base = self.body, True
+
+    def block(self, blocks: Sequence[np.ndarray], base: np.ndarray | None = None) -> None:
+        """The next block of the current tensor, one per ingredient (and the base's, when it is measured)."""
+        if self._gram is not None:
+            squares = self._gram.add([*blocks, base] if self._with_base else blocks)
+            sums = squares[: len(self.names)]
         else:
-            self.body.add(flats)
+            # A sum is non-finite when any element is: one fast reduction instead of a boolean mask per block.
+            sums = np.array([np.add.reduce(b, axis=None) for b in blocks])
+        if not np.isfinite(sums).all():
+            # A non-finite sum (of values or squares) may also be an overflow: only then the exact test runs.
+            for i, block in enumerate(blocks):
+                if not np.isfinite(sums[i]) and not np.isfinite(block).all():
+                    self._bad.add(i)
+
+    def finish(self) -> None:
+        """End the current tensor."""
+        if self._gram is not None:
+            self._gram.tensors += 1
+        for i in sorted(self._bad):
+            self.non_finite.setdefault(self.names[i], []).append(self._name)
+        self._gram, self._bad = None, set()
 
     def state(self) -> dict:
         """A JSON-able snapshot; meters over disjoint tensors merge exactly (sums), whatever the order of shards."""
@@ -214,3 +252,14 @@ class SimilarityMeter:
                 "Fine-tune every ingredient from one checkpoint that already has the head (as the model soups paper "
                 "does), or re-train the soup's head on your data after souping with --force.",
             )
+
+
+def _as_array(tensor) -> np.ndarray:  # noqa: ANN001 - a numpy array or a torch tensor
+    if isinstance(tensor, np.ndarray):
+        return tensor
+    import torch
+
+    wide = tensor.detach().cpu()
+    if wide.is_floating_point() and wide.dtype not in (torch.float32, torch.float64):
+        wide = wide.to(torch.float32)  # bfloat16 and float8 have no numpy dtype
+    return wide.numpy()

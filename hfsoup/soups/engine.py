@@ -1,24 +1,26 @@
-"""Apply a `Mixing` to the ingredients tensor by tensor and stream the result into safetensors shards.
+"""Apply a `Mixing` to the ingredients block by block and stream the result into safetensors shards.
 
-Peak memory is one tensor per ingredient plus a float32 accumulator, whatever the number of ingredients and the shard
-size: each output tensor goes to disk as soon as it is computed. Accumulation is in float32 (float64 inputs keep
-float64) so that averaging fp16 or bf16 ingredients does not round at every addition; the result is cast once, at
-the end. Work is split by output shard, which is what lets several processes share it and a rerun resume it.
+Peak memory is a few blocks (`kernels.BLOCK` elements) per ingredient, whatever the model, the number of ingredients
+and the shard size: each block of the output goes to disk as soon as it is computed, the inputs are memory maps.
+Accumulation is in float32 (float64 inputs keep float64) so that averaging fp16 or bf16 ingredients does not round
+at every addition; the result is cast once, at the end. Work is split by output shard, which is what lets several
+processes share it and a rerun resume it. On the CPU nothing here imports torch; a GPU takes the arithmetic through
+`kernels.TorchAccumulator`.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
+import numpy as np
 
 from ..checkpoint import (
-    DTYPE_CODES,
-    DTYPES,
+    FLOAT_CODES,
+    NAME_CODES,
     CheckpointReader,
     SafetensorsStreamWriter,
     TensorMeta,
@@ -28,32 +30,55 @@ from ..checkpoint import (
 )
 from ..compat.similarity import SimilarityMeter
 from ..errors import IncompatibleIngredientsError, InvalidSoupArgumentsError
+from . import kernels
 from .base import Mixing
 
 logger = logging.getLogger(__name__)
 
+Accumulate = Callable[[Sequence[np.ndarray], Sequence[float]], np.ndarray]
 
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """`auto` (or None) means the first GPU when there is one, else the CPU."""
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+def _gpu_possible() -> bool:
+    """Whether a GPU driver is present at all: without one, `auto` means the CPU without importing torch."""
+    return any(os.path.exists(p) for p in ("/dev/nvidia0", "/dev/nvidiactl", "/dev/kfd", "/dev/dxg"))
+
+
+def resolve_device(device: str | None) -> str:
+    """`auto` (or None) means the first GPU when there is one, else the CPU. Returns `"cpu"` or `"cuda:N"`."""
+    name = "auto" if device is None else str(device)
+    if name == "cpu":
+        return "cpu"
+    if name == "auto" and not _gpu_possible():
+        return "cpu"
+    import torch
+
+    if name == "auto":
+        return "cuda:0" if torch.cuda.is_available() else "cpu"
     try:
-        resolved = torch.device(device)
+        resolved = torch.device(name)
     except RuntimeError as e:
-        raise InvalidSoupArgumentsError(
-            f"Unknown device {device!r} ({e}).", fix="Use auto, cpu, cuda or cuda:N."
-        ) from e
+        raise InvalidSoupArgumentsError(f"Unknown device {name!r} ({e}).", fix="Use auto, cpu, cuda or cuda:N.") from e
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise InvalidSoupArgumentsError(
-            f"Device {device!r} was asked for, but torch sees no CUDA GPU.",
+            f"Device {name!r} was asked for, but torch sees no CUDA GPU.",
             fix="Use --device cpu (or auto), or install a CUDA build of torch (see the README).",
         )
-    return resolved
+    if resolved.type not in ("cpu", "cuda"):
+        raise InvalidSoupArgumentsError(f"Device {name!r} is not supported.", fix="Use auto, cpu, cuda or cuda:N.")
+    return "cpu" if resolved.type == "cpu" else f"cuda:{resolved.index or 0}"
 
 
-def output_dtypes(readers: Sequence[CheckpointReader], dtype: torch.dtype | None) -> dict[str, torch.dtype]:
-    """The dtype each output tensor is written in: `dtype` for float tensors when given, else the first
-    ingredient's (always the same ingredient, like the config files), with a warning when ingredients disagree."""
+def accumulator(device: str) -> Accumulate:
+    """The weighted sum for `device` (from `resolve_device`)."""
+    if device == "cpu":
+        return kernels.weighted_sum
+    return kernels.TorchAccumulator(device)
+
+
+def output_dtypes(readers: Sequence[CheckpointReader], dtype: str | None) -> dict[str, str]:
+    """The dtype code each output tensor is written in: `dtype` (a name such as `bfloat16`) for float tensors when
+    given, else the first ingredient's (always the same ingredient, like the config files), with a note when
+    ingredients disagree."""
     first = readers[0].structure
     mixed = sorted(n for n in first if any(r.structure[n].dtype != first[n].dtype for r in readers[1:]))
     if mixed and dtype is None:
@@ -64,16 +89,8 @@ def output_dtypes(readers: Sequence[CheckpointReader], dtype: torch.dtype | None
             mixed[0],
             first[mixed[0]].dtype,
         )
-    return {n: dtype if dtype is not None and m.is_float else DTYPES[m.dtype] for n, m in first.items()}
-
-
-def _accumulate(tensors: Sequence[torch.Tensor], weights: Sequence[float], device: torch.device) -> torch.Tensor:
-    """The weighted sum in float32 (float64 if any input is), on `device`; the caller drops zero weights."""
-    acc_dtype = torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
-    acc = tensors[0].to(device=device, dtype=acc_dtype) * weights[0]
-    for tensor, weight in zip(tensors[1:], weights[1:], strict=True):
-        acc.add_(tensor.to(device=device, dtype=acc_dtype, non_blocking=True), alpha=weight)
-    return acc
+    code = None if dtype is None else NAME_CODES[dtype]
+    return {n: code if code is not None and m.is_float else m.dtype for n, m in first.items()}
 
 
 def iter_tensors(
@@ -82,7 +99,7 @@ def iter_tensors(
     *,
     alignment: Mapping[int, Sequence[int]] | None = None,
     label_indexed: Iterable[str] = (),
-) -> Iterator[tuple[str, list[torch.Tensor]]]:
+) -> Iterator[tuple[str, list[np.ndarray]]]:
     """Yield each tensor of every ingredient, one name at a time, with permuted label rows put back in order.
 
     `alignment` maps an ingredient's position to the row order that matches the first ingredient's labels; it is
@@ -91,9 +108,9 @@ def iter_tensors(
     label_indexed = set(label_indexed)
     alignment = alignment or {}
     for name in names:
-        tensors: list[torch.Tensor] = []
+        tensors: list[np.ndarray] = []
         for i, reader in enumerate(readers):
-            tensor = reader.get(name)
+            tensor = reader.get_array(name)
             if i in alignment and name in label_indexed:
                 tensor = tensor[list(alignment[i])]
             tensors.append(tensor)
@@ -121,19 +138,20 @@ class SoupPlan:
 def plan_soup(
     readers: Sequence[CheckpointReader],
     *,
-    dtype: torch.dtype | None,
+    dtype: str | None,
     max_shard_size: int,
     exclude: Iterable[str] = (),
     identity: object = None,
 ) -> SoupPlan:
-    """Plan the output shards. `identity` (ingredients, SHAs, weights...) goes into the fingerprint."""
+    """Plan the output shards. `dtype`: an output dtype name (`bfloat16`...) for float tensors, or None to keep the
+    first ingredient's. `identity` (ingredients, SHAs, weights...) goes into the fingerprint."""
     import hashlib
     import json
 
     dtypes = output_dtypes(readers, dtype)
     excluded = set(exclude)
     names = sorted(n for n in readers[0].structure if n not in excluded)
-    metas = {n: TensorMeta(DTYPE_CODES[dtypes[n]], readers[0].structure[n].shape) for n in names}
+    metas = {n: TensorMeta(dtypes[n], readers[0].structure[n].shape) for n in names}
     shards = plan_shards([(n, metas[n].nbytes) for n in names], max_shard_size)
     files = shard_file_names(len(shards))
     layout = {"identity": identity, "shards": shards, "metas": {n: [m.dtype, list(m.shape)] for n, m in metas.items()}}
@@ -152,7 +170,7 @@ def write_shards(
     *,
     shard_ids: Iterable[int],
     meter: SimilarityMeter,
-    device: str | torch.device | None = "auto",
+    device: str | None = "auto",
     metadata: dict[str, str] | None = None,
     alignment: Mapping[int, Sequence[int]] | None = None,
     label_indexed: Iterable[str] = (),
@@ -169,13 +187,13 @@ def write_shards(
 
     from huggingface_hub.utils import tqdm
 
-    torch_device = resolve_device(device)
+    accumulate = accumulator(resolve_device(device))
     progress = staging / PROGRESS_DIR
     progress.mkdir(exist_ok=True)
     shard_ids = list(shard_ids)
     reused = 0
     bar = tqdm(total=sum(len(plan.shards[i]) for i in shard_ids), desc="Souping", unit="tensor")
-    with torch.inference_mode(), bar:
+    with bar:
         for i in shard_ids:
             names, file = plan.shards[i], plan.files[i]
             if resume and _completed(plan, staging, i):
@@ -187,8 +205,13 @@ def write_shards(
             try:
                 stream = iter_tensors(readers, names, alignment=alignment, label_indexed=label_indexed)
                 for name, tensors in stream:
-                    shard_meter.update(name, tensors, _base_tensor(base, name))
-                    writer.add(name, _mix(name, tensors, mixing.weights_for(name), plan, readers, torch_device))
+                    meta, codes = plan.metas[name], [r.structure[name].dtype for r in readers]
+                    writer.begin(name, meta.dtype, meta.shape)
+                    weights, base_in = mixing.weights_for(name), _base_array(base, name)
+                    blocks = _mix_blocks(name, tensors, codes, weights, meta.dtype, shard_meter, base_in, accumulate)
+                    for block in blocks:
+                        writer.write(block)  # on the writer's thread, while the next block is computed
+                    writer.end()
                     bar.update(1)
                 sha256 = writer.close()
             except BaseException:
@@ -229,26 +252,45 @@ def _completed(plan: SoupPlan, staging: Path, i: int) -> bool:
     return True
 
 
-def _mix(
+def _mix_blocks(
     name: str,
-    tensors: Sequence[torch.Tensor],
+    tensors: Sequence[np.ndarray],
+    codes: Sequence[str],
     weights: Sequence[float],
-    plan: SoupPlan,
-    readers: Sequence[CheckpointReader],
-    device: torch.device,
-) -> torch.Tensor:
-    kept = [(t, w) for t, w in zip(tensors, weights, strict=True) if w != 0.0]
-    if readers[0].structure[name].is_float:
-        result = _accumulate([t for t, _ in kept], [w for _, w in kept], device)
-        return result.to(DTYPES[plan.metas[name].dtype])
-    # Integer buffers (position ids, token type ids) are not averaged; they must agree.
-    first = kept[0][0]
-    if any(not torch.equal(first, t) for t, _ in kept[1:]):
-        raise IncompatibleIngredientsError(
-            f"Non-float tensor {name!r} ({readers[0].structure[name].dtype}) differs between ingredients; "
-            "integer buffers cannot be averaged and must be identical."
-        )
-    return first
+    out_code: str,
+    meter: SimilarityMeter,
+    base: tuple[np.ndarray, str] | None,
+    accumulate: Accumulate | None,
+) -> Iterator[np.ndarray]:
+    """The output tensor `name`, block by block, in its stored representation; every ingredient's block (including
+    those of weight 0) also feeds `meter`. With `accumulate=None` only the meter runs (`hfsoup check`)."""
+    if codes[0] not in FLOAT_CODES:
+        # Integer buffers (position ids, token type ids) are not averaged; they must agree.
+        meter.compare_buffers(name, tensors)
+        first = tensors[0]
+        if any(w != 0.0 and not np.array_equal(first, t) for t, w in zip(tensors, weights, strict=True)):
+            raise IncompatibleIngredientsError(
+                f"Non-float tensor {name!r} ({codes[0]}) differs between ingredients; integer buffers cannot be "
+                "averaged and must be identical."
+            )
+        if accumulate is not None:
+            yield np.ascontiguousarray(first).reshape(-1)
+        return
+    base_fits = None if base is None else base[0].shape == tensors[0].shape
+    meter.start(name, tensors[0].ndim, base_fits)
+    dtype = kernels.compute_dtype(codes)
+    flats = [t.reshape(-1) for t in tensors]
+    kept = [i for i, w in enumerate(weights) if w != 0.0]
+    kept_weights = [weights[i] for i in kept]
+    base_flat = base[0].reshape(-1) if base_fits else None
+    for start in range(0, flats[0].size, kernels.BLOCK):
+        stop = start + kernels.BLOCK
+        blocks = [kernels.widen(f[start:stop], code, dtype) for f, code in zip(flats, codes, strict=True)]
+        base_block = None if base_flat is None else kernels.widen(base_flat[start:stop], base[1], dtype)  # type: ignore
+        meter.block(blocks, base_block)
+        if accumulate is not None:
+            yield kernels.narrow(accumulate([blocks[i] for i in kept], kept_weights), out_code)
+    meter.finish()
 
 
 def _fault_point(name: str) -> None:
@@ -281,9 +323,11 @@ def measure(
     excluded = set(exclude)
     names = sorted(n for n in readers[0].structure if n not in excluded)
     stream = iter_tensors(readers, names, alignment=alignment, label_indexed=label_indexed)
-    with torch.inference_mode():
-        for name, tensors in tqdm(stream, total=len(names), desc="Comparing weights", unit="tensor"):
-            meter.update(name, tensors, _base_tensor(base, name))
+    weights = [1.0] * len(readers)
+    for name, tensors in tqdm(stream, total=len(names), desc="Comparing weights", unit="tensor"):
+        codes = [r.structure[name].dtype for r in readers]
+        for _ in _mix_blocks(name, tensors, codes, weights, codes[0], meter, _base_array(base, name), None):
+            pass
 
 
 @dataclass
@@ -304,10 +348,13 @@ class BaseWeights:
                 mapping[name] = name.split(".", 1)[1]
         return cls(reader, mapping)
 
-    def get(self, name: str) -> torch.Tensor | None:
+    def get_array(self, name: str) -> tuple[np.ndarray, str] | None:
+        """The base's tensor for the soup's tensor `name`, with its dtype code; None when the base lacks it."""
         mapped = self.name_map.get(name)
-        return self.reader.get(mapped) if mapped is not None else None
+        if mapped is None or not self.reader.structure[mapped].is_float:
+            return None
+        return self.reader.get_array(mapped), self.reader.structure[mapped].dtype
 
 
-def _base_tensor(base: BaseWeights | None, name: str) -> torch.Tensor | None:
-    return None if base is None else base.get(name)
+def _base_array(base: BaseWeights | None, name: str) -> tuple[np.ndarray, str] | None:
+    return None if base is None else base.get_array(name)

@@ -1,0 +1,168 @@
+"""The soup's numpy arithmetic: dtype conversions bit for bit as torch does them, block-wise sums, the meter."""
+
+from __future__ import annotations
+
+import errno
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import hfsoup
+from hfsoup.checkpoint import CheckpointReader, SafetensorsStreamWriter, TensorMeta
+from hfsoup.compat.similarity import SimilarityMeter
+from hfsoup.soups import kernels
+from hfsoup.testing.reference import max_relative_deviation, reference_average
+
+
+def awkward_floats(n: int = 200_000, seed: int = 0) -> torch.Tensor:
+    """Normal values across many magnitudes, plus the cases rounding gets wrong: ties, subnormals, huge, inf, NaN."""
+    g = torch.Generator().manual_seed(seed)
+    values = torch.randn(n, generator=g) * torch.exp2(torch.randint(-130, 120, (n,), generator=g).float())
+    bf16_ties = (torch.randint(0, 1 << 16, (1000,), generator=g, dtype=torch.int32) << 16) | 0x8000
+    special = torch.tensor([0.0, -0.0, 1e-45, -1e-45, 3.4e38, -3.4e38, float("inf"), float("-inf"), float("nan")])
+    return torch.cat([values, bf16_ties.view(torch.float32), special])
+
+
+def test_narrow_to_bfloat16_rounds_exactly_like_torch():
+    values = awkward_floats()
+    ours = kernels.narrow(values.numpy(), "BF16")
+    theirs = values.to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16)
+    finite = np.isfinite(values.numpy())
+    assert np.array_equal(ours[finite], theirs[finite])
+    nan = np.isnan(values.numpy())
+    assert np.array_equal(ours[~finite & ~nan], theirs[~finite & ~nan])  # the infinities
+    assert (ours[nan] == 0x7FC0).all()  # a NaN stays a NaN
+
+
+@pytest.mark.parametrize("code", ["BF16", "F16", "F32", "F64"])
+def test_widen_is_exact(code):
+    torch_dtype = {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32, "F64": torch.float64}[code]
+    stored = awkward_floats(seed=1).to(torch_dtype)
+    raw = stored.view({2: torch.int16, 4: torch.int32, 8: torch.int64}[stored.element_size()]).numpy()
+    raw = raw.view({"BF16": np.uint16, "F16": np.float16, "F32": np.float32, "F64": np.float64}[code])
+    ours = kernels.widen(raw, code, np.dtype(np.float64))
+    assert np.array_equal(ours, stored.double().numpy(), equal_nan=True)
+
+
+def test_narrow_to_float16_matches_torch():
+    values = awkward_floats(seed=2)
+    ours = kernels.narrow(values.numpy(), "F16")
+    theirs = values.to(torch.float16).numpy()
+    nan = np.isnan(values.numpy())
+    assert np.array_equal(ours[~nan].view(np.uint16), theirs[~nan].view(np.uint16))  # overflow to inf included
+    assert np.isnan(ours[nan]).all()  # NaN payloads may differ
+
+
+def test_weighted_sum_adds_in_the_order_given():
+    rng = np.random.default_rng(0)
+    blocks = [rng.standard_normal(10_000).astype(np.float32) for _ in range(4)]
+    weights = [0.1, 0.2, 0.3, 0.4]
+    got = kernels.weighted_sum(blocks, weights)
+    expected = blocks[0] * np.float32(0.1)
+    for block, weight in zip(blocks[1:], weights[1:], strict=True):
+        expected = expected + block * np.float32(weight)
+    assert got.dtype == np.float32 and np.array_equal(got, expected)
+    exact = sum(np.float64(w) * b.astype(np.float64) for w, b in zip(weights, blocks, strict=True))
+    assert np.abs(got - exact).max() / np.abs(exact).max() < 1e-6
+
+
+def big_checkpoint(folder, seed, dtype):
+    """Tensors of several blocks, with a length that is not a multiple of the block, so block edges are crossed."""
+    g, base = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(99)
+    shape = (kernels.BLOCK // 1000 * 2 + 7, 1000)
+    tensors = {
+        "big.weight": (torch.randn(shape, generator=base) + 0.2 * torch.randn(shape, generator=g)).to(dtype),
+        "big.bias": (torch.randn(shape[0], generator=base) + 0.2 * torch.randn(shape[0], generator=g)).to(dtype),
+        "head.weight": (torch.randn(3, 1000, generator=base) + 0.2 * torch.randn(3, 1000, generator=g)).to(dtype),
+    }
+    folder.mkdir()
+    save_file(tensors, folder / "model.safetensors")
+    (folder / "config.json").write_text('{"model_type": "bert", "architectures": ["BertModel"]}')
+    return folder
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_multi_block_tensors_match_the_float64_reference(tmp_path, dtype):
+    folders = [big_checkpoint(tmp_path / f"ft{i}", i, dtype) for i in range(3)]
+    result = hfsoup.soup(folders, tmp_path / "out", device="cpu")
+    reference = reference_average(folders)
+    if dtype == torch.float32:
+        assert max_relative_deviation(result.output_dir, reference) < 1e-6
+    else:  # averaged in float32, written as bfloat16: the float64 mean rounded once to bfloat16, give or take 1 ulp
+        with CheckpointReader(result.output_dir) as soup:
+            for name, ref in reference.items():
+                got = soup.get(name)
+                assert got.dtype == torch.bfloat16
+                # One bfloat16 ulp, plus float32's rounding where the mean cancels to nearly 0.
+                tolerance = torch.finfo(torch.bfloat16).eps * ref.abs() + 1e-6 * ref.abs().max()
+                assert ((got.double() - ref).abs() <= tolerance).all(), name
+                # Round to nearest: nearly all are the float64 mean rounded once (truncating would match about half).
+                assert (got == ref.to(torch.bfloat16)).double().mean() > 0.99
+
+
+def test_meter_blocks_add_up_to_the_whole_tensor_figures():
+    rng = np.random.default_rng(1)
+    base = rng.standard_normal((kernels.BLOCK + 123,)).astype(np.float32).reshape(-1, 1)
+    tensors = [(base + 0.3 * rng.standard_normal(base.shape)).astype(np.float32) for _ in range(3)]
+    whole = SimilarityMeter(["a", "b", "c"])
+    whole.update("enc.weight", tensors)
+    blocked = SimilarityMeter(["a", "b", "c"])
+    blocked.start("enc.weight", 2, None)
+    flats = [t.reshape(-1) for t in tensors]
+    for start in range(0, flats[0].size, 1000):
+        blocked.block([f[start : start + 1000] for f in flats])
+    blocked.finish()
+    stacked = np.stack(flats).astype(np.float64)
+    norms = np.linalg.norm(stacked, axis=1)
+    exact = stacked @ stacked.T / norms[:, None] / norms[None, :]
+    for meter in (whole, blocked):
+        assert np.allclose(meter.result().body_cosine, exact, atol=1e-6)
+
+
+def test_meter_finds_nan_even_where_the_sum_of_squares_overflows():
+    meter = SimilarityMeter(["ok", "huge", "nan"])
+    ok = np.ones((4, 4), np.float32)
+    huge = np.full((4, 4), 3e38, np.float32)  # its squares overflow to inf, yet every value is finite
+    nan = ok.copy()
+    nan[1, 2] = np.nan
+    meter.update("enc.weight", [ok, huge, nan])
+    assert meter.non_finite == {"nan": ["enc.weight"]}
+
+
+class FullDisk:
+    """A file whose every write fails as on a full disk."""
+
+    def write(self, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def close(self):
+        pass
+
+
+def test_writer_error_on_its_thread_reaches_the_caller_and_leaves_no_file(tmp_path, monkeypatch):
+    monkeypatch.setattr("hfsoup.checkpoint.open", lambda *args, **kwargs: FullDisk(), raising=False)
+    writer = SafetensorsStreamWriter(tmp_path / "model.safetensors", [("w", TensorMeta("F32", (1000, 1000)))])
+    writer.begin("w", "F32", (1000, 1000))
+    with pytest.raises(OSError, match="No space left"):
+        for _ in range(10):
+            writer.write(np.zeros(100_000, np.float32))
+        writer.end()
+        writer.close()
+    writer.abort()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_writer_refuses_blocks_that_do_not_fit_the_plan(tmp_path):
+    writer = SafetensorsStreamWriter(tmp_path / "m.safetensors", [("w", TensorMeta("BF16", (4,)))])
+    with pytest.raises(RuntimeError, match="does not match the planned"):
+        writer.begin("w", "F32", (4,))
+    writer.begin("w", "BF16", (4,))
+    with pytest.raises(RuntimeError, match="does not fit"):
+        writer.write(np.zeros(4, np.float32))  # float32 values in a bfloat16 slot
+    writer.write(np.zeros(3, np.uint16))
+    with pytest.raises(RuntimeError, match="ended incomplete"):
+        writer.end()
+    writer.abort()
+    assert list(tmp_path.iterdir()) == []
