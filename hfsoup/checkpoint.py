@@ -316,6 +316,9 @@ class CheckpointReader:
                 # heap, so a soup's memory does not grow with the size or number of its ingredients.
                 size = os.fstat(f.fileno()).st_size
                 self._maps[file] = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+            if isinstance(self._maps[file], mmap.mmap) and hasattr(mmap, "MADV_SEQUENTIAL"):
+                # Tensors are read front to back: the kernel may read ahead generously and drop pages behind.
+                self._maps[file].madvise(mmap.MADV_SEQUENTIAL)  # type: ignore[union-attr]
         array = np.frombuffer(self._maps[file], STORAGE[meta.dtype], meta.numel, self._starts[name])
         return array.reshape(meta.shape)
 

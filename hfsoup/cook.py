@@ -22,7 +22,7 @@ from .constants import DEFAULT_MAX_SHARD_SIZE, DTYPE_NAMES, PROVENANCE_FILE
 from .errors import IncompatibleIngredientsError, InvalidSoupArgumentsError
 from .output import check_output, staged_output
 from .soups import SOUPS
-from .soups.engine import BaseWeights, collect_meter, measure, plan_soup, write_shards
+from .soups.engine import BaseWeights, collect_meter, measure, plan_soup, resolve_device, write_shards
 
 logger = logging.getLogger(__name__)
 
@@ -142,6 +142,7 @@ def soup(
         )
     mixing = SOUPS[method](weights=weights).mixing(len(specs))
     out_dtype = _parse_dtype(dtype)
+    device = resolve_device(device)  # a missing GPU is refused before any work
     try:
         shard_bytes = parse_size(max_shard_size)
     except ValueError as e:

@@ -166,3 +166,13 @@ def test_writer_refuses_blocks_that_do_not_fit_the_plan(tmp_path):
         writer.end()
     writer.abort()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_gpu_accumulator_computes_the_same_sum_through_torch():
+    """`TorchAccumulator` is what a GPU soup uses; on the CPU device it must agree with the numpy kernel."""
+    rng = np.random.default_rng(3)
+    blocks = [rng.standard_normal(5000).astype(np.float32) for _ in range(3)]
+    blocks[0].setflags(write=False)  # like a memory-mapped input
+    got = kernels.TorchAccumulator("cpu")(blocks, [0.5, 0.25, 0.25])
+    assert got.dtype == np.float32
+    assert np.allclose(got, kernels.weighted_sum(blocks, [0.5, 0.25, 0.25]), rtol=0, atol=1e-6)

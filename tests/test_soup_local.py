@@ -204,3 +204,21 @@ def test_cpu_soup_path_imports_neither_torch_nor_transformers(tmp_path, ingredie
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip().splitlines()[-1] == "[]"
     assert (tmp_path / "out" / "model.safetensors").is_file()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_cuda_without_a_gpu_is_a_clear_error(tmp_path, ingredients):
+    with pytest.raises(InvalidSoupArgumentsError, match="torch sees no CUDA GPU") as info:
+        hfsoup.soup(ingredients, tmp_path / "out", device="cuda")
+    assert "--device cpu" in info.value.fix
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_soup_matches_the_cpu_soup(tmp_path, ingredients):
+    on_cpu = hfsoup.soup(ingredients, tmp_path / "cpu", device="cpu")
+    on_gpu = hfsoup.soup(ingredients, tmp_path / "gpu", device="cuda")
+    assert max_relative_deviation(on_gpu.output_dir, reference_average(ingredients)) < 1e-6
+    with CheckpointReader(on_cpu.output_dir) as cpu, CheckpointReader(on_gpu.output_dir) as gpu:
+        for name in cpu.structure:
+            assert torch.allclose(cpu.get(name).double(), gpu.get(name).double(), rtol=0, atol=1e-6), name
