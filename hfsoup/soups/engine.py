@@ -44,7 +44,8 @@ def _gpu_possible() -> bool:
 
 
 def resolve_device(device: str | None) -> str:
-    """`auto` (or None) means the first GPU when there is one, else the CPU. Returns `"cpu"` or `"cuda:N"`."""
+    """`auto` (or None) means a GPU when there is one (the process's own, `LOCAL_RANK`, when several run), else the
+    CPU. Returns `"cpu"` or `"cuda:N"`."""
     name = "auto" if device is None else str(device)
     if name == "cpu":
         return "cpu"
@@ -53,7 +54,10 @@ def resolve_device(device: str | None) -> str:
     import torch
 
     if name == "auto":
-        return "cuda:0" if torch.cuda.is_available() else "cpu"
+        if not torch.cuda.is_available():
+            return "cpu"
+        # Under `accelerate launch` or `torchrun` each process of a machine takes its own GPU, as Accelerate does.
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0')) % torch.cuda.device_count()}"
     try:
         resolved = torch.device(name)
     except RuntimeError as e:
