@@ -329,6 +329,9 @@ def _cmd_push(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         dry_run=args.dry_run,
     )
+    if result.unchanged:
+        print(f"{result.repo_id} (branch {result.branch}) already holds this soup: nothing to commit.")
+        return 0
     if result.dry_run:
         print(f"Dry run: would push {len(result.files)} files to {result.repo_id} (branch {result.branch}):")
     else:

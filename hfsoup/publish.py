@@ -50,6 +50,7 @@ class PushResult:
         commit_sha (`str`, *optional*): the new commit; `None` for a dry run.
         commit_url (`str`, *optional*): its web page; `None` for a dry run.
         dry_run (`bool`): nothing was written.
+        unchanged (`bool`): the branch already held exactly these files, so no commit was made.
     """
 
     repo_id: str
@@ -60,6 +61,7 @@ class PushResult:
     commit_sha: str | None = None
     commit_url: str | None = None
     dry_run: bool = False
+    unchanged: bool = False
 
 
 def resolve_token(token: str | None) -> str | None:
@@ -160,6 +162,7 @@ def push(
                 with contextlib.suppress(Exception):
                     api.delete_branch(repo_id, branch=branch)
             raise
+    result.unchanged = info.oid == head.sha  # huggingface_hub skips a commit that changes nothing
     logger.info("pushed %d files to %s (%s)", len(files), repo_id, info.oid)
     result.repo_id, result.deleted = repo_id, deleted
     result.commit_sha, result.commit_url = info.oid, info.commit_url
