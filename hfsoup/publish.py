@@ -120,6 +120,8 @@ def push(
     api = HfApi(token=token or False)
     with _hub_errors(repo_id, token):
         head = _head(api, repo_id, branch or "main", must_exist=False)
+        if head is None and branch:  # a new branch starts from main
+            head = _head(api, repo_id, "main", must_exist=False)
         cards = ingredient_cards(soup, token=token or False)
         base_exists = _shared_base_exists(api, cards)
         card = str(build_card(soup, repo_id=repo_id, cards=cards, base_exists=base_exists))
