@@ -27,6 +27,10 @@ _LAZY = {
     "Evaluator": "evaluator",
     "EvalReport": "evaluator",
     "TASKS": "tasks",
+    "push": "publish",
+    "PushResult": "publish",
+    "build_card": "card",
+    "read_soup_folder": "card",
     "HfsoupError": "errors",
     "IngredientNotFoundError": "errors",
     "IncompatibleIngredientsError": "errors",
@@ -36,6 +40,9 @@ _LAZY = {
     "HubError": "errors",
     "CorruptCheckpointError": "errors",
     "EvaluationError": "errors",
+    "NotASoupError": "errors",
+    "PushRefusedError": "errors",
+    "InvalidRepoIdError": "errors",
 }
 
 __all__ = ["__version__", *_LAZY]

