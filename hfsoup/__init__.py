@@ -19,6 +19,8 @@ _LAZY = {
     "check": "cook",
     "CompatReport": "compat",
     "SoupResult": "cook",
+    "Selection": "tasting",
+    "ResultsTable": "results",
     "parse_ingredient": "hub",
     "resolve": "hub",
     "fetch": "hub",
@@ -36,6 +38,7 @@ _LAZY = {
     "HubError": "errors",
     "CorruptCheckpointError": "errors",
     "EvaluationError": "errors",
+    "MissingDependencyError": "errors",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -48,3 +48,7 @@ class CorruptCheckpointError(HfsoupError):
 
 class EvaluationError(HfsoupError):
     """An evaluation cannot run as asked: an unknown task or split, a model whose labels do not fit, no examples."""
+
+
+class MissingDependencyError(HfsoupError):
+    """An optional package a feature needs is not installed (matplotlib for the results plot)."""
