@@ -47,6 +47,7 @@ class SoupResult:
             held-out and reported parts (also in `results.json`).
         evaluation (`dict`, *optional*): with a `selection`, the soup's own scores (the `evaluation` of `hfsoup.json`).
         method_record (`dict`): the greedy soup's decisions or the learned soup's weights and losses.
+        records (`dict[str, dict]`): with a `selection`, the record of every soup scored (the baselines' too).
     """
 
     output_dir: Path
@@ -58,6 +59,7 @@ class SoupResult:
     results: ResultsTable | None = None
     evaluation: dict | None = None
     method_record: dict = field(default_factory=dict)
+    records: dict[str, dict] = field(default_factory=dict)
 
     @property
     def provenance_path(self) -> Path:
@@ -140,6 +142,10 @@ def soup(
         >>> result = hfsoup.soup(["org/ft-a", "org/ft-b@v1", "./ft-c"], output_dir="soup/")
         >>> result.ingredients[1]["sha"]
         '3f1c...'
+        >>> selection = hfsoup.Selection(task="sst2")  # held-out: half of validation; report: the other half
+        >>> greedy = hfsoup.soup(["org/ft-a", "org/ft-b", "org/ft-c"], "greedy/", method="greedy", selection=selection)
+        >>> greedy.method_record["kept"], greedy.evaluation["report"]["metrics"]
+        (['org/ft-b', 'org/ft-a'], {'accuracy': 0.91})
         ```
     """
     # Everything that depends only on the arguments is checked first: no network, no disk.
@@ -220,8 +226,11 @@ def soup(
     }
     if tasting is not None:
         provenance["evaluation"] = tasting.evaluation
-        if tasting.method_record:
-            provenance[method] = tasting.method_record
+        if tasting.records.get(method):
+            provenance[method] = tasting.records[method]
+        baselines = {name: record for name, record in tasting.records.items() if name != method and record}
+        if baselines:  # the baselines' greedy decisions and learned weights, for the results table's rows
+            provenance["baselines"] = baselines
     plan = plan_soup(
         readers,
         dtype=torch_dtype,
@@ -278,7 +287,8 @@ def soup(
         report,
         tasting.table if tasting else None,
         tasting.evaluation if tasting else None,
-        tasting.method_record if tasting else {},
+        tasting.records.get(method, {}) if tasting else {},
+        tasting.records if tasting else {},
     )
 
 

@@ -97,14 +97,20 @@ class Selection:
 
 @dataclass
 class Tasting:
-    """What tasting produced: the weights to write, the table and the provenance to write beside them."""
+    """What tasting produced: the weights to write, the table and the provenance to write beside them.
+
+    Attributes:
+        mixing (`Mixing`): the chosen method's weights.
+        table (`ResultsTable`): every ingredient, soup and the ensemble on both parts.
+        evaluation (`dict`): the chosen soup's own scores and where they come from.
+        records (`dict[str, dict]`): per soup scored (`uniform`, `greedy`, `learned`), its method's record: the
+            greedy decisions, the learned weights and losses, the held-out loss.
+    """
 
     mixing: Mixing
     table: ResultsTable
     evaluation: dict
-    method_record: dict = field(default_factory=dict)
-    examples_scored: int = 0
-    examples_full: int = 0
+    records: dict[str, dict] = field(default_factory=dict)
 
 
 def taste(
@@ -193,24 +199,21 @@ def taste(
         row.report = report_scorer.metrics(torch.stack(report_logits).mean(dim=0))
         table.rows.append(row)
 
-    _, mixing, record = soups[method]
     evaluation = _evaluation(task, held, parts, evaluation_metrics[method])
     logger.info("results:\n%s", table.format_table())
-    greedy_record = soups.get("greedy", (None, None, {}))[2]
-    return Tasting(
-        mixing,
-        table,
-        evaluation,
-        record,
-        greedy_record.get("examples_scored", 0),
-        greedy_record.get("examples_full", 0),
-    )
+    return Tasting(soups[method][1], table, evaluation, {name: record for name, (_, _, record) in soups.items()})
 
 
 def _task(selection: Selection, model: Any, *, token: str | bool | None) -> Task:
     if isinstance(selection.task, Task):
         return selection.task
     if selection.task.lower().replace("_", "-") == TEXT_CLASSIFICATION:
+        if selection.dataset is None and not selection.data_files:
+            raise EvaluationError(
+                "Task text-classification has no data of its own.",
+                fix="Name a dataset with --dataset org/name, or local files with --data-files SPLIT=FILE "
+                "(columns text and label).",
+            )
         id2label = model.config.id2label
         source = selection.dataset or ", ".join(f for files in (selection.data_files or {}).values() for f in files)
         return text_classification_task([id2label[i] for i in sorted(id2label)], dataset=source)

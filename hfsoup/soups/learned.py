@@ -144,15 +144,25 @@ class LearnedSoup:
             return out
 
         def full_loss(train: bool) -> float:
-            """The mean held-out loss at the current logits; with `train`, gradients accumulate on the logits."""
+            """The mean held-out loss at the current logits; with `train`, gradients accumulate on the logits.
+
+            The soup is mixed once per pass: the batches' gradients collect on a detached copy of the mixed tensors,
+            then flow back through the mixing to the logits in one backward pass.
+            """
+            with torch.set_grad_enabled(train):
+                state = mixed(torch.softmax(logits, dim=0))
+            leaves = {k: v.detach().requires_grad_(train and k not in others) for k, v in state.items()}
             total = 0.0
             for batch in batches:
                 with torch.set_grad_enabled(train):
-                    weights = torch.softmax(logits, dim=0)
-                    loss = objective.loss(mixed(weights), batch)
+                    loss = objective.loss(leaves, batch)
                     if train:
                         (loss / objective.num_examples).backward()
                 total += float(loss.detach())
+            if train:
+                used = [k for k in float_names if leaves[k].grad is not None]
+                if used:
+                    torch.autograd.backward([state[k] for k in used], [leaves[k].grad for k in used])
             return total / objective.num_examples
 
         history: list[float] = []
