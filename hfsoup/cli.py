@@ -20,10 +20,10 @@ examples:
   hfsoup soup org/ft-a@v1.0 org/ft-b@3f1c2e... ./ft-c -o soup/ --weights 0.5,0.3,0.2
   hfsoup soup org/ft-a org/ft-b -o soup/ --dtype bfloat16 --max-shard-size 2GB --overwrite
   hfsoup soup org/ft-a org/ft-b org/ft-c -o soup/ --method greedy --task sst2      # held-out: half of validation
-  hfsoup soup org/ft-a org/ft-b org/ft-c -o soup/ --method learned --by-layer --task mrpc --held-out train \
+  hfsoup soup org/ft-a org/ft-b org/ft-c -o soup/ --method learned --by-layer --task mrpc --held-out train \\
       --held-out-size 1000 --report validation
-  hfsoup soup ./ft-a ./ft-b -o soup/ --method greedy --task text-classification --data-files test=reviews.jsonl \
-      --report test
+  hfsoup soup ./ft-a ./ft-b -o soup/ --method greedy --task text-classification --data-files test=reviews.jsonl \\
+      --report test --max-length 128
 """
 CHECK_EPILOG = """\
 examples:

@@ -17,7 +17,7 @@ from hfsoup.testing.minilm import LABEL_NAMES, drug_reviews
 from tests.test_minilm import opt_in, slow_opted_in  # noqa: F401 - the skipif condition reads slow_opted_in
 
 MAX_LENGTH = 64  # what the family was trained on (its tokenizer keeps the reviews' ends, where their verdicts are)
-LEARNED_STEPS = 5
+LEARNED_STEPS = 3  # each is a forward and backward pass over the held-out half: the slow part
 
 
 @pytest.fixture(scope="module")
