@@ -19,6 +19,8 @@ _LAZY = {
     "check": "cook",
     "CompatReport": "compat",
     "SoupResult": "cook",
+    "Selection": "tasting",
+    "ResultsTable": "results",
     "parse_ingredient": "hub",
     "resolve": "hub",
     "fetch": "hub",
@@ -43,6 +45,7 @@ _LAZY = {
     "NotASoupError": "errors",
     "PushRefusedError": "errors",
     "InvalidRepoIdError": "errors",
+    "MissingDependencyError": "errors",
 }
 
 __all__ = ["__version__", *_LAZY]

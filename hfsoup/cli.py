@@ -19,6 +19,11 @@ examples:
   hfsoup soup org/ft-a org/ft-b org/ft-c -o soup/
   hfsoup soup org/ft-a@v1.0 org/ft-b@3f1c2e... ./ft-c -o soup/ --weights 0.5,0.3,0.2
   hfsoup soup org/ft-a org/ft-b -o soup/ --dtype bfloat16 --max-shard-size 2GB --overwrite
+  hfsoup soup org/ft-a org/ft-b org/ft-c -o soup/ --method greedy --task sst2      # held-out: half of validation
+  hfsoup soup org/ft-a org/ft-b org/ft-c -o soup/ --method learned --by-layer --task mrpc --held-out train \\
+      --held-out-size 1000 --report validation
+  hfsoup soup ./ft-a ./ft-b -o soup/ --method greedy --task text-classification --data-files test=reviews.jsonl \\
+      --report test --max-length 128
 """
 CHECK_EPILOG = """\
 examples:
@@ -111,7 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
     soup.add_argument(
         "--resume", action="store_true", help="reuse the shards an interrupted run completed (checksums verified)"
     )
-    soup.add_argument("--force", action="store_true", help="soup even if the compatibility check fails (recorded)")
+    soup.add_argument(
+        "--force",
+        action="store_true",
+        help="soup even if the compatibility check fails, or select on rows that are also reported (recorded)",
+    )
+    _selection_args(soup)
     soup.set_defaults(func=_cmd_soup)
 
     check = verbs.add_parser(
@@ -215,9 +225,104 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _selection_args(parser: argparse.ArgumentParser) -> None:
+    """Scoring on a task: what greedy and learned soups select with, and what the results table reports."""
+    group = parser.add_argument_group(
+        "scoring and selection",
+        "With --task, every ingredient, the uniform, greedy and learned soups and the output ensemble are scored on a "
+        "held-out part (where soups are selected) and a reported part (never used for selection); the table is "
+        "printed and written to the output folder (results.json, results.csv, results.png).",
+    )
+    group.add_argument(
+        "--task",
+        metavar="TASK",
+        help="a GLUE task (sst2, mrpc, ...) or text-classification (labels from the first ingredient; data from "
+        "--dataset or --data-files with text and label columns); needed by greedy and learned",
+    )
+    group.add_argument(
+        "--report", default="validation", metavar="SPLIT", help="split to report on (default: validation)"
+    )
+    group.add_argument(
+        "--held-out",
+        metavar="SPLIT",
+        help="split to select on (default: a seeded part of the --report split, the rest being reported)",
+    )
+    group.add_argument(
+        "--held-out-fraction",
+        type=float,
+        default=0.5,
+        metavar="F",
+        help="share of a shared split held out (default: 0.5)",
+    )
+    group.add_argument("--held-out-size", type=int, metavar="N", help="hold out a seeded sample of N rows instead")
+    group.add_argument("--seed", type=int, default=0, help="seed of the held-out sample (default: 0)")
+    group.add_argument("--dataset", metavar="ID[@REV]", help="another dataset repo or folder with the task's config")
+    group.add_argument(
+        "--data-files",
+        nargs="+",
+        metavar="[SPLIT=]FILE",
+        help="local csv/json/parquet files instead of a dataset repo (FILE alone is the --report split)",
+    )
+    group.add_argument("--batch-size", type=int, default=32, metavar="N", help="examples per batch (default: 32)")
+    group.add_argument("--max-length", type=int, metavar="N", help="truncate to N tokens (default: model max, <=512)")
+    group.add_argument(
+        "--accept",
+        default="ge",
+        choices=["ge", "gt"],
+        help="greedy: keep an ingredient when the held-out score does not drop (ge, the paper's rule) or rises (gt)",
+    )
+    group.add_argument(
+        "--no-early-stop",
+        action="store_true",
+        help="greedy: score every candidate fully (same decisions, slower; for measuring)",
+    )
+    group.add_argument("--by-layer", action="store_true", help="learned: one weight per ingredient and tensor")
+    group.add_argument("--learned-steps", type=int, default=20, metavar="N", help="learned: passes (default: 20)")
+    group.add_argument("--learned-lr", type=float, default=0.05, metavar="LR", help="learned: Adam's rate (0.05)")
+    group.add_argument(
+        "--compare",
+        default="uniform,greedy,learned,ensemble",
+        metavar="LIST",
+        help="baselines in the table: uniform,greedy,learned,ensemble (default: all) or none",
+    )
+    group.add_argument("--no-plot", action="store_true", help="do not draw results.png (no matplotlib needed)")
+
+
+def _selection(args: argparse.Namespace):  # noqa: ANN202 - tasting.Selection, imported lazily
+    if args.task is None:
+        return None
+    from .tasting import Selection
+
+    compare = [] if args.compare.strip() == "none" else [c.strip() for c in args.compare.split(",") if c.strip()]
+    return Selection(
+        task=args.task,
+        report=args.report,
+        held_out=args.held_out,
+        fraction=args.held_out_fraction,
+        size=args.held_out_size,
+        seed=args.seed,
+        dataset=args.dataset,
+        data_files=_data_files(args.data_files, args.report),
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        accept=args.accept,
+        early_stop=not args.no_early_stop,
+        by_layer=args.by_layer,
+        learned_steps=args.learned_steps,
+        learned_lr=args.learned_lr,
+        compare=compare,
+        force=args.force,
+        plot=not args.no_plot,
+    )
+
+
 def _cmd_soup(args: argparse.Namespace) -> int:
     from .cook import soup
 
+    if args.quiet and args.task:  # datasets draws its own progress bars (preparing, tokenizing)
+        import datasets
+
+        datasets.disable_progress_bars()
     result = soup(
         args.ingredients,
         args.output,
@@ -232,6 +337,7 @@ def _cmd_soup(args: argparse.Namespace) -> int:
         force=args.force,
         align_labels=not args.no_align_labels,
         resume=args.resume,
+        selection=_selection(args),
     )
     if result.report is not None:
         for finding in result.report.findings:
@@ -246,6 +352,14 @@ def _cmd_soup(args: argparse.Namespace) -> int:
     for ingredient, weight in zip(result.ingredients, result.weights, strict=True):
         pinned = ingredient.get("sha") or ingredient.get("path")
         print(f"  {weight:.4f}  {ingredient['spec']}  ({pinned})")
+    if result.method == "greedy":
+        record = result.method_record
+        for decision in record.get("decisions", []):
+            verdict = "kept" if decision["kept"] else "dropped"
+            trial = "stopped early" if decision["trial"] is None else f"{decision['trial']:.4f}"
+            print(f"  greedy: {decision['name']}: soup {decision['before']:.4f}, with it {trial}: {verdict}")
+    if result.results is not None:
+        print(result.results.format_table())
     return 0
 
 

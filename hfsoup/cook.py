@@ -14,6 +14,7 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import __version__, distributed, hub
 from .checkpoint import SAFE_WEIGHTS_INDEX_NAME, CheckpointReader, StructureMap, parse_size, write_index
@@ -21,8 +22,12 @@ from .compat import CompatReport, IngredientFacts, SimilarityMeter, StaticResult
 from .constants import DEFAULT_MAX_SHARD_SIZE, DTYPE_NAMES, PROVENANCE_FILE
 from .errors import IncompatibleIngredientsError, InvalidSoupArgumentsError
 from .output import check_output, staged_output
+from .results import ResultsTable
 from .soups import SOUPS
 from .soups.engine import BaseWeights, collect_meter, measure, plan_soup, resolve_device, write_shards
+
+if TYPE_CHECKING:
+    from .tasting import Selection
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +43,11 @@ class SoupResult:
         ingredients (`list[dict]`): per ingredient, what was asked for and the commit SHA it was pinned to.
         files (`list[str]`): the files written into `output_dir`.
         report (`CompatReport`): the compatibility report, shared-initialization figures included.
+        results (`ResultsTable`, *optional*): with a `selection`, every ingredient, soup and ensemble scored on the
+            held-out and reported parts (also in `results.json`).
+        evaluation (`dict`, *optional*): with a `selection`, the soup's own scores (the `evaluation` of `hfsoup.json`).
+        method_record (`dict`): the greedy soup's decisions or the learned soup's weights and losses.
+        records (`dict[str, dict]`): with a `selection`, the record of every soup scored (the baselines' too).
     """
 
     output_dir: Path
@@ -46,6 +56,10 @@ class SoupResult:
     ingredients: list[dict]
     files: list[str] = field(default_factory=list)
     report: CompatReport | None = None
+    results: ResultsTable | None = None
+    evaluation: dict | None = None
+    method_record: dict = field(default_factory=dict)
+    records: dict[str, dict] = field(default_factory=dict)
 
     @property
     def provenance_path(self) -> Path:
@@ -77,6 +91,7 @@ def soup(
     force: bool = False,
     align_labels: bool = True,
     resume: bool = False,
+    selection: Selection | None = None,
 ) -> SoupResult:
     """Average fine-tuned models named by Hub ID or folder into a new checkpoint folder.
 
@@ -108,6 +123,10 @@ def soup(
             with `False` such ingredients are refused.
         resume (`bool`, *optional*, defaults to `False`):
             Reuse the shards an interrupted run of the same soup completed (each verified by its sha256).
+        selection (`Selection`, *optional*):
+            Score on a task: required by `greedy` and `learned` (selected on its held-out part), optional for
+            `uniform`. Every ingredient, the soups and the output ensemble are then scored on the held-out and the
+            reported parts, and the table is written beside the soup (`results.json`, `.csv`, `.png`).
 
     Under `accelerate launch` or `torchrun`, the processes split the output shards between them (so use a
     `max_shard_size` that gives at least one shard per process); the output is identical to a single process's.
@@ -121,6 +140,10 @@ def soup(
         >>> result = hfsoup.soup(["org/ft-a", "org/ft-b@v1", "./ft-c"], output_dir="soup/")
         >>> result.ingredients[1]["sha"]
         '3f1c...'
+        >>> selection = hfsoup.Selection(task="sst2")  # held-out: half of validation; report: the other half
+        >>> greedy = hfsoup.soup(["org/ft-a", "org/ft-b", "org/ft-c"], "greedy/", method="greedy", selection=selection)
+        >>> greedy.method_record["kept"], greedy.evaluation["report"]["metrics"]
+        (['org/ft-b', 'org/ft-a'], {'accuracy': 0.91})
         ```
     """
     # Everything that depends only on the arguments is checked first: no network, no disk.
@@ -140,7 +163,22 @@ def soup(
         raise InvalidSoupArgumentsError(
             f"Unknown soup method {method!r}.", fix=f"Choose one of: {', '.join(sorted(SOUPS))}."
         )
-    mixing = SOUPS[method](weights=weights).mixing(len(specs))
+    if SOUPS[method].needs_scores:
+        if selection is None:
+            raise InvalidSoupArgumentsError(
+                f"A {method} soup is selected by held-out scores, so it needs a task to score on.",
+                fix=f"Pass --task (e.g. --method {method} --task sst2), or selection=Selection(task=...) from Python.",
+            )
+        if weights is not None:
+            raise InvalidSoupArgumentsError(
+                f"A {method} soup finds its own weights; --weights is for uniform (weighted) soups.",
+                fix="Drop --weights, or use --method uniform.",
+            )
+        mixing = None
+    else:
+        mixing = SOUPS[method](weights=weights).mixing(len(specs))
+    if selection is not None:
+        selection.check()
     out_dtype = _parse_dtype(dtype)
     device = resolve_device(device)  # a missing GPU is refused before any work
     try:
@@ -157,6 +195,25 @@ def soup(
     for ingredient in pinned:
         hub.fetch(ingredient, token=token)
     readers = [CheckpointReader(i.local_dir, allow_pickle=allow_pickle) for i in pinned]  # type: ignore[arg-type]
+    alignment = _alignment_kwargs(pinned, static)
+    tasting = None
+    if selection is not None:  # Scored before anything is written: a failure leaves no output behind.
+        from .tasting import taste
+
+        excluded = set(alignment["exclude"])
+        tasting = taste(
+            pinned,
+            readers,
+            method=method,
+            weights=weights,
+            selection=selection,
+            names=sorted(n for n in readers[0].structure if n not in excluded),
+            alignment=alignment["alignment"],
+            label_indexed=sorted(alignment["label_indexed"]),
+            token=token,
+        )
+        mixing = tasting.mixing
+    assert mixing is not None
     provenance = {
         "hfsoup_version": __version__,
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -166,13 +223,19 @@ def soup(
         "ingredients": [i.provenance() for i in pinned],
         "config_from": pinned[0].name,
     }
-    alignment = _alignment_kwargs(pinned, static)
+    if tasting is not None:
+        provenance["evaluation"] = tasting.evaluation
+        if tasting.records.get(method):
+            provenance[method] = tasting.records[method]
+        baselines = {name: record for name, record in tasting.records.items() if name != method and record}
+        if baselines:  # the baselines' greedy decisions and learned weights, for the results table's rows
+            provenance["baselines"] = baselines
     plan = plan_soup(
         readers,
         dtype=out_dtype,
         max_shard_size=shard_bytes,
         exclude=alignment.pop("exclude"),
-        identity=[_identity(i) for i in pinned] + [method, list(mixing.weights), alignment],
+        identity=[_identity(i) for i in pinned] + [method, list(mixing.weights), mixing.per_tensor, alignment],
     )
     procs = distributed.current()
     meter = SimilarityMeter([i.name for i in pinned])
@@ -203,6 +266,8 @@ def soup(
                 write_index(staging, plan.weight_map(), plan.total_size)
                 files.append(SAFE_WEIGHTS_INDEX_NAME)
             files += _copy_support_files(pinned[0], staging, out_dtype)
+            if tasting is not None:
+                files += tasting.table.save(staging, plot=selection.plot)  # type: ignore[union-attr]
             provenance["compatibility"] = _compat_provenance(report, force=force)
             provenance["files"] = sorted(files)
             (staging / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2) + "\n")
@@ -212,7 +277,18 @@ def soup(
         reader.close()
     files = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
     logger.info("wrote a %s soup of %d ingredients to %s", method, len(pinned), out)
-    return SoupResult(out, method, mixing.weights, provenance["ingredients"], files, report)  # type: ignore[arg-type]
+    return SoupResult(
+        out,
+        method,
+        mixing.weights,
+        provenance["ingredients"],  # type: ignore[arg-type]
+        files,
+        report,
+        tasting.table if tasting else None,
+        tasting.evaluation if tasting else None,
+        tasting.records.get(method, {}) if tasting else {},
+        tasting.records if tasting else {},
+    )
 
 
 def _identity(ingredient: hub.Ingredient) -> object:

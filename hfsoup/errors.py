@@ -60,3 +60,7 @@ class PushRefusedError(HfsoupError):
 
 class InvalidRepoIdError(HfsoupError):
     """A Hub repo name that the Hub would refuse (`org/name`, letters, digits, `-_.`, at most 96 characters)."""
+
+
+class MissingDependencyError(HfsoupError):
+    """An optional package a feature needs is not installed (matplotlib for the results plot)."""

@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -184,6 +185,29 @@ class Evaluator:
         metric = {"name": self.metric.name, "config": self.metric.config, "source": self.metric.source}
         dataset = {k: v for k, v in self.dataset.items() if k != "source"}
         return EvalReport(self.task.name, self.split, provenance, dataset, metric, results)
+
+    def restrict(self, positions: Sequence[int] | None) -> None:
+        """Score only the rows at `positions` of the split (a held-out or reporting part); `None` keeps every row.
+
+        Call it before scoring: the batches are made from the rows kept.
+        """
+        if positions is None:
+            return
+        if len(self.splits) != 1:
+            names = ", ".join(s.name for s in self.splits)
+            raise EvaluationError(
+                f"Split {self.split!r} of {self.task.name} stands for several dataset splits ({names}); a part of it "
+                "cannot be held out.",
+                fix=f"Name one of them: {names}.",
+            )
+        split = self.splits[0]
+        rows = list(positions)
+        self.splits = [SplitData(split.name, split.rows.select(rows), [split.references[i] for i in rows])]
+        self._batches.clear()
+
+    def batches(self, predictor: Any, tokenizer: Any) -> dict[str, list[Batch]]:
+        """The padded batches of each split for this predictor and tokenizer, made once and kept."""
+        return self._batches_for(predictor, tokenizer)
 
     def _batches_for(self, predictor: Any, tokenizer: Any) -> dict[str, list[Batch]]:
         key = (predictor.name, tokenizer_fingerprint(tokenizer))

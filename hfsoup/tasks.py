@@ -123,6 +123,42 @@ TASKS: dict[str, Task] = {
 IMAGE_CLASSIFICATION = "image-classification"
 
 
+#: Classifying texts of any dataset or local files with a `text` column and a `label` column (ids or names).
+TEXT_CLASSIFICATION = "text-classification"
+
+
+def text_classification_task(
+    label_names: tuple[str, ...] | list[str],
+    *,
+    dataset: str = "",
+    text_field: str = "text",
+    label_field: str = "label",
+) -> Task:
+    """A text-classification task scored by accuracy, with the class names of the models being scored.
+
+    Labels in the data may be ids (in `label_names` order) or names; a model's labels are matched by name, as for
+    GLUE. `hfsoup soup --task text-classification` takes `label_names` from the first ingredient's `id2label`.
+
+    Example:
+        ```py
+        >>> task = text_classification_task(["negative", "neutral", "positive"])
+        >>> task.text_fields, task.num_labels
+        (('text',), 3)
+        ```
+    """
+    return Task(
+        TEXT_CLASSIFICATION,
+        dataset,
+        "default",
+        (text_field,),
+        tuple(str(n) for n in label_names),
+        "accuracy",
+        "default",
+        "accuracy",
+        label_field=label_field,
+    )
+
+
 def get_task(name: str, *, dataset: str | None = None, token: str | bool | None = None) -> Task:
     """The task called `name` (case-insensitive; `sst-2` and `SST2` both work), or an `EvaluationError`.
 
@@ -135,6 +171,12 @@ def get_task(name: str, *, dataset: str | None = None, token: str | bool | None 
                 fix="Name it with --dataset org/name (or dataset= from Python).",
             )
         return image_classification_task(dataset, token=token)
+    if name.lower().replace("_", "-") == TEXT_CLASSIFICATION:
+        raise EvaluationError(
+            "Task text-classification takes its class names from the models being scored.",
+            fix="Use it with 'hfsoup soup ... --task text-classification --data-files ...' (the names come from the "
+            "first ingredient's id2label), or pass text_classification_task(label_names) from Python.",
+        )
     key = re.sub(r"[^a-z0-9]", "", name.lower())
     if key not in TASKS:
         raise EvaluationError(

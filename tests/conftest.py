@@ -70,3 +70,14 @@ def families(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("families")
     return {kind: build_family(kind, root / kind, n_finetunes=3, seed=0) for kind in ("bert", "t5", "clip")}
+
+
+@pytest.fixture(scope="session")
+def minilm_family(tmp_path_factory):
+    """The real-weights MiniLM family (slow tests only): 4 fine-tunes (3 learning rates, 4 seeds) and the impostor,
+    trained once per session and shared by every module that needs it. `HFSOUP_MINILM_CACHE=DIR` keeps it between
+    sessions (a build with the same settings and versions is reused)."""
+    from hfsoup.testing.minilm import build_minilm_family
+
+    root = os.environ.get("HFSOUP_MINILM_CACHE") or tmp_path_factory.mktemp("minilm")
+    return build_minilm_family(root, n_finetunes=4)

@@ -189,12 +189,12 @@ def test_a_build_is_reused_resumed_and_rebuilt_only_where_settings_changed(tmp_p
     assert json.loads((family.finetunes[0] / TRAINING_FILE).read_text())["steps"] == 3
 
 
-# ---- slow: a real family (3 fine-tunes and the impostor with the default training settings, a few minutes) ----
+# ---- slow: a real family (4 fine-tunes and the impostor with the default training settings, a few minutes) ----
 
 
 @pytest.fixture(scope="module")
-def family(tmp_path_factory) -> ModelFamily:
-    return build_minilm_family(tmp_path_factory.mktemp("minilm"), n_finetunes=3)
+def family(minilm_family) -> ModelFamily:
+    return minilm_family  # built once per session (conftest.py), shared with the soup-selection tests
 
 
 @pytest.fixture(scope="module")
@@ -240,7 +240,7 @@ def test_each_finetune_beats_the_majority_class(family):
 def test_a_second_build_reuses_the_cache(family):
     before = {name: snapshot_files(folder) for name, folder in family.folders().items()}
     started = time.perf_counter()
-    again = build_minilm_family(family.root, n_finetunes=3)
+    again = build_minilm_family(family.root, n_finetunes=len(family.finetunes))
     assert time.perf_counter() - started < 5
     assert again == family
     assert {name: snapshot_files(folder) for name, folder in again.folders().items()} == before

@@ -6,11 +6,28 @@ module and a line in `SOUPS`.
 
 from __future__ import annotations
 
-from .base import Mixing, SoupMethod
+from .base import HeldOutLoss, Mixing, Scorer, SoupMethod, StateDict, SummedScorer
+from .greedy import GreedyResult, GreedySoup
+from .learned import LearnedResult, LearnedSoup
 from .uniform import UniformSoup
 
 SOUPS: dict[str, type[SoupMethod]] = {
     UniformSoup.name: UniformSoup,
+    GreedySoup.name: GreedySoup,
+    LearnedSoup.name: LearnedSoup,
 }
 
-__all__ = ["SOUPS", "Mixing", "SoupMethod", "UniformSoup"]
+__all__ = [
+    "SOUPS",
+    "GreedyResult",
+    "GreedySoup",
+    "HeldOutLoss",
+    "LearnedResult",
+    "LearnedSoup",
+    "Mixing",
+    "Scorer",
+    "SoupMethod",
+    "StateDict",
+    "SummedScorer",
+    "UniformSoup",
+]

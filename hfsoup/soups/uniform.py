@@ -32,6 +32,7 @@ class UniformSoup:
     """
 
     name: ClassVar[str] = "uniform"
+    needs_scores: ClassVar[bool] = False
 
     def __init__(self, *, weights: Sequence[float] | None = None) -> None:
         self.weights = None if weights is None else as_tuple(weights)
