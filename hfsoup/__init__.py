@@ -17,6 +17,10 @@ __version__ = "0.1.0"
 _LAZY = {
     "soup": "cook",
     "check": "cook",
+    "cook": "cook",
+    "CookResult": "cook",
+    "Recipe": "recipe",
+    "load_recipe": "recipe",
     "CompatReport": "compat",
     "SoupResult": "cook",
     "Selection": "tasting",
@@ -42,6 +46,7 @@ _LAZY = {
     "HubError": "errors",
     "CorruptCheckpointError": "errors",
     "EvaluationError": "errors",
+    "RecipeError": "errors",
     "NotASoupError": "errors",
     "PushRefusedError": "errors",
     "InvalidRepoIdError": "errors",

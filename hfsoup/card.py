@@ -341,6 +341,9 @@ def _recipe(prov: dict[str, Any]) -> tuple[str, str]:
     """The recipe as YAML (opening with the command that makes it) and that command alone."""
     import yaml
 
+    if prov.get("recipe"):  # cooked from a recipe file: show that recipe, with the command that runs it
+        text = yaml.safe_dump(prov["recipe"], sort_keys=False, width=1000)
+        return f"# hfsoup cook recipe.yaml\n{text}", "hfsoup cook recipe.yaml"
     specs = []
     for i in prov["ingredients"]:
         specs.append(f"{i['repo_id']}@{i['sha']}" if i.get("repo_id") and i.get("sha") else str(i.get("path")))

@@ -46,6 +46,13 @@ examples:
   hfsoup push soup/ me/my-soup --private
   hfsoup push soup/ me/my-soup --branch v2 --commit-message "Greedy soup of 7 fine-tunes"
 """
+RECIPE_EPILOG = """\
+examples:
+  hfsoup validate recipes/glue-bert-base-mrpc.yaml       # every problem, with its location
+  hfsoup cook recipes/glue-bert-base-mrpc.yaml -o soups/mrpc
+  hfsoup cook recipes/glue-bert-base-mrpc.yaml --push me/bert-mrpc-soup --dry-run
+  hfsoup cook my-recipe.yaml                               # rerun after an interruption: resumes
+"""
 HUB_EPILOG = """\
 examples:
   hfsoup hub serve --root ./hub-store --port 8080
@@ -56,6 +63,7 @@ examples:
   hfsoup demo                                   # offline, end to end, in a minute
   hfsoup soup org/ft-a org/ft-b@main ./ft-c -o soup/
   hfsoup push soup/ me/my-soup                  # one commit, with a model card
+  hfsoup cook recipes/glue-bert-base-mrpc.yaml  # a recipe: soup, scores, card, push
   hfsoup hub serve --root ./hub-store           # a local Hub for air-gapped teams
 
 Set HFSOUP_DEBUG=1 to see tracebacks.
@@ -200,6 +208,32 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--overwrite", action="store_true", help="push over a model that hfsoup did not make")
     push.add_argument("--dry-run", action="store_true", help="print the files and the card; push nothing")
     push.set_defaults(func=_cmd_push)
+
+    validate = verbs.add_parser(
+        "validate",
+        help="check a recipe file without running it",
+        description="Load and validate a YAML recipe; every problem is listed with its location.",
+        epilog=RECIPE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    validate.add_argument("recipe", metavar="RECIPE", help="a YAML recipe (see recipes/)")
+    validate.set_defaults(func=_cmd_validate)
+
+    cook = verbs.add_parser(
+        "cook",
+        help="run a recipe: fetch, check, soup, evaluate, card and push",
+        description="Run a YAML recipe end to end. A rerun resumes: a finished soup of the same recipe is reused, "
+        "an interrupted one continues from its completed shards, an unchanged soup is not pushed twice.",
+        epilog=RECIPE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    cook.add_argument("recipe", metavar="RECIPE", help="a YAML recipe (see recipes/)")
+    cook.add_argument("-o", "--output", metavar="DIR", help="output folder (default: the recipe's output.dir)")
+    cook.add_argument("--push", metavar="ORG/NAME", help="push the soup here (default: the recipe's push.repo_id)")
+    cook.add_argument("--token", help="Hub token (default: HF_TOKEN or the token from 'hf auth login')")
+    cook.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    cook.add_argument("--dry-run", action="store_true", help="make the soup, but only show what would be pushed")
+    cook.set_defaults(func=_cmd_cook)
 
     hub = verbs.add_parser("hub", help="a local Hub-compatible server", epilog=HUB_EPILOG)
     hub_verbs = hub.add_subparsers(dest="hub_command", metavar="HUB_COMMAND", required=True)
@@ -443,9 +477,14 @@ def _cmd_push(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         dry_run=args.dry_run,
     )
+    _print_push(result)
+    return 0
+
+
+def _print_push(result) -> None:  # noqa: ANN001 - a publish.PushResult (imported lazily)
     if result.unchanged:
         print(f"{result.repo_id} (branch {result.branch}) already holds this soup: nothing to commit.")
-        return 0
+        return
     if result.dry_run:
         print(f"Dry run: would push {len(result.files)} files to {result.repo_id} (branch {result.branch}):")
     else:
@@ -458,6 +497,42 @@ def _cmd_push(args: argparse.Namespace) -> int:
         print(f"\n{result.card}")
     else:
         print(f"{result.commit_sha}  {result.commit_url}")
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from .recipe import load_recipe
+
+    recipe = load_recipe(args.recipe)
+    parts = [f"{len(recipe.ingredients)} ingredients", f"method {recipe.method.name}"]
+    if recipe.evaluation is not None:
+        parts.append(f"scored on {recipe.evaluation.task}")
+    parts.append(f"output {recipe.output.dir}")
+    if recipe.push is not None:
+        parts.append(f"push to {recipe.push.repo_id}")
+    print(f"{args.recipe}: valid ({', '.join(parts)})")
+    return 0
+
+
+def _cmd_cook(args: argparse.Namespace) -> int:
+    from .cook import cook
+
+    result = cook(
+        args.recipe,
+        output_dir=args.output,
+        push_to=args.push,
+        token=args.token,
+        overwrite=args.overwrite,
+        dry_run=args.dry_run,
+    )
+    if result.reused:
+        print(f"{result.output_dir} already holds this recipe's soup (delete it, or pass --overwrite, to cook again)")
+    elif result.soup is not None:
+        if result.soup.results is not None:
+            print(result.soup.results.format_table())
+        made = result.soup
+        print(f"{made.method} soup of {len(made.ingredients)} ingredients written to {result.output_dir}")
+    if result.push is not None:
+        _print_push(result.push)
     return 0
 
 
@@ -508,8 +583,10 @@ def format_error(exc: BaseException) -> str:
         )
     else:
         text = f"Unexpected {type(exc).__name__}: {exc}. This is probably a bug in hfsoup; please report it."
-    # One line, unwrapped: terminals wrap it, and logs and greps keep it whole.
-    return f"Error: {' '.join(text.split())}\n(Set HFSOUP_DEBUG=1 to see the traceback.)"
+    # One line, unwrapped: terminals wrap it, and logs and greps keep it whole. Itemized problems (a recipe's) follow,
+    # one per line, each with its location.
+    items = "".join(f"\n  - {p}" for p in getattr(exc, "problems", None) or [])
+    return f"Error: {' '.join(text.split())}{items}\n(Set HFSOUP_DEBUG=1 to see the traceback.)"
 
 
 def _as_hfsoup_error(exc: BaseException) -> HfsoupError | None:

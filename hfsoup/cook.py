@@ -27,6 +27,7 @@ from .soups import SOUPS
 from .soups.engine import BaseWeights, collect_meter, measure, plan_soup, resolve_device, write_shards
 
 if TYPE_CHECKING:
+    from .recipe import Recipe
     from .tasting import Selection
 
 logger = logging.getLogger(__name__)
@@ -92,6 +93,7 @@ def soup(
     align_labels: bool = True,
     resume: bool = False,
     selection: Selection | None = None,
+    recipe: dict | None = None,
 ) -> SoupResult:
     """Average fine-tuned models named by Hub ID or folder into a new checkpoint folder.
 
@@ -127,6 +129,8 @@ def soup(
             Score on a task: required by `greedy` and `learned` (selected on its held-out part), optional for
             `uniform`. Every ingredient, the soups and the output ensemble are then scored on the held-out and the
             reported parts, and the table is written beside the soup (`results.json`, `.csv`, `.png`).
+        recipe (`dict`, *optional*):
+            The recipe this soup was cooked from (`Recipe.to_dict()`), recorded in `hfsoup.json` and the model card.
 
     Under `accelerate launch` or `torchrun`, the processes split the output shards between them (so use a
     `max_shard_size` that gives at least one shard per process); the output is identical to a single process's.
@@ -223,6 +227,8 @@ def soup(
         "ingredients": [i.provenance() for i in pinned],
         "config_from": pinned[0].name,
     }
+    if recipe is not None:
+        provenance["recipe"] = recipe
     if tasting is not None:
         provenance["evaluation"] = tasting.evaluation
         if tasting.records.get(method):
@@ -422,3 +428,120 @@ def _copy_support_files(first: hub.Ingredient, staging: Path, dtype: str | None)
             shutil.copyfile(first.local_dir / name, staging / name)
         copied.append(name)
     return copied
+
+
+@dataclass
+class CookResult:
+    """What `cook` did: the soup (None when a finished soup of the same recipe was reused) and the push."""
+
+    output_dir: Path
+    soup: SoupResult | None
+    reused: bool
+    push: object | None = None
+
+
+def cook(
+    recipe: str | os.PathLike | Recipe,
+    *,
+    output_dir: str | os.PathLike | None = None,
+    push_to: str | None = None,
+    token: str | None = None,
+    overwrite: bool = False,
+    dry_run: bool = False,
+) -> CookResult:
+    """Run a recipe: fetch, check, soup (scored and selected when it names a task), then card and push.
+
+    A rerun picks up where an interrupted one stopped: a finished output of the same recipe is not made again, an
+    interrupted soup resumes from its completed shards, and pushing an unchanged soup makes no new commit.
+
+    Args:
+        recipe (`str`, `os.PathLike` or `Recipe`): a YAML recipe file, or a loaded one.
+        output_dir (`str` or `os.PathLike`, *optional*): overrides the recipe's `output.dir`.
+        push_to (`str`, *optional*): `org/name` to push to, overriding (or adding) the recipe's `push.repo_id`.
+        token (`str`, *optional*): the Hub token for private ingredients and the push.
+        overwrite (`bool`, *optional*): replace an existing output made by something else (or `output.overwrite`).
+        dry_run (`bool`, *optional*): make the soup, but only show what would be pushed.
+
+    Example:
+        ```py
+        >>> result = hfsoup.cook("recipes/glue-bert-base-mrpc.yaml", push_to="me/bert-mrpc-soup")
+        ```
+    """
+    from .recipe import Recipe, load_recipe
+
+    if not isinstance(recipe, Recipe):
+        recipe = load_recipe(recipe)
+    out = Path(output_dir if output_dir is not None else recipe.output.dir).expanduser().resolve()
+    as_data = recipe.to_dict()
+    soup_result = None
+    reused = not overwrite and _made_by(out, as_data)
+    if reused:
+        logger.warning("%s already holds the soup of this recipe; it is reused (delete it to cook again)", out)
+    else:
+        soup_result = soup(
+            [i.spec for i in recipe.ingredients],
+            out,
+            method=recipe.method.name,
+            weights=recipe.method.weights,
+            dtype=recipe.output.dtype,
+            max_shard_size=recipe.output.max_shard_size,
+            overwrite=overwrite or recipe.output.overwrite,
+            token=token,
+            force=recipe.force,
+            resume=True,  # shards completed by an interrupted run of this recipe are reused (checksums verified)
+            selection=_selection(recipe),
+            recipe=as_data,
+        )
+    pushed = None
+    repo_id = push_to or (recipe.push.repo_id if recipe.push else None)
+    if repo_id is not None:
+        from .publish import push
+
+        options = recipe.push
+        pushed = push(
+            out,
+            repo_id,
+            private=options.private if options else False,
+            branch=options.branch if options else None,
+            commit_message=options.commit_message if options else None,
+            token=token,
+            dry_run=dry_run,
+        )
+    return CookResult(out, soup_result, reused, pushed)
+
+
+def _made_by(out: Path, recipe: dict) -> bool:
+    """Whether `out` is a finished soup of exactly this recipe."""
+    try:
+        provenance = json.loads((out / PROVENANCE_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return provenance.get("recipe") == json.loads(json.dumps(recipe))
+
+
+def _selection(recipe: Recipe) -> Selection | None:
+    if recipe.evaluation is None:
+        return None
+    from .tasting import BASELINES, Selection
+
+    e, m = recipe.evaluation, recipe.method
+    return Selection(
+        task=e.task,
+        report=e.report,
+        held_out=e.held_out,
+        fraction=e.fraction,
+        size=e.size,
+        seed=e.seed,
+        dataset=e.dataset,
+        data_files=e.data_files,
+        batch_size=e.batch_size,
+        max_length=e.max_length,
+        accept=m.accept,
+        early_stop=m.early_stop,
+        by_layer=m.by_layer,
+        learned_steps=m.steps,
+        learned_lr=m.lr,
+        compare=tuple(e.compare) if e.compare is not None else BASELINES,
+        force=e.force,
+        plot=e.plot,
+    )

@@ -64,3 +64,17 @@ class InvalidRepoIdError(HfsoupError):
 
 class MissingDependencyError(HfsoupError):
     """An optional package a feature needs is not installed (matplotlib for the results plot)."""
+
+
+class RecipeError(HfsoupError):
+    """A recipe file that cannot be read or does not validate.
+
+    `problems` holds every problem found, each with its location (`method.accept: ...`); the CLI lists them one per
+    line under the message.
+    """
+
+    def __init__(self, message: str, *, fix: str | None = None, problems: list[str] | None = None) -> None:
+        self.problems = list(problems or [])
+        super().__init__(message, fix=fix)
+        if self.problems:
+            self.args = (f"{self}\n" + "\n".join(f"  - {p}" for p in self.problems),)

@@ -22,7 +22,6 @@ from .heldout import DEFAULT_FRACTION, Part, carve, duplicate_inputs
 from .results import ResultsTable, Row, require_matplotlib
 from .scorers import ClassifierScorer, make_scorer
 from .soups import GreedySoup, LearnedSoup, Mixing
-from .soups.engine import iter_tensors
 from .tasks import TEXT_CLASSIFICATION, Task, get_task, text_classification_task
 
 logger = logging.getLogger(__name__)
@@ -275,10 +274,14 @@ def state_loader(
 ) -> Callable[[], dict[str, torch.Tensor]]:
     """Read one ingredient's tensors (float ones as float32), its head rows put in the first ingredient's order."""
 
+    rows, permuted = (list(order) if order is not None else None), set(label_indexed)
+
     def load() -> dict[str, torch.Tensor]:
-        alignment = {0: order} if order is not None else None
         state = {}
-        for name, (tensor,) in iter_tensors([reader], names, alignment=alignment, label_indexed=label_indexed):
+        for name in names:
+            tensor = reader.get(name)  # torch tensors: these states are scored with the model
+            if rows is not None and name in permuted:
+                tensor = tensor[rows]
             state[name] = tensor.float() if torch.is_floating_point(tensor) else tensor
         return state
 
