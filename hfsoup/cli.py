@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from . import __version__
 from .constants import DEFAULT_MAX_SHARD_SIZE, debug
 from .errors import HfsoupError
+from .output import write_file_atomic
 
 logger = logging.getLogger("hfsoup")
 
@@ -242,8 +243,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     else:
         print(report.format_table())
         if args.json:
-            with open(args.json, "w") as f:
-                json.dump(report.to_dict(), f, indent=2)
+            write_file_atomic(args.json, json.dumps(report.to_dict(), indent=2))
     return 0 if report.ok else 1
 
 
@@ -283,11 +283,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         return 0
     print(report.format_table())
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report.to_dict(), f, indent=2)
+        write_file_atomic(args.json, json.dumps(report.to_dict(), indent=2))
     if args.predictions:
-        with open(args.predictions, "w") as f:
-            json.dump({r.split: r.predictions for r in report.results}, f)
+        write_file_atomic(args.predictions, json.dumps({r.split: r.predictions for r in report.results}))
     return 0
 
 

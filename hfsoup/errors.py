@@ -48,3 +48,11 @@ class CorruptCheckpointError(HfsoupError):
 
 class EvaluationError(HfsoupError):
     """An evaluation cannot run as asked: an unknown task or split, a model whose labels do not fit, no examples."""
+
+
+class CorruptDownloadError(HubError):
+    """A downloaded file does not match the checksum the Hub lists for it, even after downloading it again."""
+
+
+class DiskFullError(HfsoupError):
+    """The disk filled up while hfsoup was writing; nothing partial was left behind."""
