@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import importlib
 import logging
 import os
 import time
@@ -415,11 +416,12 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _is_connection_error(exc: BaseException) -> bool:
-    try:
-        import httpx
-
-        if isinstance(exc, httpx.TransportError):
+    # huggingface_hub >= 2 talks HTTP through `httpx2` (earlier versions: `httpx`); both name their errors alike.
+    for module_name in ("httpx2", "httpx"):
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        if isinstance(exc, module.TransportError):
             return True
-    except ImportError:  # pragma: no cover - httpx comes with huggingface_hub >= 1.0
-        pass
     return isinstance(exc, ConnectionError | TimeoutError)

@@ -58,7 +58,9 @@ class FaultRule:
     message: str = "Service temporarily unavailable (injected fault)"
     seconds: float = 0.0
     at: int | None = None
+    skip: int = 0
     fired: int = 0
+    seen: int = 0
 
     def matches(self, request: Request) -> bool:
         if self.times is not None and self.fired >= self.times:
@@ -67,7 +69,10 @@ class FaultRule:
             return False
         if self.token is not None and request.token != self.token:
             return False
-        return self.path is None or self.path.search(unquote(request.path)) is not None
+        if self.path is not None and self.path.search(unquote(request.path)) is None:
+            return False
+        self.seen += 1
+        return self.seen > self.skip
 
 
 @dataclass
@@ -101,6 +106,7 @@ class FaultPlan:
         message: str | None = None,
         seconds: float = 0.0,
         at: int | None = None,
+        skip: int = 0,
     ) -> FaultRule:
         """Add a rule; the first matching rule with faults left fires. See the module docstring for the kinds.
 
@@ -114,6 +120,8 @@ class FaultPlan:
             status (`int`, *optional*, defaults to 503), error_code (`str`), message (`str`): the `status` answer.
             seconds (`float`, *optional*): how long `delay` waits before the endpoint answers.
             at (`int`, *optional*): bytes sent (`truncate`) or read (`drop` of an upload) before the connection drops.
+            skip (`int`, *optional*, defaults to 0): let this many matching requests through first (e.g. 1 to spare
+                the header read that precedes a file's download).
         """
         if kind not in FAULT_KINDS:
             raise ValueError(f"Unknown fault kind {kind!r}; expected one of {', '.join(FAULT_KINDS)}")
@@ -129,6 +137,7 @@ class FaultPlan:
             message=message or FaultRule.message,
             seconds=seconds,
             at=at,
+            skip=skip,
         )
         with self._lock:
             self.rules.append(rule)
