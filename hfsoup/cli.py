@@ -311,7 +311,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _configure_logging(args: argparse.Namespace) -> None:
+def _configure_logging(args: argparse.Namespace) -> logging.Handler:
     level = logging.ERROR if args.quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
@@ -321,6 +321,7 @@ def _configure_logging(args: argparse.Namespace) -> None:
         from huggingface_hub.utils import disable_progress_bars
 
         disable_progress_bars()
+    return handler
 
 
 def format_error(exc: BaseException) -> str:
@@ -359,7 +360,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    _configure_logging(args)
+    level = logger.level
+    handler = _configure_logging(args)
     try:
         return args.func(args)
     except KeyboardInterrupt:
@@ -370,6 +372,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(format_error(exc), file=sys.stderr)
         return exc.exit_code if isinstance(exc, HfsoupError) else 1
+    finally:
+        # main() may be called again in the same process (tests, notebooks): leave logging as it was.
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,14 @@ from .checkpoint import (
     read_weight_map,
     weights_layout,
 )
-from .errors import CorruptDownloadError, DiskFullError, HubError, IngredientNotFoundError, MissingWeightsError
+from .errors import (
+    CorruptCheckpointError,
+    CorruptDownloadError,
+    DiskFullError,
+    HubError,
+    IngredientNotFoundError,
+    MissingWeightsError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -269,6 +276,7 @@ def _checksum(path: Path, kind: str) -> str:
 
 
 _TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
+_HEADER_READS = 3
 
 
 def with_retries(call: Callable[[], object], *, what: str) -> object:
@@ -302,9 +310,9 @@ def with_retries(call: Callable[[], object], *, what: str) -> object:
 
 
 def _is_transient(exc: BaseException) -> bool:
-    from huggingface_hub.errors import HfHubHTTPError, SafetensorsParsingError
+    from huggingface_hub.errors import HfHubHTTPError
 
-    if isinstance(exc, _ChecksumMismatch | SafetensorsParsingError):  # a damaged header read parses badly
+    if isinstance(exc, _ChecksumMismatch):
         return True
     if isinstance(exc, HfHubHTTPError):
         return exc.response is not None and exc.response.status_code in _TRANSIENT_STATUS
@@ -321,12 +329,29 @@ def remote_structure(ingredient: Ingredient, *, token: str | bool | None = None)
     if ingredient.ref.is_local or ingredient.layout.format != "safetensors":
         return None
     from huggingface_hub import HfApi
+    from huggingface_hub.errors import SafetensorsParsingError
 
-    with hub_errors(ingredient.ref):
-        meta = with_retries(
+    def read() -> object:
+        return with_retries(
             lambda: HfApi(token=token).get_safetensors_metadata(ingredient.ref.repo_id, revision=ingredient.sha),
             what=f"reading the safetensors headers of {ingredient.ref.spec}",
         )
+
+    with hub_errors(ingredient.ref):
+        for attempt in range(_HEADER_READS):
+            try:
+                meta = read()
+                break
+            except SafetensorsParsingError as e:
+                # Damaged in transit (read again) or damaged on the Hub (the same answer every time).
+                if attempt == _HEADER_READS - 1:
+                    raise CorruptCheckpointError(
+                        f"Ingredient {ingredient.ref.spec!r} at {ingredient.sha}: {_first_line(e)} (read "
+                        f"{_HEADER_READS} times).",
+                        fix="The file on the Hub is not valid safetensors; ask its author to re-upload it, or leave "
+                        "the ingredient out.",
+                    ) from e
+                logger.warning("the safetensors header of %s did not parse; reading it again", ingredient.ref.spec)
     structure: StructureMap = {}
     for file_meta in meta.files_metadata.values():
         for name, info in file_meta.tensors.items():
