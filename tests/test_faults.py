@@ -213,3 +213,36 @@ def test_fault_plan_counts_and_limits(local_hub, fast_retries):
         except Exception as e:  # noqa: BLE001
             codes.append(e.response.status_code)
     assert codes == [502, 502, 200] and faults.injected == {"status": 2}
+
+
+def test_interrupted_evaluation_writes_nothing_and_the_rerun_matches_a_clean_run(
+    local_hub, families, tmp_path, fast_retries, capsys
+):
+    """`hfsoup eval` whose model download fails past the retries: one clear error, no --json or --predictions file
+    (not even a partial one). A transient fault on the dataset is ridden out. The rerun's files are byte-identical to
+    those of a run that met no fault."""
+    from hfsoup.testing.glue import build_glue, publish_glue, tiny_classifier
+
+    publish_glue(build_glue(tmp_path / "glue", tasks=["sst2"]))
+    upload(tiny_classifier(families["bert"].base, "sst2", tmp_path / "clf"), f"{ORG}/clf")
+    args = ["eval", f"{ORG}/clf", "--task", "sst2"]
+    clean = [*args, "--json", str(tmp_path / "clean.json"), "--predictions", str(tmp_path / "clean-pred.json")]
+    assert main(clean) == 0
+
+    for cache in ("hub", "datasets"):  # the faulty run downloads everything anew
+        (tmp_path / "hf_home" / cache).rename(tmp_path / f"first-{cache}")
+    local_hub.faults.add("status", method="GET", path=r"^/datasets/nyu-mll/glue/resolve/.*\.parquet$", status=503)
+    local_hub.faults.add("status", method="GET", path=rf"{ORG}/clf/resolve/.*\.safetensors$", times=None)
+    outputs = ["--json", str(tmp_path / "scores.json"), "--predictions", str(tmp_path / "pred.json")]
+    assert main([*args, *outputs]) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert "answered HTTP 503 for ingredient 'faults/clf' after 4 tries" in err and "Traceback" not in err
+    assert not (tmp_path / "scores.json").exists() and not (tmp_path / "pred.json").exists()
+    assert not [p for p in tmp_path.iterdir() if ".hfsoup-tmp-" in p.name]
+
+    assert local_hub.faults.injected["status"] == 5  # the dataset's fault too: its download was ridden out
+
+    local_hub.faults.clear()
+    assert main([*args, *outputs]) == 0
+    assert (tmp_path / "scores.json").read_bytes() == (tmp_path / "clean.json").read_bytes()
+    assert (tmp_path / "pred.json").read_bytes() == (tmp_path / "clean-pred.json").read_bytes()
