@@ -17,6 +17,7 @@ import contextlib
 import errno
 import hashlib
 import importlib
+import json
 import logging
 import os
 import time
@@ -312,8 +313,8 @@ def with_retries(call: Callable[[], object], *, what: str) -> object:
 def _is_transient(exc: BaseException) -> bool:
     from huggingface_hub.errors import HfHubHTTPError
 
-    if isinstance(exc, _ChecksumMismatch):
-        return True
+    if isinstance(exc, _ChecksumMismatch | json.JSONDecodeError | UnicodeDecodeError):
+        return True  # a file, or an API answer, damaged in transit
     if isinstance(exc, HfHubHTTPError):
         return exc.response is not None and exc.response.status_code in _TRANSIENT_STATUS
     if isinstance(exc, OSError) and exc.errno is None and "Consistency check failed" in str(exc):
