@@ -99,7 +99,7 @@ def _load_repo(task: Task, spec: str, *, token: str | bool | None) -> tuple[dict
 
     from . import constants
     from .errors import HubError
-    from .hub import with_retries
+    from .hub import _TRANSIENT_STATUS, with_retries
 
     try:
         # `datasets` retries no HTTP 5xx of a data file download: hfsoup's bounded retries do (see hub.py).
@@ -110,7 +110,9 @@ def _load_repo(task: Task, spec: str, *, token: str | bool | None) -> tuple[dict
             what=f"loading dataset {source}",
         )
     except HfHubHTTPError as exc:
-        status = exc.response.status_code if exc.response is not None else "?"
+        status = exc.response.status_code if exc.response is not None else None
+        if status not in _TRANSIENT_STATUS:
+            raise
         raise HubError(
             f"The Hub at {constants.hub_endpoint()} answered HTTP {status} while downloading dataset {source} "
             f"({constants.hub_retries() + 1} tries): {str(exc).splitlines()[0]}",

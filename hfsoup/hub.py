@@ -422,10 +422,11 @@ def hub_errors(ref: IngredientRef) -> Iterator[None]:
             ) from exc
         if _is_connection_error(exc) or _is_transient(exc):
             raise HubError(
-                f"Could not download from the Hub at {endpoint} for ingredient {ref.spec!r} "
-                f"({_first_line(exc)}), {constants.hub_retries() + 1} tries in a row.",
+                f"Could not get ingredient {ref.spec!r} from the Hub at {endpoint} ({_first_line(exc)}), "
+                f"{constants.hub_retries() + 1} tries in a row.",
                 fix="Check your network or HF_ENDPOINT, then rerun: completed files are kept in the cache and a "
-                "partial one resumes; HFSOUP_HUB_RETRIES sets how many times hfsoup retries.",
+                "partial one resumes; HFSOUP_HUB_RETRIES sets how many times hfsoup retries. Models already "
+                "downloaded can also be named by their local folder.",
             ) from exc
         if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise DiskFullError(

@@ -263,6 +263,27 @@ def test_disk_full_writing_a_report_keeps_the_old_one(tmp_path, monkeypatch):
     assert target.read_text() == '{"old": true}' and [p.name for p in tmp_path.iterdir()] == ["scores.json"]
 
 
+def test_disk_full_while_downloading_into_the_cache(local_hub, tmp_path, monkeypatch, capsys):
+    """The Hub cache's disk fills up during a download: a clear error naming the cache and the fix, no retries of
+    something retrying cannot mend, no output."""
+    from huggingface_hub import file_download
+
+    for i in range(2):
+        upload(make_checkpoint(tmp_path / f"ft{i}", seed=i), f"{ORG}/dl{i}")
+    calls = []
+
+    def full(*args, **kwargs):
+        calls.append(args[0])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(file_download, "http_get", full)
+    out = tmp_path / "out"
+    code = main(["soup", f"{ORG}/dl0", f"{ORG}/dl1", "-o", str(out)])
+    clean_failure(code, capsys.readouterr().err, "No space left on the device while downloading", "HF_HUB_CACHE")
+    # One attempt of snapshot_download (config.json and tokenizer.json, in parallel), not retried.
+    assert len(calls) == len(set(calls)) <= 2 and not out.exists()
+
+
 def _can_mount_tmpfs() -> bool:
     if shutil.which("unshare") is None:
         return False
