@@ -119,6 +119,11 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
         kind = options.pop("kind")
         plan.add(kind, times=None, probability=args.rate * share, **options)
         del name
+    seen = _HubLog()  # what hfsoup itself did about the faults: retries, damaged files caught
+    hub_logger = logging.getLogger("hfsoup.hub")
+    hub_logger.addHandler(seen)
+    hub_logger.setLevel(logging.WARNING)
+    hub_logger.propagate = False  # counted, not printed
     counts = {"soups right": 0, "evals right": 0, "wrong": 0, "lost": 0, "failed cleanly": 0}
     failures: list[str] = []
     loop_started = time.perf_counter()
@@ -160,11 +165,23 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
     print(f"  fault rate {args.rate:.3f} per request; {requests} requests answered, {plan.total} faults injected:")
     for kind, n in sorted(plan.injected.items()):
         print(f"    {kind:<9} {n}")
+    print(f"  hfsoup retried {seen.retries} Hub calls; {seen.mismatches} downloads failed their checksum, redone")
     print("  outputs: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     print(f"  time: setup {setup_s:.0f} s, loop {loop_s:.0f} s ({loop_s / max(args.soups, 1):.2f} s per round)")
     for line in failures:
         print(f"  - {line}")
     return 0 if counts["wrong"] == 0 and counts["lost"] == 0 else 1
+
+
+class _HubLog(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.retries = self.mismatches = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        self.retries += "trying again" in message or "reading it again" in message
+        self.mismatches += "does not match its checksum" in message
 
 
 def _round(i: int, repos: list[str]) -> tuple[list[str], list[float]]:
