@@ -78,6 +78,7 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
     from hfsoup import soup
     from hfsoup.errors import HfsoupError
     from hfsoup.evaluator import Evaluator
+    from hfsoup.output import staging_path
     from hfsoup.testing.env import use_local_hub
     from hfsoup.testing.families import build_family
     from hfsoup.testing.glue import build_glue, publish_glue, tiny_classifier
@@ -127,6 +128,7 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
     counts = {"soups right": 0, "evals right": 0, "wrong": 0, "lost": 0, "failed cleanly": 0}
     failures: list[str] = []
     loop_started = time.perf_counter()
+    (workdir / "out").mkdir()
     for i, (ingredients, weights) in enumerate(rounds):
         out = workdir / "out" / f"soup{i}"
         with fresh_home():
@@ -138,7 +140,7 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
                 if not ok:
                     failures.append(f"soup {i}: WRONG output {digest}")
             except HfsoupError as e:
-                leftovers = [p.name for p in out.parent.iterdir() if p.name.startswith((out.name, f".{out.name}"))]
+                leftovers = [p.name for p in out.parent.iterdir() if p.name in (out.name, staging_path(out).name)]
                 counts["lost" if leftovers else "failed cleanly"] += 1
                 failures.append(f"soup {i}: {type(e).__name__}: {e.message[:160]} (left behind: {leftovers})")
             if args.eval_every and i % args.eval_every == args.eval_every - 1:

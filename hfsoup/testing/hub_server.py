@@ -289,7 +289,8 @@ class LocalHubServer:
         require_write_token (`bool`, *optional*, defaults to `False`):
             Refuse writes without a bearer token (any token is accepted). Reads of private repos always need one.
         faults (`FaultHook`, *optional*):
-            Consulted on every request, to inject failures.
+            Consulted on every request, to inject failures: a `hfsoup.testing.hub_faults.FaultPlan` (500/503 then
+            success, delays, truncated or corrupted bodies, dropped connections), as the `local_hub` fixture has.
 
     Example:
         ```py
