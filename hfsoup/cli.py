@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from . import __version__
 from .constants import DEFAULT_MAX_SHARD_SIZE, debug
 from .errors import HfsoupError
+from .output import write_file_atomic
 
 logger = logging.getLogger("hfsoup")
 
@@ -420,8 +421,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     else:
         print(report.format_table())
         if args.json:
-            with open(args.json, "w") as f:
-                json.dump(report.to_dict(), f, indent=2)
+            write_file_atomic(args.json, json.dumps(report.to_dict(), indent=2))
     return 0 if report.ok else 1
 
 
@@ -461,11 +461,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         return 0
     print(report.format_table())
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report.to_dict(), f, indent=2)
+        write_file_atomic(args.json, json.dumps(report.to_dict(), indent=2))
     if args.predictions:
-        with open(args.predictions, "w") as f:
-            json.dump({r.split: r.predictions for r in report.results}, f)
+        write_file_atomic(args.predictions, json.dumps({r.split: r.predictions for r in report.results}))
     return 0
 
 
@@ -563,7 +561,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _configure_logging(args: argparse.Namespace) -> None:
+def _configure_logging(args: argparse.Namespace) -> logging.Handler:
     level = logging.ERROR if args.quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
@@ -573,6 +571,7 @@ def _configure_logging(args: argparse.Namespace) -> None:
         from huggingface_hub.utils import disable_progress_bars
 
         disable_progress_bars()
+    return handler
 
 
 def format_error(exc: BaseException) -> str:
@@ -613,7 +612,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    _configure_logging(args)
+    level = logger.level
+    handler = _configure_logging(args)
     try:
         return args.func(args)
     except KeyboardInterrupt:
@@ -624,6 +624,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(format_error(exc), file=sys.stderr)
         return exc.exit_code if isinstance(exc, HfsoupError) else 1
+    finally:
+        # main() may be called again in the same process (tests, notebooks): leave logging as it was.
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 if __name__ == "__main__":

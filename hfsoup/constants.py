@@ -28,3 +28,24 @@ def hub_endpoint() -> str:
         return constants.ENDPOINT
     except ImportError:  # pragma: no cover - huggingface_hub is a dependency
         return os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+
+
+def hub_retries() -> int:
+    """`HFSOUP_HUB_RETRIES` (default 5): how many times a Hub call that failed transiently (HTTP 408, 429, 5xx, a
+    timeout, a dropped connection, a download that fails its checksum) is tried again before hfsoup gives up."""
+    return max(0, int(os.environ.get("HFSOUP_HUB_RETRIES", "5")))
+
+
+def hub_retry_wait() -> float:
+    """`HFSOUP_HUB_RETRY_WAIT` (default 1 s): the first wait between tries; it doubles each time, up to 16 s."""
+    return max(0.0, float(os.environ.get("HFSOUP_HUB_RETRY_WAIT", "1")))
+
+
+def hub_cache() -> str:
+    """The Hugging Face Hub cache folder (`HF_HUB_CACHE`, as `huggingface_hub` read it)."""
+    try:
+        from huggingface_hub import constants
+
+        return constants.HF_HUB_CACHE
+    except ImportError:  # pragma: no cover - huggingface_hub is a dependency
+        return os.environ.get("HF_HUB_CACHE", "~/.cache/huggingface/hub")

@@ -78,3 +78,11 @@ class RecipeError(HfsoupError):
         super().__init__(message, fix=fix)
         if self.problems:
             self.args = (f"{self}\n" + "\n".join(f"  - {p}" for p in self.problems),)
+
+
+class CorruptDownloadError(HubError):
+    """A downloaded file does not match the checksum the Hub lists for it, even after downloading it again."""
+
+
+class DiskFullError(HfsoupError):
+    """The disk filled up while hfsoup was writing; nothing partial was left behind."""

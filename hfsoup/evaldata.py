@@ -95,10 +95,29 @@ def _load_repo(task: Task, spec: str, *, token: str | bool | None) -> tuple[dict
     if not os.path.isdir(path):
         provenance["sha"] = _dataset_sha(path, revision or None, token=token)
     source = f"{spec} ({task.config})"
+    from huggingface_hub.errors import HfHubHTTPError
+
+    from . import constants
+    from .errors import HubError
+    from .hub import _TRANSIENT_STATUS, with_retries
+
     try:
-        loaded = datasets.load_dataset(
-            path, task.config, revision=provenance.get("sha") or revision or None, token=token
+        # `datasets` retries no HTTP 5xx of a data file download: hfsoup's bounded retries do (see hub.py).
+        loaded = with_retries(
+            lambda: datasets.load_dataset(
+                path, task.config, revision=provenance.get("sha") or revision or None, token=token
+            ),
+            what=f"loading dataset {source}",
         )
+    except HfHubHTTPError as exc:
+        status = exc.response.status_code if exc.response is not None else None
+        if status not in _TRANSIENT_STATUS:
+            raise
+        raise HubError(
+            f"The Hub at {constants.hub_endpoint()} answered HTTP {status} while downloading dataset {source} "
+            f"({constants.hub_retries() + 1} tries): {str(exc).splitlines()[0]}",
+            fix="Retry later (files already downloaded are kept in the cache); check HF_ENDPOINT and your token.",
+        ) from exc
     except ValueError as exc:
         _raise_if_empty(exc, source)
         if "BuilderConfig" in str(exc):

@@ -3,17 +3,29 @@
 Every Hub ingredient is resolved to a 40-hex commit SHA once, up front; all later reads use that SHA, so a branch
 moving during a long soup cannot mix two versions of a model. Downloads go through the Hub cache
 (`snapshot_download`), with `huggingface_hub`'s progress bars.
+
+On a flaky network: `huggingface_hub` resumes a file download whose connection dropped or timed out and checks its
+size, but it does not retry API calls (repo info, headers) or file answers of HTTP 5xx, and it never checks the
+content. So every Hub call here is retried a bounded number of times on transient failures (`with_retries`), and
+every downloaded file is compared with the checksum the Hub lists for it (the LFS sha256, or the git blob id of a
+small file): a file that does not match is deleted from the cache and downloaded again, and is never used.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import hashlib
+import importlib
+import json
 import logging
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import constants
 from .checkpoint import (
     SAFE_WEIGHTS_NAME,
     StructureMap,
@@ -22,7 +34,14 @@ from .checkpoint import (
     read_weight_map,
     weights_layout,
 )
-from .errors import HubError, IngredientNotFoundError, MissingWeightsError
+from .errors import (
+    CorruptCheckpointError,
+    CorruptDownloadError,
+    DiskFullError,
+    HubError,
+    IngredientNotFoundError,
+    MissingWeightsError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -108,6 +127,8 @@ class Ingredient:
     files: list[str]  # repo-relative files to fetch (weights resolved later for indexed checkpoints)
     local_dir: Path | None = None  # where its files are once fetched (a cache snapshot, or the folder itself)
     structure: StructureMap = field(default_factory=dict)
+    #: What the Hub lists for each file: ("sha256", LFS oid) or ("git-sha1", blob id); downloads are checked on it.
+    checksums: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -158,12 +179,22 @@ def resolve(spec: str | IngredientRef, *, token: str | bool | None = None, allow
     from huggingface_hub import HfApi
 
     with hub_errors(ref):
-        info = HfApi(token=token).model_info(ref.repo_id, revision=ref.revision)
+        # files_metadata: the LFS sha256 and git blob id of every file, which each download is checked against.
+        info = with_retries(
+            lambda: HfApi(token=token).model_info(ref.repo_id, revision=ref.revision, files_metadata=True),
+            what=f"resolving {ref.spec}",
+        )
     siblings = [s.rfilename for s in info.siblings or []]
     layout = _check_layout(ref.spec, weights_layout(siblings), allow_pickle=allow_pickle)
     files = sorted(n for n in siblings if n in SUPPORT_FILES)
+    checksums = {}
+    for sibling in info.siblings or []:
+        if sibling.lfs is not None:
+            checksums[sibling.rfilename] = ("sha256", sibling.lfs.sha256)
+        elif sibling.blob_id:
+            checksums[sibling.rfilename] = ("git-sha1", sibling.blob_id)
     logger.info("resolved %s to %s", ref.spec, info.sha)
-    return Ingredient(ref, info.sha, layout, files)
+    return Ingredient(ref, info.sha, layout, files, checksums=checksums)
 
 
 def fetch(ingredient: Ingredient, *, token: str | bool | None = None, weights: bool = True) -> Path:
@@ -176,19 +207,119 @@ def fetch(ingredient: Ingredient, *, token: str | bool | None = None, weights: b
     from huggingface_hub import hf_hub_download, snapshot_download
 
     ref, layout = ingredient.ref, ingredient.layout
-    weight_files = list(layout.files) if weights else []
-    with hub_errors(ref):
+
+    def download() -> Path:
+        weight_files = list(layout.files) if weights else []
         if weights and layout.index_file:
             index_path = hf_hub_download(ref.repo_id, layout.index_file, revision=ingredient.sha, token=token)
+            _verify(ingredient, Path(index_path).parent, [layout.index_file])
             weight_files = [layout.index_file, *sorted(set(read_weight_map(index_path).values()))]
-        folder = snapshot_download(
-            ref.repo_id,
-            revision=ingredient.sha,
-            allow_patterns=[*ingredient.files, *weight_files],
-            token=token,
-        )
-    ingredient.local_dir = Path(folder)
+        wanted = [*ingredient.files, *weight_files]
+        folder = Path(snapshot_download(ref.repo_id, revision=ingredient.sha, allow_patterns=wanted, token=token))
+        _verify(ingredient, folder, wanted)
+        return folder
+
+    with hub_errors(ref):
+        try:
+            ingredient.local_dir = with_retries(download, what=f"downloading {ref.spec}")
+        except _ChecksumMismatch as e:
+            raise CorruptDownloadError(
+                f"{e} in ingredient {ref.spec!r} at {ingredient.sha} did not match the checksum the Hub lists for "
+                f"it, {constants.hub_retries() + 1} downloads in a row; the damaged copies were deleted and never "
+                "used.",
+                fix="Something between you and the Hub alters the data (a proxy, a failing disk or network card): "
+                "retry on another network or machine; raise HFSOUP_HUB_RETRIES to try more times.",
+            ) from e
     return ingredient.local_dir
+
+
+class _ChecksumMismatch(Exception):
+    """A downloaded file whose content is not what the Hub lists (removed from the cache; retried)."""
+
+
+def _verify(ingredient: Ingredient, folder: Path, names: list[str]) -> None:
+    """Compare each downloaded file with the Hub's checksum; delete and report the ones that differ.
+
+    A file already checked is remembered by a marker (its blob's size and mtime) in the cache, so a rerun does not
+    hash gigabytes again.
+    """
+    bad = []
+    for name in names:
+        expected = ingredient.checksums.get(name)
+        path = folder / name
+        if expected is None or not path.exists():
+            continue
+        blob = Path(os.path.realpath(path))
+        stat = blob.stat()
+        stamp = f"{stat.st_size}:{stat.st_mtime_ns}"
+        marker = folder.parent.parent / ".hfsoup-verified" / expected[1]
+        if marker.is_file() and marker.read_text() == stamp:
+            continue
+        if _checksum(blob, expected[0]) == expected[1]:
+            marker.parent.mkdir(exist_ok=True)
+            marker.write_text(stamp)
+            continue
+        logger.warning("%s of %s does not match its checksum on the Hub; deleting it", name, ingredient.ref.spec)
+        bad.append(name)
+        path.unlink(missing_ok=True)
+        blob.unlink(missing_ok=True)
+    if bad:
+        raise _ChecksumMismatch(", ".join(bad))
+
+
+def _checksum(path: Path, kind: str) -> str:
+    """The sha256 of the content (LFS oid), or the git blob id: sha1 of `blob <size>\\0` and the content."""
+    digest = hashlib.sha256() if kind == "sha256" else hashlib.sha1(b"blob %d\0" % path.stat().st_size)
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 24):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+_TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
+_HEADER_READS = 3
+
+
+def with_retries(call: Callable[[], object], *, what: str) -> object:
+    """`call()`, tried again on transient failures: HTTP 408, 429 and 5xx, timeouts, dropped connections, a
+    truncated download, a checksum mismatch. At most `HFSOUP_HUB_RETRIES` retries (default 5), waiting
+    `HFSOUP_HUB_RETRY_WAIT` seconds (default 1), doubling each time; then the last error is raised.
+
+    Example:
+        ```py
+        >>> info = with_retries(lambda: HfApi().model_info("org/name"), what="resolving org/name")
+        ```
+    """
+    retries, wait = constants.hub_retries(), constants.hub_retry_wait()
+    for attempt in range(retries + 1):
+        try:
+            return call()
+        except Exception as exc:
+            if attempt == retries or not _is_transient(exc):
+                raise
+            logger.warning(
+                "%s failed (%s); trying again in %.1f s (retry %d of %d)",
+                what,
+                _first_line(exc),
+                wait,
+                attempt + 1,
+                retries,
+            )
+            time.sleep(wait)
+            wait = min(2 * wait, 16.0)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _is_transient(exc: BaseException) -> bool:
+    from huggingface_hub.errors import HfHubHTTPError
+
+    if isinstance(exc, _ChecksumMismatch | json.JSONDecodeError | UnicodeDecodeError):
+        return True  # a file, or an API answer, damaged in transit
+    if isinstance(exc, HfHubHTTPError):
+        return exc.response is not None and exc.response.status_code in _TRANSIENT_STATUS
+    if isinstance(exc, OSError) and exc.errno is None and "Consistency check failed" in str(exc):
+        return True  # huggingface_hub's size check after its own resume attempts
+    return _is_connection_error(exc)
 
 
 def remote_structure(ingredient: Ingredient, *, token: str | bool | None = None) -> StructureMap | None:
@@ -199,9 +330,29 @@ def remote_structure(ingredient: Ingredient, *, token: str | bool | None = None)
     if ingredient.ref.is_local or ingredient.layout.format != "safetensors":
         return None
     from huggingface_hub import HfApi
+    from huggingface_hub.errors import SafetensorsParsingError
+
+    def read() -> object:
+        return with_retries(
+            lambda: HfApi(token=token).get_safetensors_metadata(ingredient.ref.repo_id, revision=ingredient.sha),
+            what=f"reading the safetensors headers of {ingredient.ref.spec}",
+        )
 
     with hub_errors(ingredient.ref):
-        meta = HfApi(token=token).get_safetensors_metadata(ingredient.ref.repo_id, revision=ingredient.sha)
+        for attempt in range(_HEADER_READS):
+            try:
+                meta = read()
+                break
+            except SafetensorsParsingError as e:
+                # Damaged in transit (read again) or damaged on the Hub (the same answer every time).
+                if attempt == _HEADER_READS - 1:
+                    raise CorruptCheckpointError(
+                        f"Ingredient {ingredient.ref.spec!r} at {ingredient.sha}: {_first_line(e)} (read "
+                        f"{_HEADER_READS} times).",
+                        fix="The file on the Hub is not valid safetensors; ask its author to re-upload it, or leave "
+                        "the ingredient out.",
+                    ) from e
+                logger.warning("the safetensors header of %s did not parse; reading it again", ingredient.ref.spec)
     structure: StructureMap = {}
     for file_meta in meta.files_metadata.values():
         for name, info in file_meta.tensors.items():
@@ -223,8 +374,6 @@ def hub_errors(ref: IngredientRef) -> Iterator[None]:
             RepositoryNotFoundError,
             RevisionNotFoundError,
         )
-
-        from . import constants
 
         endpoint = constants.hub_endpoint()
         if isinstance(exc, GatedRepoError):
@@ -258,14 +407,32 @@ def hub_errors(ref: IngredientRef) -> Iterator[None]:
             ) from exc
         if isinstance(exc, HfHubHTTPError):
             status = exc.response.status_code if exc.response is not None else "?"
+            if status == 401:
+                raise HubError(
+                    f"The Hub at {endpoint} refused the token sent for ingredient {ref.spec!r} (HTTP 401): it is "
+                    "invalid, expired or revoked.",
+                    fix="Create a new token at https://huggingface.co/settings/tokens and log in again with "
+                    "'hf auth login', set HF_TOKEN or pass --token.",
+                ) from exc
+            tries = f" after {constants.hub_retries() + 1} tries" if status in _TRANSIENT_STATUS else ""
             raise HubError(
-                f"The Hub at {endpoint} answered HTTP {status} for ingredient {ref.spec!r}: {_first_line(exc)}",
-                fix="Retry later; if it persists, check HF_ENDPOINT and your token.",
+                f"The Hub at {endpoint} answered HTTP {status} for ingredient {ref.spec!r}{tries}: {_first_line(exc)}",
+                fix="Retry later (a rerun resumes from what is in the cache); if it persists, check HF_ENDPOINT and "
+                "your token; HFSOUP_HUB_RETRIES sets how many times hfsoup retries.",
             ) from exc
-        if _is_connection_error(exc):
+        if _is_connection_error(exc) or _is_transient(exc):
             raise HubError(
-                f"Could not reach the Hub at {endpoint} to resolve ingredient {ref.spec!r} ({_first_line(exc)}).",
-                fix="Check your network or HF_ENDPOINT; models already in the cache can be named by local folder.",
+                f"Could not get ingredient {ref.spec!r} from the Hub at {endpoint} ({_first_line(exc)}), "
+                f"{constants.hub_retries() + 1} tries in a row.",
+                fix="Check your network or HF_ENDPOINT, then rerun: completed files are kept in the cache and a "
+                "partial one resumes; HFSOUP_HUB_RETRIES sets how many times hfsoup retries. Models already "
+                "downloaded can also be named by their local folder.",
+            ) from exc
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFullError(
+                f"No space left on the device while downloading ingredient {ref.spec!r} into the Hub cache "
+                f"({exc.filename or constants.hub_cache()}).",
+                fix="Free some space, or point HF_HUB_CACHE (or HF_HOME) at a larger disk, then rerun.",
             ) from exc
         raise
 
@@ -276,11 +443,12 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _is_connection_error(exc: BaseException) -> bool:
-    try:
-        import httpx
-
-        if isinstance(exc, httpx.TransportError):
+    # huggingface_hub >= 2 talks HTTP through `httpx2` (earlier versions: `httpx`); both name their errors alike.
+    for module_name in ("httpx2", "httpx"):
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        if isinstance(exc, module.TransportError):
             return True
-    except ImportError:  # pragma: no cover - httpx comes with huggingface_hub >= 1.0
-        pass
     return isinstance(exc, ConnectionError | TimeoutError)

@@ -8,6 +8,7 @@ untouched, and the staging folder is removed unless it holds completed work that
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import shutil
@@ -16,9 +17,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .constants import TMP_MARKER
-from .errors import OutputExistsError
+from .errors import DiskFullError, OutputExistsError
 
 logger = logging.getLogger(__name__)
+
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 def check_output(output_dir: str | os.PathLike, *, overwrite: bool) -> Path:
@@ -85,12 +88,44 @@ def staged_output(
     except BaseException as e:
         if not is_main:
             raise
+        if isinstance(e, OSError) and e.errno in _DISK_FULL:
+            # Nothing partial stays behind, not even completed shards: the user must free space first anyway.
+            shutil.rmtree(staging, ignore_errors=True)
+            _remove_empty(created)
+            raise DiskFullError(
+                f"No space left on the device while writing {out} (in its staging folder {staging}); the staging "
+                "folder was removed and nothing was moved into place.",
+                fix="Free some space, or write to a folder on another disk with -o, then run the command again.",
+            ) from e
         resumable = not isinstance(e, HfsoupError) and any((staging / PROGRESS_DIR).glob("*.json"))
         if resumable:
             logger.warning("interrupted; completed shards are kept in %s: rerun with --resume to reuse them", staging)
         else:
             shutil.rmtree(staging, ignore_errors=True)
-            for parent in created:  # innermost first: only the folders this call made, and only if still empty
-                with contextlib.suppress(OSError):
-                    parent.rmdir()
+            _remove_empty(created)
+        raise
+
+
+def _remove_empty(created: list[Path]) -> None:
+    for parent in created:  # innermost first: only the folders this call made, and only if still empty
+        with contextlib.suppress(OSError):
+            parent.rmdir()
+
+
+def write_file_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write `text` to `path` through a temporary file in the same folder, renamed into place when complete: a
+    reader (or a rerun after a crash or a full disk) sees the old file or the new one, never half of one."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}{TMP_MARKER}{os.getpid()}")
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        if e.errno in _DISK_FULL:
+            raise DiskFullError(
+                f"No space left on the device while writing {path}; it was not written (an older copy is kept).",
+                fix="Free some space, or write the file to another disk, then run the command again.",
+            ) from e
         raise

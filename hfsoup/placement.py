@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from . import distributed
+from .errors import EvaluationError
 from .predictors import predictor_for
 
 logger = logging.getLogger(__name__)
@@ -33,7 +34,9 @@ def load_tokenizer(tokenizer: Any, *, token: str | bool | None, loader: Callable
     if loader is None:
         from transformers import AutoTokenizer
 
-        loader = AutoTokenizer.from_pretrained
+        def loader(folder: str) -> Any:
+            return AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
+
     return loader(path)
 
 
@@ -49,9 +52,19 @@ def load_model(model: Any, *, kind: str | None, token: str | bool | None) -> tup
     ingredient = resolve(str(model), token=token)
     path = fetch(ingredient, token=token)
     provenance = {**ingredient.provenance(), "path": str(path)}
-    config = AutoConfig.from_pretrained(path)
-    predictor = predictor_for(config.architectures or [], kind=kind, model_name=str(model))
-    return predictor.load(str(path), **placement(path)), provenance
+    try:
+        config = AutoConfig.from_pretrained(path, trust_remote_code=False)
+        predictor = predictor_for(config.architectures or [], kind=kind, model_name=str(model))
+        return predictor.load(str(path), **placement(path)), provenance
+    except ValueError as e:
+        if "trust_remote_code" not in str(e):
+            raise
+        raise EvaluationError(
+            f"Model {str(model)!r} needs Python code from its own repo to load (its config.json has an 'auto_map'); "
+            "hfsoup never runs code that comes with a model.",
+            fix="Evaluate a model whose architecture transformers ships, or, if you have read and trust that code, "
+            "load it yourself with trust_remote_code=True and pass the loaded model to hfsoup.evaluate_model.",
+        ) from e
 
 
 def placement(path: Path) -> dict[str, Any]:

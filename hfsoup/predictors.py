@@ -39,13 +39,14 @@ class Predictor:
         """The model at `path`; `kwargs` (placement, dtype) go to `from_pretrained`."""
         import transformers
 
-        return getattr(transformers, self.auto_class_name).from_pretrained(path, **kwargs)
+        # Never code from the model's repo (auto_map): hfsoup loads only architectures transformers ships.
+        return getattr(transformers, self.auto_class_name).from_pretrained(path, trust_remote_code=False, **kwargs)
 
     def load_tokenizer(self, path: str) -> Any:
         """What `encode` and `collate` receive as `tokenizer`, from a model folder (a processor for image models)."""
         from transformers import AutoTokenizer
 
-        return AutoTokenizer.from_pretrained(path)
+        return AutoTokenizer.from_pretrained(path, trust_remote_code=False)
 
     def prepare(self, model: Any, task: Task, *, model_name: str, tokenizer: Any = None) -> Any:
         """Check that `model` can be evaluated on `task`; return what `predict` needs (e.g. a label mapping).

@@ -75,7 +75,7 @@ class ImageClassificationPredictor(_ImageInputs):
     def load_tokenizer(self, path: str) -> Any:
         from transformers import AutoImageProcessor
 
-        return AutoImageProcessor.from_pretrained(path)
+        return AutoImageProcessor.from_pretrained(path, trust_remote_code=False)
 
     def prepare(self, model: Any, task: Task, *, model_name: str, tokenizer: Any = None) -> Any:
         # The label checks of a text classifier hold for an image classifier as they are.
@@ -99,7 +99,7 @@ class CLIPZeroShotPredictor(_ImageInputs):
     def load_tokenizer(self, path: str) -> Any:
         from transformers import AutoProcessor
 
-        return AutoProcessor.from_pretrained(path)
+        return AutoProcessor.from_pretrained(path, trust_remote_code=False)
 
     def prepare(self, model: Any, task: Task, *, model_name: str, tokenizer: Any = None) -> Any:
         """The class embeddings, `(num_classes, dim)`: computed once per evaluation, for the model as it is now."""

@@ -54,12 +54,17 @@ def hf_home(tmp_path, monkeypatch):
 def local_hub(tmp_path, hf_home):
     """A local Hub server on a free loopback port, with every Hugging Face client pointed at it.
 
-    Yields the running `LocalHubServer`; its `url` is also in `HF_ENDPOINT` for the duration of the test.
+    Yields the running `LocalHubServer`; its `url` is also in `HF_ENDPOINT` for the duration of the test. Its
+    `faults` is an empty `FaultPlan`: `local_hub.faults.add("status", path=..., status=503)` injects failures.
     """
     from hfsoup.testing.env import use_local_hub
+    from hfsoup.testing.hub_faults import FaultPlan
     from hfsoup.testing.hub_server import LocalHubServer
 
-    with LocalHubServer(tmp_path / "hub_store") as server, use_local_hub(server.url, hf_home):
+    with (
+        LocalHubServer(tmp_path / "hub_store", faults=FaultPlan()) as server,
+        use_local_hub(server.url, hf_home),
+    ):
         yield server
 
 

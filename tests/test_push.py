@@ -18,7 +18,7 @@ from hfsoup.cli import main
 from hfsoup.errors import HubError
 from hfsoup.testing.env import use_local_hub
 from hfsoup.testing.families import publish_family
-from hfsoup.testing.hub_faults import FailOnce
+from hfsoup.testing.hub_faults import FaultPlan
 from hfsoup.testing.hub_server import LocalHubServer
 from hfsoup.testing.publish import upload
 from tests.test_card import add_scores
@@ -87,14 +87,15 @@ def test_commit_failing_after_the_uploads_leaves_the_repo_unchanged(hub, soup_di
     head, files = HfApi().model_info("push/soup").sha, HfApi().list_repo_files("push/soup")
     # A different soup (other weights), so the retry has new LFS objects to upload.
     other = hfsoup.soup(["push/tiny-bert-ft0", "push/tiny-bert-ft1"], tmp_path / "soup2", weights=[0.8, 0.2])
-    hub.faults = FailOnce("POST", "/api/models/push/soup/commit/*")
+    hub.faults = FaultPlan()
+    hub.faults.add("status", method="POST", path=r"^/api/models/push/soup/commit/", status=500)
     start = len(hub.traffic)
 
     with pytest.raises(HubError, match="HTTP 500.*Nothing was committed"):
         hfsoup.push(other.output_dir, "push/soup", token=TOKEN)
     uploads = [(m, p, s) for m, p, s, _ in hub.traffic[start:] if m == "PUT" and p.startswith("/_lfs/")]
     assert uploads and all(s == 200 for _, _, s in uploads)  # the weights did reach the server
-    assert hub.faults.fired == ["/api/models/push/soup/commit/main"]
+    assert hub.faults.log == [("status", "POST", "/api/models/push/soup/commit/main")]
     assert HfApi().model_info("push/soup").sha == head
     assert HfApi().list_repo_files("push/soup") == files
     assert commits("push/soup")[0] == head

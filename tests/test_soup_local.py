@@ -15,6 +15,7 @@ import hfsoup
 from hfsoup.checkpoint import CheckpointReader
 from hfsoup.cli import main
 from hfsoup.errors import (
+    DiskFullError,
     IncompatibleIngredientsError,
     IngredientNotFoundError,
     InvalidSoupArgumentsError,
@@ -131,7 +132,7 @@ def test_failure_midway_leaves_nothing(tmp_path, ingredients, monkeypatch):
 
     monkeypatch.setattr(engine, "SafetensorsStreamWriter", broken)
     out = tmp_path / "deep" / "out"
-    with pytest.raises(OSError):
+    with pytest.raises(DiskFullError, match="No space left on the device"):
         hfsoup.soup(ingredients, out)
     assert not (tmp_path / "deep").exists()  # neither the output nor the parents this call created
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ft0", "ft1", "ft2"]

@@ -68,6 +68,8 @@ class Response:
     headers: dict[str, str] = field(default_factory=dict)
     #: (path, start, length): stream this slice of a file instead of `body`.
     file: tuple[Path, int, int] | None = None
+    #: Fault injection (`hub_faults`): send only this many body bytes, then drop the connection.
+    cut_after: int | None = None
 
     @property
     def length(self) -> int:

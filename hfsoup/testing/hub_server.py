@@ -216,6 +216,9 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command == "HEAD":
             return
+        if response.cut_after is not None:  # an injected fault: part of the body, then hang up
+            self._send_cut(response)
+            return
         if response.file is None:
             self.wfile.write(response.body)
             return
@@ -225,6 +228,18 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             while length > 0 and (chunk := f.read(min(_CHUNK, length))):
                 self.wfile.write(chunk)
                 length -= len(chunk)
+
+    def _send_cut(self, response: Response) -> None:
+        if response.file is None:
+            data = response.body
+        else:
+            path, start, length = response.file
+            with open(path, "rb") as f:
+                f.seek(start)
+                data = f.read(length)
+        self.wfile.write(data[: response.cut_after])
+        self.wfile.flush()
+        raise ConnectionAbortedError("body cut short (injected fault)")
 
     def log_message(self, format: str, *args: Any) -> None:
         # The request line and status only: headers (and so tokens) are never logged.
@@ -274,7 +289,8 @@ class LocalHubServer:
         require_write_token (`bool`, *optional*, defaults to `False`):
             Refuse writes without a bearer token (any token is accepted). Reads of private repos always need one.
         faults (`FaultHook`, *optional*):
-            Consulted on every request, to inject failures.
+            Consulted on every request, to inject failures: a `hfsoup.testing.hub_faults.FaultPlan` (500/503 then
+            success, delays, truncated or corrupted bodies, dropped connections), as the `local_hub` fixture has.
 
     Example:
         ```py
