@@ -170,4 +170,8 @@ def require_matplotlib() -> None:
 
 
 def _short(name: str) -> str:
-    return name.rstrip("/").rsplit("/", 1)[-1] if "/" in name and not name.endswith(" soup") else name
+    """A point's label: the repo or folder name, with a pinned commit cut to 7 characters as git shows it."""
+    if "/" in name and not name.endswith(" soup"):
+        name = name.rstrip("/").rsplit("/", 1)[-1]
+    base, at, revision = name.partition("@")
+    return f"{base}@{revision[:7]}" if at and len(revision) == 40 else name
