@@ -172,3 +172,28 @@ def test_glue_reproduction_notebook(tmp_path, kernel_dirs):
     lines = text_of(cell_with(book, 'print("from the Hub:')).splitlines()
     assert lines[0].startswith("from the Hub:") and lines[1].startswith("the cooked soup:")
     assert lines[0].split(":", 1)[1].strip() == lines[1].split(":", 1)[1].strip()
+
+
+def test_start_local_hub_serves_then_puts_everything_back(tmp_path, hf_home):
+    import os
+
+    import datasets
+    from huggingface_hub import HfApi, constants
+    from huggingface_hub.utils import are_progress_bars_disabled
+
+    from hfsoup.testing.sandbox import start_local_hub
+
+    endpoint, bars, dataset_bars = constants.ENDPOINT, are_progress_bars_disabled(), datasets.is_progress_bar_enabled()
+    hub = start_local_hub(tmp_path / "work", progress_bars=False)
+    try:
+        assert constants.ENDPOINT == hub.url == os.environ["HF_ENDPOINT"] and hub.token not in repr(hub)
+        assert are_progress_bars_disabled() and not datasets.is_progress_bar_enabled()
+        hub.api().create_repo("me/repo")  # writes with the hub's token ...
+        with pytest.raises(Exception, match="401"):  # ... and without one, as the Hub does
+            HfApi(endpoint=hub.url, token=False).create_repo("me/other")
+    finally:
+        hub.close()
+    hub.close()  # twice is fine
+    assert constants.ENDPOINT == endpoint and are_progress_bars_disabled() == bars
+    assert datasets.is_progress_bar_enabled() == dataset_bars and os.environ.get("HF_ENDPOINT") != hub.url
+    assert (tmp_path / "work" / "hub").is_dir()
