@@ -197,12 +197,19 @@ def tiny_classifier(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model.eval()
-        head = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.out_features == len(names)][-1]
+        head = _head(model, len(names))
         _standardize(model, head, tokenizer, task, seed=seed)
     output_dir = Path(output_dir)
     model.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
     return output_dir
+
+
+def _head(model, n_outputs: int):
+    """The classifier's last linear layer: the last `Linear` with one output per label."""
+    import torch
+
+    return [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.out_features == n_outputs][-1]
 
 
 def _standardize(model, head, tokenizer, task: Task, *, seed: int) -> None:
@@ -223,3 +230,95 @@ def _standardize(model, head, tokenizer, task: Task, *, seed: int) -> None:
         weight = torch.randn(head.out_features, head.in_features) / std
         head.weight.copy_(weight)
         head.bias.copy_(-(weight @ mean))
+
+
+def build_glue_finetunes(
+    base: str | os.PathLike,
+    task: Task | str,
+    root: str | os.PathLike,
+    *,
+    n_finetunes: int = 3,
+    seed: int = 0,
+    base_model: str | None = None,
+) -> list[Path]:
+    """Fine-tunes of one base for a GLUE task, `{root}/ft0`, `ft1`, ...: ingredients for a greedy soup on a tiny GLUE.
+
+    The base gets the task's head once (`tiny_classifier`, seeded by `seed`), then each fine-tune is that model plus
+    seeded noise, as the tiny families' fine-tunes are. So they share their initialization, head included, and may be
+    souped; and since the head is standardized on the task's sentences, their predictions vary from example to
+    example and from fine-tune to fine-tune, so each scores differently (on random labels: around chance).
+
+    Args:
+        base (`str` or `os.PathLike`):
+            A tiny family's base folder (BERT, or T5 as `T5ForSequenceClassification`).
+        task (`Task` or `str`):
+            The GLUE task, e.g. `"mrpc"`.
+        root (`str` or `os.PathLike`):
+            The folder to write the fine-tunes in (created).
+        n_finetunes (`int`, *optional*, defaults to 3):
+            How many.
+        seed (`int`, *optional*, defaults to 0):
+            Seeds the head and, with each fine-tune's index, its noise.
+        base_model (`str`, *optional*):
+            The Hub ID to name as `base_model` in each fine-tune's model card (no card without it).
+
+    Returns:
+        `list[Path]`: the fine-tunes' folders.
+    """
+    import shutil
+    import tempfile
+
+    from huggingface_hub import ModelCard, ModelCardData
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers.utils import logging as transformers_logging
+
+    from .tiny_models import derive_seed, perturb_
+
+    task = TASKS[task] if isinstance(task, str) else task
+    root = Path(root)
+    with tempfile.TemporaryDirectory(prefix="hfsoup-glue-") as scratch:
+        start = tiny_classifier(base, task, Path(scratch) / "start", seed=seed)
+        tokenizer = AutoTokenizer.from_pretrained(start)
+        folders = []
+        for i in range(n_finetunes):
+            verbosity = transformers_logging.get_verbosity()
+            transformers_logging.set_verbosity_error()
+            try:
+                model = AutoModelForSequenceClassification.from_pretrained(start).eval()
+            finally:
+                transformers_logging.set_verbosity(verbosity)
+            perturb_(model, seed=derive_seed(seed, f"{task.name}-ft{i}"))
+            _recentre(model, tokenizer, task, seed=seed)
+            folder = root / f"ft{i}"
+            if folder.exists():  # a rebuild replaces the fine-tune whole
+                shutil.rmtree(folder)
+            shutil.copytree(start, folder)  # the tokenizer files; the weights and config are written over
+            model.save_pretrained(folder)
+            if base_model is not None:
+                data = ModelCardData(base_model=base_model, library_name="transformers", license="apache-2.0")
+                body = f"# {folder.name}\n\nA stand-in fine-tune of `{base_model}` for GLUE {task.name} (tiny).\n"
+                ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}").save(folder / "README.md")
+            folders.append(folder)
+    return folders
+
+
+def _recentre(model, tokenizer, task: Task, *, seed: int) -> None:
+    """Set the head's last bias so that its outputs are centred on `task`'s training sentences again.
+
+    The noise of a stand-in fine-tune moves the body's features; without this, the standardized head would see them
+    off centre and predict one class for every input.
+    """
+    import torch
+
+    head = _head(model, model.config.num_labels)
+    rows = glue_rows(task, "train", 64, seed=seed + 1)
+    captured = []
+    hook = head.register_forward_hook(lambda module, args, out: captured.append(args[0].detach()))
+    try:
+        with torch.no_grad():
+            model(**tokenizer(*[rows[f] for f in task.text_fields], padding=True, return_tensors="pt"))
+    finally:
+        hook.remove()
+    mean = captured[0].reshape(-1, head.in_features).mean(dim=0)
+    with torch.no_grad():
+        head.bias.copy_(-(head.weight @ mean))
