@@ -13,11 +13,12 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-# Public names, imported on first use so that `import hfsoup` (and the CLI's start-up) does not pay for torch.
+# Public names, imported on first use so that `import hfsoup` (and the CLI's start-up) does not pay for torch. None
+# may share a submodule's name: importing the submodule would rebind the package attribute to the module.
 _LAZY = {
     "soup": "cook",
     "check": "cook",
-    "cook": "cook",
+    "cook_recipe": "cook",
     "CookResult": "cook",
     "Recipe": "recipe",
     "load_recipe": "recipe",

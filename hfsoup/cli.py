@@ -517,9 +517,9 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_cook(args: argparse.Namespace) -> int:
-    from .cook import cook
+    from .cook import cook_recipe
 
-    result = cook(
+    result = cook_recipe(
         args.recipe,
         output_dir=args.output,
         push_to=args.push,

@@ -440,7 +440,7 @@ class CookResult:
     push: object | None = None
 
 
-def cook(
+def cook_recipe(
     recipe: str | os.PathLike | Recipe,
     *,
     output_dir: str | os.PathLike | None = None,
@@ -464,7 +464,7 @@ def cook(
 
     Example:
         ```py
-        >>> result = hfsoup.cook("recipes/glue-bert-base-mrpc.yaml", push_to="me/bert-mrpc-soup")
+        >>> result = hfsoup.cook_recipe("recipes/glue-bert-base-mrpc.yaml", push_to="me/bert-mrpc-soup")
         ```
     """
     from .recipe import Recipe, load_recipe

@@ -84,7 +84,7 @@ def _minilm_steps(workdir: Path, cache: Path, report: Callable[[str], None], sta
     from huggingface_hub import HfApi
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from .cook import cook
+    from .cook import cook_recipe
     from .testing.families import publish_family
     from .testing.minilm import LABEL_NAMES, build_minilm_family, drug_reviews
     from .testing.publish import upload
@@ -125,7 +125,7 @@ def _minilm_steps(workdir: Path, cache: Path, report: Callable[[str], None], sta
     recipe_path = workdir / "recipe.yaml"
     recipe_path.write_text(f"# hfsoup cook {recipe_path}\n" + yaml.safe_dump(recipe, sort_keys=False))
     report(f"[4/6] Cooking {recipe_path}: check, greedy soup selected on held-out reviews, uniform soup, ensemble")
-    cooked = cook(recipe_path)
+    cooked = cook_recipe(recipe_path)
     made = cooked.soup
     assert made is not None and made.results is not None  # overwrite=True: the soup is always made afresh
     report(made.results.format_table())

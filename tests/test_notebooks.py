@@ -142,7 +142,7 @@ def test_glue_reproduction_notebook(tmp_path, kernel_dirs):
     assert provenance["recipe"]["name"] == "tiny-bert-mrpc-greedy" and provenance["method"] == "greedy"
 
     # The printed table is the saved one; the greedy soup is at least the best ingredient on the held-out part.
-    table = text_of(cell_with(book, "hfsoup.cook("))
+    table = text_of(cell_with(book, "hfsoup.cook_recipe("))
     assert "held-out: seeded 50% of validation (seed 0, 16 rows)" in table
     best = max(r["held_out"]["f1"] for r in ingredients)
     assert rows["greedy soup"]["held_out"]["f1"] >= best
