@@ -486,8 +486,9 @@ def _train_rows(sweep: Sweep, task: Any, tokenizer: Any, token: str | None) -> t
 def _card(sweep: Sweep, run: Run, task: Any) -> str:
     from huggingface_hub import ModelCardData
 
+    local = os.path.isdir(sweep.base)  # the Hub accepts only a model ID as base_model
     data = ModelCardData(
-        base_model=sweep.base,
+        base_model=None if local else sweep.base,
         library_name="transformers",
         pipeline_tag="text-classification",
         tags=["hfsoup", "hfsoup-finetune", "model-soup-ingredient"],
@@ -495,7 +496,8 @@ def _card(sweep: Sweep, run: Run, task: Any) -> str:
     hp = ", ".join(f"{k}={v}" for k, v in run.hyperparameters().items() if v is not None)
     return (
         f"---\n{data.to_yaml()}\n---\n\n# {run.name}\n\n"
-        f"A fine-tune of `{sweep.base}` on {task.name} (train split), one run of an `hfsoup finetune` sweep: {hp}. "
+        f"A fine-tune of {'the local model ' * local}`{sweep.base}` on {task.name} (train split), "
+        f"one run of an `hfsoup finetune` sweep: {hp}. "
         "Every run of the sweep started from the same checkpoint (the base with one seeded classification head), so "
         "the runs can be averaged into a model soup (`hfsoup soup`). `finetune.json` records the hyperparameters and "
         "the sha256 of that shared start.\n"
@@ -655,3 +657,72 @@ def run_sweep(sweep: Sweep, *, token: str | None = None) -> list[Path | str]:
             _train(sweep, run, start, start_sha, task, train, data)
         outputs.append(_push(sweep, run, folder, token) if sweep.push_org else folder)
     return outputs
+
+
+# ---- command line ----
+
+
+def _cli_value(name: str, text: str) -> Any:
+    """A value as typed on the command line: an int for seeds, a number otherwise; the text itself when neither
+    (so that validation reports it)."""
+    for kind in (int, float) if name == "seed" else (float,):
+        try:
+            return kind(text)
+        except ValueError:
+            continue
+    return text
+
+
+def sweep_from_args(
+    base: str,
+    output_dir: str,
+    *,
+    grid: list[str] | None = None,
+    ranges: list[str] | None = None,
+    random_n: int | None = None,
+    random_seed: int = 0,
+    **settings: Any,
+) -> Sweep:
+    """A `Sweep` from command-line text (`learning_rate=1e-5,2e-5`, `learning_rate=1e-5:5e-5`); every problem of
+    every argument is reported at once in one `SweepError`."""
+    problems: list[str] = []
+    parsed_grid: dict[str, list] | None = None
+    random: dict[str, Any] | None = None
+    if grid:
+        parsed_grid = {}
+        for item in grid:
+            name, sep, values = item.partition("=")
+            if not sep or not name or not values:
+                problems.append(f"--grid {item}: expected NAME=VALUE,VALUE,... (e.g. learning_rate=1e-5,2e-5)")
+                continue
+            parsed_grid[name] = [_cli_value(name, v.strip()) for v in values.split(",")]
+    if random_n is not None:
+        random = {"n": random_n, "seed": random_seed}
+        for item in ranges or []:
+            name, sep, bounds = item.partition("=")
+            low, colon, high = bounds.partition(":")
+            if not sep or not colon:
+                problems.append(f"--range {item}: expected NAME=LOW:HIGH (e.g. learning_rate=1e-5:5e-5)")
+                continue
+            random[name] = [_cli_value(name, low.strip()), _cli_value(name, high.strip())]
+    elif ranges:
+        problems.append("--range: ranges apply to a random search: add --random N")
+    data = {"base": base, "output_dir": output_dir, "grid": parsed_grid, "random": random}
+    data.update({k: v for k, v in settings.items() if v is not None})
+    problems += [f"{_cli_name(w)}: {m}" for w, m in sweep_problems(data)]
+    if problems:
+        raise SweepError(
+            f"The fine-tune sweep has {len(problems)} problem{'s' if len(problems) > 1 else ''}, each listed below.",
+            fix=f"Hyperparameters are {', '.join(HYPERPARAMETERS)}: --grid learning_rate=1e-5,2e-5 seed=0,1, or "
+            "--random 8 --seed 0 --range learning_rate=1e-5:5e-5 weight_decay=0:0.1.",
+            problems=problems,
+        )
+    return make_sweep(data)
+
+
+def _cli_name(where: str) -> str:
+    head, _, rest = where.partition(".")
+    flag = {"grid": "--grid", "random": "--random/--range", "output_dir": "-o"}.get(
+        head, f"--{head.replace('_', '-')}"
+    )
+    return f"{flag} {rest}".strip()
