@@ -640,13 +640,14 @@ def run_sweep(sweep: Sweep, *, token: str | None = None) -> list[Path | str]:
         task = _task(sweep, config)
         start, start_sha = _shared_start(sweep, task, token)
         train, data = _train_rows(sweep, task, AutoTokenizer.from_pretrained(start), token)
-    else:
-        start_sha = sha256_file(root / START_DIR / "model.safetensors")
+    else:  # nothing to train; the runs are checked against the start when it is still there
+        start_weights = root / START_DIR / "model.safetensors"
+        start_sha = sha256_file(start_weights) if start_weights.is_file() else None
     for run in tqdm(runs, desc="Fine-tuning", unit="run"):
         folder = root / run.name
         if is_complete(folder):
             recorded = json.loads((folder / RUN_FILE).read_text())["start"]["sha256"]
-            if recorded != start_sha:
+            if start_sha is not None and recorded != start_sha:
                 raise SweepError(
                     f"{folder} was trained from another start (sha256 {recorded[:12]}...) than the sweep's "
                     f"{root / START_DIR} ({start_sha[:12]}...): its head would not be shared.",
