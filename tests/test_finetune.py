@@ -168,3 +168,17 @@ def test_recipe_with_a_sweep_validates_and_cooks_a_uniform_soup(sweep_dir, hub, 
         load_recipe(path)
     located = [p.split(":")[0] for p in info.value.problems]
     assert located == ["sweep", "sweep.epochs", "sweep.grid.learning_rate[0]"]
+
+
+def test_text_classification_sweep_on_data_files_takes_its_labels_from_the_data(local_hub, families, tmp_path):
+    rows = [{"review": f"{word} film number {i}", "stars": word} for i in range(12) for word in ("good", "bad")]
+    (tmp_path / "train.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    args = ["finetune", str(families["bert"].base), "-o", str(tmp_path / "s"), "--grid", "weight_decay=0,0.1"]
+    args += ["--data-files", f"train={tmp_path / 'train.jsonl'}", "--text-column", "review", "--label-column"]
+    assert main([*args, "stars", "--max-steps", "2", "--batch-size", "4", "--max-length", "16"]) == 0
+    names = ["lr2e-05-seed0-wd0.0-ls0.0", "lr2e-05-seed0-wd0.1-ls0.0"]
+    for name in names:
+        record = json.loads((tmp_path / "s" / name / RUN_FILE).read_text())
+        assert record["train_examples"] == 24 and record["task"] == "text-classification"
+        assert json.loads((tmp_path / "s" / name / "config.json").read_text())["id2label"] == {"0": "bad", "1": "good"}
+    assert ModelCard.load(tmp_path / "s" / names[0] / "README.md").data.base_model is None  # a folder is no Hub ID
