@@ -478,8 +478,13 @@ def cook_recipe(
     if reused:
         logger.warning("%s already holds the soup of this recipe; it is reused (delete it to cook again)", out)
     else:
+        specs = [i.spec for i in recipe.ingredients]
+        if recipe.sweep is not None:  # the ingredients are the sweep's runs: train those not complete yet
+            from .finetune import run_sweep
+
+            specs = [os.fspath(output) for output in run_sweep(recipe.sweep, token=token)]
         soup_result = soup(
-            [i.spec for i in recipe.ingredients],
+            specs,
             out,
             method=recipe.method.name,
             weights=recipe.method.weights,

@@ -86,3 +86,8 @@ class CorruptDownloadError(HubError):
 
 class DiskFullError(HfsoupError):
     """The disk filled up while hfsoup was writing; nothing partial was left behind."""
+
+
+class SweepError(RecipeError):
+    """A fine-tune sweep that does not validate (an unknown hyperparameter, a bad value or range), or whose runs do
+    not share their start; `problems` lists every problem with its location, as for a recipe."""

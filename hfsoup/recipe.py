@@ -12,6 +12,12 @@
     output: {dir: soups/sst2-greedy, dtype: auto}
     push: {repo_id: org/bert-sst2-soup, private: true}
 
+Instead of `ingredients`, a recipe can name a fine-tune sweep (`hfsoup.finetune.Sweep`'s fields) whose runs are the
+ingredients; `cook` trains it first, skipping the runs already complete:
+
+    sweep: {base: google-bert/bert-base-uncased, task: sst2, output_dir: sweeps/sst2,
+            grid: {learning_rate: [1e-5, 2e-5], seed: [0, 1]}, epochs: 3}
+
 `load_recipe` turns the file into a `Recipe` (dataclasses); `cook` runs it: fetch, check, soup (and evaluation and
 selection, when the recipe names a task), card and push. Rerun after an interruption, it resumes the soup from the
 shards already written and does not push twice.
@@ -23,9 +29,12 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import HfsoupError, RecipeError
+
+if TYPE_CHECKING:
+    from .finetune import Sweep
 
 METHODS = ("uniform", "greedy", "learned")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
@@ -103,6 +112,7 @@ class Recipe:
     evaluation: Evaluation | None = None
     push: Push | None = None
     force: bool = False
+    sweep: Sweep | None = None  # trained by `cook` first; its runs are the ingredients
     source: Path | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -289,7 +299,7 @@ def _size(value: Any) -> str | None:
 
 OUTPUT_CHECKS = {"dir": _STR, "dtype": _one_of(DTYPES), "max_shard_size": _size, "overwrite": _BOOL}
 PUSH_CHECKS = {"repo_id": _STR, "private": _BOOL, "branch": _OPT_STR, "commit_message": _OPT_STR}
-TOP_KEYS = ("name", "ingredients", "base", "method", "evaluation", "output", "push", "force")
+TOP_KEYS = ("name", "ingredients", "sweep", "base", "method", "evaluation", "output", "push", "force")
 
 
 def parse_recipe(data: Any, *, source: str | os.PathLike | None = None) -> Recipe:
@@ -307,9 +317,9 @@ def parse_recipe(data: Any, *, source: str | os.PathLike | None = None) -> Recip
     for key in data:
         if key not in TOP_KEYS:
             problems.add(key, f"unknown key (expected one of: {', '.join(TOP_KEYS)})")
-    for key in ("ingredients", "output"):
-        if key not in data:
-            problems.add(key, "missing (required)")
+    if "output" not in data:
+        problems.add("output", "missing (required)")
+    sweep = _sweep(data, problems)
 
     ingredients: list[Ingredient] = []
     raw = data.get("ingredients", [])
@@ -377,6 +387,8 @@ def parse_recipe(data: Any, *, source: str | os.PathLike | None = None) -> Recip
             problems=problems.items,
         )
     base_dir = Path(source).parent if source is not None else Path.cwd()
+    if sweep is not None:
+        sweep = _relative_sweep(sweep, base_dir)
     recipe = Recipe(
         ingredients=[_relative(i, base_dir) for i in ingredients],
         output=output,  # type: ignore[arg-type]
@@ -386,6 +398,7 @@ def parse_recipe(data: Any, *, source: str | os.PathLike | None = None) -> Recip
         evaluation=evaluation,
         push=push,
         force=bool(data.get("force", False)),
+        sweep=sweep,
         source=Path(source) if source is not None else None,
     )
     recipe.output.dir = str(_path(recipe.output.dir, base_dir))
@@ -395,6 +408,35 @@ def parse_recipe(data: Any, *, source: str | os.PathLike | None = None) -> Recip
             for split, files in recipe.evaluation.data_files.items()
         }
     return recipe
+
+
+# ---- a fine-tune sweep as the ingredients (hfsoup.finetune) ----
+
+
+def _sweep(data: dict, problems: _Problems) -> Sweep | None:
+    """`sweep:` instead of `ingredients:`: validated by hfsoup.finetune, its problems located under `sweep.`."""
+    if "sweep" not in data:
+        if "ingredients" not in data:
+            problems.add("ingredients", "missing (required, or give a fine-tune sweep under 'sweep')")
+        return None
+    if "ingredients" in data:
+        problems.add("sweep", "give either ingredients or a sweep whose runs are the ingredients, not both")
+    from .finetune import make_sweep, sweep_problems
+
+    found = sweep_problems(data["sweep"], where="sweep")
+    for where, message in found:
+        problems.add(where, message)
+    return None if found else make_sweep(data["sweep"])
+
+
+def _relative_sweep(sweep: Sweep, base_dir: Path) -> Sweep:
+    """The sweep's folder, data files and a local base are relative to the recipe's folder."""
+    sweep.output_dir = str(_path(sweep.output_dir, base_dir))
+    if _looks_local(sweep.base) or (base_dir / sweep.base).is_dir():
+        sweep.base = str(_path(sweep.base, base_dir))
+    if sweep.data_files:
+        sweep.data_files = {s: [str(_path(f, base_dir)) for f in files] for s, files in sweep.data_files.items()}
+    return sweep
 
 
 def _path(value: str, base_dir: Path) -> Path:
