@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 
 import hfsoup
 from hfsoup.cli import main
-from hfsoup.cook import cook
+from hfsoup.cook import cook_recipe
 from hfsoup.errors import SweepError
 from hfsoup.finetune import RUN_FILE, START_DIR, Sweep, plan_sweep, run_sweep, sha256_file
 from hfsoup.recipe import load_recipe
@@ -157,7 +157,7 @@ def test_recipe_with_a_sweep_validates_and_cooks_a_uniform_soup(sweep_dir, hub, 
     assert main(["validate", str(path)]) == 0
     assert "a fine-tune sweep of 2 runs" in capsys.readouterr().out
 
-    result = cook(path)
+    result = cook_recipe(path)
     soup = weights(result.output_dir)
     runs = [weights(tmp_path / "runs" / n) for n in NAMES]
     assert all(torch.allclose(soup[k], (runs[0][k] + runs[1][k]) / 2, atol=1e-6) for k in soup)
