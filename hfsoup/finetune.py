@@ -15,7 +15,6 @@ interrupted sweep resumes with the runs left.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import logging
@@ -26,6 +25,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from .checkpoint import file_sha256
 from .constants import TMP_MARKER
 from .errors import HfsoupError, OutputExistsError, SweepError
 
@@ -243,13 +243,10 @@ FIELD_CHECKS = {
 
 
 def _data_files_problem(value: Any) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, dict) or not all(
-        isinstance(k, str) and (isinstance(v, str) or (isinstance(v, list) and all(isinstance(f, str) for f in v)))
-        for k, v in value.items()
-    ):
-        return "expected a mapping of split name to a file or a list of files"
+    from .recipe import data_files_problem  # the shape every split-to-files mapping must have
+
+    if value is None or (problem := data_files_problem(value)):
+        return problem
     if "train" not in value:
         return f"needs a train split (fine-tuning trains on train only), got splits {', '.join(value) or 'none'}"
     return None
@@ -390,14 +387,6 @@ def plan_sweep(sweep: Sweep) -> list[Run]:
 # ---- running ----
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _task(sweep: Sweep, base_config: Any) -> Any:
     from .tasks import TEXT_CLASSIFICATION, get_task, is_generic_label, text_classification_task
 
@@ -441,7 +430,7 @@ def _shared_start(sweep: Sweep, task: Any, token: str | None) -> tuple[Path, str
     out = Path(sweep.output_dir) / START_DIR
     weights = out / "model.safetensors"
     if weights.is_file():
-        return out, sha256_file(weights)
+        return out, file_sha256(weights)
     staging = out.parent / f".{out.name}{TMP_MARKER}partial"
     shutil.rmtree(staging, ignore_errors=True)
     labels = {i: name for i, name in enumerate(task.label_names)} if task.label_names else None
@@ -465,7 +454,7 @@ def _shared_start(sweep: Sweep, task: Any, token: str | None) -> tuple[Path, str
     model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
     os.replace(staging, out)
-    return out, sha256_file(weights)
+    return out, file_sha256(weights)
 
 
 def _train_rows(sweep: Sweep, task: Any, tokenizer: Any, token: str | None) -> tuple[Any, dict]:
@@ -642,7 +631,7 @@ def run_sweep(sweep: Sweep, *, token: str | None = None) -> list[Path | str]:
         train, data = _train_rows(sweep, task, AutoTokenizer.from_pretrained(start), token)
     else:  # nothing to train; the runs are checked against the start when it is still there
         start_weights = root / START_DIR / "model.safetensors"
-        start_sha = sha256_file(start_weights) if start_weights.is_file() else None
+        start_sha = file_sha256(start_weights) if start_weights.is_file() else None
     for run in tqdm(runs, desc="Fine-tuning", unit="run"):
         folder = root / run.name
         if is_complete(folder):

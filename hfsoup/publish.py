@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -235,14 +234,9 @@ def _operations(folder: Path, files: list[tuple[str, int]], deleted: list[str]) 
 
 def _write_card(folder: Path, card: str) -> None:
     """Write README.md atomically: the folder never holds half a card."""
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".README.md.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(card)
-        os.replace(tmp, folder / CARD_FILE)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from .output import write_file_atomic
+
+    write_file_atomic(folder / CARD_FILE, card)
 
 
 def _check_repo_id(repo_id: str) -> None:

@@ -226,7 +226,8 @@ def _weights(value: Any) -> str | None:
     return None
 
 
-def _data_files(value: Any) -> str | None:
+def data_files_problem(value: Any) -> str | None:
+    """Why `value` is not a mapping of split name to a file or a list of files, or None."""
     if value is None:
         return None
     if not isinstance(value, dict) or not all(
@@ -276,7 +277,7 @@ EVALUATION_CHECKS = {
     "size": _positive_int(optional=True),
     "seed": _is(int, label="an integer"),
     "dataset": _OPT_STR,
-    "data_files": _data_files,
+    "data_files": data_files_problem,
     "batch_size": _positive_int(),
     "max_length": _positive_int(optional=True),
     "compare": _string_list,

@@ -16,10 +16,11 @@ from huggingface_hub import HfApi, ModelCard
 from safetensors.torch import load_file
 
 import hfsoup
+from hfsoup.checkpoint import file_sha256
 from hfsoup.cli import main
 from hfsoup.cook import cook_recipe
 from hfsoup.errors import SweepError
-from hfsoup.finetune import RUN_FILE, START_DIR, Sweep, plan_sweep, run_sweep, sha256_file
+from hfsoup.finetune import RUN_FILE, START_DIR, Sweep, plan_sweep, run_sweep
 from hfsoup.recipe import load_recipe
 from hfsoup.testing.families import publish_family
 from hfsoup.testing.glue import build_glue, publish_glue
@@ -98,7 +99,7 @@ def test_bad_grid_lists_every_problem(tmp_path, capsys):
 
 def test_sweep_trains_runs_from_one_shared_start_that_soup(sweep_dir, hub, families):
     base = weights(families["bert"].base)
-    start_sha = sha256_file(sweep_dir / START_DIR / "model.safetensors")
+    start_sha = file_sha256(sweep_dir / START_DIR / "model.safetensors")
     trained = []
     for name, seed in zip(NAMES, (0, 1), strict=True):
         folder = sweep_dir / name

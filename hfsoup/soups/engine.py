@@ -30,6 +30,7 @@ from ..checkpoint import (
 )
 from ..compat.similarity import SimilarityMeter
 from ..errors import IncompatibleIngredientsError, InvalidSoupArgumentsError
+from ..output import write_file_atomic
 from . import kernels
 from .base import Mixing
 
@@ -222,9 +223,7 @@ def write_shards(
                 writer.abort()
                 raise
             record = {"fingerprint": plan.fingerprint, "file": file, "sha256": sha256, "meter": shard_meter.state()}
-            tmp = progress / f".{file}.json.tmp"
-            tmp.write_text(json.dumps(record))
-            os.replace(tmp, progress / f"{file}.json")
+            write_file_atomic(progress / f"{file}.json", json.dumps(record))
             _fault_point("shard-written")
     return reused
 
