@@ -98,16 +98,27 @@ def confined(
 
 def refuse_links_out(folder: str | os.PathLike, *, where: str) -> None:
     """Refuse a local ingredient with any entry at its root (hidden ones aside, which nothing reads) that is a link
-    leaving the folder: hfsoup and `transformers` read files from the root by name, so a link there is read."""
+    leaving the folder, or a FIFO, socket or device: hfsoup and `transformers` read files from the root by name, so
+    a link there is read, and a FIFO would hang the read."""
     roots = allowed_roots(folder)
     for entry in sorted(os.scandir(folder), key=lambda e: e.name):
-        if entry.name.startswith(".") or not entry.is_symlink():
+        if entry.name.startswith("."):
             continue
-        real = Path(os.path.realpath(entry.path))
-        if not any(real.is_relative_to(root) for root in roots):
+        if entry.is_symlink():
+            real = Path(os.path.realpath(entry.path))
+            if not any(real.is_relative_to(root) for root in roots):
+                raise UnsafePathError(
+                    f"{where}: {entry.name!r} is a symbolic link to {target_class(real)} ({quote(str(real))}), "
+                    "outside the model's folder; hfsoup refuses the folder rather than read or copy it.",
+                    fix=_FIX,
+                )
+        try:
+            mode = os.stat(entry.path).st_mode
+        except FileNotFoundError:  # a dangling link inside the folder: nothing to read
+            continue
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
             raise UnsafePathError(
-                f"{where}: {entry.name!r} is a symbolic link to {target_class(real)} ({quote(str(real))}), outside "
-                "the model's folder; hfsoup refuses the folder rather than read or copy it.",
+                f"{where}: {entry.name!r} is a device, FIFO or socket, not a regular file; hfsoup did not read it.",
                 fix=_FIX,
             )
 

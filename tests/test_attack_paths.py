@@ -160,6 +160,21 @@ def test_local_file_linking_out_of_the_folder_is_refused_and_never_copied(tmp_pa
     assert not any("SECRET-d41c7e" in p.read_text(errors="replace") for p in copies)
 
 
+@pytest.mark.parametrize("special", ["fifo", "device-link"])
+def test_special_files_in_an_ingredient_are_refused_without_hanging(tmp_path, capsys, special):
+    """`vocab.txt` as a FIFO (a read would wait forever) or as a link to `/dev/zero` (a read would never end):
+    refused from `stat` alone, before anything is read."""
+    folders = [make_checkpoint(tmp_path / f"ft{i}", seed=i) for i in range(2)]
+    if special == "fifo":
+        os.mkfifo(folders[0] / "vocab.txt")
+    else:
+        (folders[0] / "vocab.txt").symlink_to("/dev/zero")
+    code = main(["soup", *map(str, folders), "-o", str(tmp_path / "out")])
+    fragment = "FIFO" if special == "fifo" else "a device or system file"
+    clean_failure(code, capsys.readouterr().err, "'vocab.txt'", fragment)
+    assert not (tmp_path / "out").exists()
+
+
 def test_links_inside_the_folder_and_hub_snapshots_are_accepted(local_hub, tmp_path):
     """What stays allowed: a link to a file inside the ingredient's own folder, and a Hub snapshot named as a local
     folder (its files are links into its repo's blob store). The copied side file is a regular file."""
