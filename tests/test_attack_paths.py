@@ -138,6 +138,28 @@ def test_local_index_climbing_out_of_its_folder_is_never_opened(tmp_path, capsys
         CheckpointReader(folders[1])
 
 
+@pytest.mark.parametrize(
+    ("index", "fragment"),
+    [
+        ("[1, 2]", "expected an object with a non-empty 'weight_map'"),
+        ('{"weight_map": ["model.safetensors"]}', "expected an object with a non-empty 'weight_map'"),
+        ('{"weight_map": {"w": 3}}', "the shard of tensor 'w' is not a file name string"),
+        ('{"weight_map": {"w": "a\\u0000b"}}', "it holds a control character"),
+        ('{"weight_map": {"w": "sub\\\\model.safetensors"}}', "it holds a backslash"),
+        ('{"weight_map": ', "is not a valid weights index: JSONDecodeError"),
+    ],
+    ids=["list", "map-as-list", "shard-as-int", "nul", "backslash", "not-json"],
+)
+def test_malformed_index_is_a_clear_error_naming_the_file(tmp_path, capsys, index, fragment):
+    """An index that is JSON of the wrong shape (or not JSON) is one paragraph naming the index file, not a crash."""
+    folders = [make_checkpoint(tmp_path / f"ft{i}", seed=i) for i in range(2)]
+    with_index(folders[1], "model.safetensors")
+    (folders[1] / "model.safetensors.index.json").write_text(index)
+    code = main(["soup", *map(str, folders), "-o", str(tmp_path / "out"), "--force"])
+    text = clean_failure(code, capsys.readouterr().err, str(folders[1] / "model.safetensors.index.json"), fragment)
+    assert "probably a bug" not in text and not (tmp_path / "out").exists()
+
+
 # --- symbolic links in an ingredient ------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["vocab.txt", "tokenizer.json", "chat_template.jinja", "model.safetensors"])
 def test_local_file_linking_out_of_the_folder_is_refused_and_never_copied(tmp_path, capsys, name):
