@@ -24,7 +24,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .confine import allowed_roots, confined, plain_name
 from .errors import CorruptCheckpointError, MissingWeightsError
+from .headers import header_length, parse_header, quote
 
 if TYPE_CHECKING:
     import torch
@@ -89,10 +91,6 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-# The largest header we accept: real headers are kilobytes to a few megabytes; a huge value means a corrupt file.
-_MAX_HEADER_BYTES = 100 * 1024 * 1024
-
-
 @dataclass(frozen=True)
 class TensorMeta:
     """Name-independent facts about one stored tensor: its dtype code (`"F32"`...) and shape."""
@@ -119,56 +117,42 @@ class TensorMeta:
 StructureMap = dict[str, TensorMeta]
 
 
-def read_safetensors_header(path: str | os.PathLike) -> StructureMap:
-    """Parse a safetensors file's header alone, checking that it is self-consistent.
+def read_safetensors_header(path: str | os.PathLike, *, where: str | None = None) -> StructureMap:
+    """Parse a safetensors file's header alone, by `safetensors`' own rules (`hfsoup.headers`).
 
-    Raises `CorruptCheckpointError` when the header is truncated, not JSON, names an unknown dtype, or gives offsets
-    that do not fit the file or the tensor's shape, so a lying file is refused before any tensor is read.
+    Raises `CorruptCheckpointError`, naming the file (`where`, by default its path) and the field, when the header is
+    truncated, not a JSON object, repeats a name, names an unknown dtype, has a shape or offsets that are not
+    non-negative integers, or tensors whose bytes do not tile the data section exactly, so a lying file is refused
+    before any tensor is read.
     """
-    return _parse_header(path)[0]
+    return _parse_header(path, where=where)[0]
 
 
-def _parse_header(path: str | os.PathLike) -> tuple[StructureMap, dict[str, int]]:
-    """The structure, and where each tensor's bytes start in the file (validated: they fit the file)."""
-    path = Path(path)
-    file_size = path.stat().st_size
+def _parse_header(path: str | os.PathLike, *, where: str | None = None) -> tuple[StructureMap, dict[str, int]]:
+    """The structure, and where each tensor's bytes start in the file (validated: they tile the data section)."""
+    where = where or str(path)
     with open(path, "rb") as f:
-        raw_len = f.read(8)
-        if len(raw_len) < 8:
-            raise CorruptCheckpointError(f"{path} is not a safetensors file: it is only {file_size} bytes long.")
-        (header_len,) = struct.unpack("<Q", raw_len)
-        if header_len > min(_MAX_HEADER_BYTES, file_size - 8):
-            raise CorruptCheckpointError(
-                f"{path} has a safetensors header length of {header_len} bytes, larger than the file allows.",
-                fix="The file is truncated or not safetensors; delete it from the cache and download it again.",
-            )
-        try:
-            header = json.loads(f.read(header_len))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise CorruptCheckpointError(f"{path} has a safetensors header that is not valid JSON ({e}).") from e
-    data_size = file_size - 8 - header_len
+        file_size = os.fstat(f.fileno()).st_size
+        length = header_length(f.read(8), file_size, where)
+        raw = f.read(length)
+    if len(raw) != length:  # the file shrank while being read
+        raise CorruptCheckpointError(f"{where} was truncated while hfsoup read its header.")
+    return structure_from_header(raw, file_size=file_size, where=where)
+
+
+def structure_from_header(raw: bytes, *, file_size: int, where: str) -> tuple[StructureMap, dict[str, int]]:
+    """Check a header's JSON bytes (`raw`, read after the 8-byte length) against a file of `file_size` bytes; return
+    the structure and each tensor's first byte in the file. Local files and the Hub's Range reads both come here."""
+    entries = parse_header(raw, data_size=file_size - 8 - len(raw), where=where)
     structure: StructureMap = {}
     starts: dict[str, int] = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        try:
-            dtype, shape, (begin, end) = info["dtype"], tuple(int(d) for d in info["shape"]), info["data_offsets"]
-        except (KeyError, TypeError, ValueError) as e:
+    for name, entry in entries.items():
+        if entry.dtype not in STORAGE:
             raise CorruptCheckpointError(
-                f"{path}: the header entry for tensor {name!r} is malformed ({info!r})."
-            ) from e
-        if dtype not in STORAGE:
-            raise CorruptCheckpointError(f"{path}: tensor {name!r} has dtype {dtype!r}, which hfsoup cannot average.")
-        meta = TensorMeta(dtype, shape)
-        if not (0 <= begin <= end <= data_size) or end - begin != meta.nbytes:
-            raise CorruptCheckpointError(
-                f"{path}: tensor {name!r} claims bytes {begin}..{end} of a {data_size}-byte data section, which does "
-                f"not match its shape {list(shape)} and dtype {dtype} ({meta.nbytes} bytes).",
-                fix="The file is corrupt or was written by a buggy tool; re-download or re-export it.",
+                f"{where}: tensor {quote(name)} has dtype {entry.dtype!r}, which hfsoup cannot average."
             )
-        structure[name] = meta
-        starts[name] = 8 + header_len + begin
+        structure[name] = TensorMeta(entry.dtype, entry.shape)
+        starts[name] = 8 + len(raw) + entry.begin
     return structure, starts
 
 
@@ -198,15 +182,29 @@ def weights_layout(files: Iterable[str]) -> WeightsLayout | None:
     return None
 
 
-def read_weight_map(index_path: str | os.PathLike) -> dict[str, str]:
-    """The tensor name -> shard file map of a `*.index.json`."""
+def read_weight_map(index_path: str | os.PathLike, *, where: str | None = None) -> dict[str, str]:
+    """The tensor name -> shard file map of a `*.index.json` (`where` names it in errors; by default its path).
+
+    Every shard must be a plain relative file name (`confine.plain_name`): an index naming `/etc/passwd` or
+    `../other/model.safetensors` is refused before any shard is opened.
+    """
+    where = where or str(index_path)
     try:
-        weight_map = json.loads(Path(index_path).read_text())["weight_map"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise CorruptCheckpointError(f"{index_path} is not a valid weights index ({e}).") from e
+        index = json.loads(Path(index_path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:  # ValueError: not UTF-8, or not JSON; neither message quotes the content
+        raise CorruptCheckpointError(f"{where} is not a valid weights index: {type(e).__name__}.") from None
+    weight_map = index.get("weight_map") if isinstance(index, dict) else None
     if not isinstance(weight_map, dict) or not weight_map:
-        raise CorruptCheckpointError(f"{index_path} has an empty or malformed 'weight_map'.")
-    return {str(k): str(v) for k, v in weight_map.items()}
+        raise CorruptCheckpointError(
+            f"{where} is not a valid weights index: expected an object with a non-empty 'weight_map' object of "
+            "tensor name -> shard file.",
+            fix="The file is corrupt or was written by a buggy tool; re-download or re-export it.",
+        )
+    for name, shard in weight_map.items():
+        if not isinstance(shard, str):
+            raise CorruptCheckpointError(f"{where}: the shard of tensor {quote(name)} is not a file name string.")
+        plain_name(shard, where=where, what=f"shard of tensor {quote(name)}")
+    return dict(weight_map)
 
 
 class CheckpointReader:
@@ -239,12 +237,19 @@ class CheckpointReader:
                 "convert the checkpoint to safetensors.",
             )
         self.format = layout.format
+        # Every file read is confined to the folder (or its Hub snapshot's blobs): a link or an index entry
+        # pointing elsewhere is refused before it is opened.
+        roots = allowed_roots(self.folder)
         if layout.index_file:
-            self.weight_map = read_weight_map(self.folder / layout.index_file)
+            index = confined(self.folder, layout.index_file, where=str(self.folder), what="weights index", roots=roots)
+            self.weight_map = read_weight_map(index, where=str(self.folder / layout.index_file))
         else:
             self.weight_map = None
         files = sorted(set(self.weight_map.values())) if self.weight_map else list(layout.files)
-        missing = [f for f in files if not (self.folder / f).is_file()]
+        self._paths = {
+            f: confined(self.folder, f, where=str(self.folder), what="weights file", roots=roots) for f in files
+        }
+        missing = [f for f in files if not self._paths[f].is_file()]
         if missing:
             raise CorruptCheckpointError(f"{self.folder} is missing weight shards named in its index: {missing}.")
         self._handles: dict[str, object] = {}
@@ -266,7 +271,7 @@ class CheckpointReader:
 
     def _read_structure(self, file: str) -> StructureMap:
         if self.format == "safetensors":
-            structure, starts = _parse_header(self.folder / file)
+            structure, starts = _parse_header(self._paths[file], where=str(self.folder / file))
             self._starts.update(starts)
             return structure
         # Pickle: map the file (no full read) and describe what weights_only loading returns.
@@ -279,7 +284,7 @@ class CheckpointReader:
 
         if file not in self._handles:
             try:
-                state = torch.load(self.folder / file, map_location="cpu", weights_only=True, mmap=True)
+                state = torch.load(self._paths[file], map_location="cpu", weights_only=True, mmap=True)
             except Exception as e:  # torch raises UnpicklingError, RuntimeError... for refused or broken files
                 raise CorruptCheckpointError(
                     f"{self.folder / file} could not be loaded with torch.load(weights_only=True): {e}"
@@ -297,7 +302,7 @@ class CheckpointReader:
         if file not in self._handles:
             from safetensors import safe_open
 
-            self._handles[file] = safe_open(self.folder / file, framework="pt", device="cpu")
+            self._handles[file] = safe_open(self._paths[file], framework="pt", device="cpu")
         return self._handles[file].get_tensor(name)  # type: ignore[attr-defined]
 
     def get_array(self, name: str) -> np.ndarray:
@@ -311,7 +316,7 @@ class CheckpointReader:
             raw = tensor.reshape(-1).view(torch_dtypes()["U8"]).numpy()
             return raw.view(STORAGE[meta.dtype]).reshape(meta.shape)
         if file not in self._maps:
-            with open(self.folder / file, "rb") as f:
+            with open(self._paths[file], "rb") as f:
                 # A memory map: pages are read on first touch and belong to the page cache, not to this process's
                 # heap, so a soup's memory does not grow with the size or number of its ingredients.
                 size = os.fstat(f.fileno()).st_size

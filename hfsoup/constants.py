@@ -13,6 +13,9 @@ PROVENANCE_FILE = "hfsoup.json"
 DEFAULT_MAX_SHARD_SIZE = "5GB"
 #: Output dtypes a soup can be written in (`--dtype`).
 DTYPE_NAMES = ("float32", "float16", "bfloat16")
+#: The largest safetensors header hfsoup reads: safetensors' own bound (`MAX_HEADER_SIZE`). Real headers are
+#: kilobytes to a few megabytes; a larger length is a corrupt or hostile file, refused before it is read.
+SAFETENSORS_MAX_HEADER_BYTES = 100_000_000
 
 
 def debug() -> bool:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from . import __version__, distributed, hub
 from .checkpoint import SAFE_WEIGHTS_INDEX_NAME, CheckpointReader, StructureMap, parse_size, write_index
 from .compat import CompatReport, IngredientFacts, SimilarityMeter, StaticResult, check_before_download
+from .confine import allowed_roots, confined
 from .constants import DEFAULT_MAX_SHARD_SIZE, DTYPE_NAMES, PROVENANCE_FILE
 from .errors import IncompatibleIngredientsError, InvalidSoupArgumentsError
 from .output import check_output, staged_output
@@ -415,17 +416,24 @@ def _copy_support_files(first: hub.Ingredient, staging: Path, dtype: str | None)
     """
     assert first.local_dir is not None
     copied = []
+    roots = allowed_roots(first.local_dir)
     for name in first.files:
-        if name == hub.CARD_FILE or not (first.local_dir / name).is_file():
+        if name == hub.CARD_FILE:
             continue
+        # Checked again here, just before the read: only a regular file inside the folder (or its snapshot's blob
+        # store) is copied, and the copy is a new regular file, never a link.
+        source = confined(first.local_dir, name, where=f"Ingredient {first.name!r}", roots=roots)
+        if not source.is_file():
+            continue
+        (staging / name).unlink(missing_ok=True)  # a resumed staging folder's entry is replaced, never followed
         if name == "config.json" and dtype is not None:
-            config = json.loads((first.local_dir / name).read_text())
+            config = json.loads(source.read_text())
             for key in ("dtype", "torch_dtype"):
                 if key in config or key == "dtype":
                     config[key] = dtype
             (staging / name).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         else:
-            shutil.copyfile(first.local_dir / name, staging / name)
+            shutil.copyfile(source, staging / name)
         copied.append(name)
     return copied
 

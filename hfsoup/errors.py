@@ -91,3 +91,8 @@ class DiskFullError(HfsoupError):
 class SweepError(RecipeError):
     """A fine-tune sweep that does not validate (an unknown hyperparameter, a bad value or range), or whose runs do
     not share their start; `problems` lists every problem with its location, as for a recipe."""
+
+
+class UnsafePathError(HfsoupError):
+    """A file an ingredient or a soup folder names lies outside its folder: an absolute or `..` name, a symbolic
+    link leaving the folder, a non-regular file, or (on the Hub) a file the repo does not list with a checksum."""

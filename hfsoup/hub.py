@@ -29,11 +29,12 @@ from . import constants
 from .checkpoint import (
     SAFE_WEIGHTS_NAME,
     StructureMap,
-    TensorMeta,
     WeightsLayout,
     read_weight_map,
+    structure_from_header,
     weights_layout,
 )
+from .confine import allowed_roots, confined, refuse_links_out
 from .errors import (
     CorruptCheckpointError,
     CorruptDownloadError,
@@ -41,7 +42,9 @@ from .errors import (
     HubError,
     IngredientNotFoundError,
     MissingWeightsError,
+    UnsafePathError,
 )
+from .headers import header_length
 
 logger = logging.getLogger(__name__)
 
@@ -171,6 +174,9 @@ def resolve(spec: str | IngredientRef, *, token: str | bool | None = None, allow
     """
     ref = spec if isinstance(spec, IngredientRef) else parse_ingredient(spec)
     if ref.path is not None:
+        # Before anything in the folder is read: a link at its root that leaves it (a `vocab.txt` pointing at a
+        # secret) would be read, copied into the soup and pushed.
+        refuse_links_out(ref.path, where=f"Ingredient {ref.spec!r} ({ref.path})")
         names = [p.name for p in ref.path.iterdir() if p.is_file()]
         layout = _check_layout(ref.spec, weights_layout(names), allow_pickle=allow_pickle)
         files = sorted(n for n in names if n in SUPPORT_FILES)
@@ -204,19 +210,20 @@ def fetch(ingredient: Ingredient, *, token: str | bool | None = None, weights: b
     """
     if ingredient.ref.path is not None:
         return ingredient.ref.path
-    from huggingface_hub import hf_hub_download, snapshot_download
+    from huggingface_hub import snapshot_download
 
     ref, layout = ingredient.ref, ingredient.layout
 
     def download() -> Path:
         weight_files = list(layout.files) if weights else []
         if weights and layout.index_file:
-            index_path = hf_hub_download(ref.repo_id, layout.index_file, revision=ingredient.sha, token=token)
-            _verify(ingredient, Path(index_path).parent, [layout.index_file])
-            weight_files = [layout.index_file, *sorted(set(read_weight_map(index_path).values()))]
+            weight_files = [layout.index_file, *_shard_names(ingredient, token=token)]
         wanted = [*ingredient.files, *weight_files]
         folder = Path(snapshot_download(ref.repo_id, revision=ingredient.sha, allow_patterns=wanted, token=token))
         _verify(ingredient, folder, wanted)
+        roots = allowed_roots(folder)
+        for name in wanted:  # each lands in this repo's own blob store, never elsewhere on the disk
+            confined(folder, name, where=f"Ingredient {ref.spec!r} at {ingredient.sha}", roots=roots)
         return folder
 
     with hub_errors(ref):
@@ -233,6 +240,27 @@ def fetch(ingredient: Ingredient, *, token: str | bool | None = None, weights: b
     return ingredient.local_dir
 
 
+def _shard_names(ingredient: Ingredient, *, token: str | bool | None) -> list[str]:
+    """The shards a Hub ingredient's (checksum-verified) index names, each a plain name the repo lists with a checksum:
+    a shard outside the repo's file list (an absolute path, say) would be read unverified, or from the user's disk."""
+    from huggingface_hub import hf_hub_download
+
+    ref, index_file = ingredient.ref, ingredient.layout.index_file
+    assert index_file is not None
+    index_path = hf_hub_download(ref.repo_id, index_file, revision=ingredient.sha, token=token)
+    _verify(ingredient, Path(index_path).parent, [index_file])
+    where = f"Ingredient {ref.spec!r} at {ingredient.sha}: {index_file}"
+    names = sorted(set(read_weight_map(index_path, where=where).values()))
+    unlisted = [name for name in names if name not in ingredient.checksums]
+    if unlisted:
+        raise UnsafePathError(
+            f"{where} names the shard {unlisted[0]!r}, which the repo does not list as one of its files with a "
+            "checksum; hfsoup reads only files of the repo, verified.",
+            fix="The repo's index is broken or hostile: ask its author to fix it, or leave the ingredient out.",
+        )
+    return names
+
+
 class _ChecksumMismatch(Exception):
     """A downloaded file whose content is not what the Hub lists (removed from the cache; retried)."""
 
@@ -244,12 +272,20 @@ def _verify(ingredient: Ingredient, folder: Path, names: list[str]) -> None:
     hash gigabytes again.
     """
     bad = []
+    roots = allowed_roots(folder)
     for name in names:
         expected = ingredient.checksums.get(name)
         path = folder / name
         if expected is None or not path.exists():
             continue
         blob = Path(os.path.realpath(path))
+        if not any(blob.is_relative_to(root) for root in roots):
+            # A cached link that leaves this repo's blob store: neither hash nor delete its target (not ours); drop
+            # the link, so the file is downloaded again.
+            logger.warning("%s of %s in the Hub cache links outside its repo; replacing it", name, ingredient.ref.spec)
+            bad.append(name)
+            path.unlink()
+            continue
         stat = blob.stat()
         stamp = f"{stat.st_size}:{stat.st_mtime_ns}"
         marker = folder.parent.parent / ".hfsoup-verified" / expected[1]
@@ -323,41 +359,72 @@ def _is_transient(exc: BaseException) -> bool:
 
 
 def remote_structure(ingredient: Ingredient, *, token: str | bool | None = None) -> StructureMap | None:
-    """Tensor names, dtypes and shapes from the safetensors headers on the Hub (Range reads, no weights download).
+    """Tensor names, dtypes and shapes from the safetensors headers on the Hub (Range reads, no weights download),
+    checked by the same rules as a local file (`checkpoint.structure_from_header`).
 
     Returns `None` when the headers cannot be read remotely (pickle weights); the caller then reads them after fetch.
     """
     if ingredient.ref.is_local or ingredient.layout.format != "safetensors":
         return None
-    from huggingface_hub import HfApi
-    from huggingface_hub.errors import SafetensorsParsingError
-
-    def read() -> object:
-        return with_retries(
-            lambda: HfApi(token=token).get_safetensors_metadata(ingredient.ref.repo_id, revision=ingredient.sha),
-            what=f"reading the safetensors headers of {ingredient.ref.spec}",
-        )
-
-    with hub_errors(ingredient.ref):
-        for attempt in range(_HEADER_READS):
-            try:
-                meta = read()
-                break
-            except SafetensorsParsingError as e:
-                # Damaged in transit (read again) or damaged on the Hub (the same answer every time).
-                if attempt == _HEADER_READS - 1:
-                    raise CorruptCheckpointError(
-                        f"Ingredient {ingredient.ref.spec!r} at {ingredient.sha}: {_first_line(e)} (read "
-                        f"{_HEADER_READS} times).",
-                        fix="The file on the Hub is not valid safetensors; ask its author to re-upload it, or leave "
-                        "the ingredient out.",
-                    ) from e
-                logger.warning("the safetensors header of %s did not parse; reading it again", ingredient.ref.spec)
+    ref = ingredient.ref
     structure: StructureMap = {}
-    for file_meta in meta.files_metadata.values():
-        for name, info in file_meta.tensors.items():
-            structure[name] = TensorMeta(info.dtype, tuple(info.shape))
+    with hub_errors(ref):
+        files = list(ingredient.layout.files)
+        if ingredient.layout.index_file:
+            what = f"reading the index of {ref.spec}"
+            files = with_retries(lambda: _shard_names(ingredient, token=token), what=what)
+        for file in files:
+            for attempt in range(_HEADER_READS):
+                try:
+                    structure.update(
+                        with_retries(
+                            lambda file=file: _remote_header(ingredient, file, token=token),
+                            what=f"reading the safetensors header of {ref.spec}",
+                        )
+                    )
+                    break
+                except CorruptCheckpointError as e:
+                    # Damaged in transit (read again) or damaged on the Hub (the same answer every time).
+                    if attempt == _HEADER_READS - 1:
+                        raise CorruptCheckpointError(
+                            f"Ingredient {ref.spec!r} at {ingredient.sha}: {e.message} (read {_HEADER_READS} times).",
+                            fix="The file on the Hub is not valid safetensors; ask its author to re-upload it, or "
+                            "leave the ingredient out.",
+                        ) from e
+                    logger.warning("the safetensors header of %s did not parse; reading it again", ref.spec)
     return structure
+
+
+# The first Range read: most headers fit (as huggingface_hub reads them), so one request usually does.
+_FIRST_READ = 100_000
+
+
+def _remote_header(ingredient: Ingredient, file: str, *, token: str | bool | None) -> StructureMap:
+    from huggingface_hub import constants as hf_constants
+    from huggingface_hub import hf_hub_url
+    from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
+
+    url = hf_hub_url(ingredient.ref.repo_id, file, revision=ingredient.sha, endpoint=constants.hub_endpoint())
+    headers = build_hf_headers(token=token)
+    timeout = hf_constants.HF_HUB_DOWNLOAD_TIMEOUT
+
+    def get(first: int, last: int) -> tuple[bytes, int]:
+        response = get_session().get(url, headers={**headers, "Range": f"bytes={first}-{last}"}, timeout=timeout)
+        hf_raise_for_status(response)
+        if response.status_code == 200:  # no Range support: the whole file came
+            return response.content[first : last + 1], len(response.content)
+        total = response.headers.get("Content-Range", "").rpartition("/")[2]
+        if not total.isdigit():
+            raise HubError(f"The Hub answered a Range read of {file} of {ingredient.ref.spec!r} without its size.")
+        return response.content, int(total)
+
+    where = f"{ingredient.ref.repo_id}/{file}"
+    head, size = get(0, _FIRST_READ - 1)
+    length = header_length(head[:8], size, where)
+    raw = head[8 : 8 + length] if len(head) >= 8 + length else get(8, 8 + length - 1)[0]
+    if len(raw) != length:
+        raise CorruptCheckpointError(f"{where}: the Hub sent {len(raw)} of the header's {length} bytes.")
+    return structure_from_header(raw, file_size=size, where=where)[0]
 
 
 @contextlib.contextmanager

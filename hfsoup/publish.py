@@ -28,7 +28,7 @@ from pathlib import Path
 
 from . import constants
 from .card import CARD_FILE, SoupFolder, build_card, ingredient_cards, read_soup_folder
-from .errors import HubError, InvalidRepoIdError, PushRefusedError
+from .errors import HubError, InvalidRepoIdError, PushRefusedError, UnsafePathError
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +114,7 @@ def push(
     from huggingface_hub import HfApi
 
     _check_repo_id(repo_id)
+    _refuse_links(Path(output_dir))  # before a file of the folder is read
     soup = read_soup_folder(output_dir)
     token = resolve_token(token)
     api = HfApi(token=token or False)
@@ -213,6 +214,32 @@ def _refuse_foreign(repo_id: str, present: list[str], *, overwrite: bool) -> Non
             fix="Push to another repo, or pass --overwrite (overwrite=True) if you mean it; the Hub keeps the "
             "history, so the old version stays reachable.",
         )
+
+
+def _refuse_links(folder: Path) -> None:
+    """A push uploads regular files only. A symbolic link would upload its target: a link planted in the soup folder
+    (or copied there by hand) publishes whatever it points at. hfsoup never writes links into a soup, so any link
+    (inside the folder or out) or special file in what would be pushed refuses the push, before anything is read."""
+    from .confine import target_class
+
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder).as_posix()
+        if any(part.startswith(".") for part in rel.split("/")):
+            continue  # hidden files are never pushed
+        if path.is_symlink():
+            real = Path(os.path.realpath(path))
+            where = "inside the folder" if real.is_relative_to(os.path.realpath(folder)) else target_class(real)
+            raise UnsafePathError(
+                f"{folder} holds {rel!r}, a symbolic link (to {where}); a push uploads regular files only, so "
+                "nothing was pushed.",
+                fix="hfsoup writes no links into a soup: remove the link (or replace it with the file itself, if you "
+                "mean to publish it), then push again.",
+            )
+        if not (path.is_file() or path.is_dir()):
+            raise UnsafePathError(
+                f"{folder} holds {rel!r}, which is not a regular file (a FIFO, socket or device); nothing was pushed.",
+                fix="Remove it, then push again.",
+            )
 
 
 def _files(soup: SoupFolder, card: str) -> list[tuple[str, int]]:
