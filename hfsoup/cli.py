@@ -428,7 +428,7 @@ def _cmd_soup(args: argparse.Namespace) -> int:
                 )
     print(f"{result.method} soup of {len(result.ingredients)} ingredients written to {result.output_dir}")
     for ingredient, weight in zip(result.ingredients, result.weights, strict=True):
-        pinned = ingredient.get("sha") or ingredient.get("path")
+        pinned = ingredient.get("sha") or f"local folder {ingredient.get('folder')}"
         print(f"  {weight:.4f}  {ingredient['spec']}  ({pinned})")
     if result.method == "greedy":
         record = result.method_record

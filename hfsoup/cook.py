@@ -12,11 +12,12 @@ import logging
 import os
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import __version__, distributed, hub
+from . import __version__, distributed, guard, hub, naming
+from .card import local_card_metadata
 from .checkpoint import SAFE_WEIGHTS_INDEX_NAME, CheckpointReader, StructureMap, parse_size, write_index
 from .compat import CompatReport, IngredientFacts, SimilarityMeter, StaticResult, check_before_download
 from .constants import DEFAULT_MAX_SHARD_SIZE, DTYPE_NAMES, PROVENANCE_FILE
@@ -189,9 +190,17 @@ def soup(
         shard_bytes = parse_size(max_shard_size)
     except ValueError as e:
         raise InvalidSoupArgumentsError(f"Invalid --max-shard-size: {e}.") from e
-    out = check_output(output_dir, overwrite=overwrite)
+    refs = [hub.parse_ingredient(spec) for spec in specs]  # local only: a Hub ID is not looked up yet
+    naming.refuse_same_folder(specs, [ref.path for ref in refs])
+    data_files = [f for fs in ((selection.data_files or {}) if selection else {}).values() for f in _listed(fs)]
+    protected = guard.inputs_protected([(s, r.path) for s, r in zip(specs, refs, strict=True) if r.path], files=data_files)
+    out = check_output(output_dir, overwrite=overwrite, protected=protected)
+    # What the soup publishes names a local folder by its place under the current folder, or its name alone.
+    labels = naming.local_labels(specs, base=Path.cwd(), local=[ref.is_local for ref in refs])
+    refs = [replace(ref, spec=label) if ref.is_local else ref for ref, label in zip(refs, labels, strict=True)]
 
-    pinned = [hub.resolve(spec, token=token, allow_pickle=allow_pickle) for spec in specs]
+    pinned = [hub.resolve(ref, token=token, allow_pickle=allow_pickle) for ref in refs]
+    naming.refuse_same_commit(specs, [(i.ref.repo_id, i.sha) if i.sha else None for i in pinned])  # type: ignore[misc]
     facts = _gather_facts(pinned, token=token, allow_pickle=allow_pickle)
     report, static = check_before_download(facts, align_labels=align_labels)
     _refuse_unless_forced(report, force=force)  # before a single weight file is downloaded
@@ -224,7 +233,7 @@ def soup(
         "method": method,
         "weights": list(mixing.weights),
         "dtype": dtype or "auto",
-        "ingredients": [i.provenance() for i in pinned],
+        "ingredients": [_provenance(i) for i in pinned],
         "config_from": pinned[0].name,
     }
     if recipe is not None:
@@ -245,7 +254,9 @@ def soup(
     )
     procs = distributed.current()
     meter = SimilarityMeter([i.name for i in pinned])
-    with staged_output(out, overwrite=overwrite, resume=resume, is_main=procs.is_main) as staging:
+    with staged_output(
+        out, overwrite=overwrite, resume=resume, is_main=procs.is_main, protected=protected
+    ) as staging:
         procs.barrier()  # the main process has prepared the staging folder
         reused = write_shards(
             plan,
@@ -276,6 +287,7 @@ def soup(
                 files += tasting.table.save(staging, plot=selection.plot)  # type: ignore[union-attr]
             provenance["compatibility"] = _compat_provenance(report, force=force)
             provenance["files"] = sorted(files)
+            provenance = naming.scrub_paths(provenance, _public_names(refs, specs, data_files))
             (staging / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2) + "\n")
             files.append(PROVENANCE_FILE)
     procs.barrier()  # the output is in place before any process returns
@@ -295,6 +307,32 @@ def soup(
         tasting.records.get(method, {}) if tasting else {},
         tasting.records if tasting else {},
     )
+
+
+def _listed(files: str | Sequence[str]) -> list[str]:
+    return [files] if isinstance(files, str) else list(files)
+
+
+def _provenance(ingredient: hub.Ingredient) -> dict:
+    """An ingredient's record in `hfsoup.json`; a local one carries its card's metadata, since its path is not
+    recorded and the card is built later from the output folder alone."""
+    record = ingredient.provenance()
+    if ingredient.ref.path is not None and (card := local_card_metadata(ingredient.ref.path)):
+        record["card"] = card
+    return record
+
+
+def _public_names(refs: list[hub.IngredientRef], specs: list[str], data_files: list[str]) -> list[tuple[str, str]]:
+    """Local paths that may appear in the provenance (in a finding, a data file's record) and what replaces them."""
+    cwd = Path.cwd()
+    pairs = [(str(Path.home()), "~"), (os.path.abspath(cwd), "."), (os.path.realpath(cwd), ".")]
+    for ref, spec in zip(refs, specs, strict=True):
+        if ref.path is not None:
+            pairs += [(os.path.abspath(os.path.expanduser(spec)), ref.spec), (str(ref.path), ref.spec)]
+    for f in data_files:
+        public = naming.public_path(f, cwd)
+        pairs += [(os.path.abspath(f), public), (os.path.realpath(f), public)]
+    return pairs
 
 
 def _identity(ingredient: hub.Ingredient) -> object:

@@ -117,9 +117,26 @@ class Recipe:
 
     def to_dict(self) -> dict[str, Any]:
         """The recipe as data (what the model card and the provenance record embed)."""
+        from .naming import public_path, scrub_paths
+
         data = asdict(self)
-        data.pop("source")
+        source = data.pop("source")
+        base = Path(source).parent if source is not None else Path.cwd()
+        # Local paths were made absolute for the run; the record is published, so they go back to the recipe's
+        # folder (a path outside it is named by its last component): never the user's absolute paths.
+        data = _map_strings(data, lambda v: public_path(v, base) if os.path.isabs(v) else v)
+        data = scrub_paths(data, [(str(base.absolute()), "."), (str(Path.home()), "~")])
         return {k: v for k, v in data.items() if v is not None}
+
+
+def _map_strings(data: Any, change: Callable[[str], str]) -> Any:
+    if isinstance(data, str):
+        return change(data)
+    if isinstance(data, dict):
+        return {k: _map_strings(v, change) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [_map_strings(v, change) for v in data]
+    return data
 
 
 # ---- validation: one pass, every problem with its location ----
