@@ -310,7 +310,9 @@ def _ingredient_rows(soup: SoupFolder) -> list[list[str]]:
         repo_id = ingredient.get("repo_id")
         line = [
             str(i),
-            f"[{repo_id}](/{repo_id})" if repo_id else f"local folder `{ingredient.get('spec') or ingredient.get('folder')}`",
+            f"[{repo_id}](/{repo_id})"
+            if repo_id
+            else f"local folder `{ingredient.get('spec') or ingredient.get('folder')}`",
             f"`{ingredient['sha']}`" if ingredient.get("sha") else "—",
             _fmt(weight),
         ]

@@ -131,7 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     soup.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     soup.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     soup.add_argument(
-        "--resume", action="store_true", help="reuse the shards an interrupted run completed (checksums verified)"
+        "--resume",
+        action="store_true",
+        help="reuse the shards an interrupted run completed (each recomputed and compared, not rewritten)",
     )
     soup.add_argument(
         "--force",

@@ -125,7 +125,8 @@ def soup(
             Reorder the classification head rows of an ingredient whose labels are the first's in another order;
             with `False` such ingredients are refused.
         resume (`bool`, *optional*, defaults to `False`):
-            Reuse the shards an interrupted run of the same soup completed (each verified by its sha256).
+            Reuse the shards an interrupted run of the same soup completed: each is recomputed from the ingredients
+            and compared with the staged bytes (only the write is saved; the staging folder is never trusted).
         selection (`Selection`, *optional*):
             Score on a task: required by `greedy` and `learned` (selected on its held-out part), optional for
             `uniform`. Every ingredient, the soups and the output ensemble are then scored on the held-out and the
@@ -193,7 +194,9 @@ def soup(
     refs = [hub.parse_ingredient(spec) for spec in specs]  # local only: a Hub ID is not looked up yet
     naming.refuse_same_folder(specs, [ref.path for ref in refs])
     data_files = [f for fs in ((selection.data_files or {}) if selection else {}).values() for f in _listed(fs)]
-    protected = guard.inputs_protected([(s, r.path) for s, r in zip(specs, refs, strict=True) if r.path], files=data_files)
+    protected = guard.inputs_protected(
+        [(s, r.path) for s, r in zip(specs, refs, strict=True) if r.path], files=data_files
+    )
     out = check_output(output_dir, overwrite=overwrite, protected=protected)
     # What the soup publishes names a local folder by its place under the current folder, or its name alone.
     labels = naming.local_labels(specs, base=Path.cwd(), local=[ref.is_local for ref in refs])
@@ -254,9 +257,7 @@ def soup(
     )
     procs = distributed.current()
     meter = SimilarityMeter([i.name for i in pinned])
-    with staged_output(
-        out, overwrite=overwrite, resume=resume, is_main=procs.is_main, protected=protected
-    ) as staging:
+    with staged_output(out, overwrite=overwrite, resume=resume, is_main=procs.is_main, protected=protected) as staging:
         procs.barrier()  # the main process has prepared the staging folder
         reused = write_shards(
             plan,
@@ -271,7 +272,7 @@ def soup(
             **alignment,
         )
         if reused:
-            logger.warning("resumed: reused %d completed shards (checksums verified)", reused)
+            logger.warning("resumed: reused %d completed shards (recomputed and compared byte for byte)", reused)
         procs.barrier()  # every shard is on disk
         if procs.is_main:
             # Shared initialization was measured in the same pass that wrote the shards; a refusal now discards them.
@@ -531,7 +532,7 @@ def cook_recipe(
             overwrite=overwrite or recipe.output.overwrite,
             token=token,
             force=recipe.force,
-            resume=True,  # shards completed by an interrupted run of this recipe are reused (checksums verified)
+            resume=True,  # shards completed by an interrupted run of this recipe are reused (recomputed and compared)
             selection=_selection(recipe),
             recipe=as_data,
         )

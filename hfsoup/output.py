@@ -26,9 +26,7 @@ logger = logging.getLogger(__name__)
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
-def check_output(
-    output_dir: str | os.PathLike, *, overwrite: bool, protected: Iterable[guard.Protected] = ()
-) -> Path:
+def check_output(output_dir: str | os.PathLike, *, overwrite: bool, protected: Iterable[guard.Protected] = ()) -> Path:
     """Refuse an output that would destroy an input (`guard`: the ingredients and folders in `protected`, the
     current and home folders, the Hub cache, a root), an existing file, and an existing folder unless `overwrite`
     and hfsoup wrote it; return it absolute. Cheap: call before any work."""
