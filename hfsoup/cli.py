@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import errno
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 from . import __version__
@@ -679,6 +681,22 @@ def _as_hfsoup_error(exc: BaseException) -> HfsoupError | None:
     return None
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (a `kill`, a scheduler ending a job), raised in the main thread as Ctrl-C is, so that the same
+    cleanup runs: the shard being written is discarded, never recorded as complete, and nothing is moved into place."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise _Terminated()
+
+
+def _on_sigterm_raise():  # noqa: ANN202 - the previous handler, to restore (None when none was installed)
+    """Handle SIGTERM like SIGINT while a command runs; only the main thread can (main() may run in another)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _raise_terminated)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -687,8 +705,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     level = logger.level
     handler = _configure_logging(args)
+    previous = _on_sigterm_raise()
     try:
         return args.func(args)
+    except _Terminated:
+        print("Terminated (SIGTERM); nothing was moved into place.", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("Interrupted; nothing was moved into place.", file=sys.stderr)
         return 130
@@ -701,6 +723,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # main() may be called again in the same process (tests, notebooks): leave logging as it was.
         logger.removeHandler(handler)
         logger.setLevel(level)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

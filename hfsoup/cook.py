@@ -510,13 +510,19 @@ def cook_recipe(
 
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe)
+    from .recipe import protected_inputs
+
     out = Path(output_dir if output_dir is not None else recipe.output.dir).expanduser().resolve()
+    protected = protected_inputs(recipe)
+    guard.refuse_collisions(out, protected)  # an -o given on the command line meets the recipe's rules too
     as_data = recipe.to_dict()
     soup_result = None
     reused = not overwrite and _made_by(out, as_data)
     if reused:
         logger.warning("%s already holds the soup of this recipe; it is reused (delete it to cook again)", out)
     else:
+        # Before the sweep trains for hours: the output must be writable under the rules `soup` applies again.
+        check_output(out, overwrite=overwrite or recipe.output.overwrite, protected=protected)
         specs = [i.spec for i in recipe.ingredients]
         if recipe.sweep is not None:  # the ingredients are the sweep's runs: train those not complete yet
             from .finetune import run_sweep

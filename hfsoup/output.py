@@ -135,7 +135,7 @@ def staged_output(
             return
         check_output(out, overwrite=overwrite, protected=protected)  # someone may have created it meanwhile
         shutil.rmtree(staging / PROGRESS_DIR, ignore_errors=True)
-        os.chmod(staging, 0o777 & ~_umask())  # the finished folder gets the permissions of any folder the user makes
+        open_up(staging)
         if out.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.hfsoup-old-", dir=out.parent))
             os.replace(out, old / out.name)
@@ -164,10 +164,11 @@ def staged_output(
         raise
 
 
-def _umask() -> int:
+def open_up(folder: Path) -> None:
+    """Give a finished staging folder (made 0o700) the permissions of any folder the user makes (the umask's)."""
     mask = os.umask(0o022)
     os.umask(mask)
-    return mask
+    os.chmod(folder, 0o777 & ~mask)
 
 
 def _remove_empty(created: list[Path]) -> None:

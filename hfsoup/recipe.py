@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import guard
 from .errors import HfsoupError, RecipeError
 
 if TYPE_CHECKING:
@@ -425,7 +426,42 @@ def parse_recipe(data: Any, *, source: str | os.PathLike | None = None) -> Recip
             split: [str(_path(f, base_dir)) for f in ([files] if isinstance(files, str) else files)]
             for split, files in recipe.evaluation.data_files.items()
         }
+    collisions = output_problems(recipe, recipe.output.dir)
+    if collisions:
+        raise RecipeError(
+            f"{where}'s output would replace what the recipe reads or what is yours.",
+            fix="Give output.dir a folder of its own, e.g. soups/my-soup (relative to the recipe), then run "
+            "`hfsoup validate` again.",
+            problems=[f"output.dir: {c}" for c in collisions],
+        )
     return recipe
+
+
+def protected_inputs(recipe: Recipe) -> list[guard.Protected]:
+    """What the recipe's output must keep away from (`guard`): its folder, its local ingredients, data files, and
+    for a sweep its local base and the folders of its runs and shared start."""
+    folders = [(i.id, i.id) for i in recipe.ingredients if os.path.isabs(i.id)]
+    files: list[str] = [f for fs in ((recipe.evaluation and recipe.evaluation.data_files) or {}).values() for f in fs]
+    if recipe.sweep is not None:
+        from .finetune import START_DIR, plan_sweep
+
+        root = Path(recipe.sweep.output_dir)
+        folders += [(f"sweep run {r.name}", root / r.name) for r in plan_sweep(recipe.sweep)]
+        folders.append(("the sweep's shared start", root / START_DIR))
+        if os.path.isabs(recipe.sweep.base):
+            folders.append((recipe.sweep.base, recipe.sweep.base))
+        files += [f for fs in (recipe.sweep.data_files or {}).values() for f in fs]
+    recipe_dir = recipe.source.parent if recipe.source is not None else None
+    return guard.inputs_protected(folders, recipe_dir=recipe_dir, files=files)
+
+
+def output_problems(recipe: Recipe, output_dir: str | os.PathLike) -> list[str]:
+    """Why `output_dir` may not be this recipe's output (`guard.collisions`), one line each; empty when it may."""
+    protected = [*guard.always_protected(), *protected_inputs(recipe)]
+    found = guard.collisions(output_dir, protected)
+    return [
+        f"{guard.describe(output_dir, r, item)}: writing it would replace or delete what is there" for r, item in found
+    ]
 
 
 # ---- a fine-tune sweep as the ingredients (hfsoup.finetune) ----
