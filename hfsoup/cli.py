@@ -131,7 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
     soup.add_argument("--dtype", default="auto", choices=["auto", *DTYPE_NAMES], help="output dtype (default: auto)")
     soup.add_argument("--max-shard-size", default=DEFAULT_MAX_SHARD_SIZE, metavar="SIZE", help="e.g. 5GB, 500MB")
     soup.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
-    soup.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    soup.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier hfsoup output at the output path (never any other folder)",
+    )
     soup.add_argument(
         "--resume",
         action="store_true",
@@ -244,7 +248,11 @@ def build_parser() -> argparse.ArgumentParser:
     cook.add_argument("-o", "--output", metavar="DIR", help="output folder (default: the recipe's output.dir)")
     cook.add_argument("--push", metavar="ORG/NAME", help="push the soup here (default: the recipe's push.repo_id)")
     cook.add_argument("--token", help="Hub token (default: HF_TOKEN or the token from 'hf auth login')")
-    cook.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    cook.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier hfsoup output at the output path (never any other folder)",
+    )
     cook.add_argument("--dry-run", action="store_true", help="make the soup, but only show what would be pushed")
     cook.set_defaults(func=_cmd_cook)
 

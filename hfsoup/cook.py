@@ -23,7 +23,7 @@ from .compat import CompatReport, IngredientFacts, SimilarityMeter, StaticResult
 from .constants import DEFAULT_MAX_SHARD_SIZE, DTYPE_NAMES, PROVENANCE_FILE
 from .errors import IncompatibleIngredientsError, InvalidSoupArgumentsError
 from .output import check_output, staged_output
-from .results import ResultsTable
+from .results import RESULTS_FILE, ResultsTable
 from .soups import SOUPS
 from .soups.engine import BaseWeights, collect_meter, measure, plan_soup, resolve_device, write_shards
 
@@ -284,11 +284,14 @@ def soup(
                 write_index(staging, plan.weight_map(), plan.total_size)
                 files.append(SAFE_WEIGHTS_INDEX_NAME)
             files += _copy_support_files(pinned[0], staging, out_dtype)
+            public = _public_names(refs, specs, data_files)
             if tasting is not None:
                 files += tasting.table.save(staging, plot=selection.plot)  # type: ignore[union-attr]
+                table = json.loads((staging / RESULTS_FILE).read_text())
+                (staging / RESULTS_FILE).write_text(json.dumps(naming.scrub_paths(table, public), indent=2) + "\n")
             provenance["compatibility"] = _compat_provenance(report, force=force)
             provenance["files"] = sorted(files)
-            provenance = naming.scrub_paths(provenance, _public_names(refs, specs, data_files))
+            provenance = naming.scrub_paths(provenance, public)
             (staging / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2) + "\n")
             files.append(PROVENANCE_FILE)
     procs.barrier()  # the output is in place before any process returns

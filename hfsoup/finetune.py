@@ -615,8 +615,11 @@ def run_sweep(sweep: Sweep, *, token: str | None = None) -> list[Path | str]:
 
     runs = plan_sweep(sweep)
     root = Path(sweep.output_dir)
-    local_base = [(sweep.base, sweep.base)] if Path(sweep.base).expanduser().is_dir() else []
-    guard.refuse_collisions(root, guard.inputs_protected(local_base))  # never the base's folder, ~, . or /
+    # Runs are added to the sweep folder, which is never replaced: it may hold a local base, but not be or lie
+    # inside it, nor be the current or home folder, a root or the Hub cache.
+    local = Path(sweep.base).expanduser().is_dir()
+    base = [guard.Protected(f"the base model {sweep.base!r}", guard.real(sweep.base), may_contain=True)]
+    guard.refuse_collisions(root, base if local else [])
     if root.exists() and not root.is_dir():
         raise OutputExistsError(f"The sweep folder {root} is a file.", fix="Choose another folder with -o.")
     for run in runs:

@@ -34,11 +34,13 @@ _SOUP_EXTRAS = {constants.PROVENANCE_FILE, "README.md"}
 @dataclass(frozen=True)
 class Protected:
     """A folder the output must keep away from. `outside_only`: the output may lie inside it (the recipe's folder,
-    the current folder), but neither be it nor contain it."""
+    the current folder), but neither be it nor contain it. `may_contain`: the output may hold it (a sweep folder,
+    which is never replaced, holding its own base)."""
 
     what: str
     path: Path
     outside_only: bool = False
+    may_contain: bool = False
 
 
 def real(path: str | os.PathLike) -> Path:
@@ -84,7 +86,7 @@ def collisions(output: str | os.PathLike, protected: Iterable[Protected]) -> lis
     for item in protected:
         if out == item.path:
             found.append(("is", item))
-        elif out in item.path.parents:
+        elif out in item.path.parents and not item.may_contain:
             found.append(("contains", item))
         elif item.path in out.parents and not item.outside_only:
             found.append(("lies inside", item))

@@ -372,3 +372,24 @@ def test_no_local_absolute_path_in_what_is_published(local_hub, tmp_path, monkey
     card = (out / "README.md").read_text()
     assert "license: mit" in card  # the local ingredients' license is carried over without their path
     assert "hfsoup soup ft0 ft1" in card  # the reproduce command names them by folder
+
+
+def test_no_local_absolute_path_in_a_scored_soup(families, tmp_path, monkeypatch):
+    import shutil
+
+    from hfsoup.card import build_card, read_soup_folder
+
+    home = tmp_path / "home" / "alice"
+    folders = [shutil.copytree(families["bert"].folders()[f"ft{i}"], home / "models" / f"ft{i}") for i in range(2)]
+    data = home / "data" / "dev.csv"
+    data.parent.mkdir()
+    data.write_text("sentence,label\n" + "".join(f"soup number {i},{i % 2}\n" for i in range(8)))
+    monkeypatch.setenv("HOME", str(home))
+    out = tmp_path / "soup"
+    args = ["soup", *map(str, folders), "-o", str(out), "--task", "sst2", "--data-files", f"validation={data}"]
+    assert main([*args, "--no-plot"]) == 0
+    (out / "README.md").write_text(str(build_card(read_soup_folder(out))))
+    for name in ("hfsoup.json", "results.json", "results.csv", "README.md"):
+        text = (out / name).read_text()
+        assert str(tmp_path) not in text and "alice" not in text, name
+    assert "dev.csv" in (out / "hfsoup.json").read_text()  # the data file is still named, by its file name
