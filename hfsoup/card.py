@@ -139,10 +139,10 @@ def ingredient_cards(soup: SoupFolder, *, token: str | bool | None = None) -> li
 def local_card_metadata(folder: Path) -> dict[str, Any] | None:
     """What the soup's card takes from a local ingredient's own card (license, base model, pipeline tag), recorded
     in `hfsoup.json` at soup time so the card can be built later from the output folder alone."""
-    from huggingface_hub import ModelCard
-
     if not (folder / CARD_FILE).is_file():
         return None
+    from huggingface_hub import ModelCard  # a third of a second to import: only when there is a card
+
     try:
         data = ModelCard.load(folder / CARD_FILE, ignore_metadata_errors=True).data.to_dict()
     except Exception as e:  # noqa: BLE001 - a card we cannot read only costs the soup's card some metadata
