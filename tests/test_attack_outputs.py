@@ -97,6 +97,7 @@ def test_recipe_whose_output_is_its_own_folder_is_refused_by_validate_and_cook(w
     assert "output.dir:" in err and "recipe's folder" in err
     assert main(["cook", str(recipe)]) == 1
     assert main(["cook", str(recipe), "--overwrite"]) == 1
+    assert main(["cook", str(recipe), "-o", str(work / "ft1"), "--overwrite"]) == 1  # -o meets the same rules
     assert tree(work) == before
 
 
@@ -127,6 +128,22 @@ def test_filesystem_root_as_output_is_refused(work, capsys):
     assert main(["soup", str(work / "ft0"), str(work / "ft1"), "-o", "/", "--overwrite"]) == 1
     assert "filesystem root" in capsys.readouterr().err
     assert not Path("/.hfsoup-tmp-partial").exists() and not Path("/..hfsoup-tmp-partial").exists()
+
+
+def test_hugging_face_cache_as_output_is_refused(local_hub, hf_home, work, tmp_path):
+    before = tree(hf_home)
+    for out in (hf_home, hf_home / "hub", hf_home / "hub" / "soup"):
+        assert main(["soup", str(work / "ft0"), str(work / "ft1"), "-o", str(out), "--overwrite"]) == 1
+    assert tree(hf_home) == before
+
+
+def test_sweep_folder_inside_its_local_base_is_refused(work):
+    from hfsoup.finetune import Sweep, run_sweep
+
+    before = tree(work)
+    with pytest.raises(OutputCollisionError, match="lies inside the base model"):
+        run_sweep(Sweep(str(work / "ft0"), str(work / "ft0" / "runs"), task="sst2", grid={"seed": [0, 1]}))
+    assert tree(work) == before
 
 
 @pytest.mark.parametrize("target", [".", "..", "../.."])
