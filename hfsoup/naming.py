@@ -91,6 +91,8 @@ def weights_checksums(folder: Path, files: Iterable[str], index_file: str | None
         sums[index_file] = {"sha256": _sha256_file(folder / index_file)}
     for name in files:
         path = folder / name
+        if Path(name).name != name or name in (".", "..") or not path.is_file():
+            continue  # an index naming a path outside the folder: never opened here (the reader refuses it)
         entry: dict[str, Any] = {"size": path.stat().st_size}
         if name.endswith(".safetensors"):
             with open(path, "rb") as f:
