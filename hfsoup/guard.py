@@ -105,7 +105,7 @@ def refuse_collisions(output: str | os.PathLike, protected: Iterable[Protected])
     if not found:
         return
     relation, item = found[0]
-    more = "".join(f"; and it {r} {i.what}" for r, i in found[1:])
+    more = "".join(f"; it also {r} {i.what}" for r, i in found[1:])
     raise OutputCollisionError(
         f"The output folder {describe(output, relation, item)}{more}: writing it would replace or delete what is "
         "there, so hfsoup refuses it, with or without --overwrite.",

@@ -397,17 +397,12 @@ def parse_recipe(data: Any, *, source: str | os.PathLike | None = None) -> Recip
         if key in data and (message := check(data[key])):
             problems.add(key, message)
 
-    if problems.items:
-        count = len(problems.items)
-        raise RecipeError(
-            f"{where} has {count} problem{'s' if count > 1 else ''}, each listed below with its location.",
-            fix="Fix them (recipes/ in the hfsoup repository holds complete examples), then run `hfsoup validate` "
-            "again.",
-            problems=problems.items,
-        )
     base_dir = Path(source).parent if source is not None else Path.cwd()
     if sweep is not None:
         sweep = _relative_sweep(sweep, base_dir)
+    raw_output = data.get("output")
+    if output is None and isinstance(raw_output, dict) and isinstance(raw_output.get("dir"), str):
+        output = Output(dir=raw_output["dir"])  # other output keys are wrong: the folder is still checked
     recipe = Recipe(
         ingredients=[_relative(i, base_dir) for i in ingredients],
         output=output,  # type: ignore[arg-type]
@@ -420,19 +415,23 @@ def parse_recipe(data: Any, *, source: str | os.PathLike | None = None) -> Recip
         sweep=sweep,
         source=Path(source) if source is not None else None,
     )
-    recipe.output.dir = str(_path(recipe.output.dir, base_dir))
-    if recipe.evaluation is not None and recipe.evaluation.data_files:
-        recipe.evaluation.data_files = {
-            split: [str(_path(f, base_dir)) for f in ([files] if isinstance(files, str) else files)]
-            for split, files in recipe.evaluation.data_files.items()
-        }
-    collisions = output_problems(recipe, recipe.output.dir)
-    if collisions:
+    if output is not None:
+        recipe.output.dir = str(_path(recipe.output.dir, base_dir))
+        if recipe.evaluation is not None and recipe.evaluation.data_files:
+            recipe.evaluation.data_files = {
+                split: [str(_path(f, base_dir)) for f in ([files] if isinstance(files, str) else files)]
+                for split, files in recipe.evaluation.data_files.items()
+            }
+        # In the same pass as every other problem: an output that would replace the recipe's own inputs.
+        for collision in output_problems(recipe, recipe.output.dir):
+            problems.add("output.dir", collision)
+    if problems.items:
+        count = len(problems.items)
         raise RecipeError(
-            f"{where}'s output would replace what the recipe reads or what is yours.",
-            fix="Give output.dir a folder of its own, e.g. soups/my-soup (relative to the recipe), then run "
-            "`hfsoup validate` again.",
-            problems=[f"output.dir: {c}" for c in collisions],
+            f"{where} has {count} problem{'s' if count > 1 else ''}, each listed below with its location.",
+            fix="Fix them (recipes/ in the hfsoup repository holds complete examples), then run `hfsoup validate` "
+            "again.",
+            problems=problems.items,
         )
     return recipe
 
@@ -456,12 +455,13 @@ def protected_inputs(recipe: Recipe) -> list[guard.Protected]:
 
 
 def output_problems(recipe: Recipe, output_dir: str | os.PathLike) -> list[str]:
-    """Why `output_dir` may not be this recipe's output (`guard.collisions`), one line each; empty when it may."""
+    """Why `output_dir` may not be this recipe's output (`guard.collisions`), as one problem; empty when it may."""
     protected = [*guard.always_protected(), *protected_inputs(recipe)]
     found = guard.collisions(output_dir, protected)
-    return [
-        f"{guard.describe(output_dir, r, item)}: writing it would replace or delete what is there" for r, item in found
-    ]
+    if not found:
+        return []
+    more = "".join(f"; it also {r} {item.what}" for r, item in found[1:])
+    return [f"{guard.describe(output_dir, *found[0])}{more}: writing it would replace or delete what is there"]
 
 
 # ---- a fine-tune sweep as the ingredients (hfsoup.finetune) ----
