@@ -121,10 +121,11 @@ def ingredient_cards(soup: SoupFolder, *, token: str | bool | None = None) -> li
                 card_path = hf_hub_download(
                     ingredient["repo_id"], CARD_FILE, revision=ingredient.get("sha"), token=token
                 )
-            else:
-                card_path = Path(ingredient.get("path", ""), CARD_FILE)
-                if not card_path.is_file():
-                    raise EntryNotFoundError(f"{card_path} does not exist")
+            else:  # a local folder: its card's metadata was recorded by the soup (its path never is)
+                if not isinstance(ingredient.get("card"), dict):
+                    raise EntryNotFoundError(f"no card recorded for {name}")
+                cards.append(dict(ingredient["card"]))
+                continue
             cards.append(ModelCard.load(card_path, ignore_metadata_errors=True).data.to_dict())
         except EntryNotFoundError:
             logger.info("ingredient %s has no model card", name)
@@ -133,6 +134,22 @@ def ingredient_cards(soup: SoupFolder, *, token: str | bool | None = None) -> li
             logger.warning("could not read the model card of ingredient %s: %s", name, str(e).splitlines()[0])
             cards.append(None)
     return cards
+
+
+def local_card_metadata(folder: Path) -> dict[str, Any] | None:
+    """What the soup's card takes from a local ingredient's own card (license, base model, pipeline tag), recorded
+    in `hfsoup.json` at soup time so the card can be built later from the output folder alone."""
+    if not (folder / CARD_FILE).is_file():
+        return None
+    from huggingface_hub import ModelCard  # a third of a second to import: only when there is a card
+
+    try:
+        data = ModelCard.load(folder / CARD_FILE, ignore_metadata_errors=True).data.to_dict()
+    except Exception as e:  # noqa: BLE001 - a card we cannot read only costs the soup's card some metadata
+        logger.warning("could not read the model card in %s: %s", folder.name, str(e).splitlines()[0])
+        return None
+    kept = {k: data[k] for k in ("license", "base_model", "pipeline_tag") if isinstance(data.get(k), str | list)}
+    return kept or None
 
 
 def _agreed(values: list[Any]) -> Any:
@@ -170,7 +187,7 @@ def _shared_base(cards: list[dict[str, Any] | None]) -> str | None:
 
 
 def _name(ingredient: dict[str, Any]) -> str:
-    return str(ingredient.get("repo_id") or ingredient.get("spec") or ingredient.get("path"))
+    return str(ingredient.get("repo_id") or ingredient.get("spec") or ingredient.get("folder"))
 
 
 def eval_results(soup: SoupFolder, *, task_type: str | None) -> list:
@@ -293,7 +310,9 @@ def _ingredient_rows(soup: SoupFolder) -> list[list[str]]:
         repo_id = ingredient.get("repo_id")
         line = [
             str(i),
-            f"[{repo_id}](/{repo_id})" if repo_id else f"local folder `{ingredient.get('path')}`",
+            f"[{repo_id}](/{repo_id})"
+            if repo_id
+            else f"local folder `{ingredient.get('spec') or ingredient.get('folder')}`",
             f"`{ingredient['sha']}`" if ingredient.get("sha") else "—",
             _fmt(weight),
         ]
@@ -346,7 +365,7 @@ def _recipe(prov: dict[str, Any]) -> tuple[str, str]:
         return f"# hfsoup cook recipe.yaml\n{text}", "hfsoup cook recipe.yaml"
     specs = []
     for i in prov["ingredients"]:
-        specs.append(f"{i['repo_id']}@{i['sha']}" if i.get("repo_id") and i.get("sha") else str(i.get("path")))
+        specs.append(f"{i['repo_id']}@{i['sha']}" if i.get("repo_id") and i.get("sha") else str(i.get("spec")))
     command = ["hfsoup soup", *specs, "-o soup/", f"--method {prov['method']}"]
     weights = prov.get("weights") or []
     if prov["method"] == "uniform" and weights and len(set(weights)) > 1:

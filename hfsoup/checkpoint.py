@@ -422,12 +422,15 @@ class SafetensorsStreamWriter:
         self._next = 0
         self._open: tuple[str, TensorMeta, int] | None = None  # the tensor being written, and bytes still due
         self._hash = hashlib.sha256()
-        self._file = open(self._tmp, "wb")  # noqa: SIM115 - closed in close() or abort()
+        self._file = self._open_sink()
         self._queue: queue.Queue = queue.Queue(self._QUEUE_BLOCKS)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._drain, name=f"write {self.path.name}", daemon=True)
         self._thread.start()
         self._put(struct.pack("<Q", len(raw)) + raw)
+
+    def _open_sink(self):  # noqa: ANN202 - a binary file; `soups.resume` compares instead of writing
+        return open(self._tmp, "wb")  # noqa: SIM115 - closed in close() or abort()
 
     def _drain(self) -> None:
         while (data := self._queue.get()) is not None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import errno
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 from . import __version__
@@ -129,9 +131,15 @@ def build_parser() -> argparse.ArgumentParser:
     soup.add_argument("--dtype", default="auto", choices=["auto", *DTYPE_NAMES], help="output dtype (default: auto)")
     soup.add_argument("--max-shard-size", default=DEFAULT_MAX_SHARD_SIZE, metavar="SIZE", help="e.g. 5GB, 500MB")
     soup.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
-    soup.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     soup.add_argument(
-        "--resume", action="store_true", help="reuse the shards an interrupted run completed (checksums verified)"
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier hfsoup output at the output path (never any other folder)",
+    )
+    soup.add_argument(
+        "--resume",
+        action="store_true",
+        help="reuse the shards an interrupted run completed (each recomputed and compared, not rewritten)",
     )
     soup.add_argument(
         "--force",
@@ -240,7 +248,11 @@ def build_parser() -> argparse.ArgumentParser:
     cook.add_argument("-o", "--output", metavar="DIR", help="output folder (default: the recipe's output.dir)")
     cook.add_argument("--push", metavar="ORG/NAME", help="push the soup here (default: the recipe's push.repo_id)")
     cook.add_argument("--token", help="Hub token (default: HF_TOKEN or the token from 'hf auth login')")
-    cook.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    cook.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier hfsoup output at the output path (never any other folder)",
+    )
     cook.add_argument("--dry-run", action="store_true", help="make the soup, but only show what would be pushed")
     cook.set_defaults(func=_cmd_cook)
 
@@ -428,7 +440,7 @@ def _cmd_soup(args: argparse.Namespace) -> int:
                 )
     print(f"{result.method} soup of {len(result.ingredients)} ingredients written to {result.output_dir}")
     for ingredient, weight in zip(result.ingredients, result.weights, strict=True):
-        pinned = ingredient.get("sha") or ingredient.get("path")
+        pinned = ingredient.get("sha") or f"local folder {ingredient.get('folder')}"
         print(f"  {weight:.4f}  {ingredient['spec']}  ({pinned})")
     if result.method == "greedy":
         record = result.method_record
@@ -677,6 +689,22 @@ def _as_hfsoup_error(exc: BaseException) -> HfsoupError | None:
     return None
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (a `kill`, a scheduler ending a job), raised in the main thread as Ctrl-C is, so that the same
+    cleanup runs: the shard being written is discarded, never recorded as complete, and nothing is moved into place."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise _Terminated()
+
+
+def _on_sigterm_raise():  # noqa: ANN202 - the previous handler, to restore (None when none was installed)
+    """Handle SIGTERM like SIGINT while a command runs; only the main thread can (main() may run in another)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _raise_terminated)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -685,8 +713,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     level = logger.level
     handler = _configure_logging(args)
+    previous = _on_sigterm_raise()
     try:
         return args.func(args)
+    except _Terminated:
+        print("Terminated (SIGTERM); nothing was moved into place.", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("Interrupted; nothing was moved into place.", file=sys.stderr)
         return 130
@@ -699,6 +731,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # main() may be called again in the same process (tests, notebooks): leave logging as it was.
         logger.removeHandler(handler)
         logger.setLevel(level)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

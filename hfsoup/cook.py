@@ -12,18 +12,19 @@ import logging
 import os
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import __version__, distributed, hub
+from . import __version__, distributed, guard, hub, naming
+from .card import local_card_metadata
 from .checkpoint import SAFE_WEIGHTS_INDEX_NAME, CheckpointReader, StructureMap, parse_size, write_index
 from .compat import CompatReport, IngredientFacts, SimilarityMeter, StaticResult, check_before_download
 from .confine import allowed_roots, confined
 from .constants import DEFAULT_MAX_SHARD_SIZE, DTYPE_NAMES, PROVENANCE_FILE
 from .errors import IncompatibleIngredientsError, InvalidSoupArgumentsError
 from .output import check_output, staged_output
-from .results import ResultsTable
+from .results import RESULTS_FILE, ResultsTable
 from .soups import SOUPS
 from .soups.engine import BaseWeights, collect_meter, measure, plan_soup, resolve_device, write_shards
 
@@ -125,7 +126,8 @@ def soup(
             Reorder the classification head rows of an ingredient whose labels are the first's in another order;
             with `False` such ingredients are refused.
         resume (`bool`, *optional*, defaults to `False`):
-            Reuse the shards an interrupted run of the same soup completed (each verified by its sha256).
+            Reuse the shards an interrupted run of the same soup completed: each is recomputed from the ingredients
+            and compared with the staged bytes (only the write is saved; the staging folder is never trusted).
         selection (`Selection`, *optional*):
             Score on a task: required by `greedy` and `learned` (selected on its held-out part), optional for
             `uniform`. Every ingredient, the soups and the output ensemble are then scored on the held-out and the
@@ -190,9 +192,19 @@ def soup(
         shard_bytes = parse_size(max_shard_size)
     except ValueError as e:
         raise InvalidSoupArgumentsError(f"Invalid --max-shard-size: {e}.") from e
-    out = check_output(output_dir, overwrite=overwrite)
+    refs = [hub.parse_ingredient(spec) for spec in specs]  # local only: a Hub ID is not looked up yet
+    naming.refuse_same_folder(specs, [ref.path for ref in refs])
+    data_files = [f for fs in ((selection.data_files or {}) if selection else {}).values() for f in _listed(fs)]
+    protected = guard.inputs_protected(
+        [(s, r.path) for s, r in zip(specs, refs, strict=True) if r.path], files=data_files
+    )
+    out = check_output(output_dir, overwrite=overwrite, protected=protected)
+    # What the soup publishes names a local folder by its place under the current folder, or its name alone.
+    labels = naming.local_labels(specs, base=Path.cwd(), local=[ref.is_local for ref in refs])
+    refs = [replace(ref, spec=label) if ref.is_local else ref for ref, label in zip(refs, labels, strict=True)]
 
-    pinned = [hub.resolve(spec, token=token, allow_pickle=allow_pickle) for spec in specs]
+    pinned = [hub.resolve(ref, token=token, allow_pickle=allow_pickle) for ref in refs]
+    naming.refuse_same_commit(specs, [(i.ref.repo_id, i.sha) if i.sha else None for i in pinned])  # type: ignore[misc]
     facts = _gather_facts(pinned, token=token, allow_pickle=allow_pickle)
     report, static = check_before_download(facts, align_labels=align_labels)
     _refuse_unless_forced(report, force=force)  # before a single weight file is downloaded
@@ -225,7 +237,7 @@ def soup(
         "method": method,
         "weights": list(mixing.weights),
         "dtype": dtype or "auto",
-        "ingredients": [i.provenance() for i in pinned],
+        "ingredients": [_provenance(i) for i in pinned],
         "config_from": pinned[0].name,
     }
     if recipe is not None:
@@ -246,7 +258,7 @@ def soup(
     )
     procs = distributed.current()
     meter = SimilarityMeter([i.name for i in pinned])
-    with staged_output(out, overwrite=overwrite, resume=resume, is_main=procs.is_main) as staging:
+    with staged_output(out, overwrite=overwrite, resume=resume, is_main=procs.is_main, protected=protected) as staging:
         procs.barrier()  # the main process has prepared the staging folder
         reused = write_shards(
             plan,
@@ -261,7 +273,7 @@ def soup(
             **alignment,
         )
         if reused:
-            logger.warning("resumed: reused %d completed shards (checksums verified)", reused)
+            logger.warning("resumed: reused %d completed shards (recomputed and compared byte for byte)", reused)
         procs.barrier()  # every shard is on disk
         if procs.is_main:
             # Shared initialization was measured in the same pass that wrote the shards; a refusal now discards them.
@@ -273,10 +285,14 @@ def soup(
                 write_index(staging, plan.weight_map(), plan.total_size)
                 files.append(SAFE_WEIGHTS_INDEX_NAME)
             files += _copy_support_files(pinned[0], staging, out_dtype)
+            public = _public_names(refs, specs, data_files)
             if tasting is not None:
                 files += tasting.table.save(staging, plot=selection.plot)  # type: ignore[union-attr]
+                table = json.loads((staging / RESULTS_FILE).read_text())
+                (staging / RESULTS_FILE).write_text(json.dumps(naming.scrub_paths(table, public), indent=2) + "\n")
             provenance["compatibility"] = _compat_provenance(report, force=force)
             provenance["files"] = sorted(files)
+            provenance = naming.scrub_paths(provenance, public)
             (staging / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2) + "\n")
             files.append(PROVENANCE_FILE)
     procs.barrier()  # the output is in place before any process returns
@@ -296,6 +312,32 @@ def soup(
         tasting.records.get(method, {}) if tasting else {},
         tasting.records if tasting else {},
     )
+
+
+def _listed(files: str | Sequence[str]) -> list[str]:
+    return [files] if isinstance(files, str) else list(files)
+
+
+def _provenance(ingredient: hub.Ingredient) -> dict:
+    """An ingredient's record in `hfsoup.json`; a local one carries its card's metadata, since its path is not
+    recorded and the card is built later from the output folder alone."""
+    record = ingredient.provenance()
+    if ingredient.ref.path is not None and (card := local_card_metadata(ingredient.ref.path)):
+        record["card"] = card
+    return record
+
+
+def _public_names(refs: list[hub.IngredientRef], specs: list[str], data_files: list[str]) -> list[tuple[str, str]]:
+    """Local paths that may appear in the provenance (in a finding, a data file's record) and what replaces them."""
+    cwd = Path.cwd()
+    pairs = [(str(Path.home()), "~"), (os.path.abspath(cwd), "."), (os.path.realpath(cwd), ".")]
+    for ref, spec in zip(refs, specs, strict=True):
+        if ref.path is not None:
+            pairs += [(os.path.abspath(os.path.expanduser(spec)), ref.spec), (str(ref.path), ref.spec)]
+    for f in data_files:
+        public = naming.public_path(f, cwd)
+        pairs += [(os.path.abspath(f), public), (os.path.realpath(f), public)]
+    return pairs
 
 
 def _identity(ingredient: hub.Ingredient) -> object:
@@ -479,13 +521,19 @@ def cook_recipe(
 
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe)
+    from .recipe import protected_inputs
+
     out = Path(output_dir if output_dir is not None else recipe.output.dir).expanduser().resolve()
+    protected = protected_inputs(recipe)
+    guard.refuse_collisions(out, protected)  # an -o given on the command line meets the recipe's rules too
     as_data = recipe.to_dict()
     soup_result = None
     reused = not overwrite and _made_by(out, as_data)
     if reused:
         logger.warning("%s already holds the soup of this recipe; it is reused (delete it to cook again)", out)
     else:
+        # Before the sweep trains for hours: the output must be writable under the rules `soup` applies again.
+        check_output(out, overwrite=overwrite or recipe.output.overwrite, protected=protected)
         specs = [i.spec for i in recipe.ingredients]
         if recipe.sweep is not None:  # the ingredients are the sweep's runs: train those not complete yet
             from .finetune import run_sweep
@@ -501,7 +549,7 @@ def cook_recipe(
             overwrite=overwrite or recipe.output.overwrite,
             token=token,
             force=recipe.force,
-            resume=True,  # shards completed by an interrupted run of this recipe are reused (checksums verified)
+            resume=True,  # shards completed by an interrupted run of this recipe are reused (recomputed and compared)
             selection=_selection(recipe),
             recipe=as_data,
         )

@@ -6,6 +6,8 @@ to fix it; the CLI prints it once, as one paragraph, and exits with `exit_code`.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class HfsoupError(Exception):
     """Base class for every error caused by user input or by the user's environment."""
@@ -36,6 +38,38 @@ class InvalidSoupArgumentsError(HfsoupError):
 
 class OutputExistsError(HfsoupError):
     """The output folder exists and `--overwrite` was not given."""
+
+
+class OutputCollisionError(HfsoupError):
+    """An output folder that would destroy an input or the user's files: it is, contains or lies inside an
+    ingredient, the Hugging Face cache, the recipe's folder, the current folder, the home folder or a filesystem
+    root. Refused with or without `--overwrite`.
+
+    `output` is the output folder, `collides_with` what it would destroy, `relation` one of `is`, `contains`,
+    `lies inside` (all resolved, absolute).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        fix: str | None = None,
+        output: Path | None = None,
+        collides_with: Path | None = None,
+        relation: str | None = None,
+    ) -> None:
+        super().__init__(message, fix=fix)
+        self.output, self.collides_with, self.relation = output, collides_with, relation
+
+
+class UnsafeStagingError(HfsoupError):
+    """The staging folder an interrupted run left (`.<output>.hfsoup-tmp-partial`) is not a plain folder of the
+    current user's that only they can write: a symlink, a file, another user's folder or a group/world-writable
+    one. It is never followed nor reused; `path` names it."""
+
+    def __init__(self, message: str, *, fix: str | None = None, path: Path | None = None) -> None:
+        super().__init__(message, fix=fix)
+        self.path = path
 
 
 class HubError(HfsoupError):

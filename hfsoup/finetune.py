@@ -25,9 +25,11 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from . import guard
 from .checkpoint import file_sha256
 from .constants import TMP_MARKER
 from .errors import HfsoupError, OutputExistsError, SweepError
+from .output import fresh_staging, open_up
 
 logger = logging.getLogger(__name__)
 
@@ -432,7 +434,6 @@ def _shared_start(sweep: Sweep, task: Any, token: str | None) -> tuple[Path, str
     if weights.is_file():
         return out, file_sha256(weights)
     staging = out.parent / f".{out.name}{TMP_MARKER}partial"
-    shutil.rmtree(staging, ignore_errors=True)
     labels = {i: name for i, name in enumerate(task.label_names)} if task.label_names else None
     extra: dict[str, Any] = {"num_labels": task.num_labels}
     if labels:
@@ -450,11 +451,18 @@ def _shared_start(sweep: Sweep, task: Any, token: str | None) -> tuple[Path, str
         ) from exc
     if task.is_regression:
         model.config.problem_type = "regression"
-    staging.mkdir(parents=True)
+    _fresh(staging)
     model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
+    open_up(staging)
     os.replace(staging, out)
     return out, file_sha256(weights)
+
+
+def _fresh(staging: Path) -> None:
+    """A new staging folder: leftovers of an earlier run discarded, a link planted at the name never followed."""
+    staging.parent.mkdir(parents=True, exist_ok=True)
+    fresh_staging(staging, resume=False)
 
 
 def _train_rows(sweep: Sweep, task: Any, tokenizer: Any, token: str | None) -> tuple[Any, dict]:
@@ -506,8 +514,7 @@ def _train(sweep: Sweep, run: Run, start: Path, start_sha: str, task: Any, train
 
     out = Path(sweep.output_dir) / run.name
     staging = out.parent / f".{out.name}{TMP_MARKER}partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    _fresh(staging)
     try:
         tokenizer = AutoTokenizer.from_pretrained(start)
         model = AutoModelForSequenceClassification.from_pretrained(start)
@@ -555,6 +562,7 @@ def _train(sweep: Sweep, run: Run, start: Path, start_sha: str, task: Any, train
             "train_loss": result.training_loss,
         }
         (staging / RUN_FILE).write_text(json.dumps(record, indent=2, default=str) + "\n")
+        open_up(staging)
         os.replace(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -607,6 +615,11 @@ def run_sweep(sweep: Sweep, *, token: str | None = None) -> list[Path | str]:
 
     runs = plan_sweep(sweep)
     root = Path(sweep.output_dir)
+    # Runs are added to the sweep folder, which is never replaced: it may hold a local base, but not be or lie
+    # inside it, nor be the current or home folder, a root or the Hub cache.
+    local = Path(sweep.base).expanduser().is_dir()
+    base = [guard.Protected(f"the base model {sweep.base!r}", guard.real(sweep.base), may_contain=True)]
+    guard.refuse_collisions(root, base if local else [])
     if root.exists() and not root.is_dir():
         raise OutputExistsError(f"The sweep folder {root} is a file.", fix="Choose another folder with -o.")
     for run in runs:

@@ -138,8 +138,17 @@ class Ingredient:
         return self.ref.spec
 
     def provenance(self) -> dict[str, object]:
-        if self.ref.is_local:
-            return {"spec": self.ref.spec, "path": str(self.ref.path), "weights_format": self.layout.format}
+        if self.ref.is_local:  # published with the soup: its public name and checksums, never the local path
+            from .naming import weights_checksums
+
+            folder, index = self.ref.path, self.layout.index_file
+            files = sorted(set(read_weight_map(folder / index).values())) if index else list(self.layout.files)
+            return {
+                "spec": self.ref.spec,
+                "folder": folder.name,
+                "weights_format": self.layout.format,
+                "checksums": weights_checksums(folder, files, index),
+            }
         return {
             "spec": self.ref.spec,
             "repo_id": self.ref.repo_id,

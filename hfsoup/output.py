@@ -12,21 +12,26 @@ import errno
 import logging
 import os
 import shutil
+import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from . import guard
 from .constants import TMP_MARKER
-from .errors import DiskFullError, OutputExistsError
+from .errors import DiskFullError, OutputExistsError, UnsafeStagingError
 
 logger = logging.getLogger(__name__)
 
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
-def check_output(output_dir: str | os.PathLike, *, overwrite: bool) -> Path:
-    """Refuse an existing output path unless `overwrite`; return it absolute. Cheap: call before any work."""
+def check_output(output_dir: str | os.PathLike, *, overwrite: bool, protected: Iterable[guard.Protected] = ()) -> Path:
+    """Refuse an output that would destroy an input (`guard`: the ingredients and folders in `protected`, the
+    current and home folders, the Hub cache, a root), an existing file, and an existing folder unless `overwrite`
+    and hfsoup wrote it; return it absolute. Cheap: call before any work."""
     out = Path(output_dir).expanduser().absolute()
+    guard.refuse_collisions(out, protected)
     if out.exists() and not out.is_dir():
         raise OutputExistsError(
             f"The output path {out} exists and is a file, not a folder.", fix="Choose another path with -o."
@@ -36,6 +41,8 @@ def check_output(output_dir: str | os.PathLike, *, overwrite: bool) -> Path:
             f"The output folder {out} already exists; hfsoup never overwrites it unless asked.",
             fix="Choose another folder with -o, or pass --overwrite (overwrite=True) to replace it.",
         )
+    if out.exists():
+        guard.check_replaceable(out)
     return out
 
 
@@ -46,15 +53,65 @@ def staging_path(output_dir: str | os.PathLike) -> Path:
     return out.parent / f".{out.name}{TMP_MARKER}partial"
 
 
+def fresh_staging(staging: Path, *, resume: bool) -> None:
+    """Make `staging` a folder only this user can enter, never following a link planted at its name.
+
+    Without `resume` whatever is at the name is discarded first (a link or a file is unlinked, never followed; a
+    folder is removed only if it is this user's). With `resume` an existing entry is kept only if it is a real
+    folder of this user's that nobody else can write; anything else is refused and left untouched, since its
+    content could have been put there by someone else (and `cook` always resumes).
+    """
+    try:
+        st = os.lstat(staging)
+    except FileNotFoundError:
+        st = None
+    if st is not None and not resume:
+        if stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid():
+            shutil.rmtree(staging)
+        elif not stat.S_ISDIR(st.st_mode):
+            staging.unlink()  # a link or a file: the entry goes, its target is never touched
+        else:
+            _refuse_staging(staging, "is another user's folder")
+        st = None
+    if st is None:
+        os.mkdir(staging, 0o700)  # fails if anything appeared at the name meanwhile: never follows a link
+        os.chmod(staging, 0o700)  # whatever the umask
+        return
+    if stat.S_ISLNK(st.st_mode):
+        _refuse_staging(staging, f"is a symbolic link (to {os.readlink(staging)})")
+    if not stat.S_ISDIR(st.st_mode):
+        _refuse_staging(staging, "is not a folder")
+    if st.st_uid != os.getuid():
+        _refuse_staging(staging, f"belongs to another user (uid {st.st_uid})")
+    if st.st_mode & 0o022:
+        _refuse_staging(staging, f"can be written by other users (mode {stat.filemode(st.st_mode)})")
+
+
+def _refuse_staging(staging: Path, why: str) -> None:
+    raise UnsafeStagingError(
+        f"The staging folder {staging} left by an earlier run {why}; hfsoup never reuses nor follows it, since "
+        "someone else could have put its content there.",
+        fix=f"Look at it, remove it yourself (rm -r {staging}), then run the command again (or run without "
+        "--resume to have hfsoup replace a link or file there).",
+        path=staging,
+    )
+
+
 @contextlib.contextmanager
 def staged_output(
-    output_dir: str | os.PathLike, *, overwrite: bool, resume: bool = False, is_main: bool = True
+    output_dir: str | os.PathLike,
+    *,
+    overwrite: bool,
+    resume: bool = False,
+    is_main: bool = True,
+    protected: Iterable[guard.Protected] = (),
 ) -> Iterator[Path]:
     """Yield the staging folder; on success the main process moves it to `output_dir`.
 
     On failure the staging folder is removed, except when it holds completed shards and the failure was not a refusal
     of the ingredients: then it is kept for `--resume` (and the user is told). Without `resume`, leftovers of an
-    earlier run are discarded first.
+    earlier run are discarded first. The staging folder is made by `fresh_staging` (mode 0o700, never through a
+    link), and `protected` is checked by `check_output` again at the end.
 
     Example:
         ```py
@@ -65,19 +122,20 @@ def staged_output(
     from .errors import HfsoupError
     from .soups.engine import PROGRESS_DIR
 
-    out = check_output(output_dir, overwrite=overwrite)
+    protected = list(protected)
+    out = check_output(output_dir, overwrite=overwrite, protected=protected)
     staging = staging_path(out)
     created = [p for p in [out.parent, *out.parent.parents] if not p.exists()]
     if is_main:
-        if staging.exists() and not resume:
-            shutil.rmtree(staging)
-        staging.mkdir(parents=True, exist_ok=True)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fresh_staging(staging, resume=resume)
     try:
         yield staging
         if not is_main:
             return
-        check_output(out, overwrite=overwrite)  # someone may have created it meanwhile
+        check_output(out, overwrite=overwrite, protected=protected)  # someone may have created it meanwhile
         shutil.rmtree(staging / PROGRESS_DIR, ignore_errors=True)
+        open_up(staging)
         if out.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.hfsoup-old-", dir=out.parent))
             os.replace(out, old / out.name)
@@ -104,6 +162,13 @@ def staged_output(
             shutil.rmtree(staging, ignore_errors=True)
             _remove_empty(created)
         raise
+
+
+def open_up(folder: Path) -> None:
+    """Give a finished staging folder (made 0o700) the permissions of any folder the user makes (the umask's)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    os.chmod(folder, 0o777 & ~mask)
 
 
 def _remove_empty(created: list[Path]) -> None:

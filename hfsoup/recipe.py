@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import guard
 from .errors import HfsoupError, RecipeError
 
 if TYPE_CHECKING:
@@ -117,9 +118,26 @@ class Recipe:
 
     def to_dict(self) -> dict[str, Any]:
         """The recipe as data (what the model card and the provenance record embed)."""
+        from .naming import public_path, scrub_paths
+
         data = asdict(self)
-        data.pop("source")
+        source = data.pop("source")
+        base = Path(source).parent if source is not None else Path.cwd()
+        # Local paths were made absolute for the run; the record is published, so they go back to the recipe's
+        # folder (a path outside it is named by its last component): never the user's absolute paths.
+        data = _map_strings(data, lambda v: public_path(v, base) if os.path.isabs(v) else v)
+        data = scrub_paths(data, [(str(base.absolute()), "."), (str(Path.home()), "~")])
         return {k: v for k, v in data.items() if v is not None}
+
+
+def _map_strings(data: Any, change: Callable[[str], str]) -> Any:
+    if isinstance(data, str):
+        return change(data)
+    if isinstance(data, dict):
+        return {k: _map_strings(v, change) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [_map_strings(v, change) for v in data]
+    return data
 
 
 # ---- validation: one pass, every problem with its location ----
@@ -379,17 +397,12 @@ def parse_recipe(data: Any, *, source: str | os.PathLike | None = None) -> Recip
         if key in data and (message := check(data[key])):
             problems.add(key, message)
 
-    if problems.items:
-        count = len(problems.items)
-        raise RecipeError(
-            f"{where} has {count} problem{'s' if count > 1 else ''}, each listed below with its location.",
-            fix="Fix them (recipes/ in the hfsoup repository holds complete examples), then run `hfsoup validate` "
-            "again.",
-            problems=problems.items,
-        )
     base_dir = Path(source).parent if source is not None else Path.cwd()
     if sweep is not None:
         sweep = _relative_sweep(sweep, base_dir)
+    raw_output = data.get("output")
+    if output is None and isinstance(raw_output, dict) and isinstance(raw_output.get("dir"), str):
+        output = Output(dir=raw_output["dir"])  # other output keys are wrong: the folder is still checked
     recipe = Recipe(
         ingredients=[_relative(i, base_dir) for i in ingredients],
         output=output,  # type: ignore[arg-type]
@@ -402,13 +415,53 @@ def parse_recipe(data: Any, *, source: str | os.PathLike | None = None) -> Recip
         sweep=sweep,
         source=Path(source) if source is not None else None,
     )
-    recipe.output.dir = str(_path(recipe.output.dir, base_dir))
-    if recipe.evaluation is not None and recipe.evaluation.data_files:
-        recipe.evaluation.data_files = {
-            split: [str(_path(f, base_dir)) for f in ([files] if isinstance(files, str) else files)]
-            for split, files in recipe.evaluation.data_files.items()
-        }
+    if output is not None:
+        recipe.output.dir = str(_path(recipe.output.dir, base_dir))
+        if recipe.evaluation is not None and recipe.evaluation.data_files:
+            recipe.evaluation.data_files = {
+                split: [str(_path(f, base_dir)) for f in ([files] if isinstance(files, str) else files)]
+                for split, files in recipe.evaluation.data_files.items()
+            }
+        # In the same pass as every other problem: an output that would replace the recipe's own inputs.
+        for collision in output_problems(recipe, recipe.output.dir):
+            problems.add("output.dir", collision)
+    if problems.items:
+        count = len(problems.items)
+        raise RecipeError(
+            f"{where} has {count} problem{'s' if count > 1 else ''}, each listed below with its location.",
+            fix="Fix them (recipes/ in the hfsoup repository holds complete examples), then run `hfsoup validate` "
+            "again.",
+            problems=problems.items,
+        )
     return recipe
+
+
+def protected_inputs(recipe: Recipe) -> list[guard.Protected]:
+    """What the recipe's output must keep away from (`guard`): its folder, its local ingredients, data files, and
+    for a sweep its local base and the folders of its runs and shared start."""
+    folders = [(i.id, i.id) for i in recipe.ingredients if os.path.isabs(i.id)]
+    files: list[str] = [f for fs in ((recipe.evaluation and recipe.evaluation.data_files) or {}).values() for f in fs]
+    if recipe.sweep is not None:
+        from .finetune import START_DIR, plan_sweep
+
+        root = Path(recipe.sweep.output_dir)
+        folders += [(f"sweep run {r.name}", root / r.name) for r in plan_sweep(recipe.sweep)]
+        folders.append(("the sweep's shared start", root / START_DIR))
+        if os.path.isabs(recipe.sweep.base):
+            folders.append((recipe.sweep.base, recipe.sweep.base))
+        files += [f for fs in (recipe.sweep.data_files or {}).values() for f in fs]
+    recipe_dir = recipe.source.parent if recipe.source is not None else None
+    return guard.inputs_protected(folders, recipe_dir=recipe_dir, files=files)
+
+
+def output_problems(recipe: Recipe, output_dir: str | os.PathLike) -> list[str]:
+    """Why `output_dir` may not be this recipe's output (`guard.collisions`), as one problem; empty when it may."""
+    protected = [*guard.always_protected(), *protected_inputs(recipe)]
+    found = guard.collisions(output_dir, protected)
+    if not found:
+        return []
+    more = "".join(f"; it also {r} {item.what}" for r, item in found[1:])
+    return [f"{guard.describe(output_dir, *found[0])}{more}: writing it would replace or delete what is there"]
 
 
 # ---- a fine-tune sweep as the ingredients (hfsoup.finetune) ----

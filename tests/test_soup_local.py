@@ -56,7 +56,9 @@ def test_uniform_soup_matches_float64_reference(tmp_path, ingredients):
     assert json.loads((result.output_dir / "tokenizer.json").read_text()) == {"seed": 0}
     provenance = json.loads(result.provenance_path.read_text())
     assert provenance["method"] == "uniform" and provenance["weights"] == pytest.approx([1 / 3] * 3)
-    assert [i["path"] for i in provenance["ingredients"]] == [str(p) for p in ingredients]
+    # Published with the soup: a local ingredient by its folder name and checksums, never its absolute path.
+    assert [i["folder"] for i in provenance["ingredients"]] == [p.name for p in ingredients]
+    assert str(ingredients[0].parent) not in result.provenance_path.read_text()
     assert provenance["hfsoup_version"] == hfsoup.__version__
 
 
@@ -120,8 +122,14 @@ def test_existing_output_is_kept_unless_overwrite(tmp_path, ingredients):
     with pytest.raises(OutputExistsError, match="--overwrite"):
         hfsoup.soup(ingredients, out)
     assert (out / "precious.txt").read_text() == "mine"
-    hfsoup.soup(ingredients, out, overwrite=True)
-    assert not (out / "precious.txt").exists() and (out / "model.safetensors").is_file()
+    # --overwrite replaces only what hfsoup wrote: this folder is the user's (issue 13).
+    with pytest.raises(OutputExistsError, match="not written by hfsoup"):
+        hfsoup.soup(ingredients, out, overwrite=True)
+    assert (out / "precious.txt").read_text() == "mine"
+    (out / "precious.txt").unlink()
+    hfsoup.soup(ingredients, out, overwrite=True)  # an empty folder holds nothing to lose
+    hfsoup.soup(ingredients[:2], out, overwrite=True)  # and a soup is replaced by another
+    assert len(json.loads((out / "hfsoup.json").read_text())["ingredients"]) == 2
 
 
 def test_failure_midway_leaves_nothing(tmp_path, ingredients, monkeypatch):

@@ -24,7 +24,6 @@ from ..checkpoint import (
     CheckpointReader,
     SafetensorsStreamWriter,
     TensorMeta,
-    file_sha256,
     plan_shards,
     shard_file_names,
 )
@@ -33,6 +32,7 @@ from ..errors import IncompatibleIngredientsError, InvalidSoupArgumentsError
 from ..output import write_file_atomic
 from . import kernels
 from .base import Mixing
+from .resume import StagedShardCheck, staged_candidate
 
 logger = logging.getLogger(__name__)
 
@@ -185,8 +185,9 @@ def write_shards(
     """Compute and write the shards `shard_ids` of `plan` into `staging`; return how many were reused on resume.
 
     Every tensor of every ingredient also feeds a per-shard `meter`, saved beside the shard in a progress record
-    (with the shard's sha256), so that a resumed or distributed run can add up the shared-initialization figures
-    without reading completed shards again.
+    (with the shard's sha256), so that a distributed run can add up the shared-initialization figures without
+    reading completed shards again. On resume a shard an earlier run left is recomputed and compared with the
+    staged bytes (`soups.resume`): reused only if identical, its record rewritten from this run's own figures.
     """
     import json
 
@@ -198,61 +199,68 @@ def write_shards(
     shard_ids = list(shard_ids)
     reused = 0
     bar = tqdm(total=sum(len(plan.shards[i]) for i in shard_ids), desc="Souping", unit="tensor")
+    faults = bool(os.environ.get("HFSOUP_FAULT"))  # read once: nothing per tensor when no test asks
+
+    def mix(i: int, writer_class: type[SafetensorsStreamWriter]) -> tuple[str | None, SimilarityMeter]:
+        names = plan.shards[i]
+        shard_meter = meter.fresh()
+        writer = writer_class(staging / plan.files[i], [(n, plan.metas[n]) for n in names], metadata=metadata)
+        try:
+            stream = iter_tensors(readers, names, alignment=alignment, label_indexed=label_indexed)
+            for name, tensors in stream:
+                meta, codes = plan.metas[name], [r.structure[name].dtype for r in readers]
+                writer.begin(name, meta.dtype, meta.shape)
+                weights, base_in = mixing.weights_for(name), _base_array(base, name)
+                blocks = _mix_blocks(name, tensors, codes, weights, meta.dtype, shard_meter, base_in, accumulate)
+                for block in blocks:
+                    writer.write(block)  # on the writer's thread, while the next block is computed
+                writer.end()
+                bar.update(1)
+                if faults:
+                    _fault_point("tensor-written")
+                if getattr(writer, "differs", False):
+                    break  # a staged shard known to differ: computing the rest of it would change nothing
+            sha256 = writer.close()
+        except BaseException:
+            writer.abort()
+            raise
+        return sha256, shard_meter
+
     with bar:
         for i in shard_ids:
-            names, file = plan.shards[i], plan.files[i]
-            if resume and _completed(plan, staging, i):
-                reused += 1
-                bar.update(len(names))
-                continue
-            shard_meter = meter.fresh()
-            writer = SafetensorsStreamWriter(staging / file, [(n, plan.metas[n]) for n in names], metadata=metadata)
-            try:
-                stream = iter_tensors(readers, names, alignment=alignment, label_indexed=label_indexed)
-                for name, tensors in stream:
-                    meta, codes = plan.metas[name], [r.structure[name].dtype for r in readers]
-                    writer.begin(name, meta.dtype, meta.shape)
-                    weights, base_in = mixing.weights_for(name), _base_array(base, name)
-                    blocks = _mix_blocks(name, tensors, codes, weights, meta.dtype, shard_meter, base_in, accumulate)
-                    for block in blocks:
-                        writer.write(block)  # on the writer's thread, while the next block is computed
-                    writer.end()
-                    bar.update(1)
-                sha256 = writer.close()
-            except BaseException:
-                writer.abort()
-                raise
+            file, sha256, written = plan.files[i], None, False
+            if resume and staged_candidate(staging, progress, file, plan.fingerprint):
+                before = bar.n
+                sha256, shard_meter = mix(i, StagedShardCheck)
+                if sha256 is not None:
+                    logger.info("reusing %s from the interrupted run (recomputed: identical bytes)", file)
+                    reused += 1
+                else:
+                    logger.warning(
+                        "%s from the interrupted run is not what the ingredients give; writing it again", file
+                    )
+                    bar.update(before - bar.n)
+            if sha256 is None:
+                (staging / file).unlink(missing_ok=True)  # the entry only, never what a link there points to
+                sha256, shard_meter = mix(i, SafetensorsStreamWriter)
+                written = True
             record = {"fingerprint": plan.fingerprint, "file": file, "sha256": sha256, "meter": shard_meter.state()}
             write_file_atomic(progress / f"{file}.json", json.dumps(record))
-            _fault_point("shard-written")
+            if written:
+                _fault_point("shard-written")
     return reused
 
 
 def collect_meter(plan: SoupPlan, staging: Path, meter: SimilarityMeter) -> None:
-    """Add every shard's measurements (in shard order, so any split of the work gives the same sums) to `meter`."""
+    """Add every shard's measurements (in shard order, so any split of the work gives the same sums) to `meter`.
+
+    Every record was written by this run from its own pass over the ingredients, the reused shards' included.
+    """
     import json
 
     for file in plan.files:
         record = json.loads((staging / PROGRESS_DIR / f"{file}.json").read_text())
         meter.merge(record["meter"])
-
-
-def _completed(plan: SoupPlan, staging: Path, i: int) -> bool:
-    """A shard from an earlier, interrupted run counts only if its record matches this plan and its checksum."""
-    import json
-
-    file = plan.files[i]
-    try:
-        record = json.loads((staging / PROGRESS_DIR / f"{file}.json").read_text())
-    except (OSError, ValueError):
-        return False
-    if record.get("fingerprint") != plan.fingerprint or not (staging / file).is_file():
-        return False
-    if file_sha256(staging / file) != record.get("sha256"):
-        logger.warning("%s from the interrupted run fails its checksum; it is written again", file)
-        return False
-    logger.info("reusing %s from the interrupted run (checksum verified)", file)
-    return True
 
 
 def _mix_blocks(
@@ -299,13 +307,23 @@ def _mix_blocks(
 def _fault_point(name: str) -> None:
     """Crash here when HFSOUP_FAULT names this point (the kill-and-resume tests; issue 9's fault injection)."""
     spec = os.environ.get("HFSOUP_FAULT", "")
-    if not spec.startswith(name):
+    if spec.split(":")[0] != name:
         return
-    # "shard-written:2" crashes after the second time this point is reached.
-    count = int(spec.split(":")[1]) if ":" in spec else 1
+    # "shard-written:2" crashes after the second time this point is reached; "tensor-written:3:pause" says so on
+    # stderr and waits there instead, for a test to send a real signal in the middle of a shard.
+    parts = spec.split(":")
+    count = int(parts[1]) if len(parts) > 1 else 1
     _FAULT_COUNTS[name] = _FAULT_COUNTS.get(name, 0) + 1
-    if _FAULT_COUNTS[name] >= count:
-        os._exit(77)  # like a kill: no cleanup, no exception handlers
+    if _FAULT_COUNTS[name] != count:
+        return
+    if parts[2:] == ["pause"]:
+        import sys
+        import time
+
+        print(f"hfsoup fault point: paused at {name}:{count}", file=sys.stderr, flush=True)
+        time.sleep(300)
+        return
+    os._exit(77)  # like a kill: no cleanup, no exception handlers
 
 
 _FAULT_COUNTS: dict[str, int] = {}
