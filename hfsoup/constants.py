@@ -8,6 +8,8 @@ _TRUE = {"1", "true", "yes", "on"}
 
 #: Directory-name marker of a soup being written; a folder carrying it is never a finished output.
 TMP_MARKER = ".hfsoup-tmp-"
+#: Inside a staging folder: one record per completed shard, which --resume re-checks (never trusts).
+PROGRESS_DIR = ".hfsoup-progress"
 #: The provenance file written into every soup folder.
 PROVENANCE_FILE = "hfsoup.json"
 DEFAULT_MAX_SHARD_SIZE = "5GB"

@@ -26,6 +26,18 @@ ENCODING_VERSION = 1
 _BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 
 
+def data_files_problem(value: Any) -> str | None:
+    """Why `value` is not a mapping of split name to a file or a list of files, or None."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and (isinstance(v, str) or (isinstance(v, list) and all(isinstance(f, str) for f in v)))
+        for k, v in value.items()
+    ):
+        return "expected a mapping of split name to a file or a list of files"
+    return None
+
+
 @dataclass
 class SplitData:
     """One dataset split, ready to score: its rows and its references in the task's label ids (or scores)."""

@@ -245,7 +245,7 @@ FIELD_CHECKS = {
 
 
 def _data_files_problem(value: Any) -> str | None:
-    from .recipe import data_files_problem  # the shape every split-to-files mapping must have
+    from .evaldata import data_files_problem  # the shape every split-to-files mapping must have
 
     if value is None or (problem := data_files_problem(value)):
         return problem

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from . import guard
-from .constants import TMP_MARKER
+from .constants import PROGRESS_DIR, TMP_MARKER
 from .errors import DiskFullError, OutputExistsError, UnsafeStagingError
 
 logger = logging.getLogger(__name__)
@@ -120,7 +120,6 @@ def staged_output(
         ```
     """
     from .errors import HfsoupError
-    from .soups.engine import PROGRESS_DIR
 
     protected = list(protected)
     out = check_output(output_dir, overwrite=overwrite, protected=protected)

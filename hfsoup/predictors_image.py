@@ -12,7 +12,7 @@ import logging
 from typing import Any, ClassVar
 
 from .errors import EvaluationError
-from .predictors import Predictor, SequenceClassificationPredictor
+from .predictor_base import Predictor, SequenceClassificationPredictor
 from .tasks import Task
 
 logger = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from .errors import EvaluationError
-from .predictors import Predictor
+from .predictor_base import Predictor
 from .tasks import Task
 
 logger = logging.getLogger(__name__)

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import guard
 from .errors import HfsoupError, RecipeError
+from .evaldata import data_files_problem
 
 if TYPE_CHECKING:
     from .finetune import Sweep
@@ -241,18 +242,6 @@ def _weights(value: Any) -> str | None:
         return f"expected a list of numbers, got {_type_name(value)}"
     if any(isinstance(w, bool) or not isinstance(w, int | float) or w < 0 for w in value):
         return f"expected non-negative numbers, got {value!r}"
-    return None
-
-
-def data_files_problem(value: Any) -> str | None:
-    """Why `value` is not a mapping of split name to a file or a list of files, or None."""
-    if value is None:
-        return None
-    if not isinstance(value, dict) or not all(
-        isinstance(k, str) and (isinstance(v, str) or (isinstance(v, list) and all(isinstance(f, str) for f in v)))
-        for k, v in value.items()
-    ):
-        return "expected a mapping of split name to a file or a list of files"
     return None
 
 

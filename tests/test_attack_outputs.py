@@ -21,10 +21,10 @@ import yaml
 
 import hfsoup
 from hfsoup.cli import main
+from hfsoup.constants import PROGRESS_DIR
 from hfsoup.errors import InvalidSoupArgumentsError, OutputCollisionError, UnsafeStagingError
 from hfsoup.output import staging_path
 from hfsoup.soups import engine
-from hfsoup.soups.engine import PROGRESS_DIR
 
 from .test_engine_runs import SHAPES, files_of, soup_command
 from .test_soup_local import make_checkpoint

@@ -13,8 +13,8 @@ import torch
 
 import hfsoup
 from hfsoup.checkpoint import CheckpointReader
+from hfsoup.constants import PROGRESS_DIR
 from hfsoup.output import staging_path
-from hfsoup.soups.engine import PROGRESS_DIR
 from hfsoup.testing.reference import max_relative_deviation, reference_average, ulp_error
 
 from .test_soup_local import make_checkpoint

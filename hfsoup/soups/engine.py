@@ -28,6 +28,7 @@ from ..checkpoint import (
     shard_file_names,
 )
 from ..compat.similarity import SimilarityMeter
+from ..constants import PROGRESS_DIR
 from ..errors import IncompatibleIngredientsError, InvalidSoupArgumentsError
 from ..output import write_file_atomic
 from . import kernels
@@ -163,8 +164,6 @@ def plan_soup(
     fingerprint = hashlib.sha256(json.dumps(layout, sort_keys=True, default=str).encode()).hexdigest()
     return SoupPlan(shards, files, metas, fingerprint)
 
-
-PROGRESS_DIR = ".hfsoup-progress"
 
 
 def write_shards(
