@@ -664,10 +664,10 @@ def _cmd_hub_serve(args: argparse.Namespace) -> int:
         # Printed here once, never logged or stored: whoever reads this terminal may write as this user.
         orgs = f" and organizations {', '.join(args.org)}" if args.org else ""
         print(f"Write token for user '{tokens[token].name}'{orgs} (shown only now): {token}")
-        print(f"Point clients at it with: export HF_ENDPOINT={server.url} HF_HUB_DISABLE_XET=1 HF_TOKEN={token}")
     else:
         print(f"Tokens from {args.token_file}: {len(tokens)}")
-        print(f"Point clients at it with: export HF_ENDPOINT={server.url} HF_HUB_DISABLE_XET=1 HF_TOKEN=<your token>")
+    hint = "the write token above" if token is not None else "your token"
+    print(f"Point clients at it with: export HF_ENDPOINT={server.url} HF_HUB_DISABLE_XET=1 HF_TOKEN=<{hint}>")
     print("Press Ctrl-C to stop.", flush=True)
     try:
         server.serve_forever()

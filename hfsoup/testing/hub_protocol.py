@@ -25,6 +25,7 @@ LOCAL_USER = ADMIN.name
 _RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
 # Control characters (NUL, newline...) and backslashes: a path holding one means something else to some tool.
 _BAD_PATH_CHARS = re.compile(r"[\x00-\x1f\x7f\\]")
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass
@@ -125,7 +126,9 @@ def error_response(error: EndpointError) -> Response:
     if error.code:
         headers["X-Error-Code"] = error.code
     # Header values must be latin-1 and one line: keep the header short, the body carries the full message.
-    headers["X-Error-Message"] = error.message.splitlines()[0].encode("latin-1", "replace").decode("latin-1")[:500]
+    # Control characters (a NUL or a newline from a path the client sent) would break the header or inject another.
+    first_line = _CONTROL_CHARS.sub("?", (error.message.splitlines() or [""])[0])
+    headers["X-Error-Message"] = first_line.encode("latin-1", "replace").decode("latin-1")[:500]
     return json_response({"error": error.message, **error.extra}, error.status, headers)
 
 
@@ -135,7 +138,12 @@ def open_repo(req: Request, repo_type: str, repo_id: str, *, write: bool = False
     A private repo the caller may not read looks missing, as on the Hub: 404 `RepoNotFound`, or 401 without a
     token. A readable repo of another namespace is a 403 for writes.
     """
-    repo = req.store.get(repo_type, repo_id)
+    try:
+        repo = req.store.get(repo_type, repo_id)
+    except EndpointError as err:
+        if err.code == "RepoNotFound" and req.user is None:  # a 404 would tell a private repo from a missing one
+            err.status = 401
+        raise
     namespace = repo_id.split("/")[0]
     if not req.access.may_read(req.user, namespace, repo.private):
         raise EndpointError(401 if req.user is None else 404, "Repository not found", code="RepoNotFound")

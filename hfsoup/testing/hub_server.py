@@ -25,6 +25,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -43,6 +44,7 @@ logger = logging.getLogger(__name__)
 _REPO_TYPES = {"models": "model", "datasets": "dataset", "spaces": "space"}
 _CHUNK = 1 << 20
 _MAX_LINE = 65536
+_LINGER_BYTES = 16 << 20
 Endpoint = Callable[..., Response]
 
 # (method, action after /api/{type}s/{namespace}/{name}) -> endpoint; it gets (request, type, id, *rest).
@@ -138,8 +140,11 @@ class _BodyReader:
         if self.remaining > limit:  # refused before a byte of the body is read
             raise EndpointError(413, f"Request body of {self.remaining} bytes is over this endpoint's {limit} bytes")
         self.finished = not self.chunked and self.remaining == 0
+        self.over_limit = False
 
     def read(self, n: int = _CHUNK) -> bytes:
+        if self.over_limit:  # and stays so: the rest of the body is never read
+            raise EndpointError(413, f"Request body is over this endpoint's {self.limit} bytes")
         if self.finished:
             return b""
         if self.chunked and self.remaining == 0:
@@ -153,9 +158,11 @@ class _BodyReader:
                     pass
                 self.finished = True
                 return b""
-            if size < 0 or self.received + size > self.limit:
-                raise EndpointError(413, f"Request body is over this endpoint's {self.limit} bytes")
+            if self.received + size > self.limit:
+                self.over_limit = True
             self.remaining = size
+            if self.over_limit:
+                return self.read(n)
         data = self.rfile.read(min(n, self.remaining))
         if not data:
             raise ConnectionAbortedError("client closed the connection in the middle of the request body")
@@ -178,7 +185,7 @@ class _BodyReader:
         try:
             while self.received - start <= most and self.read():
                 pass
-        except EndpointError:
+        except (EndpointError, ConnectionError):
             return False
         return self.finished
 
@@ -320,7 +327,7 @@ class _HubHTTPServer(ThreadingHTTPServer):
     def process_request(self, request: Any, client_address: Any) -> None:
         if not self.slots.acquire(timeout=self.hub.timeout):
             _refuse_busy(request)
-            self.shutdown_request(request)
+            self.close_request(request)
             return
         try:
             super().process_request(request, client_address)
@@ -335,6 +342,20 @@ class _HubHTTPServer(ThreadingHTTPServer):
         finally:
             self.hub.connections.add(-1)
             self.slots.release()
+
+    def shutdown_request(self, request: Any) -> None:
+        # A lingering close: after our last answer, read (and drop) what the client still sends for a moment. Closing
+        # with unread bytes makes the kernel send a reset, and a client still sending a refused body would see
+        # "connection reset" instead of our 413.
+        try:
+            request.shutdown(socket.SHUT_WR)
+            request.settimeout(0.2)
+            deadline, dropped = time.monotonic() + 1, 0
+            while dropped < _LINGER_BYTES and time.monotonic() < deadline and (data := request.recv(_CHUNK)):
+                dropped += len(data)
+        except OSError:
+            pass
+        self.close_request(request)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # The base class prints a traceback to stderr; a client hanging up mid-request is routine for a server.

@@ -111,7 +111,9 @@ def check_namespace(name: str) -> bool:
 def check_repo_id(repo_id: str) -> str:
     parts = repo_id.split("/")
     if len(parts) != 2 or not all(check_namespace(p) for p in parts):
-        raise EndpointError(400, f"Invalid repo id '{repo_id}': expected 'namespace/name' with letters, digits, '-_.'")
+        raise EndpointError(
+            400, f"Invalid repo id {repo_id[:200]!r}: expected 'namespace/name' with letters, digits, '-_.'"
+        )
     return repo_id
 
 
