@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import queue
+import re
 import select
 import socket
 import subprocess
@@ -588,3 +589,10 @@ def test_hub_serve_needs_its_token_and_the_real_clients_work_with_it(tmp_path, h
     time.sleep(0.2)  # the reader thread takes the last lines
     output = "".join(lines) + "".join(later.get() for _ in range(later.qsize()))
     assert output.count(token) == 1  # printed once at start, never again (nor logged)
+
+
+def test_the_readme_names_a_real_test_for_each_access_rule():
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme[readme.index("## A local Hub for air-gapped teams") :].split("\n## ", 1)[0]
+    named = re.findall(r"`tests/test_localhub_access\.py::(test_\w+)`", section)
+    assert len(named) >= 8 and all(callable(globals().get(name)) for name in named), named
