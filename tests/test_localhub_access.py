@@ -372,6 +372,9 @@ TYPE_CONFUSED = [
     ("POST", "/api/repos/create", b'{"name": "x", "private": "yes"}'),
     ("POST", "/api/repos/create", b'{"name": "x", "type": {}}'),
     ("POST", "/api/repos/create", b'{"name": "x", "visibility": 1}'),
+    ("POST", "/api/repos/create", b'{"name": "x", "type": "bogus"}'),
+    ("POST", "/api/repos/create", b'{"name": "x", "sdk": 5}'),
+    ("PUT", "/api/models/alice/repo/settings", b'{"visibility": 5}'),
     ("POST", "/api/repos/create", b"[" * 100_000),
     ("POST", "/api/repos/create", b"\xff\xfe{}"),
     ("DELETE", "/api/repos/delete", b'{"name": ["x"]}'),
@@ -392,6 +395,13 @@ TYPE_CONFUSED = [
     ("POST", "/api/models/alice/repo/commit/main", b'{"key": "header", "value": {"summary": 5}}'),
     ("POST", "/api/models/alice/repo/commit/main", b'[1]\n{"key": "file", "value": {"path": 5}}'),
     ("POST", "/api/models/alice/repo/commit/main", b'{"key": ["file"], "value": {}}'),
+    ("POST", "/api/models/alice/repo/commit/main", b'{"key": "header", "value": {"summary": "s", "parentCommit": 5}}'),
+    ("POST", "/api/models/alice/repo/commit/main", b'{"key": "file", "value": {"path": "a", "content": 5}}'),
+    (
+        "POST",
+        "/api/models/alice/repo/commit/main",
+        b'{"key": "lfsFile", "value": {"path": "a", "oid": "ab", "size": "1"}}',
+    ),
     ("POST", "/api/validate-yaml", b'{"content": "---\\nlicense: [apache-2.0]\\n---\\n"}'),
     ("GET", "/api/models/alice/repo/tree/main?cursor=abc", b""),
 ]

@@ -22,6 +22,7 @@ from urllib.parse import unquote
 from hfsoup.testing.hub_cards import model_card_errors
 from hfsoup.testing.hub_protocol import (
     LOCAL_USER,
+    URL_PREFIXES,
     Request,
     Response,
     card_metadata,
@@ -49,7 +50,10 @@ def _repo_from_body(req: Request, data: dict[str, Any]) -> tuple[str, str]:
         raise EndpointError(400, "The request needs a repo 'name'")
     organization = get_field(data, "organization", str)
     namespace = organization or (req.user.name if req.user is not None else LOCAL_USER)
-    return get_field(data, "type", str, "model"), f"{namespace}/{name}"
+    repo_type = get_field(data, "type", str, "model")
+    if repo_type not in URL_PREFIXES:
+        raise EndpointError(400, f"Invalid repo type {repo_type[:50]!r}, expected one of {sorted(URL_PREFIXES)}")
+    return repo_type, f"{namespace}/{name}"
 
 
 def _private(data: dict[str, Any]) -> bool | None:
@@ -302,14 +306,15 @@ def _parse_commit(req: Request, repo: Repo) -> tuple[dict[str, Any], list[tuple[
             operations.append(("add", path, file_entry(data, lfs=False)))
         elif key == "lfsFile":
             path, oid = check_path(get_field(value, "path", str, "")), get_field(value, "oid", str, "")
+            announced = get_field(value, "size", int)
             # The object must have been uploaded to this repo (or be in its history): a sha256 alone proves nothing.
             if not _SHA256_RE.match(oid) or not req.store.blobs.has(oid) or not repo.holds_blob(oid):
                 raise EndpointError(
                     422, f"LFS object {oid[:64]} for {path!r} was never uploaded: upload it through the LFS batch API"
                 )
             size = req.store.blobs.path(oid).stat().st_size
-            if get_field(value, "size", int, size) != size:
-                raise EndpointError(422, f"LFS object {oid} for {path!r} has {size} bytes, not {value['size']}")
+            if announced not in (None, size):
+                raise EndpointError(422, f"LFS object {oid} for {path!r} has {size} bytes, not {announced}")
             operations.append(("add", path, lfs_entry(oid, size)))
         elif key in ("deletedFile", "deletedFolder"):
             path = check_path(get_field(value, "path", str, "").rstrip("/"))
