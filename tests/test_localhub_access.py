@@ -214,6 +214,7 @@ def test_a_private_lfs_blob_is_not_served_by_its_sha(hub):
     assert session.get(href).content == SECRET
     other = hashlib.sha256(b"other").hexdigest()
     assert session.get(href.replace(oid, other).replace(f"/{size}?", "/5?")).status_code == 403
+    assert session.get(href.rsplit("&sig=", 1)[0] + "&sig=%C3%A9").status_code == 403  # not even a 500
 
 
 def test_an_upload_url_needs_its_signature(hub):
@@ -243,12 +244,13 @@ def test_a_request_naming_another_host_is_refused(hub):
         return raw(hub, request_bytes("POST", "/api/repos/create", headers, body, host=host))
 
     # A page on attacker.example whose DNS name now resolves to 127.0.0.1 sends its own name as the Host.
-    for bad in (f"attacker.example:{port}", "attacker.example", f"127.0.0.1:{int(port) + 1}", ""):
+    for bad in (f"attacker.example:{port}", "attacker.example", f"127.0.0.1:{int(port) + 1}", f"10.1.2.3:{port}", ""):
         assert create("rebound", bad).startswith(b"HTTP/1.1 421"), bad
     assert not repo_dir(hub, "alice/rebound").exists()
     assert create("by-name", f"localhost:{port}").startswith(b"HTTP/1.1 200")
     assert create("by-address", host).startswith(b"HTTP/1.1 200")
-    assert repo_dir(hub, "alice/by-name").exists() and repo_dir(hub, "alice/by-address").exists()
+    assert create("by-other-loopback", f"127.0.0.2:{port}").startswith(b"HTTP/1.1 200")
+    assert all(repo_dir(hub, f"alice/{name}").exists() for name in ("by-name", "by-address", "by-other-loopback"))
 
 
 # Limits ----------------------------------------------------------------------------------------------------------

@@ -19,6 +19,8 @@ Token files (`hfsoup hub serve --token-file FILE`) are JSON, readable by their o
 ```json
 {"tokens": [{"token": "hf_...", "user": "alice", "orgs": ["team"]}, {"token": "hf_...", "user": "bob"}]}
 ```
+
+`"orgs": ["*"]` makes an administrator, who may write to every namespace and read every repo.
 """
 
 from __future__ import annotations
@@ -108,7 +110,8 @@ class AccessPolicy:
         values = {key: (query.get(key) or [""])[0] for key in ("repo", "op", "exp", "sig")}
         expires = int(values["exp"]) if values["exp"].isdigit() else 0
         expected = self._mac(operation, values["repo"], oid, size, expires)
-        if values["op"] != operation or expires < time.time() or not hmac.compare_digest(values["sig"], expected):
+        signature = values["sig"].encode("utf-8", "replace")  # bytes: compare_digest refuses non-ASCII str
+        if values["op"] != operation or expires < time.time() or not hmac.compare_digest(signature, expected.encode()):
             raise EndpointError(403, "This LFS URL is not signed for this object, or it expired: ask the batch API")
         return values["repo"]
 

@@ -514,8 +514,9 @@ class LocalHubServer:
         return self
 
     def host_allowed(self, host: str) -> bool:
-        """Whether a request's `Host` header names this server: its port, and an IP address, `localhost` or one
-        of `allowed_hosts` (a DNS name an attacker controls could be rebound to this machine; an address cannot)."""
+        """Whether a request's `Host` header names this server: its port, and `localhost`, one of `allowed_hosts` or
+        the bound address (any loopback one for a loopback server). A DNS name an attacker controls could be rebound
+        to this machine; an address cannot."""
         name, _, port = host.rpartition(":") if not host.endswith("]") else (host, "", "")
         if not name or "]" in port:
             name, port = host, ""
@@ -525,10 +526,11 @@ class LocalHubServer:
         if name in self.allowed_hosts:
             return True
         try:
-            ipaddress.ip_address(name[1:-1] if name.startswith("[") and name.endswith("]") else name)
+            address = ipaddress.ip_address(name[1:-1] if name.startswith("[") and name.endswith("]") else name)
         except ValueError:
             return False
-        return True
+        bound = ipaddress.ip_address(self._httpd.server_address[0])
+        return address == bound or bound.is_unspecified or (bound.is_loopback and address.is_loopback)
 
     def record(self, method: str, path: str, status: int, nbytes: int) -> None:
         with self._traffic_lock:
