@@ -51,7 +51,7 @@ def main() -> None:
     task = TASKS["sst2"]
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        with LocalHubServer(root / "store") as hub, use_local_hub(hub.url, root / "hf_home"):
+        with LocalHubServer(root / "store", anonymous_writes=True) as hub, use_local_hub(hub.url, root / "hf_home"):
             rows = glue_rows(task, "validation", args.rows, seed=1)
             data = root / "glue"
             (data / "sst2").mkdir(parents=True)

@@ -89,7 +89,7 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
     started = time.perf_counter()
     family = build_family("bert", workdir / "family", n_finetunes=3, seed=0)
     plan = FaultPlan(seed=args.seed)
-    hub = LocalHubServer(workdir / "store", faults=plan).start()
+    hub = LocalHubServer(workdir / "store", anonymous_writes=True, faults=plan).start()
     homes = iter(range(10**9))
 
     def fresh_home():  # an empty Hugging Face cache: every file is downloaded again, through the faults

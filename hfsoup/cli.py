@@ -65,8 +65,13 @@ examples:
 """
 HUB_EPILOG = """\
 examples:
-  hfsoup hub serve --root ./hub-store --port 8080
-  HF_ENDPOINT=http://127.0.0.1:8080 HF_HUB_DISABLE_XET=1 hf download org/name
+  hfsoup hub serve --root ./hub-store --port 8080            # prints a write token for you, once
+  hfsoup hub serve --root ./hub-store --user me --org team   # the token may also write to team/...
+  hfsoup hub serve --root ./hub-store --token-file tokens.json
+  HF_ENDPOINT=http://127.0.0.1:8080 HF_HUB_DISABLE_XET=1 HF_TOKEN=hf_... hf upload me/name ./folder
+
+A token file (chmod 600) maps tokens to users and the organizations they may write to:
+  {"tokens": [{"token": "hf_...", "user": "alice", "orgs": ["team"]}, {"token": "hf_...", "user": "bob"}]}
 """
 MAIN_EPILOG = """\
 examples:
@@ -299,6 +304,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--root", required=True, metavar="DIR", help="where repos are stored (created if missing)")
     serve.add_argument("--port", type=int, default=0, help="port (default: a free one, printed at start)")
     serve.add_argument("--host", default="127.0.0.1", help="loopback address to bind (default: 127.0.0.1)")
+    serve.add_argument("--token-file", metavar="FILE", help="JSON file of tokens and their users (see below)")
+    serve.add_argument("--user", help="without --token-file: the user of the token created at start (default: you)")
+    serve.add_argument("--org", action="append", default=[], metavar="ORG", help="an organization it may write to")
+    serve.add_argument(
+        "--anonymous-writes",
+        action="store_true",
+        help="take writes without a token, to any namespace: only for a throwaway store",
+    )
+    serve.add_argument("--max-body-mb", type=float, default=16, help="largest JSON body, in MiB (default: 16)")
+    serve.add_argument("--max-upload-gb", type=float, default=50, help="largest upload, in GiB (default: 50)")
+    serve.add_argument("--timeout", type=float, default=30, help="seconds a connection may stall (default: 30)")
+    serve.add_argument("--max-connections", type=int, default=64, help="connections served at once (default: 64)")
     serve.set_defaults(func=_cmd_hub_serve)
 
     demo = verbs.add_parser(
@@ -623,18 +640,64 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
 
 
 def _cmd_hub_serve(args: argparse.Namespace) -> int:
+    from .testing.hub_access import HubUser, load_token_file, new_token
     from .testing.hub_server import LocalHubServer
+    from .testing.hub_store import check_namespace
 
-    server = LocalHubServer(args.root, host=args.host, port=args.port)
+    token = None
+    if args.token_file:
+        tokens = load_token_file(args.token_file)
+    else:
+        user = args.user or _default_hub_user()
+        for name in [user, *args.org]:
+            if not check_namespace(name):
+                raise HfsoupError(
+                    f"{name!r} is not a valid user or organization name for the local Hub.",
+                    fix="Use letters, digits and '-_.' (at most 96 characters), e.g. --user alice.",
+                )
+        token = new_token()
+        tokens = {token: HubUser(user, tuple(args.org))}
+    server = LocalHubServer(
+        args.root,
+        tokens=tokens,
+        anonymous_writes=args.anonymous_writes,
+        host=args.host,
+        port=args.port,
+        max_json_bytes=int(args.max_body_mb * (1 << 20)),
+        max_upload_bytes=int(args.max_upload_gb * (1 << 30)),
+        timeout=args.timeout,
+        max_connections=args.max_connections,
+    )
     server.start()
     print(f"Local Hub serving {server.root} at {server.url}")
-    print(f"Point clients at it with: export HF_ENDPOINT={server.url} HF_HUB_DISABLE_XET=1")
-    print("Press Ctrl-C to stop.")
+    if args.anonymous_writes:
+        print("WARNING: --anonymous-writes: anyone on this machine may create, change and delete any repo.")
+    if token is not None:
+        # Printed here once, never logged or stored: whoever reads this terminal may write as this user.
+        orgs = f" and organizations {', '.join(args.org)}" if args.org else ""
+        print(f"Write token for user '{tokens[token].name}'{orgs} (shown only now): {token}")
+    else:
+        print(f"Tokens from {args.token_file}: {len(tokens)}")
+    hint = "the write token above" if token is not None else "your token"
+    print(f"Point clients at it with: export HF_ENDPOINT={server.url} HF_HUB_DISABLE_XET=1 HF_TOKEN=<{hint}>")
+    print("Press Ctrl-C to stop.", flush=True)
     try:
         server.serve_forever()
     finally:
         server.stop()
     return 0
+
+
+def _default_hub_user() -> str:
+    """The OS user's name as a Hub user name (characters the Hub refuses become '-'), or 'local'."""
+    import getpass
+    import re
+
+    try:
+        name = re.sub(r"[^A-Za-z0-9._-]", "-", getpass.getuser()).strip("-._")[:96]
+    except (OSError, KeyError):  # no user name in this environment (a container without a passwd entry)
+        name = ""
+    return name or "local"
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

@@ -69,7 +69,10 @@ def _run(workdir: Path, report: Callable[[str], None], fast: bool, cache: str | 
     from .testing.hub_server import LocalHubServer
 
     start = time.perf_counter()
-    with LocalHubServer(workdir / "hub") as server, use_local_hub(server.url, workdir / "hf_home"):
+    with (
+        LocalHubServer(workdir / "hub", anonymous_writes=True) as server,
+        use_local_hub(server.url, workdir / "hf_home"),
+    ):
         steps = 5 if fast else 6
         report(f"[1/{steps}] Local Hub running at {server.url} (store: {workdir / 'hub'})")
         if fast:

@@ -62,7 +62,7 @@ def local_hub(tmp_path, hf_home):
     from hfsoup.testing.hub_server import LocalHubServer
 
     with (
-        LocalHubServer(tmp_path / "hub_store", faults=FaultPlan()) as server,
+        LocalHubServer(tmp_path / "hub_store", anonymous_writes=True, faults=FaultPlan()) as server,
         use_local_hub(server.url, hf_home),
     ):
         yield server

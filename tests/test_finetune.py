@@ -33,12 +33,13 @@ NAMES = ["lr0.001-seed0-wd0.0-ls0.0", "lr0.001-seed1-wd0.0-ls0.0"]
 def hub(tmp_path_factory, families):
     """One local Hub for the module, refusing writes without a token, holding a tiny GLUE (sst2 only)."""
     from hfsoup.testing.env import use_local_hub
+    from hfsoup.testing.hub_access import ADMIN
     from hfsoup.testing.hub_server import LocalHubServer
 
     root = tmp_path_factory.mktemp("finetune")
     saved_token = os.environ.pop("HF_TOKEN", None)
     with (
-        LocalHubServer(root / "store", require_write_token=True) as server,
+        LocalHubServer(root / "store", tokens={TOKEN: ADMIN}) as server,
         use_local_hub(server.url, root / "hf_home"),
     ):
         publish_glue(build_glue(root / "glue", tasks=["sst2"]), api=HfApi(token=TOKEN))

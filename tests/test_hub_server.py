@@ -394,7 +394,7 @@ def test_datasets_load_dataset_with_yaml_configs(api, tmp_path):
 
 def test_store_persists_across_restart(tmp_path, hf_home):
     root = tmp_path / "persistent_hub"
-    with LocalHubServer(root) as hub, use_local_hub(hub.url, hf_home):
+    with LocalHubServer(root, anonymous_writes=True) as hub, use_local_hub(hub.url, hf_home):
         HfApi().create_repo("org/model")
         sha = _upload(HfApi(), "org/model", "model.safetensors", _safetensors_bytes(3))
     with LocalHubServer(root) as hub, use_local_hub(hub.url, tmp_path / "fresh_home"):

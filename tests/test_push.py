@@ -18,6 +18,7 @@ from hfsoup.cli import main
 from hfsoup.errors import HubError
 from hfsoup.testing.env import use_local_hub
 from hfsoup.testing.families import publish_family
+from hfsoup.testing.hub_access import HubUser
 from hfsoup.testing.hub_faults import FaultPlan
 from hfsoup.testing.hub_server import LocalHubServer
 from hfsoup.testing.publish import upload
@@ -28,8 +29,8 @@ TOKEN = "hf_PushTestTokenZq7XkVw93LmRt5"  # distinctive, so a grep for it cannot
 
 @pytest.fixture
 def hub(tmp_path, hf_home):
-    """A local Hub that refuses writes without a token (as the Hub does), with the clients pointed at it."""
-    with LocalHubServer(tmp_path / "hub_store", require_write_token=True) as server:
+    """A local Hub whose one token writes to `push/...` (no token: a 401, as on the Hub); clients point at it."""
+    with LocalHubServer(tmp_path / "hub_store", tokens={TOKEN: HubUser("hfsoup-local", ("push",))}) as server:
         with use_local_hub(server.url, hf_home):
             yield server
 

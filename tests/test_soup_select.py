@@ -37,7 +37,7 @@ def hub(tmp_path_factory, families):
 
     root = tmp_path_factory.mktemp("select")
     saved_token = os.environ.pop("HF_TOKEN", None)
-    with LocalHubServer(root / "store") as server, use_local_hub(server.url, root / "hf_home"):
+    with LocalHubServer(root / "store", anonymous_writes=True) as server, use_local_hub(server.url, root / "hf_home"):
         repo_ids = publish_family(families["bert"], members=["ft0", "ft1", "ft2"])
         publish_glue(build_glue(root / "glue", tasks=["sst2"]))
         yield {"ids": [repo_ids[f"ft{i}"] for i in range(3)], "family": families["bert"], "root": root}

@@ -35,7 +35,7 @@ def hub(tmp_path_factory):
     from hfsoup.testing.hub_server import LocalHubServer
 
     root = tmp_path_factory.mktemp("hub")
-    with LocalHubServer(root / "store") as server, use_local_hub(server.url, root / "hf_home"):
+    with LocalHubServer(root / "store", anonymous_writes=True) as server, use_local_hub(server.url, root / "hf_home"):
         yield server
 
 

@@ -94,7 +94,7 @@ def use_local_hub(endpoint: str, hf_home: str | os.PathLike) -> Iterator[None]:
 
     Example:
         ```py
-        >>> with LocalHubServer(root) as hub, use_local_hub(hub.url, tmp / "hf_home"):
+        >>> with LocalHubServer(root, anonymous_writes=True) as hub, use_local_hub(hub.url, tmp / "hf_home"):
         ...     HfApi().create_repo("org/name")
         ```
     """

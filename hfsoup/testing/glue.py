@@ -8,7 +8,7 @@ it to the Hub that `HF_ENDPOINT` names (the local Hub in tests) in one commit.
 
 Example:
     ```py
-    >>> with LocalHubServer(root) as hub, use_local_hub(hub.url, home):
+    >>> with LocalHubServer(root, anonymous_writes=True) as hub, use_local_hub(hub.url, home):
     ...     publish_glue(build_glue(tmp / "glue"))
     ...     datasets.load_dataset("nyu-mll/glue", "mnli", split="validation_matched").num_rows
     32

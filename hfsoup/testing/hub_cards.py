@@ -33,7 +33,7 @@ def model_card_errors(data: dict[str, Any]) -> list[str]:
     """Every problem the Hub would report in a model card's metadata (empty when it is valid)."""
     errors: list[str] = []
     license_id = data.get("license")
-    if license_id is not None and license_id not in LICENSES:
+    if license_id is not None and (not isinstance(license_id, str) or license_id not in LICENSES):
         errors.append(f'"license" with value "{license_id}" is not a valid license identifier')
     base = data.get("base_model")
     if base is not None:

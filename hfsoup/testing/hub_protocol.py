@@ -9,19 +9,23 @@ from __future__ import annotations
 import json
 import mimetypes
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email.message import Message
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
+from hfsoup.testing.hub_access import ADMIN, AccessPolicy, HubUser
 from hfsoup.testing.hub_store import EndpointError, HubStore, Repo
 
 URL_PREFIXES = {"model": "", "dataset": "datasets/", "space": "spaces/"}
-#: The user every token authenticates as.
-LOCAL_USER = "hfsoup-local"
+#: The user of the permissive mode (`AccessPolicy(anonymous_writes=True)`), and the namespace of its anonymous repos.
+LOCAL_USER = ADMIN.name
 _RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+# Control characters (NUL, newline...) and backslashes: a path holding one means something else to some tool.
+_BAD_PATH_CHARS = re.compile(r"[\x00-\x1f\x7f\\]")
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass
@@ -39,7 +43,11 @@ class Request:
     #: Reads the request body incrementally (streaming endpoints only); returns b"" at the end.
     read: Callable[[int], bytes] = lambda n: b""
     page_size: int = 1000
-    require_write_token: bool = False
+    access: AccessPolicy = field(default_factory=AccessPolicy)
+    #: Who sent the request (None: no token), from `access.user_for(token)`.
+    user: HubUser | None = None
+    #: The most bytes a JSON body, or one line of a commit's NDJSON, may hold.
+    max_json_bytes: int = 16 << 20
 
     def param(self, name: str, default: str | None = None) -> str | None:
         values = self.query.get(name) or self.query.get(f"{name}[]")
@@ -48,15 +56,47 @@ class Request:
     def flag(self, name: str) -> bool:
         return (self.param(name) or "").lower() in ("1", "true", "yes")
 
-    def json(self) -> Any:
+    def json(self) -> dict[str, Any]:
+        """The body as a JSON object (an empty body: `{}`); anything else is a 400."""
         try:
-            return json.loads(self.body or b"{}")
-        except ValueError as err:
-            raise EndpointError(400, f"Request body is not valid JSON: {err}") from err
+            data = json.loads(self.body or b"{}")
+        except (ValueError, RecursionError) as err:
+            raise EndpointError(400, f"Request body is not valid JSON: {str(err)[:200]}") from err
+        if not isinstance(data, dict):
+            raise EndpointError(400, f"Request body must be a JSON object, got {type(data).__name__}")
+        return data
 
-    def check_write(self) -> None:
-        if self.require_write_token and not self.token:
-            raise EndpointError(401, "Invalid credentials in Authorization header")
+    def lines(self) -> Iterator[bytes]:
+        """The (streamed) body split at newlines; a line longer than `max_json_bytes` is a 413."""
+        buffer = bytearray()
+        while chunk := self.read(1 << 20):
+            buffer += chunk
+            while (end := buffer.find(b"\n")) >= 0:
+                yield bytes(buffer[:end])
+                del buffer[: end + 1]
+            if len(buffer) > self.max_json_bytes:
+                raise EndpointError(413, f"A line of the request body is over {self.max_json_bytes} bytes")
+        if buffer:
+            yield bytes(buffer)
+
+    def check_write(self, namespace: str, what: str) -> None:
+        """Refuse the request unless its token may `what` (e.g. "update this model") under `namespace`."""
+        self.access.check_write(self.user, namespace, what)
+
+
+def get_field(data: dict[str, Any], key: str, kinds: type | tuple[type, ...], default: Any = None) -> Any:
+    """`data[key]` if it has one of the JSON types `kinds` (absent or null: `default`), else a 400 naming the field."""
+    value = data.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in _as_tuple(kinds)):
+        names = " or ".join(k.__name__ for k in _as_tuple(kinds))
+        raise EndpointError(400, f"'{key}' must be a {names}, got {type(value).__name__}")
+    return value
+
+
+def _as_tuple(kinds: type | tuple[type, ...]) -> tuple[type, ...]:
+    return kinds if isinstance(kinds, tuple) else (kinds,)
 
 
 @dataclass
@@ -86,15 +126,29 @@ def error_response(error: EndpointError) -> Response:
     if error.code:
         headers["X-Error-Code"] = error.code
     # Header values must be latin-1 and one line: keep the header short, the body carries the full message.
-    headers["X-Error-Message"] = error.message.splitlines()[0].encode("latin-1", "replace").decode("latin-1")[:500]
+    # Control characters (a NUL or a newline from a path the client sent) would break the header or inject another.
+    first_line = _CONTROL_CHARS.sub("?", (error.message.splitlines() or [""])[0])
+    headers["X-Error-Message"] = first_line.encode("latin-1", "replace").decode("latin-1")[:500]
     return json_response({"error": error.message, **error.extra}, error.status, headers)
 
 
-def open_repo(req: Request, repo_type: str, repo_id: str) -> Repo:
-    """The repo, if this request may see it: private repos need a token (401 `RepoNotFound` as on the Hub)."""
-    repo = req.store.get(repo_type, repo_id)
-    if repo.private and not req.token:
-        raise EndpointError(401, "Repository not found", code="RepoNotFound")
+def open_repo(req: Request, repo_type: str, repo_id: str, *, write: bool = False) -> Repo:
+    """The repo, if this request may see it (and, with `write`, change it).
+
+    A private repo the caller may not read looks missing, as on the Hub: 404 `RepoNotFound`, or 401 without a
+    token. A readable repo of another namespace is a 403 for writes.
+    """
+    try:
+        repo = req.store.get(repo_type, repo_id)
+    except EndpointError as err:
+        if err.code == "RepoNotFound" and req.user is None:  # a 404 would tell a private repo from a missing one
+            err.status = 401
+        raise
+    namespace = repo_id.split("/")[0]
+    if not req.access.may_read(req.user, namespace, repo.private):
+        raise EndpointError(401 if req.user is None else 404, "Repository not found", code="RepoNotFound")
+    if write:
+        req.check_write(namespace, f"update this {repo_type}")
     return repo
 
 
@@ -122,10 +176,12 @@ def split_rev(repo: Repo, segments: list[str]) -> tuple[str, str, str]:
 
 
 def check_path(path: str) -> str:
-    """A path in a repo as the Hub accepts it: relative, no empty, `.` or `..` segments, nothing under `.git/`."""
+    """A path in a repo as the Hub accepts it: relative, no empty, `.` or `..` segments, nothing under `.git/`,
+    no control characters (NUL, newline) and no backslash."""
     parts = path.split("/")
-    if not path or path.startswith("/") or any(p in ("", ".", "..") for p in parts) or parts[0] == ".git":
-        raise EndpointError(400, f"Invalid path in repo: '{path}'")
+    bad = not path or path.startswith("/") or any(p in ("", ".", "..") for p in parts) or parts[0] == ".git"
+    if bad or _BAD_PATH_CHARS.search(path) or len(path) > 4096:
+        raise EndpointError(400, f"Invalid path in repo: {path[:200]!r}")
     return path
 
 

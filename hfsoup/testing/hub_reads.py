@@ -10,12 +10,13 @@ import hashlib
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlencode
 
+from hfsoup.testing.hub_access import ANY_NAMESPACE, BAD_TOKEN_MESSAGE
 from hfsoup.testing.hub_protocol import (
-    LOCAL_USER,
     Request,
     Response,
     card_metadata,
     file_response,
+    get_field,
     json_response,
     open_repo,
     split_rev,
@@ -27,18 +28,20 @@ _MAX_CARD_BYTES = 1 << 20
 
 
 def whoami(req: Request) -> Response:
-    if not req.token:
-        raise EndpointError(401, "Invalid credentials in Authorization header")
+    """The token's user and its organizations; 401 without a token (and for an unknown one, before we get here)."""
+    if req.user is None:
+        raise EndpointError(401, BAD_TOKEN_MESSAGE)
+    orgs = [{"type": "org", "name": org, "fullname": org} for org in req.user.orgs if org != ANY_NAMESPACE]
     return json_response(
         {
             "type": "user",
-            "id": LOCAL_USER,
-            "name": LOCAL_USER,
-            "fullname": "hfsoup local Hub user",
+            "id": req.user.name,
+            "name": req.user.name,
+            "fullname": req.user.name,
             "email": None,
             "emailVerified": False,
             "isPro": False,
-            "orgs": [],
+            "orgs": orgs,
             # Never echo the token itself: only its kind and role.
             "auth": {"type": "access_token", "accessToken": {"displayName": "local", "role": "write"}},
         }
@@ -121,12 +124,14 @@ def paths_info(req: Request, repo_type: str, repo_id: str, segments: list[str]) 
     sha = repo.resolve(unquote("/".join(segments)))
     if "json" in req.headers.get("Content-Type", ""):
         data = req.json()
-        paths, expand = list(data.get("paths", [])), str(data.get("expand", "")).lower() == "true"
+        paths, expand = get_field(data, "paths", list, []), str(data.get("expand", "")).lower() == "true"
     else:  # huggingface_hub sends a form: paths=a&paths=b&expand=false
-        form = parse_qs(req.body.decode(), keep_blank_values=True)
+        form = parse_qs(req.body.decode("utf-8", "replace"), keep_blank_values=True)
         paths, expand = form.get("paths", []), form.get("expand", [""])[0].lower() == "true"
     files: Files = repo.commit(sha)["files"]
     dirs = _dir_oids(files)
+    if not all(isinstance(p, str) for p in paths):
+        raise EndpointError(400, "'paths' must be a list of strings")
     found = [p for p in dict.fromkeys(p.strip("/") for p in paths) if p in files or p in dirs]
     return json_response(_entries(repo, sha, files, dirs, found, expand=expand))
 
@@ -190,7 +195,10 @@ def _last_commits(repo: Repo, sha: str, paths: list[str]) -> dict[str, dict[str,
 
 def _paged(req: Request, items: list) -> Response:
     """One page of `items`, with a `Link: <...>; rel="next"` header when more remain (GitHub-style paging)."""
-    start = int(req.param("cursor") or 0)
+    cursor = req.param("cursor") or "0"
+    if not cursor.isdigit():
+        raise EndpointError(400, f"Invalid cursor {cursor[:40]!r}")
+    start = int(cursor)
     end = start + req.page_size
     headers = {}
     if end < len(items):

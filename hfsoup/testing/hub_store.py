@@ -28,7 +28,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 REPO_TYPES = ("model", "dataset", "space")
 DEFAULT_BRANCH = "main"
@@ -103,10 +103,17 @@ def write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
+def check_namespace(name: str) -> bool:
+    """Whether `name` is a user, organization or repo name the Hub accepts (letters, digits, `-_.`, no `..`)."""
+    return isinstance(name, str) and _NAME_RE.match(name) is not None and ".." not in name
+
+
 def check_repo_id(repo_id: str) -> str:
     parts = repo_id.split("/")
-    if len(parts) != 2 or not all(_NAME_RE.match(p) and ".." not in p for p in parts):
-        raise EndpointError(400, f"Invalid repo id '{repo_id}': expected 'namespace/name' with letters, digits, '-_.'")
+    if len(parts) != 2 or not all(check_namespace(p) for p in parts):
+        raise EndpointError(
+            400, f"Invalid repo id {repo_id[:200]!r}: expected 'namespace/name' with letters, digits, '-_.'"
+        )
     return repo_id
 
 
@@ -139,8 +146,22 @@ class BlobStore:
             write_atomic(self.path(sha256), data)
         return sha256
 
+    def clean_orphans(self) -> int:
+        """Delete the temporary files of uploads a crash interrupted; the number removed. Only while no other
+        server uses this store (`HubStore` makes sure), or its uploads in flight would go too."""
+        removed = 0
+        for pattern in (".upload-*", "*/.tmp-*"):
+            for path in self.root.glob(pattern):
+                path.unlink(missing_ok=True)
+                removed += 1
+        return removed
+
     def put_stream(self, read: Callable[[int], bytes], *, sha256: str, size: int) -> None:
-        """Store the bytes `read` yields (until it returns b"") if they hash to `sha256` and number `size`."""
+        """Store the bytes `read` yields (until it returns b"") if they hash to `sha256` and number `size`.
+
+        The bytes are checked even when the blob is already stored: an upload is how a client proves it holds the
+        content, before a repo of its own may name it (see `Repo.holds_blob`).
+        """
         self.root.mkdir(parents=True, exist_ok=True)
         digest, received = hashlib.sha256(), 0
         fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".upload-")
@@ -150,6 +171,8 @@ class BlobStore:
                     digest.update(chunk)
                     received += len(chunk)
                     f.write(chunk)
+                    if received > size:  # never write more than announced to disk
+                        break
             if received != size or digest.hexdigest() != sha256:
                 raise EndpointError(
                     400,
@@ -238,6 +261,24 @@ class Repo:
             del refs[ref]
             self._write_refs(refs)
 
+    def holds_blob(self, sha256: str) -> bool:
+        """Whether this repo may name blob `sha256`: a commit of it names the blob, or it was uploaded to it.
+
+        Blobs are shared by every repo of the store; without this check a caller who learnt the sha256 of a private
+        file could commit it to a repo of their own and download it from there.
+        """
+        marker = self.dir / "lfs" / sha256
+        if marker.is_file():
+            return True
+        for path in (self.dir / "commits").glob("*.json"):
+            if any(entry["sha256"] == sha256 for entry in self.store.read_commit(path)["files"].values()):
+                self.grant_blob(sha256)
+                return True
+        return False
+
+    def grant_blob(self, sha256: str) -> None:
+        write_atomic(self.dir / "lfs" / sha256, b"")
+
     def new_pr_ref(self) -> str:
         numbers = [int(ref.rsplit("/", 1)[1]) for ref in self.refs() if ref.startswith("refs/pr/")]
         return f"refs/pr/{max(numbers, default=0) + 1}"
@@ -315,6 +356,32 @@ class HubStore:
         self._locks: dict[Path, threading.RLock] = {}
         self._locks_guard = threading.Lock()
         self._commit_cache: dict[Path, dict[str, Any]] = {}
+        self._claim: IO[bytes] | None = None
+
+    def claim(self) -> bool:
+        """Mark this store as served by this process and clean what crashed uploads left; False (and nothing
+        cleaned) when another server holds it, whose uploads in flight look just like orphans."""
+        if self._claim is not None:
+            return True
+        handle = open(self.root / ".server.lock", "ab")  # noqa: SIM115 (held open until release())
+        try:
+            import fcntl
+
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except ImportError:  # no flock (Windows): clean nothing rather than another server's uploads
+            handle.close()
+            return False
+        except OSError:
+            handle.close()
+            return False
+        self._claim = handle
+        self.blobs.clean_orphans()
+        return True
+
+    def release(self) -> None:
+        handle, self._claim = self._claim, None
+        if handle is not None:
+            handle.close()  # closing the file drops the lock
 
     def lock_for(self, path: Path) -> threading.RLock:
         with self._locks_guard:

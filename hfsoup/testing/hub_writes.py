@@ -22,41 +22,53 @@ from urllib.parse import unquote
 from hfsoup.testing.hub_cards import model_card_errors
 from hfsoup.testing.hub_protocol import (
     LOCAL_USER,
+    URL_PREFIXES,
     Request,
     Response,
     card_metadata,
     check_path,
     file_response,
+    get_field,
     json_response,
     open_repo,
     repo_url,
 )
-from hfsoup.testing.hub_store import DEFAULT_BRANCH, EndpointError, file_entry, lfs_entry
+from hfsoup.testing.hub_store import DEFAULT_BRANCH, EndpointError, Repo, file_entry, lfs_entry
 
 # Files the Hub would refuse as regular git blobs: large ones, binary ones, and these extensions.
 LFS_THRESHOLD = 10 * 1024 * 1024
 BINARY_EXTENSIONS = {".safetensors", ".bin", ".parquet", ".pt", ".pth", ".ckpt", ".msgpack", ".h5", ".onnx", ".npy"}
 BINARY_EXTENSIONS |= {".npz", ".arrow", ".pkl", ".pickle", ".zip", ".gz", ".tar", ".pb", ".tflite", ".model", ".ot"}
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-_BAD_REF_RE = re.compile(r"(\.\.|[\s~^:?*\[\\]|^[/.-]|/$|\.lock$|^refs/|@\{)")
+_BAD_REF_RE = re.compile(r"(\.\.|[\s\x00-\x1f\x7f~^:?*\[\\]|^[/.-]|/$|\.lock$|^refs/|@\{)")
 
 
 # Repos -----------------------------------------------------------------------------------------------------------
-def _repo_from_body(data: dict[str, Any]) -> tuple[str, str]:
-    name = data.get("name")
-    if not isinstance(name, str) or not name:
+def _repo_from_body(req: Request, data: dict[str, Any]) -> tuple[str, str]:
+    name = get_field(data, "name", str)
+    if not name:
         raise EndpointError(400, "The request needs a repo 'name'")
-    return data.get("type") or "model", f"{data.get('organization') or LOCAL_USER}/{name}"
+    organization = get_field(data, "organization", str)
+    namespace = organization or (req.user.name if req.user is not None else LOCAL_USER)
+    repo_type = get_field(data, "type", str, "model")
+    if repo_type not in URL_PREFIXES:
+        raise EndpointError(400, f"Invalid repo type {repo_type[:50]!r}, expected one of {sorted(URL_PREFIXES)}")
+    return repo_type, f"{namespace}/{name}"
+
+
+def _private(data: dict[str, Any]) -> bool | None:
+    if "visibility" in data:
+        return get_field(data, "visibility", str) == "private"
+    return get_field(data, "private", bool)
 
 
 def create_repo(req: Request) -> Response:
-    req.check_write()
     data = req.json()
-    repo_type, repo_id = _repo_from_body(data)
+    repo_type, repo_id = _repo_from_body(req, data)
+    req.check_write(repo_id.split("/")[0], f"create a {repo_type}")
     url = repo_url(req, repo_type, repo_id)
-    private = data["visibility"] == "private" if "visibility" in data else bool(data.get("private"))
     try:
-        req.store.create(repo_type, repo_id, private=private, sdk=data.get("sdk"))
+        req.store.create(repo_type, repo_id, private=bool(_private(data)), sdk=get_field(data, "sdk", str))
     except EndpointError as err:
         if err.status == 409:  # The Hub's 409 carries the url, which `create_repo(exist_ok=True)` relies on.
             err.extra["url"] = url
@@ -65,21 +77,22 @@ def create_repo(req: Request) -> Response:
 
 
 def delete_repo(req: Request) -> Response:
-    req.check_write()
-    repo_type, repo_id = _repo_from_body(req.json())
-    open_repo(req, repo_type, repo_id)
+    repo_type, repo_id = _repo_from_body(req, req.json())
+    open_repo(req, repo_type, repo_id, write=True)
     req.store.delete(repo_type, repo_id)
     return json_response({})
 
 
 def update_settings(req: Request, repo_type: str, repo_id: str) -> Response:
-    req.check_write()
-    repo = open_repo(req, repo_type, repo_id)
+    repo = open_repo(req, repo_type, repo_id, write=True)
     data = req.json()
     changes: dict[str, Any] = {}
-    if "visibility" in data or "private" in data:
-        changes["private"] = data["visibility"] == "private" if "visibility" in data else bool(data["private"])
+    private = _private(data)
+    if private is not None:
+        changes["private"] = private
     if "gated" in data:
+        if data["gated"] not in (False, "auto", "manual"):
+            raise EndpointError(400, "'gated' must be false, 'auto' or 'manual'")
         changes["gated"] = data["gated"]
     repo.update_meta(**changes)
     return json_response({})
@@ -88,54 +101,54 @@ def update_settings(req: Request, repo_type: str, repo_id: str) -> Response:
 # Branches and tags -----------------------------------------------------------------------------------------------
 def _ref_name(segments: list[str]) -> str:
     name = unquote("/".join(segments))
-    if not name or _BAD_REF_RE.search(name):
-        raise EndpointError(400, f"Invalid reference name: '{name}'")
+    if not name or _BAD_REF_RE.search(name) or len(name) > 256:
+        raise EndpointError(400, f"Invalid reference name: {name[:200]!r}")
     return name
 
 
 def create_branch(req: Request, repo_type: str, repo_id: str, segments: list[str]) -> Response:
-    req.check_write()
-    repo = open_repo(req, repo_type, repo_id)
+    repo = open_repo(req, repo_type, repo_id, write=True)
     branch = _ref_name(segments)
-    start = repo.resolve(req.json().get("startingPoint") or DEFAULT_BRANCH)
+    start = repo.resolve(get_field(req.json(), "startingPoint", str) or DEFAULT_BRANCH)
     repo.set_ref(f"refs/heads/{branch}", start)
     return json_response({})
 
 
 def delete_branch(req: Request, repo_type: str, repo_id: str, segments: list[str]) -> Response:
-    req.check_write()
-    open_repo(req, repo_type, repo_id).delete_ref(f"refs/heads/{unquote('/'.join(segments))}")
+    open_repo(req, repo_type, repo_id, write=True).delete_ref(f"refs/heads/{unquote('/'.join(segments))}")
     return json_response({})
 
 
 def create_tag(req: Request, repo_type: str, repo_id: str, segments: list[str]) -> Response:
-    req.check_write()
-    repo = open_repo(req, repo_type, repo_id)
+    repo = open_repo(req, repo_type, repo_id, write=True)
     sha = repo.resolve(unquote("/".join(segments)))
-    tag = req.json().get("tag")
-    repo.set_ref(f"refs/tags/{_ref_name([str(tag or '')])}", sha)
+    tag = get_field(req.json(), "tag", str, "")
+    repo.set_ref(f"refs/tags/{_ref_name([tag])}", sha)
     return json_response({})
 
 
 def delete_tag(req: Request, repo_type: str, repo_id: str, segments: list[str]) -> Response:
-    req.check_write()
-    open_repo(req, repo_type, repo_id).delete_ref(f"refs/tags/{unquote('/'.join(segments))}")
+    open_repo(req, repo_type, repo_id, write=True).delete_ref(f"refs/tags/{unquote('/'.join(segments))}")
     return json_response({})
 
 
 # Upload protocol -------------------------------------------------------------------------------------------------
 def preupload(req: Request, repo_type: str, repo_id: str, segments: list[str]) -> Response:
-    req.check_write()
-    repo = open_repo(req, repo_type, repo_id)
+    repo = open_repo(req, repo_type, repo_id, write=True)
     sha = repo.resolve(unquote("/".join(segments)))
     files = repo.commit(sha)["files"]
     attributes = files.get(".gitattributes")
     patterns = _lfs_patterns(req.store.blobs.read(attributes["sha256"]).decode() if attributes else "")
     answers = []
-    for item in req.json().get("files", []):
-        path = check_path(str(item.get("path", "")))
-        sample = base64.b64decode(item.get("sample") or "")
-        lfs = _wants_lfs(path, int(item.get("size") or 0), sample, patterns)
+    for item in get_field(req.json(), "files", list, []):
+        if not isinstance(item, dict):
+            raise EndpointError(400, "'files' must be a list of objects")
+        path = check_path(get_field(item, "path", str, ""))
+        try:
+            sample = base64.b64decode(get_field(item, "sample", str, ""), validate=True)
+        except binascii.Error as err:
+            raise EndpointError(400, f"Invalid base64 'sample' for {path!r}: {err}") from err
+        lfs = _wants_lfs(path, get_field(item, "size", int, 0), sample, patterns)
         # The oid of the file already there lets the client skip unchanged files (sha256 for LFS, git sha1 else).
         existing, oid = files.get(path), None
         if existing is not None and bool(existing.get("lfs")) == lfs:
@@ -159,32 +172,38 @@ def _wants_lfs(path: str, size: int, sample: bytes, patterns: list[str]) -> bool
     return any(fnmatch.fnmatchcase(path if "/" in p else name, p) for p in patterns)
 
 
-def _lfs_href(req: Request, oid: str, size: int) -> str:
-    return f"{req.base_url}/_lfs/{oid}/{size}"
+def _lfs_href(req: Request, operation: str, repo_key: str, oid: str, size: int, action: str = "") -> str:
+    return f"{req.base_url}/_lfs/{oid}/{size}{action}?{req.access.sign(operation, repo_key, oid, size)}"
 
 
 def lfs_batch(req: Request, repo_type: str, repo_id: str) -> Response:
-    open_repo(req, repo_type, repo_id)
+    repo = open_repo(req, repo_type, repo_id)
     data = req.json()
     operation = data.get("operation")
     if operation not in ("upload", "download"):
-        raise EndpointError(400, f"Unsupported LFS operation {operation!r}: expected 'upload' or 'download'")
+        raise EndpointError(400, f"Unsupported LFS operation {str(operation)[:50]!r}: expected 'upload' or 'download'")
     if operation == "upload":
-        req.check_write()
+        req.check_write(repo_id.split("/")[0], f"update this {repo_type}")
+    repo_key = f"{repo_type}/{repo_id}"
     objects = []
-    for obj in data.get("objects", []):
-        oid, size = str(obj.get("oid", "")), obj.get("size")
-        if not _SHA256_RE.match(oid) or not isinstance(size, int) or size < 0:
-            objects.append({"oid": oid, "size": size if isinstance(size, int) else 0, "error": _lfs_error(422, oid)})
+    for obj in get_field(data, "objects", list, []):
+        oid, size = (obj.get("oid"), obj.get("size")) if isinstance(obj, dict) else (None, None)
+        if not isinstance(oid, str) or not _SHA256_RE.match(oid) or type(size) is not int or size < 0:
+            oid, size = str(oid)[:64], size if type(size) is int else 0
+            objects.append({"oid": oid, "size": size, "error": _lfs_error(422, oid)})
             continue
-        present = req.store.blobs.has(oid, size)
-        href = _lfs_href(req, oid, size)
+        # Only what this repo holds counts as present: blobs are shared by every repo of the store.
+        present = req.store.blobs.has(oid, size) and repo.holds_blob(oid)
         if operation == "upload" and not present:
-            actions = {"upload": {"href": href}, "verify": {"href": f"{href}/verify"}}
+            actions = {
+                "upload": {"href": _lfs_href(req, "upload", repo_key, oid, size)},
+                "verify": {"href": _lfs_href(req, "upload", repo_key, oid, size, "/verify")},
+            }
             objects.append({"oid": oid, "size": size, "authenticated": True, "actions": actions})
         elif operation == "upload":  # Already stored: no action, the client skips the upload.
             objects.append({"oid": oid, "size": size})
         elif present:
+            href = _lfs_href(req, "download", repo_key, oid, size)
             objects.append({"oid": oid, "size": size, "authenticated": True, "actions": {"download": {"href": href}}})
         else:
             objects.append({"oid": oid, "size": size, "error": _lfs_error(404, oid)})
@@ -198,45 +217,50 @@ def _lfs_error(code: int, oid: str) -> dict[str, Any]:
     return {"code": code, "message": message}
 
 
-def _lfs_object(oid: str, size: str) -> tuple[str, int]:
+def _signed_object(req: Request, operation: str, oid: str, size: str) -> tuple[Repo, str, int]:
+    """The repo, sha256 and size a signed LFS URL names; 403 without a valid signature (see `AccessPolicy.sign`)."""
     if not _SHA256_RE.match(oid) or not size.isdigit():
-        raise EndpointError(404, f"No such LFS object: {oid}/{size}")
-    return oid, int(size)
+        raise EndpointError(404, f"No such LFS object: {oid[:64]}/{size[:20]}")
+    repo_type, _, repo_id = req.access.check_signature(req.query, operation, oid, int(size)).partition("/")
+    return req.store.get(repo_type, repo_id), oid, int(size)
 
 
 def lfs_put(req: Request, oid: str, size: str) -> Response:
-    """Receive an LFS object, streamed to disk; the upload URL itself is the credential, as with signed S3 URLs."""
-    sha256, length = _lfs_object(oid, size)
-    if not req.store.blobs.has(sha256, length):
-        req.store.blobs.put_stream(req.read, sha256=sha256, size=length)
+    """Receive an LFS object, streamed to disk, at an upload URL the batch API signed for one repo and object."""
+    repo, sha256, length = _signed_object(req, "upload", oid, size)
+    declared = req.headers.get("Content-Length")
+    if declared is not None and declared.isdigit() and int(declared) != length:
+        raise EndpointError(400, f"The upload announces {declared} bytes, the object has {length}")
+    req.store.blobs.put_stream(req.read, sha256=sha256, size=length)  # checked even if stored: proof of possession
+    repo.grant_blob(sha256)
     return Response(200, headers={"ETag": f'"{sha256}"'})
 
 
 def lfs_verify(req: Request, oid: str, size: str) -> Response:
-    sha256, length = _lfs_object(oid, size)
-    if not req.store.blobs.has(sha256, length):
+    repo, sha256, length = _signed_object(req, "upload", oid, size)
+    if not req.store.blobs.has(sha256, length) or not repo.holds_blob(sha256):
         raise EndpointError(404, f"LFS object {sha256} ({length} bytes) was not uploaded")
     return json_response({})
 
 
 def lfs_get(req: Request, oid: str, size: str) -> Response:
-    sha256, length = _lfs_object(oid, size)
-    if not req.store.blobs.has(sha256, length):
+    repo, sha256, length = _signed_object(req, "download", oid, size)
+    if not req.store.blobs.has(sha256, length) or not repo.holds_blob(sha256):
         raise EndpointError(404, f"LFS object {sha256} ({length} bytes) does not exist")
     return file_response(req, req.store.blobs.path(sha256), length, {"ETag": f'"{sha256}"'})
 
 
 def commit(req: Request, repo_type: str, repo_id: str, segments: list[str]) -> Response:
-    req.check_write()
-    repo = open_repo(req, repo_type, repo_id)
-    header, operations = _parse_commit(req)
+    repo = open_repo(req, repo_type, repo_id, write=True)
+    header, operations = _parse_commit(req, repo)
     create_pr = req.flag("create_pr")
+    summary = get_field(header, "summary", str, "")
     sha, ref = repo.apply(
         unquote("/".join(segments)),
         operations,
-        title=header["summary"],
-        message=str(header.get("description") or ""),
-        parent=header.get("parentCommit"),
+        title=summary,
+        message=get_field(header, "description", str, ""),
+        parent=get_field(header, "parentCommit", str),
         create_pr=create_pr,
     )
     url = repo_url(req, repo_type, repo_id)
@@ -246,54 +270,58 @@ def commit(req: Request, repo_type: str, repo_id: str, segments: list[str]) -> R
             "success": True,
             "commitOid": sha,
             "commitUrl": f"{url}/commit/{sha}",
-            "commitMessage": header["summary"],
+            "commitMessage": summary,
             "hookOutput": "",
             "pullRequestUrl": pr_url,
         }
     )
 
 
-def _parse_commit(req: Request) -> tuple[dict[str, Any], list[tuple[str, str, Any]]]:
-    """Read the NDJSON commit body into its header and `Repo.apply` operations; every problem is a 400/422."""
+def _parse_commit(req: Request, repo: Repo) -> tuple[dict[str, Any], list[tuple[str, str, Any]]]:
+    """Read the NDJSON commit body, streamed line by line, into its header and `Repo.apply` operations; every
+    problem is a 400/422 (a line past `max_json_bytes` a 413), and a regular file is stored as soon as it is read."""
     header: dict[str, Any] | None = None
     operations: list[tuple[str, str, Any]] = []
-    for number, line in enumerate(req.body.splitlines(), start=1):
+    for number, line in enumerate(req.lines(), start=1):
         if not line.strip():
             continue
         try:
             item = json.loads(line)
             key, value = item["key"], item["value"]
-        except (ValueError, KeyError, TypeError) as err:
-            raise EndpointError(400, f"Invalid commit payload on line {number}: {err}") from err
+        except (ValueError, KeyError, TypeError, RecursionError) as err:
+            raise EndpointError(400, f"Invalid commit payload on line {number}: {str(err)[:200]}") from err
+        if not isinstance(value, dict):
+            raise EndpointError(400, f"Invalid commit payload on line {number}: 'value' must be an object")
         if key == "header":
             header = value
         elif key == "file":
-            path = check_path(str(value.get("path", "")))
+            path = check_path(get_field(value, "path", str, ""))
+            content = get_field(value, "content", str, "")
+            base64_encoded = value.get("encoding") == "base64"
             try:
-                content = value.get("content", "")
-                data = (
-                    base64.b64decode(content, validate=True) if value.get("encoding") == "base64" else content.encode()
-                )
-            except (binascii.Error, AttributeError) as err:
-                raise EndpointError(400, f"Invalid content for '{path}': {err}") from err
+                data = base64.b64decode(content, validate=True) if base64_encoded else content.encode()
+            except (binascii.Error, UnicodeEncodeError) as err:
+                raise EndpointError(400, f"Invalid content for {path!r}: {err}") from err
             req.store.blobs.put_bytes(data)  # Content-addressed: harmless if the commit fails later.
             operations.append(("add", path, file_entry(data, lfs=False)))
         elif key == "lfsFile":
-            path, oid = check_path(str(value.get("path", ""))), str(value.get("oid", ""))
-            if not _SHA256_RE.match(oid) or not req.store.blobs.has(oid):
+            path, oid = check_path(get_field(value, "path", str, "")), get_field(value, "oid", str, "")
+            announced = get_field(value, "size", int)
+            # The object must have been uploaded to this repo (or be in its history): a sha256 alone proves nothing.
+            if not _SHA256_RE.match(oid) or not req.store.blobs.has(oid) or not repo.holds_blob(oid):
                 raise EndpointError(
-                    422, f"LFS object {oid} for '{path}' was never uploaded: upload it through the LFS batch API first"
+                    422, f"LFS object {oid[:64]} for {path!r} was never uploaded: upload it through the LFS batch API"
                 )
             size = req.store.blobs.path(oid).stat().st_size
-            if value.get("size") not in (None, size):
-                raise EndpointError(422, f"LFS object {oid} for '{path}' has {size} bytes, not {value['size']}")
+            if announced not in (None, size):
+                raise EndpointError(422, f"LFS object {oid} for {path!r} has {size} bytes, not {announced}")
             operations.append(("add", path, lfs_entry(oid, size)))
         elif key in ("deletedFile", "deletedFolder"):
-            path = check_path(str(value.get("path", "")).rstrip("/"))
+            path = check_path(get_field(value, "path", str, "").rstrip("/"))
             operations.append(("delete_file" if key == "deletedFile" else "delete_folder", path, None))
         else:
-            raise EndpointError(400, f"Unknown commit operation '{key}' on line {number}")
-    if not isinstance(header, dict) or not header.get("summary"):
+            raise EndpointError(400, f"Unknown commit operation {str(key)[:50]!r} on line {number}")
+    if header is None or not get_field(header, "summary", str):
         raise EndpointError(400, "The commit needs a 'header' line with a non-empty 'summary'")
     return header, operations
 

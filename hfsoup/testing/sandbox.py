@@ -4,8 +4,8 @@
 cells. `start_local_hub` enters both and returns a handle; `close()` (or the end of the process) stops the server and
 puts the Hugging Face clients back as they were.
 
-The server demands a token for writes, as the Hub does, and accepts any: the handle carries a random one for this
-session, which is never printed (use `hub.token` where you would pass your own Hub token).
+The server demands a token for writes, as the Hub does, and accepts only the handle's: a random one for this session
+that may write to every namespace, and is never printed (use `hub.token` where you would pass your own Hub token).
 
 Example:
     ```py
@@ -22,11 +22,12 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
-import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .env import use_local_hub
+from .hub_access import ANY_NAMESPACE, HubUser, new_token
+from .hub_protocol import LOCAL_USER
 from .hub_server import LocalHubServer
 
 
@@ -37,7 +38,7 @@ class LocalHub:
     Attributes:
         url (`str`): the server's address (also `HF_ENDPOINT` while it runs).
         root (`Path`): the working folder: the repos under `root / "hub"`, the client cache under `root / "hf_home"`.
-        token (`str`): a write token for this server (any token is accepted; this one is random and never shown).
+        token (`str`): the server's one token, random and never shown; it may write to every namespace.
     """
 
     url: str
@@ -107,7 +108,7 @@ def start_local_hub(
             The folder for the repos (`hub/`) and the Hugging Face cache (`hf_home/`); created if needed. A hub
             started again on the same folder serves the repos pushed before.
         require_write_token (`bool`, *optional*, defaults to `True`):
-            Refuse writes without a token, as the Hub does.
+            Refuse writes without `token`, as the Hub does; `False` takes them from anyone (a throwaway store).
         progress_bars (`bool`, *optional*, defaults to `True`):
             With `False`, the progress bars of `huggingface_hub` (hfsoup's too), `datasets` and `transformers` are
             off until `close()`: with tiny models every step takes a blink and the bars would only be noise.
@@ -119,7 +120,11 @@ def start_local_hub(
     root.mkdir(parents=True, exist_ok=True)
     stack = contextlib.ExitStack()
     try:
-        server = stack.enter_context(LocalHubServer(root / "hub", require_write_token=require_write_token))
+        token = new_token()
+        tokens = {token: HubUser(LOCAL_USER, (ANY_NAMESPACE,))}
+        server = stack.enter_context(
+            LocalHubServer(root / "hub", tokens=tokens, anonymous_writes=not require_write_token)
+        )
         stack.enter_context(use_local_hub(server.url, root / "hf_home"))
         if not progress_bars:
             stack.enter_context(_no_progress_bars())
@@ -127,7 +132,7 @@ def start_local_hub(
         stack.close()
         raise
     atexit.register(stack.close)
-    return LocalHub(server.url, root, "hf_local_" + secrets.token_hex(16), stack)
+    return LocalHub(server.url, root, token, stack)
 
 
 __all__ = ["LocalHub", "start_local_hub"]
