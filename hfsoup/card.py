@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .constants import PROVENANCE_FILE
-from .errors import NotASoupError
+from .errors import NotASoupError, quote
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +101,13 @@ def read_soup_folder(output_dir: str | os.PathLike) -> SoupFolder:
             results = json.loads((path / RESULTS_FILE).read_text())
         except ValueError as e:
             raise NotASoupError(f"{path / RESULTS_FILE} is not valid JSON ({e}).", fix=fix) from None
-    config = json.loads((path / "config.json").read_text()) if (path / "config.json").is_file() else {}
+    from .compat.files import config as read_config
+    from .errors import IngredientConfigError
+
+    try:
+        config = read_config(path / "config.json")
+    except IngredientConfigError as e:
+        raise NotASoupError(e.message, fix=fix) from None
     return SoupFolder(path, provenance, results, config)
 
 
@@ -110,7 +116,7 @@ def ingredient_cards(soup: SoupFolder, *, token: str | bool | None = None) -> li
 
     Hub ingredients' cards were fetched by `hfsoup soup`, so this normally reads the Hub cache without a request.
     """
-    from huggingface_hub import ModelCard, hf_hub_download
+    from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError
 
     cards: list[dict[str, Any] | None] = []
@@ -125,7 +131,7 @@ def ingredient_cards(soup: SoupFolder, *, token: str | bool | None = None) -> li
                 card_path = Path(ingredient.get("path", ""), CARD_FILE)
                 if not card_path.is_file():
                     raise EntryNotFoundError(f"{card_path} does not exist")
-            cards.append(ModelCard.load(card_path, ignore_metadata_errors=True).data.to_dict())
+            cards.append(_card_data(Path(card_path)))
         except EntryNotFoundError:
             logger.info("ingredient %s has no model card", name)
             cards.append(None)
@@ -133,6 +139,21 @@ def ingredient_cards(soup: SoupFolder, *, token: str | bool | None = None) -> li
             logger.warning("could not read the model card of ingredient %s: %s", name, str(e).splitlines()[0])
             cards.append(None)
     return cards
+
+
+def _card_data(path: Path) -> dict[str, Any] | None:
+    """A card's metadata as `ModelCard.load(...).data.to_dict()` gives it, but with its front matter parsed by the
+    bounded loader: `ModelCard.load` calls `yaml.safe_load`, and a few aliases in someone else's card would expand
+    into gigabytes once the soup's card is written."""
+    from huggingface_hub import ModelCardData
+
+    from . import safeyaml
+
+    data = safeyaml.card_metadata(path)
+    if data is None:
+        return {}
+    fields = {k: v for k, v in data.items() if isinstance(k, str)}  # a non-string key cannot be a metadata field
+    return ModelCardData(ignore_metadata_errors=True, **fields).to_dict()
 
 
 def _agreed(values: list[Any]) -> Any:
@@ -143,17 +164,24 @@ def _agreed(values: list[Any]) -> Any:
 def _license(soup: SoupFolder, cards: list[dict[str, Any] | None]) -> tuple[str | None, str]:
     licenses = [(card or {}).get("license") for card in cards]
     agreed = _agreed(licenses)
-    if agreed is not None:
+    if isinstance(agreed, str):
         return agreed, f"`{agreed}`, the license every ingredient carries."
     pairs = zip(soup.provenance["ingredients"], licenses, strict=True)
-    shown = ", ".join(f"{_name(i)}: {lic or 'unknown'}" for i, lic in pairs)
+    # The licenses come from the ingredients' cards, as their publishers wrote them: quote them short.
+    shown = ", ".join(f"{_name(i)}: {_license_name(lic)}" for i, lic in pairs)
     logger.warning("the ingredients' licenses differ or are unknown (%s): the card names none; set it by hand", shown)
     return None, f"not set: the ingredients' licenses differ or are unknown ({shown}). Check each before reuse."
 
 
+def _license_name(value: Any) -> str:
+    if value is None:
+        return "unknown"
+    return value if isinstance(value, str) and len(value) <= 64 else quote(value, limit=64)
+
+
 def _pipeline_tag(soup: SoupFolder, cards: list[dict[str, Any] | None]) -> str | None:
     agreed = _agreed([(card or {}).get("pipeline_tag") for card in cards])
-    if agreed:
+    if agreed and isinstance(agreed, str):
         return agreed
     for architecture in soup.config.get("architectures") or []:
         for suffix, tag in _PIPELINE_SUFFIXES.items():

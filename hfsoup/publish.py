@@ -29,6 +29,7 @@ from pathlib import Path
 from . import constants
 from .card import CARD_FILE, SoupFolder, build_card, ingredient_cards, read_soup_folder
 from .errors import HubError, InvalidRepoIdError, PushRefusedError
+from .scrub import scrub
 
 logger = logging.getLogger(__name__)
 
@@ -262,7 +263,7 @@ def _hub_errors(repo_id: str, token: str | None) -> Iterator[None]:
     """The Hub client's errors during a push, as hfsoup errors that never contain the token."""
 
     def clean(text: str) -> str:
-        return text.replace(token, "<token>") if token else text
+        return scrub(text, token)
 
     try:
         yield
