@@ -662,7 +662,8 @@ def format_error(exc: BaseException) -> str:
             "place. Free some space or choose an output folder on another disk with -o."
         )
     else:
-        text = f"Unexpected {type(exc).__name__}: {exc}. This is probably a bug in hfsoup; please report it."
+        said = str(exc) if len(str(exc)) <= 1000 else f"{str(exc)[:1000]}..."  # it may quote input of any size
+        text = f"Unexpected {type(exc).__name__}: {said}. This is probably a bug in hfsoup; please report it."
     # One line, unwrapped: terminals wrap it, and logs and greps keep it whole. Itemized problems (a recipe's) follow,
     # one per line, each with its location.
     items = "".join(f"\n  - {p}" for p in getattr(exc, "problems", None) or [])
