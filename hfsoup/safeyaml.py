@@ -81,36 +81,53 @@ class BoundedSafeLoader(yaml.SafeLoader):
 
 
 def _weigh(root: Node) -> None:
-    """Refuse a document that, with every alias expanded, exceeds MAX_NODES, or that contains itself."""
-    weights: dict[int, int] = {}
+    """Refuse a document that, with every alias expanded, exceeds MAX_NODES values or MAX_DEPTH levels (aliases can
+    stack nesting: an alias at depth 60 of a node 60 deep is 120 deep), or that contains itself."""
+    memo: dict[int, tuple[int, int]] = {}  # id(node) -> (values, levels) with its aliases expanded
     open_nodes: set[int] = set()
 
-    def weigh(node: Node) -> int:
+    def too_deep() -> YamlLimitError:
+        return YamlLimitError(
+            f"the YAML nests lists and mappings, with its aliases expanded, more than {MAX_DEPTH} levels deep; hfsoup "
+            f"reads at most {MAX_DEPTH}",
+            fix="Flatten the document, or write the aliased values out.",
+        )
+
+    def weigh(node: Node, level: int) -> tuple[int, int]:
         key = id(node)
-        if key in weights:
-            return weights[key]
+        if key in memo:
+            if level + memo[key][1] > MAX_DEPTH:
+                raise too_deep()
+            return memo[key]
         if key in open_nodes:
             raise YamlLimitError(
                 "the YAML holds an alias inside the very node it refers to (a structure that contains itself)",
                 fix="Remove the recursive alias.",
             )
+        if level > MAX_DEPTH:  # also bounds this recursion
+            raise too_deep()
         open_nodes.add(key)
-        total = 1
+        children: list[Node] = []
         if isinstance(node, SequenceNode):
-            total += sum(weigh(child) for child in node.value)
+            children = list(node.value)
         elif isinstance(node, MappingNode):
-            total += sum(weigh(k) + weigh(v) for k, v in node.value)
+            children = [n for pair in node.value for n in pair]
+        total, height = 1, 0
+        for child in children:
+            values, levels = weigh(child, level + 1)
+            total, height = total + values, max(height, levels + 1)
+            if total > MAX_NODES:
+                raise YamlLimitError(
+                    f"the YAML expands, with its aliases written out, to more than {MAX_NODES:,} values; hfsoup "
+                    f"reads at most {MAX_NODES:,} (a few aliases nested inside each other multiply, as in 'billion "
+                    "laughs')",
+                    fix="Write the repeated values out, or use fewer nested aliases.",
+                )
         open_nodes.discard(key)
-        if total > MAX_NODES:
-            raise YamlLimitError(
-                f"the YAML expands, with its aliases written out, to more than {MAX_NODES:,} values; hfsoup reads "
-                f"at most {MAX_NODES:,} (a few aliases nested inside each other multiply, as in 'billion laughs')",
-                fix="Write the repeated values out, or use fewer nested aliases.",
-            )
-        weights[key] = total
-        return total
+        memo[key] = (total, height)
+        return memo[key]
 
-    weigh(root)
+    weigh(root, 0)
 
 
 def load(text: str) -> Any:

@@ -81,6 +81,11 @@ def test_many_flat_aliases_deep_nesting_and_self_reference_are_refused(tmp_path)
         "aliases": "a: &a x\nb: [" + ", ".join(["*a"] * (safeyaml.MAX_ALIASES + 1)) + "]\n",
         "levels deep": "a: " + "[" * (safeyaml.MAX_DEPTH + 1) + "]" * (safeyaml.MAX_DEPTH + 1) + "\n",
         "contains itself": "a: &a [1, *a]\n",
+        # 90 anchors, each 40 levels deep around an alias of the previous: 3,600 levels once expanded (past Python's
+        # recursion limit for whoever prints or serializes it)
+        "with its aliases expanded": "".join(
+            f"a{k}: &a{k} {'[' * 40}{f'*a{k - 1}' if k else '1'}{']' * 40}\n" for k in range(90)
+        ),
         "larger than": "a: " + "x" * (safeyaml.MAX_TEXT + 1) + "\n",
     }
     for fragment, text in cases.items():
