@@ -12,8 +12,14 @@ from typing import Any
 #: How many characters of a value read from input an error message quotes.
 QUOTE_LIMIT = 200
 # A recipe's problems are listed one per line: each line and their number are bounded too.
-_PROBLEM_LIMIT = 1000
-_MAX_PROBLEMS = 50
+_PROBLEM_LIMIT = 500
+_MAX_PROBLEMS = 30
+# The last bound, for a message that quotes something nobody thought to quote short (a server's answer, say).
+_MESSAGE_LIMIT = 8000
+
+
+def _bounded(text: str) -> str:
+    return text if len(text) <= _MESSAGE_LIMIT else f"{text[:_MESSAGE_LIMIT]}... ({len(text):,} characters in all)"
 
 
 def quote(value: Any, limit: int = QUOTE_LIMIT) -> str:
@@ -46,8 +52,8 @@ class HfsoupError(Exception):
     def __init__(self, message: str, *, fix: str | None = None) -> None:
         from .scrub import scrub  # an error may quote a server's answer, and servers echo tokens
 
-        self.message = scrub(message)
-        self.fix = None if fix is None else scrub(fix)
+        self.message = _bounded(scrub(message))
+        self.fix = None if fix is None else _bounded(scrub(fix))
         message, fix = self.message, self.fix
         super().__init__(message if fix is None else f"{message} {fix}")
 

@@ -262,8 +262,9 @@ def _first_line(exc: BaseException) -> str:
 def _hub_errors(repo_id: str, token: str | None) -> Iterator[None]:
     """The Hub client's errors during a push, as hfsoup errors that never contain the token."""
 
-    def clean(text: str) -> str:
-        return scrub(text, token)
+    def clean(text: str) -> str:  # the server's words: no token, and not a megabyte of them
+        text = scrub(text, token)
+        return text if len(text) <= 500 else text[:500] + "..."
 
     try:
         yield

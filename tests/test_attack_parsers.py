@@ -404,3 +404,15 @@ def test_scrub_replaces_token_shapes_not_ordinary_words():
     text = f"hf_hub_download failed for hf_home with {OTHER} and {ORG_TOKEN}; hf_short stays"
     assert scrub(text) == "hf_hub_download failed for hf_home with <token> and <token>; hf_short stays"
     assert scrub("Bearer abcdefgh", "abcdefgh") == "Bearer <token>"
+
+
+@pytest.mark.parametrize("command", ["check", "push"])
+def test_a_long_error_from_the_hub_is_quoted_short(echoing_hub, tmp_path, capfd, command):
+    hub, names, soup = echoing_hub
+    hub.faults.clear()
+    long_message = "Invalid request: " + "y" * 12_000  # as long as an HTTP header may be
+    hub.faults.add("status", path=r".", status=404, error_code="EntryNotFound", times=None, message=long_message)
+    args = ["check", *names] if command == "check" else ["push", str(soup), "echo/soup"]
+    code = main(args)
+    out, err = capfd.readouterr()
+    assert code == 1 and "Invalid request: yyyy" in err and len(out) + len(err) < 4000, len(err)
