@@ -275,13 +275,17 @@ def _set(data, keys, value):
 def test_type_confusion_in_every_field_read_is_success_or_an_error_naming_the_file(tmp_path):
     a, b = classifier(tmp_path / "a", 0), classifier(tmp_path / "b", 1)
     originals = {name: (b / name).read_text() for name, _ in FIELDS}
-    outcomes = {"ok": 0, "refused": 0}
+    outcomes = {"ok": 0, "refused": 0, "souped": 0}
     for name, keys in FIELDS:
-        for value in CONFUSIONS:
+        for i, value in enumerate(CONFUSIONS):
             (b / name).write_text(json.dumps(_set(json.loads(originals[name]), keys, value)))
+            order = [a, b] if i % 2 else [b, a]  # the broken one second, or first (whose files the soup keeps)
             try:
-                hfsoup.check([a, b], weights=False)
+                hfsoup.check(order, weights=False)
                 outcomes["ok"] += 1
+                if name == "config.json":  # the soup rewrites the first ingredient's config with the new dtype
+                    hfsoup.soup(order, tmp_path / "soup", dtype="float16", overwrite=True, force=True)
+                    outcomes["souped"] += 1
             except HfsoupError as e:
                 assert str(b / name) in str(e), (name, keys, value, str(e)[:300])
                 assert len(str(e)) < 2000
@@ -289,7 +293,7 @@ def test_type_confusion_in_every_field_read_is_success_or_an_error_naming_the_fi
             except Exception as e:  # noqa: BLE001 - the point: nothing else may come out
                 pytest.fail(f"{name} {keys} = {value!r}: {type(e).__name__}: {e}")
         (b / name).write_text(originals[name])
-    assert outcomes["refused"] > len(FIELDS) * 3 and outcomes["ok"] > 0, outcomes
+    assert outcomes["refused"] > len(FIELDS) * 3 and outcomes["ok"] > 0 and outcomes["souped"] > 0, outcomes
 
 
 def test_broken_json_nesting_and_encoding_name_the_file(tmp_path):
