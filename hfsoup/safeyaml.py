@@ -141,6 +141,9 @@ def load(text: str) -> Any:
     loader = BoundedSafeLoader(text)
     try:
         return loader.get_single_data()
+    except (ValueError, OverflowError) as e:
+        # A scalar PyYAML resolves but Python refuses to build: a 5,000-digit integer, the date 2020-13-45.
+        raise yaml.constructor.ConstructorError(problem=f"a value that cannot be read ({str(e)[:200]})") from None
     finally:
         loader.dispose()
 

@@ -96,6 +96,14 @@ def test_many_flat_aliases_deep_nesting_and_self_reference_are_refused(tmp_path)
         assert len(str(info.value)) < 1000
 
 
+@pytest.mark.parametrize("value", ["1" * 5000, "2020-13-45", "2020-02-30 10:00:00"])
+def test_scalars_python_cannot_build_are_invalid_yaml_not_a_crash(tmp_path, capfd, value):
+    (tmp_path / "r.yaml").write_text(f"ingredients: [org/a, org/b]\noutput: {{dir: out}}\nname: {value}\n")
+    code = main(["validate", str(tmp_path / "r.yaml")])
+    err = capfd.readouterr().err
+    assert code == 1 and "is not valid YAML" in err and "probably a bug" not in err and len(err) < 1000, err
+
+
 def test_a_recipe_with_a_few_anchors_still_validates(tmp_path):
     (tmp_path / "r.yaml").write_text(
         "ingredients: &ing [org/a, org/b]\nmethod: {name: greedy}\nevaluation: &ev {task: sst2, fraction: 0.5}\n"
