@@ -26,6 +26,7 @@ from typing import Any
 
 from .constants import PROVENANCE_FILE
 from .errors import NotASoupError, quote
+from .scrub import scrub
 
 logger = logging.getLogger(__name__)
 
@@ -136,7 +137,8 @@ def ingredient_cards(soup: SoupFolder, *, token: str | bool | None = None) -> li
             logger.info("ingredient %s has no model card", name)
             cards.append(None)
         except Exception as e:  # noqa: BLE001 - a card we cannot read only costs the soup's card some metadata
-            logger.warning("could not read the model card of ingredient %s: %s", name, str(e).splitlines()[0])
+            said = scrub(str(e).splitlines()[0] if str(e) else type(e).__name__)[:300]  # the Hub's words, maybe
+            logger.warning("could not read the model card of ingredient %s: %s", name, said)
             cards.append(None)
     return cards
 

@@ -127,7 +127,8 @@ class RecipeError(HfsoupError):
         from .scrub import scrub
 
         # A problem quotes the recipe, which may be huge or hold a pasted token: bound and scrub each, and the count.
-        items = [scrub(p if len(p) <= _PROBLEM_LIMIT else p[:_PROBLEM_LIMIT] + "...") for p in problems or []]
+        items = [scrub(p) for p in problems or []]
+        items = [p if len(p) <= _PROBLEM_LIMIT else p[:_PROBLEM_LIMIT] + "..." for p in items]
         if len(items) > _MAX_PROBLEMS:
             items = [*items[:_MAX_PROBLEMS], f"... and {len(items) - _MAX_PROBLEMS} more problems"]
         self.problems = items

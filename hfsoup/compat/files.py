@@ -54,7 +54,7 @@ def _kind(value: Any) -> str:
 
 
 def parse_json(raw: bytes | str) -> Any:
-    """`json.loads`, with the two ways it fails on hostile input as `ShapeError`/ValueError only."""
+    """`json.loads`, failing on hostile input with ValueError only (never RecursionError)."""
     try:
         return json.loads(raw)
     except RecursionError:  # "[[[[..." a few thousand deep: json's decoder recurses
