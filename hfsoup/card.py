@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from .constants import PROVENANCE_FILE
-from .errors import NotASoupError
+from .errors import NotASoupError, quote
+from .scrub import scrub
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +102,13 @@ def read_soup_folder(output_dir: str | os.PathLike) -> SoupFolder:
             results = json.loads((path / RESULTS_FILE).read_text())
         except ValueError as e:
             raise NotASoupError(f"{path / RESULTS_FILE} is not valid JSON ({e}).", fix=fix) from None
-    config = json.loads((path / "config.json").read_text()) if (path / "config.json").is_file() else {}
+    from .compat.files import config as read_config
+    from .errors import IngredientConfigError
+
+    try:
+        config = read_config(path / "config.json")
+    except IngredientConfigError as e:
+        raise NotASoupError(e.message, fix=fix) from None
     return SoupFolder(path, provenance, results, config)
 
 
@@ -110,7 +117,7 @@ def ingredient_cards(soup: SoupFolder, *, token: str | bool | None = None) -> li
 
     Hub ingredients' cards were fetched by `hfsoup soup`, so this normally reads the Hub cache without a request.
     """
-    from huggingface_hub import ModelCard, hf_hub_download
+    from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError
 
     cards: list[dict[str, Any] | None] = []
@@ -126,12 +133,13 @@ def ingredient_cards(soup: SoupFolder, *, token: str | bool | None = None) -> li
                     raise EntryNotFoundError(f"no card recorded for {name}")
                 cards.append(dict(ingredient["card"]))
                 continue
-            cards.append(ModelCard.load(card_path, ignore_metadata_errors=True).data.to_dict())
+            cards.append(_card_data(Path(card_path)))
         except EntryNotFoundError:
             logger.info("ingredient %s has no model card", name)
             cards.append(None)
         except Exception as e:  # noqa: BLE001 - a card we cannot read only costs the soup's card some metadata
-            logger.warning("could not read the model card of ingredient %s: %s", name, str(e).splitlines()[0])
+            said = scrub(str(e).splitlines()[0] if str(e) else type(e).__name__)[:300]  # the Hub's words, maybe
+            logger.warning("could not read the model card of ingredient %s: %s", name, said)
             cards.append(None)
     return cards
 
@@ -141,15 +149,28 @@ def local_card_metadata(folder: Path) -> dict[str, Any] | None:
     in `hfsoup.json` at soup time so the card can be built later from the output folder alone."""
     if not (folder / CARD_FILE).is_file():
         return None
-    from huggingface_hub import ModelCard  # a third of a second to import: only when there is a card
-
     try:
-        data = ModelCard.load(folder / CARD_FILE, ignore_metadata_errors=True).data.to_dict()
+        data = _card_data(folder / CARD_FILE)
     except Exception as e:  # noqa: BLE001 - a card we cannot read only costs the soup's card some metadata
-        logger.warning("could not read the model card in %s: %s", folder.name, str(e).splitlines()[0])
+        logger.warning("could not read the model card in %s: %s", folder.name, scrub(str(e).splitlines()[0])[:300])
         return None
     kept = {k: data[k] for k in ("license", "base_model", "pipeline_tag") if isinstance(data.get(k), str | list)}
     return kept or None
+
+
+def _card_data(path: Path) -> dict[str, Any]:
+    """A card's metadata as `ModelCard.load(...).data.to_dict()` gives it, but with its front matter parsed by the
+    bounded loader: `ModelCard.load` calls `yaml.safe_load`, and a few aliases in someone else's card would expand
+    into gigabytes once the soup's card is written."""
+    from huggingface_hub import ModelCardData  # a third of a second to import: only when there is a card
+
+    from . import safeyaml
+
+    data = safeyaml.card_metadata(path)
+    if data is None:
+        return {}
+    fields = {k: v for k, v in data.items() if isinstance(k, str)}  # a non-string key cannot be a metadata field
+    return ModelCardData(ignore_metadata_errors=True, **fields).to_dict()
 
 
 def _agreed(values: list[Any]) -> Any:
@@ -160,17 +181,24 @@ def _agreed(values: list[Any]) -> Any:
 def _license(soup: SoupFolder, cards: list[dict[str, Any] | None]) -> tuple[str | None, str]:
     licenses = [(card or {}).get("license") for card in cards]
     agreed = _agreed(licenses)
-    if agreed is not None:
+    if isinstance(agreed, str):
         return agreed, f"`{agreed}`, the license every ingredient carries."
     pairs = zip(soup.provenance["ingredients"], licenses, strict=True)
-    shown = ", ".join(f"{_name(i)}: {lic or 'unknown'}" for i, lic in pairs)
+    # The licenses come from the ingredients' cards, as their publishers wrote them: quote them short.
+    shown = ", ".join(f"{_name(i)}: {_license_name(lic)}" for i, lic in pairs)
     logger.warning("the ingredients' licenses differ or are unknown (%s): the card names none; set it by hand", shown)
     return None, f"not set: the ingredients' licenses differ or are unknown ({shown}). Check each before reuse."
 
 
+def _license_name(value: Any) -> str:
+    if value is None:
+        return "unknown"
+    return value if isinstance(value, str) and len(value) <= 64 else quote(value, limit=64)
+
+
 def _pipeline_tag(soup: SoupFolder, cards: list[dict[str, Any] | None]) -> str | None:
     agreed = _agreed([(card or {}).get("pipeline_tag") for card in cards])
-    if agreed:
+    if agreed and isinstance(agreed, str):
         return agreed
     for architecture in soup.config.get("architectures") or []:
         for suffix, tag in _PIPELINE_SUFFIXES.items():

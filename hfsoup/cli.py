@@ -8,9 +8,10 @@ import logging
 import signal
 import sys
 import threading
+import traceback
 from collections.abc import Sequence
 
-from . import __version__
+from . import __version__, scrub
 from .constants import DEFAULT_MAX_SHARD_SIZE, debug
 from .errors import HfsoupError
 from .output import write_file_atomic
@@ -709,10 +710,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _configure_logging(args: argparse.Namespace) -> logging.Handler:
     level = logging.ERROR if args.quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
+    scrub.remember(getattr(args, "token", None))
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(scrub.ScrubbingFormatter("%(levelname)s %(name)s: %(message)s"))
     logger.addHandler(handler)
     logger.setLevel(level)
+    # Python warnings (from hfsoup or the libraries) go through the same scrubbing handler, not straight to stderr.
+    logging.captureWarnings(True)
+    logging.getLogger("py.warnings").addHandler(handler)
     if args.quiet:
         from huggingface_hub.utils import disable_progress_bars
 
@@ -732,11 +737,20 @@ def format_error(exc: BaseException) -> str:
             "place. Free some space or choose an output folder on another disk with -o."
         )
     else:
-        text = f"Unexpected {type(exc).__name__}: {exc}. This is probably a bug in hfsoup; please report it."
+        said = str(exc) if len(str(exc)) <= 1000 else f"{str(exc)[:1000]}..."  # it may quote input of any size
+        text = f"Unexpected {type(exc).__name__}: {said}. This is probably a bug in hfsoup; please report it."
     # One line, unwrapped: terminals wrap it, and logs and greps keep it whole. Itemized problems (a recipe's) follow,
     # one per line, each with its location.
     items = "".join(f"\n  - {p}" for p in getattr(exc, "problems", None) or [])
-    return f"Error: {' '.join(text.split())}{items}\n(Set HFSOUP_DEBUG=1 to see the traceback.)"
+    return scrub.scrub(f"Error: {' '.join(text.split())}{items}\n(Set HFSOUP_DEBUG=1 to see the traceback.)")
+
+
+def _restore_logging(handler: logging.Handler, level: int) -> None:
+    """Undo `_configure_logging`: main() may be called again in the same process (tests, notebooks)."""
+    logger.removeHandler(handler)
+    logger.setLevel(level)
+    logging.getLogger("py.warnings").removeHandler(handler)
+    logging.captureWarnings(False)
 
 
 def _as_hfsoup_error(exc: BaseException) -> HfsoupError | None:
@@ -786,14 +800,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("Interrupted; nothing was moved into place.", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - the single place errors reach a person
-        if debug():
-            raise
+        if debug():  # the traceback, scrubbed: chained exceptions may quote a server that echoed the token
+            print(scrub.scrub("".join(traceback.format_exception(exc))), end="", file=sys.stderr)
+            return exc.exit_code if isinstance(exc, HfsoupError) else 1
         print(format_error(exc), file=sys.stderr)
         return exc.exit_code if isinstance(exc, HfsoupError) else 1
     finally:
-        # main() may be called again in the same process (tests, notebooks): leave logging as it was.
-        logger.removeHandler(handler)
-        logger.setLevel(level)
+        _restore_logging(handler, level)
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
 

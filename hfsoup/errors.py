@@ -7,6 +7,42 @@ to fix it; the CLI prints it once, as one paragraph, and exits with `exit_code`.
 from __future__ import annotations
 
 from pathlib import Path
+import reprlib
+from typing import Any
+
+#: How many characters of a value read from input an error message quotes.
+QUOTE_LIMIT = 200
+# A recipe's problems are listed one per line: each line and their number are bounded too.
+_PROBLEM_LIMIT = 500
+_MAX_PROBLEMS = 30
+# The last bound, for a message that quotes something nobody thought to quote short (a server's answer, say).
+_MESSAGE_LIMIT = 8000
+
+
+def _bounded(text: str) -> str:
+    return text if len(text) <= _MESSAGE_LIMIT else f"{text[:_MESSAGE_LIMIT]}... ({len(text):,} characters in all)"
+
+
+def quote(value: Any, limit: int = QUOTE_LIMIT) -> str:
+    """`repr(value)` for a message, at most about `limit` characters: a long string is cut and its length given, a
+    container is abbreviated level by level (`reprlib`) without ever building its whole repr, so a value expanded
+    from a few aliases, or a 1 MB label, prints as a line.
+
+    Example:
+        ```py
+        >>> quote("x" * 1000, limit=5)
+        "'xxxxx'... (1,000 characters)"
+        ```
+    """
+    if isinstance(value, str):
+        if len(value) <= limit:
+            return repr(value)
+        return f"{repr(value[:limit])}... ({len(value):,} characters)"
+    short = reprlib.Repr()
+    short.maxlevel, short.maxstring, short.maxother, short.maxlong = 3, max(limit // 4, 12), limit, limit
+    short.maxlist = short.maxtuple = short.maxdict = short.maxset = short.maxfrozenset = 8
+    text = short.repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 class HfsoupError(Exception):
@@ -15,8 +51,11 @@ class HfsoupError(Exception):
     exit_code: int = 1
 
     def __init__(self, message: str, *, fix: str | None = None) -> None:
-        self.message = message
-        self.fix = fix
+        from .scrub import scrub  # an error may quote a server's answer, and servers echo tokens
+
+        self.message = _bounded(scrub(message))
+        self.fix = None if fix is None else _bounded(scrub(fix))
+        message, fix = self.message, self.fix
         super().__init__(message if fix is None else f"{message} {fix}")
 
 
@@ -100,6 +139,16 @@ class MissingDependencyError(HfsoupError):
     """An optional package a feature needs is not installed (matplotlib for the results plot)."""
 
 
+class InputLimitError(HfsoupError):
+    """An input beyond what hfsoup reads: a YAML file expanding through its aliases ("billion laughs"), nested too
+    deep, or larger than any recipe or model card metadata is."""
+
+
+class IngredientConfigError(HfsoupError):
+    """An ingredient's config.json, tokenizer or processor file that parses but has the wrong shape (a list where an
+    object belongs, label ids that are not integers, ...); the message names the file and the field."""
+
+
 class RecipeError(HfsoupError):
     """A recipe file that cannot be read or does not validate.
 
@@ -108,7 +157,14 @@ class RecipeError(HfsoupError):
     """
 
     def __init__(self, message: str, *, fix: str | None = None, problems: list[str] | None = None) -> None:
-        self.problems = list(problems or [])
+        from .scrub import scrub
+
+        # A problem quotes the recipe, which may be huge or hold a pasted token: bound and scrub each, and the count.
+        items = [scrub(p) for p in problems or []]
+        items = [p if len(p) <= _PROBLEM_LIMIT else p[:_PROBLEM_LIMIT] + "..." for p in items]
+        if len(items) > _MAX_PROBLEMS:
+            items = [*items[:_MAX_PROBLEMS], f"... and {len(items) - _MAX_PROBLEMS} more problems"]
+        self.problems = items
         super().__init__(message, fix=fix)
         if self.problems:
             self.args = (f"{self}\n" + "\n".join(f"  - {p}" for p in self.problems),)

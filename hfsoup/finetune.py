@@ -28,7 +28,7 @@ from typing import Any
 from . import guard
 from .checkpoint import file_sha256
 from .constants import TMP_MARKER
-from .errors import HfsoupError, OutputExistsError, SweepError
+from .errors import HfsoupError, OutputExistsError, SweepError, quote
 from .output import fresh_staging, open_up
 
 logger = logging.getLogger(__name__)
@@ -128,21 +128,21 @@ def _value_problem(name: str, value: Any) -> str | None:
     """Why `value` is not a valid value of hyperparameter `name` (None when it is)."""
     if name == "seed":
         ok = not isinstance(value, bool) and isinstance(value, int) and value >= 0
-        return None if ok else f"expected a non-negative integer, got {value!r}"
+        return None if ok else f"expected a non-negative integer, got {quote(value)}"
     if not _number(value):
-        return f"expected a number, got {value!r}"
+        return f"expected a number, got {quote(value)}"
     if name in ("learning_rate", "epochs") and value <= 0:
-        return f"expected a positive number, got {value!r}"
+        return f"expected a positive number, got {quote(value)}"
     if name == "weight_decay" and value < 0:
-        return f"expected a non-negative number, got {value!r}"
+        return f"expected a non-negative number, got {quote(value)}"
     if name == "label_smoothing" and not 0 <= value < 1:
-        return f"expected a number in [0, 1), got {value!r}"
+        return f"expected a number in [0, 1), got {quote(value)}"
     return None
 
 
 def _check_grid(grid: Any, where: str, problems: _Problems) -> None:
     if not isinstance(grid, dict) or not grid:
-        problems.add(where, f"expected a mapping of hyperparameter to a list of values, got {grid!r}")
+        problems.add(where, f"expected a mapping of hyperparameter to a list of values, got {quote(grid)}")
         return
     for name, values in grid.items():
         spot = f"{where}.{name}"
@@ -150,27 +150,27 @@ def _check_grid(grid: Any, where: str, problems: _Problems) -> None:
             problems.add(spot, f"unknown hyperparameter (expected one of: {', '.join(HYPERPARAMETERS)})")
             continue
         if not isinstance(values, list) or not values:
-            problems.add(spot, f"expected a non-empty list of values, got {values!r}")
+            problems.add(spot, f"expected a non-empty list of values, got {quote(values)}")
             continue
         for i, value in enumerate(values):
             if message := _value_problem(name, value):
                 problems.add(f"{spot}[{i}]", message)
         if len(set(map(repr, values))) < len(values):
-            problems.add(spot, f"repeats a value: {values!r}")
+            problems.add(spot, f"repeats a value: {quote(values)}")
 
 
 def _check_random(random: Any, where: str, problems: _Problems) -> None:
     if not isinstance(random, dict):
         problems.add(
-            where, f"expected a mapping such as {{n: 8, seed: 0, learning_rate: [1e-5, 5e-5]}}, got {random!r}"
+            where, f"expected a mapping such as {{n: 8, seed: 0, learning_rate: [1e-5, 5e-5]}}, got {quote(random)}"
         )
         return
     n = random.get("n")
     if isinstance(n, bool) or not isinstance(n, int) or n < 2:
-        problems.add(f"{where}.n", f"expected the number of runs, an integer of at least 2, got {n!r}")
+        problems.add(f"{where}.n", f"expected the number of runs, an integer of at least 2, got {quote(n)}")
     rng_seed = random.get("seed", 0)
     if isinstance(rng_seed, bool) or not isinstance(rng_seed, int):
-        problems.add(f"{where}.seed", f"expected an integer (the search's seed), got {rng_seed!r}")
+        problems.add(f"{where}.seed", f"expected an integer (the search's seed), got {quote(rng_seed)}")
     for name, bounds in random.items():
         if name in ("n", "seed"):
             continue
@@ -180,13 +180,13 @@ def _check_random(random: Any, where: str, problems: _Problems) -> None:
             problems.add(spot, f"unknown hyperparameter range (expected n, seed or one of: {', '.join(allowed)})")
             continue
         if not isinstance(bounds, list) or len(bounds) != 2:
-            problems.add(spot, f"expected a range [low, high], got {bounds!r}")
+            problems.add(spot, f"expected a range [low, high], got {quote(bounds)}")
             continue
         bad = [m for v in bounds if (m := _value_problem(name, v))]
         if bad:
             problems.add(spot, bad[0])
         elif bounds[0] > bounds[1]:
-            problems.add(spot, f"low is above high in {bounds!r}")
+            problems.add(spot, f"low is above high in {quote(bounds)}")
 
 
 def search_problems(grid: Any, random: Any, *, where: str = "") -> list[tuple[str, str]]:
@@ -208,39 +208,39 @@ def _positive_int(value: Any, optional: bool = False) -> str | None:
     if value is None and optional:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        return f"expected a positive integer, got {value!r}"
+        return f"expected a positive integer, got {quote(value)}"
     return None
 
 
 #: Checks of the scalar fields of `Sweep` (grid and random are checked by `search_problems`).
 FIELD_CHECKS = {
-    "base": lambda v: None if isinstance(v, str) and v else f"expected a model ID or folder, got {v!r}",
-    "output_dir": lambda v: None if isinstance(v, str) and v else f"expected a folder, got {v!r}",
-    "task": lambda v: None if isinstance(v, str) and v else f"expected a task name, got {v!r}",
-    "dataset": lambda v: None if v is None or isinstance(v, str) else f"expected a dataset repo, got {v!r}",
+    "base": lambda v: None if isinstance(v, str) and v else f"expected a model ID or folder, got {quote(v)}",
+    "output_dir": lambda v: None if isinstance(v, str) and v else f"expected a folder, got {quote(v)}",
+    "task": lambda v: None if isinstance(v, str) and v else f"expected a task name, got {quote(v)}",
+    "dataset": lambda v: None if v is None or isinstance(v, str) else f"expected a dataset repo, got {quote(v)}",
     "data_files": lambda v: _data_files_problem(v),
-    "text_column": lambda v: None if isinstance(v, str) and v else f"expected a column name, got {v!r}",
-    "label_column": lambda v: None if isinstance(v, str) and v else f"expected a column name, got {v!r}",
+    "text_column": lambda v: None if isinstance(v, str) and v else f"expected a column name, got {quote(v)}",
+    "label_column": lambda v: None if isinstance(v, str) and v else f"expected a column name, got {quote(v)}",
     "label_names": lambda v: (
         None
         if v is None or (isinstance(v, list) and len(v) >= 2 and all(isinstance(n, str) for n in v))
-        else f"expected a list of at least 2 class names, got {v!r}"
+        else f"expected a list of at least 2 class names, got {quote(v)}"
     ),
     "grid": lambda v: None,
     "random": lambda v: None,
-    "epochs": lambda v: None if _number(v) and v > 0 else f"expected a positive number, got {v!r}",
+    "epochs": lambda v: None if _number(v) and v > 0 else f"expected a positive number, got {quote(v)}",
     "max_steps": lambda v: _positive_int(v, optional=True),
     "batch_size": _positive_int,
     "max_length": _positive_int,
     "head_seed": lambda v: (
-        None if not isinstance(v, bool) and isinstance(v, int) else f"expected an integer, got {v!r}"
+        None if not isinstance(v, bool) and isinstance(v, int) else f"expected an integer, got {quote(v)}"
     ),
     "push_org": lambda v: (
         None
         if v is None or (isinstance(v, str) and v and "/" not in v)
-        else f"expected an org or user name (no '/'), got {v!r}"
+        else f"expected an org or user name (no '/'), got {quote(v)}"
     ),
-    "private": lambda v: None if isinstance(v, bool) else f"expected true or false, got {v!r}",
+    "private": lambda v: None if isinstance(v, bool) else f"expected true or false, got {quote(v)}",
 }
 
 
@@ -262,7 +262,8 @@ def sweep_problems(data: Any, *, where: str = "") -> list[tuple[str, str]]:
     problems: list[tuple[str, str]] = []
     for key in data:
         if key not in FIELD_CHECKS:
-            problems.append((f"{prefix}{key}", f"unknown key (expected one of: {', '.join(FIELD_CHECKS)})"))
+            at = f"{prefix}{key}" if isinstance(key, str) and len(key) <= 64 else f"{where}[{quote(key, limit=64)}]"
+            problems.append((at, f"unknown key (expected one of: {', '.join(FIELD_CHECKS)})"))
     for key in ("base", "output_dir"):
         if key not in data:
             problems.append((f"{prefix}{key}", "missing (required)"))
@@ -272,7 +273,9 @@ def sweep_problems(data: Any, *, where: str = "") -> list[tuple[str, str]]:
     if data.get("grid") is None and data.get("random") is None:
         problems.append((f"{prefix}grid", "missing: give a grid or a random search"))
     problems += search_problems(data.get("grid"), data.get("random"), where=where)
-    task = str(data.get("task", "text-classification")).lower().replace("_", "-")
+    task = data.get("task", "text-classification")
+    # str() of a value expanded from aliases could be huge: a non-string task is reported by its check above.
+    task = task.lower().replace("_", "-") if isinstance(task, str) else "text-classification"
     if task == "text-classification" and not data.get("data_files"):
         problems.append((f"{prefix}data_files", "task text-classification needs data files with a train split"))
     elif task != "text-classification":
@@ -282,7 +285,8 @@ def sweep_problems(data: Any, *, where: str = "") -> list[tuple[str, str]]:
             problems.append(
                 (
                     f"{prefix}task",
-                    f"unknown task {data.get('task')!r} (expected text-classification or one of: {', '.join(TASKS)})",
+                    f"unknown task {quote(data.get('task'))} (expected text-classification or one of: "
+                    f"{', '.join(TASKS)})",
                 )
             )
     return problems

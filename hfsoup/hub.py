@@ -473,7 +473,8 @@ def hub_errors(ref: IngredientRef) -> Iterator[None]:
             ) from exc
         if isinstance(exc, EntryNotFoundError):
             raise IngredientNotFoundError(
-                f"A file of ingredient {ref.spec!r} listed by the Hub could not be downloaded ({exc}).",
+                f"A file of ingredient {ref.spec!r} listed by the Hub could not be downloaded "
+                f"({_cut(' '.join(str(exc).split()))}).",
                 fix="The repo may have changed during the download; run the command again.",
             ) from exc
         if isinstance(exc, OfflineModeIsEnabled):
@@ -515,7 +516,16 @@ def hub_errors(ref: IngredientRef) -> Iterator[None]:
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    return _cut(text.splitlines()[0] if text else type(exc).__name__)
+
+
+def _cut(text: str, limit: int = 500) -> str:
+    """A server's words, of the server's choosing length, cut for a message (scrubbed first: a token cut in two
+    would no longer look like one)."""
+    from .scrub import scrub
+
+    text = scrub(text)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _is_connection_error(exc: BaseException) -> bool:

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import guard
-from .errors import HfsoupError, RecipeError
+from .errors import HfsoupError, RecipeError, quote
 from .evaldata import data_files_problem
 
 if TYPE_CHECKING:
@@ -152,6 +152,13 @@ class _Problems:
         self.items.append(f"{where}: {message}")
 
 
+def _at(where: str, key: Any) -> str:
+    """The location of `key` under `where`, for a problem: an odd or huge key is quoted, and cut."""
+    if isinstance(key, str) and 0 < len(key) <= 64 and key.isprintable():
+        return f"{where}.{key}" if where else key
+    return f"{where}[{quote(key, limit=64)}]"
+
+
 def _type_name(value: Any) -> str:
     return (
         "null"
@@ -183,7 +190,7 @@ def _section(
     ok = True
     for key in data:
         if key not in checks:
-            problems.add(f"{where}.{key}", f"unknown key (expected one of: {', '.join(checks)})")
+            problems.add(_at(where, key), f"unknown key (expected one of: {', '.join(checks)})")
             ok = False
     for key in required:
         if key not in data:
@@ -213,7 +220,7 @@ def _is(kind: type | tuple[type, ...], *, optional: bool = False, label: str = "
 
 def _one_of(choices: tuple[str, ...]) -> Callable[[Any], str | None]:
     def check(value: Any) -> str | None:
-        return None if value in choices else f"expected one of {', '.join(choices)}, got {value!r}"
+        return None if value in choices else f"expected one of {', '.join(choices)}, got {quote(value)}"
 
     return check
 
@@ -223,7 +230,7 @@ def _positive_int(optional: bool = False) -> Callable[[Any], str | None]:
         if value is None and optional:
             return None
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            return f"expected a positive integer, got {value!r}"
+            return f"expected a positive integer, got {quote(value)}"
         return None
 
     return check
@@ -231,7 +238,7 @@ def _positive_int(optional: bool = False) -> Callable[[Any], str | None]:
 
 def _fraction(value: Any) -> str | None:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1:
-        return f"expected a number between 0 and 1 (exclusive), got {value!r}"
+        return f"expected a number between 0 and 1 (exclusive), got {quote(value)}"
     return None
 
 
@@ -241,7 +248,7 @@ def _weights(value: Any) -> str | None:
     if not isinstance(value, list) or not value:
         return f"expected a list of numbers, got {_type_name(value)}"
     if any(isinstance(w, bool) or not isinstance(w, int | float) or w < 0 for w in value):
-        return f"expected non-negative numbers, got {value!r}"
+        return f"expected non-negative numbers, got {quote(value)}"
     return None
 
 
@@ -249,7 +256,7 @@ def _string_list(value: Any) -> str | None:
     if value is None:
         return None
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        return f"expected a list of strings, got {value!r}"
+        return f"expected a list of strings, got {quote(value)}"
     return None
 
 
@@ -324,7 +331,7 @@ def parse_recipe(data: Any, *, source: str | os.PathLike | None = None) -> Recip
         )
     for key in data:
         if key not in TOP_KEYS:
-            problems.add(key, f"unknown key (expected one of: {', '.join(TOP_KEYS)})")
+            problems.add(_at("", key), f"unknown key (expected one of: {', '.join(TOP_KEYS)})")
     if "output" not in data:
         problems.add("output", "missing (required)")
     sweep = _sweep(data, problems)
@@ -350,6 +357,9 @@ def parse_recipe(data: Any, *, source: str | os.PathLike | None = None) -> Recip
                 parse_ingredient(ingredient.spec)
             except HfsoupError as e:
                 problems.add(spot, e.message)
+                continue
+            except OSError as e:  # a name the filesystem refuses to look up (too long, say) is no ingredient either
+                problems.add(spot, f"{quote(ingredient.spec)} is neither a folder nor a Hub model ID ({e.strerror})")
                 continue
         ingredients.append(ingredient)
 
@@ -475,7 +485,7 @@ def _sweep(data: dict, problems: _Problems) -> Sweep | None:
 def _relative_sweep(sweep: Sweep, base_dir: Path) -> Sweep:
     """The sweep's folder, data files and a local base are relative to the recipe's folder."""
     sweep.output_dir = str(_path(sweep.output_dir, base_dir))
-    if _looks_local(sweep.base) or (base_dir / sweep.base).is_dir():
+    if _looks_local(sweep.base) or _is_dir(base_dir / sweep.base):
         sweep.base = str(_path(sweep.base, base_dir))
     if sweep.data_files:
         sweep.data_files = {s: [str(_path(f, base_dir)) for f in files] for s, files in sweep.data_files.items()}
@@ -487,13 +497,20 @@ def _path(value: str, base_dir: Path) -> Path:
     return Path(os.path.normpath(path if path.is_absolute() else base_dir / path))
 
 
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:  # e.g. a name longer than the filesystem allows: no folder of that name exists
+        return False
+
+
 def _looks_local(spec: str) -> bool:
     return spec.startswith((".", "/", "~")) or (os.sep != "/" and os.sep in spec)
 
 
 def _relative(ingredient: Ingredient, base_dir: Path) -> Ingredient:
     """A local folder named relative to the recipe is resolved against the recipe's folder; Hub IDs stay."""
-    local = _looks_local(ingredient.id) or (base_dir / ingredient.id).is_dir()
+    local = _looks_local(ingredient.id) or _is_dir(base_dir / ingredient.id)
     if local and ingredient.revision is None:
         return Ingredient(str(_path(ingredient.id, base_dir)))
     return ingredient
@@ -510,17 +527,20 @@ def load_recipe(path: str | os.PathLike) -> Recipe:
     """
     import yaml
 
+    from . import safeyaml
+
     path = Path(path)
     try:
-        text = path.read_text()
+        text = safeyaml.read_text(path)
+        data = safeyaml.load(text)
     except OSError as e:
         raise RecipeError(f"Cannot read the recipe {path}: {e.strerror or e}.", fix="Check the path.") from e
-    try:
-        data = yaml.safe_load(text)
+    except safeyaml.YamlLimitError as e:
+        raise RecipeError(f"{path} is refused: {e.message}.", fix=e.fix) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         raise RecipeError(
-            f"{path} is not valid YAML{at}: {getattr(e, 'problem', e)}.", fix="Fix the YAML syntax."
+            f"{path} is not valid YAML{at}: {str(getattr(e, 'problem', None) or e)[:300]}.", fix="Fix the YAML syntax."
         ) from e
     return parse_recipe(data, source=path)

@@ -109,8 +109,8 @@ class CompatReport:
                     str(i),
                     s.spec,
                     (s.sha or "local")[:10],
-                    s.model_type or "?",
-                    labels if len(labels) <= 32 else labels[:29] + "...",
+                    _cut(s.model_type or "?"),
+                    _cut(labels),
                     s.tokenizer or "-",
                     ",".join(s.dtypes),
                     str(s.n_tensors),
@@ -140,6 +140,11 @@ class CompatReport:
         )
         lines += ["", verdict]
         return "\n".join(lines)
+
+
+def _cut(text: str, width: int = 32) -> str:
+    """A cell from an ingredient's config: the publisher chose its length."""
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def _table(rows: list[list[str]]) -> list[str]:

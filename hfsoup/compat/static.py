@@ -6,12 +6,13 @@ reported, not only the first.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..checkpoint import StructureMap
+from ..errors import quote
+from . import files
 from .report import CompatReport, IngredientSummary
 from .tokenizer import TokenizerFingerprint, tokenizer_fingerprint
 
@@ -38,12 +39,16 @@ class IngredientFacts:
 
     @classmethod
     def load(cls, spec: str, sha: str | None, folder: Path, structure: StructureMap) -> IngredientFacts:
+        """Read what the checks need from `folder`; `IngredientConfigError` (naming the file and the field) when a
+        file is malformed, here, before anything is computed from it."""
+        for name in files.JSON_OBJECT_FILES:  # copied into the soup, where transformers reads each as one object
+            files.read_json_object(folder / name)
         return cls(
             spec,
             sha,
             folder,
             structure,
-            _read_json(folder / "config.json"),
+            files.config(folder / "config.json"),
             _card_base_model(folder),
             tokenizer_fingerprint(folder),
         )
@@ -54,10 +59,7 @@ class IngredientFacts:
 
     @property
     def labels(self) -> list[str] | None:
-        id2label = self.config.get("id2label")
-        if not self.is_classifier or not isinstance(id2label, dict):
-            return None
-        return [str(label) for _, label in sorted((int(k), v) for k, v in id2label.items())]
+        return files.labels(self.config) if self.is_classifier else None
 
     def summary(self) -> IngredientSummary:
         labels = self.labels
@@ -84,31 +86,30 @@ class StaticResult:
     skipped_tied: list[str] = field(default_factory=list)  # tied copies stored by some ingredients only
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text()) if path.is_file() else {}
-    except ValueError:
-        return {}
-
-
 def _card_base_model(folder: Path) -> list[str] | None:
+    """`base_model` from the card's front matter (bounded YAML: the card is the publisher's text), when it names
+    repos."""
     card = folder / "README.md"
     if not card.is_file():
         return None
-    from huggingface_hub import ModelCard
+    import yaml
+
+    from .. import safeyaml
 
     try:
-        base = ModelCard.load(card).data.base_model
-    except Exception as e:  # noqa: BLE001 - a broken card is evidence of nothing, never a reason to stop
-        logger.debug("could not parse %s: %s", card, e)
+        base = (safeyaml.card_metadata(card) or {}).get("base_model")
+    except (OSError, yaml.YAMLError) as e:  # a broken card is evidence of nothing, never a reason to stop
+        logger.debug("could not parse the front matter of %s: %s", card, str(e)[:300])
         return None
-    if not base:
+    base = [base] if isinstance(base, str) else base
+    if not base or not isinstance(base, list) or not all(isinstance(b, str) for b in base):
         return None
-    return [base] if isinstance(base, str) else [str(b) for b in base]
+    return base
 
 
 def _names(names: list[str]) -> str:
-    return ", ".join(names[:_SHOW]) + (f" and {len(names) - _SHOW} more" if len(names) > _SHOW else "")
+    shown = [n if len(n) <= 200 else quote(n) for n in names[:_SHOW]]
+    return ", ".join(shown) + (f" and {len(names) - _SHOW} more" if len(names) > _SHOW else "")
 
 
 def static_checks(facts: list[IngredientFacts], report: CompatReport, *, align_labels: bool = True) -> StaticResult:
@@ -142,7 +143,7 @@ def _architecture(first: IngredientFacts, other: IngredientFacts, report: Compat
                 "error",
                 "architecture",
                 other.spec,
-                f"{key} is {mine!r} but the first ingredient ({first.spec}) has {theirs!r}",
+                f"{key} is {quote(mine)} but the first ingredient ({first.spec}) has {quote(theirs)}",
                 "Soup only fine-tunes of one architecture, e.g. all BertForSequenceClassification.",
             )
 
@@ -201,8 +202,8 @@ def _labels(
             "error",
             "labels",
             other.spec,
-            f"problem_type is {other.config.get('problem_type')!r}, {first.spec} has "
-            f"{first.config.get('problem_type')!r}",
+            f"problem_type is {quote(other.config.get('problem_type'))}, {first.spec} has "
+            f"{quote(first.config.get('problem_type'))}",
             "Soup only models trained for the same task.",
         )
     if mine is None or theirs is None or mine == theirs:
@@ -213,17 +214,17 @@ def _labels(
             "error",
             "labels",
             other.spec,
-            f"has {len(mine)} labels {mine}; {first.spec} has {len(theirs)} labels {theirs}",
+            f"has {len(mine)} labels {quote(mine)}; {first.spec} has {len(theirs)} labels {quote(theirs)}",
             fix,
         )
     elif sorted(mine) != sorted(theirs):
-        report.add("error", "labels", other.spec, f"has labels {mine}; {first.spec} has {theirs}", fix)
+        report.add("error", "labels", other.spec, f"has labels {quote(mine)}; {first.spec} has {quote(theirs)}", fix)
     elif not align_labels:
         report.add(
             "error",
             "labels",
             other.spec,
-            f"has the same labels in another order ({mine} vs {theirs}) and label alignment is off",
+            f"has the same labels in another order ({quote(mine)} vs {quote(theirs)}) and label alignment is off",
             "Drop --no-align-labels to reorder its classification head rows to match the first ingredient.",
         )
     else:
@@ -233,8 +234,8 @@ def _labels(
             "info",
             "labels",
             other.spec,
-            f"labels {mine} are {first.spec}'s in another order; its classification head rows are reordered to "
-            f"{theirs} before averaging",
+            f"labels {quote(mine)} are {first.spec}'s in another order; its classification head rows are reordered "
+            f"to {quote(theirs)} before averaging",
         )
 
 
@@ -284,7 +285,7 @@ def _dtypes(facts: list[IngredientFacts], report: CompatReport) -> None:
 def _base_models(facts: list[IngredientFacts], report: CompatReport) -> None:
     declared = {f.spec: tuple(f.base_model) for f in facts if f.base_model}
     if len(set(declared.values())) > 1:
-        shown = "; ".join(f"{spec} declares {', '.join(b)}" for spec, b in declared.items())
+        shown = "; ".join(f"{spec} declares {_names(list(b))}" for spec, b in declared.items())
         report.add(
             "warning",
             "base-model",

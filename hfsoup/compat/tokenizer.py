@@ -12,6 +12,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import IngredientConfigError, quote
+from .files import ShapeError, check, parse_json, read_json_object
+
 SPECIAL_KEYS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
 # Files that define a vocabulary when there is no tokenizer.json (slow tokenizers).
 _VOCAB_FILES = ("vocab.txt", "vocab.json", "merges.txt", "spiece.model", "sentencepiece.bpe.model", "tokenizer.model")
@@ -28,24 +31,29 @@ class TokenizerFingerprint:
         return self.vocab[:10]
 
 
-def _token(value: object) -> str | None:
+def _token(data: dict, key: str) -> str | None:
+    value = check(data, key, "a token (a string, or an object with a string 'content')", _is_token)
     if isinstance(value, dict):  # AddedToken serialized as {"content": ...}
         value = value.get("content")
-    return None if value is None else str(value)
+    return value
+
+
+def _is_token(value: object) -> bool:
+    return isinstance(value, str) or (isinstance(value, dict) and isinstance(value.get("content"), str | None))
 
 
 def _specials(folder: Path) -> dict[str, str]:
     specials: dict[str, str] = {}
     for name in ("special_tokens_map.json", "tokenizer_config.json"):
         path = folder / name
-        if not path.is_file():
-            continue
-        try:
-            data = json.loads(path.read_text())
-        except ValueError:
+        data = read_json_object(path)
+        if data is None:
             continue
         for key in SPECIAL_KEYS:
-            token = _token(data.get(key))
+            try:
+                token = _token(data, key)
+            except ShapeError as e:
+                raise e.where(path) from None
             if token is not None:
                 specials.setdefault(key, token)
     return specials
@@ -55,10 +63,25 @@ def _specials(folder: Path) -> dict[str, str]:
 def _tokenizer_json_digest(raw: bytes) -> tuple[str, int]:
     """Canonical vocabulary hash and size of a tokenizer.json. Cached by content: the ingredients of one soup usually
     ship byte-identical files, and canonicalising a large vocabulary costs a fraction of a second each time."""
-    data = json.loads(raw)
-    model = data.get("model") or {}
-    vocab = model.get("vocab")
-    added = sorted((int(t.get("id", -1)), str(t.get("content"))) for t in data.get("added_tokens") or [])
+    data = parse_json(raw)
+    if not isinstance(data, dict):
+        raise ShapeError("(the whole file)", "an object", data)
+    model = check(data, "model", "an object", lambda v: isinstance(v, dict)) or {}
+    vocab = check(model, "vocab", "an object of token to id, or a list", lambda v: isinstance(v, dict | list))
+    if isinstance(vocab, dict):
+        bad = next((t for t, i in vocab.items() if not isinstance(i, int) or isinstance(i, bool)), None)
+        if bad is not None:
+            raise ShapeError(f"model.vocab[{quote(bad, limit=40)}]", "an integer token id", vocab[bad])
+    check(model, "merges", "a list", lambda v: isinstance(v, list))
+    check(model, "type", "a string", lambda v: isinstance(v, str))
+    tokens = check(data, "added_tokens", "a list of tokens", lambda v: isinstance(v, list)) or []
+    for i, t in enumerate(tokens):
+        what = "an object with an integer 'id' and a string 'content'"
+        if not isinstance(t, dict) or not isinstance(t.get("content"), str):
+            raise ShapeError(f"added_tokens[{i}]", what, t)
+        if not isinstance(t.get("id", -1), int) or isinstance(t.get("id"), bool):
+            raise ShapeError(f"added_tokens[{i}].id", "an integer", t.get("id"))
+    added = sorted((t.get("id", -1), t["content"]) for t in tokens)
     canonical = {"type": model.get("type"), "vocab": vocab, "merges": model.get("merges"), "added": added}
     ids = set(vocab.values()) if isinstance(vocab, dict) else set(range(len(vocab or [])))
     digest = hashlib.sha256(json.dumps(canonical, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
@@ -71,7 +94,14 @@ def tokenizer_fingerprint(folder: Path) -> TokenizerFingerprint | None:
     size = -1
     path = folder / "tokenizer.json"
     if path.is_file():
-        vocab_digest, size = _tokenizer_json_digest(path.read_bytes())
+        try:
+            vocab_digest, size = _tokenizer_json_digest(path.read_bytes())
+        except ShapeError as e:
+            raise e.where(path) from None
+        except ValueError as e:
+            raise IngredientConfigError(
+                f"{path} is not valid JSON ({quote(str(e))}).", fix="Re-save the tokenizer, or use another model."
+            ) from None
         digest.update(vocab_digest.encode())
     else:
         found = [name for name in _VOCAB_FILES if (folder / name).is_file()]
@@ -80,5 +110,11 @@ def tokenizer_fingerprint(folder: Path) -> TokenizerFingerprint | None:
         for name in found:
             digest.update(name.encode() + b"\0" + (folder / name).read_bytes())
         if (folder / "vocab.txt").is_file():
-            size = len((folder / "vocab.txt").read_text().splitlines())
+            try:
+                size = len((folder / "vocab.txt").read_text(encoding="utf-8").splitlines())
+            except UnicodeDecodeError as e:
+                raise IngredientConfigError(
+                    f"{folder / 'vocab.txt'} is not UTF-8 text (byte {e.start}): a vocabulary is one token per line.",
+                    fix="Re-save the tokenizer, or use another model.",
+                ) from None
     return TokenizerFingerprint(digest.hexdigest(), size, _specials(folder))

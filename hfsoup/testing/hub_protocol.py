@@ -216,10 +216,12 @@ def card_metadata(text: str) -> dict[str, Any] | None:
         return None
     try:
         import yaml
+
+        from hfsoup import safeyaml
     except ImportError:  # PyYAML is a project dependency; without it we simply omit the card data.
         return None
     try:
-        data = yaml.safe_load(match.group(1))
+        data = safeyaml.load(match.group(1))  # bounded: a few aliases must not expand into gigabytes of model_info
     except yaml.YAMLError as err:
         raise ValueError(f"Invalid YAML in the README front matter: {err}") from err
     if data is None:
