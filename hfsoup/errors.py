@@ -6,8 +6,8 @@ to fix it; the CLI prints it once, as one paragraph, and exits with `exit_code`.
 
 from __future__ import annotations
 
-from pathlib import Path
 import reprlib
+from pathlib import Path
 from typing import Any
 
 #: How many characters of a value read from input an error message quotes.

@@ -165,7 +165,6 @@ def plan_soup(
     return SoupPlan(shards, files, metas, fingerprint)
 
 
-
 def write_shards(
     plan: SoupPlan,
     readers: Sequence[CheckpointReader],
