@@ -9,7 +9,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "reliability.md"
-LISTED_IN_FULL = ("tests/test_faults.py", "tests/test_safety.py")
+LISTED_IN_FULL = (
+    "tests/test_faults.py",
+    "tests/test_safety.py",
+    "tests/test_attack_paths.py",
+    "tests/test_attack_outputs.py",
+    "tests/test_attack_parsers.py",
+    "tests/test_localhub_access.py",
+)
 
 
 def _tests_in(path: Path) -> set[str]:
