@@ -406,6 +406,24 @@ def remote_structure(ingredient: Ingredient, *, token: str | bool | None = None)
 
 # The first Range read: most headers fit (as huggingface_hub reads them), so one request usually does.
 _FIRST_READ = 100_000
+# How much of an error answer to a Range read is kept for the message (the Hub's JSON errors are a few hundred bytes).
+_ERROR_BODY_LIMIT = 64 * 1024
+
+
+def _read_at_most(response, limit: int) -> bytes:  # noqa: ANN001 - an httpx response being streamed
+    """The first `limit` bytes of a streamed body; the rest is never read (the connection is closed after)."""
+    chunks, have = [], 0
+    for chunk in response.iter_bytes():
+        chunks.append(chunk[: limit - have])
+        have += len(chunks[-1])
+        if have >= limit:
+            break
+    return b"".join(chunks)
+
+
+def _with_body(response, body: bytes):  # noqa: ANN001, ANN202 - httpx responses
+    """A read copy of a streamed error answer, holding only `body`, for `hf_raise_for_status` to word."""
+    return type(response)(response.status_code, headers=response.headers, content=body, request=response.request)
 
 
 def _remote_header(ingredient: Ingredient, file: str, *, token: str | bool | None) -> StructureMap:
@@ -418,14 +436,22 @@ def _remote_header(ingredient: Ingredient, file: str, *, token: str | bool | Non
     timeout = hf_constants.HF_HUB_DOWNLOAD_TIMEOUT
 
     def get(first: int, last: int) -> tuple[bytes, int]:
-        response = get_session().get(url, headers={**headers, "Range": f"bytes={first}-{last}"}, timeout=timeout)
-        hf_raise_for_status(response)
-        if response.status_code == 200:  # no Range support: the whole file came
-            return response.content[first : last + 1], len(response.content)
-        total = response.headers.get("Content-Range", "").rpartition("/")[2]
-        if not total.isdigit():
-            raise HubError(f"The Hub answered a Range read of {file} of {ingredient.ref.spec!r} without its size.")
-        return response.content, int(total)
+        # Streamed and read only as far as asked: a server that ignores the Range (or lies) could otherwise make us
+        # hold a whole weights file, or an endless body, in memory for a header of a few kB.
+        with get_session().stream(
+            "GET", url, headers={**headers, "Range": f"bytes={first}-{last}"}, timeout=timeout
+        ) as response:
+            if response.status_code >= 400:  # the error's words, bounded, for the client's own error types
+                body = _read_at_most(response, _ERROR_BODY_LIMIT)
+                hf_raise_for_status(_with_body(response, body))
+            if response.status_code == 200:  # no Range support: the whole file comes; read only up to `last`
+                size = response.headers.get("Content-Length", "")
+                body = _read_at_most(response, last + 1)
+                return body[first:], int(size) if size.isdigit() else len(body)
+            total = response.headers.get("Content-Range", "").rpartition("/")[2]
+            if not total.isdigit():
+                raise HubError(f"The Hub answered a Range read of {file} of {ingredient.ref.spec!r} without its size.")
+            return _read_at_most(response, last - first + 1), int(total)
 
     where = f"{ingredient.ref.repo_id}/{file}"
     head, size = get(0, _FIRST_READ - 1)

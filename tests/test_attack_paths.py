@@ -20,7 +20,7 @@ from huggingface_hub import HfApi, snapshot_download
 from safetensors import safe_open
 
 import hfsoup
-from hfsoup.checkpoint import CheckpointReader, read_safetensors_header
+from hfsoup.checkpoint import CheckpointReader, WeightsLayout, read_safetensors_header
 from hfsoup.cli import main
 from hfsoup.errors import CorruptCheckpointError, HfsoupError
 from hfsoup.testing.publish import upload
@@ -409,3 +409,48 @@ def test_aliasing_header_writes_no_soup(local_hub, tmp_path, capsys, where, rule
     code = main(["soup", *specs, "-o", str(out), "--force"])
     clean_failure(code, capsys.readouterr().err, "model.safetensors", lie[2])
     assert not out.exists() and not list(tmp_path.glob(".out*"))
+
+
+def test_a_server_that_ignores_the_range_of_a_header_read_is_not_read_to_the_end(monkeypatch, hf_home):
+    """A Hub that answers the header's Range read with 200 and an endless body: hfsoup reads only the bytes it asked
+    for and hangs up, instead of holding the body in memory (it would be a whole weights file, or never end)."""
+    import http.server
+    import threading
+
+    from hfsoup import constants, hub
+
+    sent = {"bytes": 0}
+    chunk = struct.pack("<Q", 64) + b"\0" * (64 * 1024 - 8)
+
+    class Endless(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            self.send_response(200)
+            self.send_header("Connection", "close")
+            self.end_headers()
+            try:
+                while sent["bytes"] < 256 * 2**20:  # bounded, so an unfixed reader ends (and fails the assertion)
+                    self.wfile.write(chunk)
+                    sent["bytes"] += len(chunk)
+            except OSError:  # the client hung up: what we want
+                pass
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Endless)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setattr(constants, "hub_endpoint", lambda: f"http://127.0.0.1:{server.server_port}")
+    monkeypatch.setenv("HFSOUP_HUB_RETRY_WAIT", "0")
+    ingredient = hub.Ingredient(
+        ref=hub.IngredientRef("org/endless", repo_id="org/endless"),
+        sha="0" * 40,
+        layout=WeightsLayout("safetensors", ("model.safetensors",)),
+        files=["model.safetensors"],
+    )
+    try:
+        with pytest.raises(CorruptCheckpointError, match="org/endless/model.safetensors"):
+            hub._remote_header(ingredient, "model.safetensors", token=False)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert sent["bytes"] < 32 * 2**20, f"the server got to send {sent['bytes']:,} bytes for a header read"
