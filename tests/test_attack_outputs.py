@@ -114,6 +114,26 @@ def test_recipe_output_rules_in_validate(work, tmp_path, monkeypatch, target, ca
     assert tree(tmp_path) == before
 
 
+@pytest.mark.parametrize("spelling", ["bare", "absolute", "climbing"])
+def test_recipe_output_inside_an_ingredient_however_the_ingredient_is_spelled(work, tmp_path, monkeypatch, spelling):
+    """Ingredients named by bare folder names (`ft0`, resolved against the recipe's folder, as an existing folder wins
+    over a Hub ID) are as protected as `./ft0`, whatever the current folder."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    names = {
+        "bare": ["ft0", "ft1"],
+        "absolute": [str(work / "ft0"), str(work / "ft1")],
+        "climbing": ["../work/ft0", "../work/ft1"],
+    }[spelling]
+    recipe = write_recipe(work / "r.yaml", {"ingredients": names, "output": {"dir": "ft0/sub", "overwrite": True}})
+    before = tree(work)
+    with pytest.raises(hfsoup.errors.RecipeError, match="output.dir"):
+        hfsoup.load_recipe(recipe)
+    assert main(["cook", str(recipe), "--overwrite"]) == 1
+    assert tree(work) == before
+
+
 def test_home_folder_as_output_is_refused(work, tmp_path, monkeypatch):
     home = tmp_path / "home"
     home.mkdir()
