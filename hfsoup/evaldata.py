@@ -113,6 +113,9 @@ def _load_repo(task: Task, spec: str, *, token: str | bool | None) -> tuple[dict
     from .errors import HubError
     from .hub import _TRANSIENT_STATUS, with_retries
 
+    # `datasets` reads the dataset card's YAML (its `configs:`) with an unbounded `yaml.safe_load`: read it with
+    # hfsoup's bounds first, so a few aliases in someone's README cannot expand into gigabytes here.
+    with_retries(lambda: _check_card(path, provenance.get("sha") or revision or None, token=token), what=source)
     try:
         # `datasets` retries no HTTP 5xx of a data file download: hfsoup's bounded retries do (see hub.py).
         loaded = with_retries(
@@ -144,6 +147,39 @@ def _load_repo(task: Task, spec: str, *, token: str | bool | None) -> tuple[dict
             fix=f"Check --dataset (default {GLUE_DATASET}) and HF_ENDPOINT, or pass local files with --data-files.",
         ) from exc
     return dict(loaded), {**provenance, "source": source}
+
+
+def _check_card(path: str, revision: str | None, *, token: str | bool | None) -> None:
+    """Parse the dataset card's front matter with `safeyaml`'s bounds (a local folder's or the pinned Hub repo's),
+    raising `InputLimitError` naming the card when it would expand past them. No card, or no Hub to ask, is fine:
+    `datasets` then has nothing (or nothing new) to parse."""
+    import yaml
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, OfflineModeIsEnabled
+
+    from . import safeyaml
+    from .errors import InputLimitError
+
+    if os.path.isdir(path):
+        card = Path(path, "README.md")
+        if not card.is_file():
+            return
+        where = str(card)
+    else:
+        try:
+            card = Path(hf_hub_download(path, "README.md", repo_type="dataset", revision=revision, token=token))
+        except (EntryNotFoundError, OfflineModeIsEnabled):
+            return
+        where = f"the card (README.md) of dataset {path!r}"
+    try:
+        safeyaml.card_metadata(card)
+    except InputLimitError as exc:
+        raise InputLimitError(f"{where}: {exc.message}", fix=exc.fix) from None
+    except yaml.YAMLError as exc:  # `datasets` would fail on it too; say which file
+        raise EvaluationError(
+            f"The metadata (YAML front matter) of {where} does not parse: {str(exc).splitlines()[0][:300]}.",
+            fix="Fix the dataset card, or pass the split's files with --data-files.",
+        ) from None
 
 
 def _dataset_sha(repo_id: str, revision: str | None, *, token: str | bool | None) -> str | None:

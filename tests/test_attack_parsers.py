@@ -428,3 +428,24 @@ def test_a_long_error_from_the_hub_is_quoted_short(echoing_hub, tmp_path, capfd,
     code = main(args)
     out, err = capfd.readouterr()
     assert code == 1 and "Invalid request: yyyy" in err and len(out) + len(err) < 4000, len(err)
+
+
+@pytest.mark.parametrize("where", ["hub", "folder"])
+def test_billion_laughs_in_a_dataset_card_is_refused_before_datasets_reads_it(
+    where, local_hub, families, tmp_path, monkeypatch, capfd
+):
+    """`datasets` parses a dataset card's YAML (`configs:`) with an unbounded `yaml.safe_load`: hfsoup reads the card
+    with its bounds first, so `hfsoup eval --dataset` on an attacker's dataset is refused, fast and small."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "README.md").write_text("---\n" + laughs() + "configs: *l9\n---\n# lol\n")
+    (folder / "train.csv").write_text("sentence,label\nfine,1\n")
+    if where == "hub":
+        monkeypatch.setattr(HfApi, "_validate_yaml", lambda *args, **kwargs: None)  # an attacker's client skips it
+        upload(folder, "laughs/data", repo_type="dataset")
+    dataset = "laughs/data" if where == "hub" else str(folder)
+    model = str(families["bert"].finetunes[0])
+    code, seconds, peak = measured(lambda: main(["eval", model, "--task", "sst2", "--dataset", dataset]))
+    err = capfd.readouterr().err
+    assert code == 1 and "README.md" in err and "aliases" in err and "Traceback" not in err, err
+    assert len(err) < SMALL and seconds < 30 and peak < 100 * 2**20
