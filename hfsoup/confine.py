@@ -68,6 +68,16 @@ def allowed_roots(folder: str | os.PathLike) -> list[Path]:
     return roots
 
 
+def _refuse_outside(real: Path, roots: list[Path], named: str, done: str) -> None:
+    """`UnsafePathError` when `real` (a resolved link) lies outside every allowed root: named, never opened."""
+    if not any(real.is_relative_to(root) for root in roots):
+        raise UnsafePathError(
+            f"{named} is a symbolic link to {target_class(real)} ({quote(str(real))}), outside the model's folder; "
+            f"{done}.",
+            fix=_FIX,
+        )
+
+
 def confined(
     folder: str | os.PathLike, name: str, *, where: str, what: str = "file", roots: list[Path] | None = None
 ) -> Path:
@@ -78,12 +88,7 @@ def confined(
     path = Path(folder, name)
     real = Path(os.path.realpath(path))
     roots = roots if roots is not None else allowed_roots(folder)
-    if not any(real.is_relative_to(root) for root in roots):
-        raise UnsafePathError(
-            f"{where}: the {what} {name!r} is a symbolic link to {target_class(real)} ({quote(str(real))}), "
-            "outside the model's folder; hfsoup did not read it.",
-            fix=_FIX,
-        )
+    _refuse_outside(real, roots, f"{where}: the {what} {name!r}", "hfsoup did not read it")
     try:
         mode = os.stat(real).st_mode
     except FileNotFoundError:
@@ -106,12 +111,9 @@ def refuse_links_out(folder: str | os.PathLike, *, where: str) -> None:
             continue
         if entry.is_symlink():
             real = Path(os.path.realpath(entry.path))
-            if not any(real.is_relative_to(root) for root in roots):
-                raise UnsafePathError(
-                    f"{where}: {entry.name!r} is a symbolic link to {target_class(real)} ({quote(str(real))}), "
-                    "outside the model's folder; hfsoup refuses the folder rather than read or copy it.",
-                    fix=_FIX,
-                )
+            _refuse_outside(
+                real, roots, f"{where}: {entry.name!r}", "hfsoup refuses the folder rather than read or copy it"
+            )
         try:
             mode = os.stat(entry.path).st_mode
         except FileNotFoundError:  # a dangling link inside the folder: nothing to read
