@@ -439,7 +439,9 @@ def protected_inputs(recipe: Recipe) -> list[guard.Protected]:
     """What the recipe's output must keep away from (`guard`): its folder, its local ingredients, data files, and
     for a sweep its local base and the folders of its runs and shared start."""
     # Every local ingredient, however it is spelled (an existing folder wins over a Hub ID, as in `parse_ingredient`).
-    folders = [(i.id, i.id) for i in recipe.ingredients if i.revision is None and (_looks_local(i.id) or _is_dir(Path(i.id)))]
+    folders = [
+        (i.id, i.id) for i in recipe.ingredients if i.revision is None and (_looks_local(i.id) or _is_dir(Path(i.id)))
+    ]
     files: list[str] = [f for fs in ((recipe.evaluation and recipe.evaluation.data_files) or {}).values() for f in fs]
     if recipe.sweep is not None:
         from .finetune import START_DIR, plan_sweep
