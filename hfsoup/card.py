@@ -95,7 +95,9 @@ def read_soup_folder(output_dir: str | os.PathLike) -> SoupFolder:
     if not any(str(f).endswith((".safetensors", ".bin")) for f in provenance.get("files") or []):
         problems.append("it lists no weights file")
     if problems:
-        raise NotASoupError(f"{path} is not a complete hfsoup output: {'; '.join(problems)}.", fix=fix)
+        raise NotASoupError(
+            f"{path} is not a complete hfsoup output: {'; '.join(problems)}.", fix=fix, problems=problems
+        )
     results = None
     if (path / RESULTS_FILE).is_file():
         try:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .confine import allowed_roots, confined, plain_name
-from .errors import CorruptCheckpointError, MissingWeightsError
+from .errors import CorruptCheckpointError, MissingWeightsError, option
 from .headers import header_length, parse_header, quote
 
 if TYPE_CHECKING:
@@ -233,7 +233,7 @@ class CheckpointReader:
             raise MissingWeightsError(
                 f"{self.folder} holds only pickle weights ({layout.index_file or layout.files[0]}), which can run "
                 "code when loaded.",
-                fix="Pass --allow-pickle (allow_pickle=True) to load them with torch.load(weights_only=True), or "
+                fix=f"Pass {option('allow_pickle')} to load them with torch.load(weights_only=True), or "
                 "convert the checkpoint to safetensors.",
             )
         self.format = layout.format

@@ -740,8 +740,9 @@ def format_error(exc: BaseException) -> str:
         said = str(exc) if len(str(exc)) <= 1000 else f"{str(exc)[:1000]}..."  # it may quote input of any size
         text = f"Unexpected {type(exc).__name__}: {said}. This is probably a bug in hfsoup; please report it."
     # One line, unwrapped: terminals wrap it, and logs and greps keep it whole. Itemized problems (a recipe's) follow,
-    # one per line, each with its location.
-    items = "".join(f"\n  - {p}" for p in getattr(exc, "problems", None) or [])
+    # one per line, each with its location, unless the paragraph already names each (a compatibility refusal).
+    listed = isinstance(exc, HfsoupError) and not exc.problems_in_message
+    items = "".join(f"\n  - {p}" for p in exc.problems) if listed else ""
     return scrub.scrub(f"Error: {' '.join(text.split())}{items}\n(Set HFSOUP_DEBUG=1 to see the traceback.)")
 
 

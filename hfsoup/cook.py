@@ -22,7 +22,7 @@ from .checkpoint import SAFE_WEIGHTS_INDEX_NAME, CheckpointReader, StructureMap,
 from .compat import CompatReport, IngredientFacts, SimilarityMeter, StaticResult, check_before_download
 from .confine import allowed_roots, confined
 from .constants import DEFAULT_MAX_SHARD_SIZE, DTYPE_NAMES, PROVENANCE_FILE
-from .errors import IncompatibleIngredientsError, InvalidSoupArgumentsError
+from .errors import IncompatibleIngredientsError, InvalidSoupArgumentsError, option
 from .output import check_output, staged_output
 from .results import RESULTS_FILE, ResultsTable
 from .soups import SOUPS
@@ -164,7 +164,8 @@ def soup(
     if repeated:
         raise InvalidSoupArgumentsError(
             f"Ingredient {repeated[0]!r} is named more than once.",
-            fix="Name each ingredient once; to give one model more weight, use --weights.",
+            fix="Name each ingredient once; to give one model more weight, use weights: "
+            f"{option('weights', [0.6, 0.4])}.",
         )
     if method not in SOUPS:
         raise InvalidSoupArgumentsError(
@@ -174,12 +175,12 @@ def soup(
         if selection is None:
             raise InvalidSoupArgumentsError(
                 f"A {method} soup is selected by held-out scores, so it needs a task to score on.",
-                fix=f"Pass --task (e.g. --method {method} --task sst2), or selection=Selection(task=...) from Python.",
+                fix=f"Name the task to score on: {option('task', 'sst2', within='selection=Selection')}.",
             )
         if weights is not None:
             raise InvalidSoupArgumentsError(
                 f"A {method} soup finds its own weights; --weights is for uniform (weighted) soups.",
-                fix="Drop --weights, or use --method uniform.",
+                fix=f"Drop --weights (weights=None), or use {option('method', 'uniform')}.",
             )
         mixing = None
     else:
@@ -260,18 +261,25 @@ def soup(
     meter = SimilarityMeter([i.name for i in pinned])
     with staged_output(out, overwrite=overwrite, resume=resume, is_main=procs.is_main, protected=protected) as staging:
         procs.barrier()  # the main process has prepared the staging folder
-        reused = write_shards(
-            plan,
-            readers,
-            mixing,
-            staging,
-            shard_ids=procs.mine(len(plan.files)),
-            meter=meter,
-            device=device,
-            metadata={"hfsoup_method": method},
-            resume=resume,
-            **alignment,
-        )
+        try:
+            reused = write_shards(
+                plan,
+                readers,
+                mixing,
+                staging,
+                shard_ids=procs.mine(len(plan.files)),
+                meter=meter,
+                device=device,
+                metadata={"hfsoup_method": method},
+                resume=resume,
+                **alignment,
+            )
+        except IncompatibleIngredientsError as e:
+            # The engine meets unequal integer buffers mid-stream and knows no report: the refusal carries this one.
+            if e.report is not None:
+                raise
+            report.add("error", "dtypes", None, e.message, e.fix)
+            raise IncompatibleIngredientsError(e.message, fix=e.fix, report=report) from e
         if reused:
             logger.warning("resumed: reused %d completed shards (recomputed and compared byte for byte)", reused)
         procs.barrier()  # every shard is on disk
@@ -386,7 +394,7 @@ def check(
     if len(specs) < 2 and base is None:
         raise InvalidSoupArgumentsError(
             f"Checking needs at least two ingredients, or one and --base; got {len(specs)}.",
-            fix="Name two or more fine-tuned models, or add --base MODEL.",
+            fix=f"Name two or more fine-tuned models, or add {option('base', metavar='MODEL')}.",
         )
     pinned = [hub.resolve(spec, token=token, allow_pickle=allow_pickle) for spec in specs]
     facts = _gather_facts(pinned, token=token, allow_pickle=allow_pickle)
@@ -422,8 +430,8 @@ def _refuse_unless_forced(report: CompatReport, *, force: bool) -> None:
     if force:
         logger.warning("souping despite a failed compatibility check (--force): %s", report.summary())
         return
-    raise IncompatibleIngredientsError(
-        report.summary(), fix="Run 'hfsoup check' on them for the full report; --force soups anyway."
+    raise IncompatibleIngredientsError.from_report(
+        report, fix=f"Run 'hfsoup check' on them for the full report; {option('force')} soups anyway."
     )
 
 

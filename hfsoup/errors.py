@@ -7,12 +7,16 @@ to fix it; the CLI prints it once, as one paragraph, and exits with `exit_code`.
 from __future__ import annotations
 
 import reprlib
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from .compat.report import CompatReport, Finding
 
 #: How many characters of a value read from input an error message quotes.
 QUOTE_LIMIT = 200
-# A recipe's problems are listed one per line: each line and their number are bounded too.
+# An error's problems (a recipe's) are listed one per line: each line and their number are bounded too.
 _PROBLEM_LIMIT = 500
 _MAX_PROBLEMS = 30
 # The last bound, for a message that quotes something nobody thought to quote short (a server's answer, say).
@@ -45,18 +49,82 @@ def quote(value: Any, limit: int = QUOTE_LIMIT) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
+def option(
+    keyword: str,
+    value: Any = True,
+    *,
+    flag: str | None = None,
+    metavar: str | None = None,
+    within: str | None = None,
+) -> str:
+    """An option as a fix names it, both ways it is given: the CLI flag and the Python keyword, from one name. The
+    same errors reach `hfsoup soup` users and `hfsoup.soup()` callers, and each must read the spelling they type.
+
+    Args:
+        keyword (`str`): the Python keyword; the flag is derived from it (`align_labels` -> `--align-labels`, or
+            `--no-align-labels` for `False`) unless `flag` is given (`-o`, `--held-out-size` for `size`).
+        value (`Any`, *optional*, defaults to `True`): the value to pass; `True`/`False` for a switch, a list is
+            comma-separated on the command line, `...` names the option without a value (`--dataset (dataset=...)`).
+        metavar (`str`, *optional*): a placeholder instead of a value (`N`, `MODEL`), written as is on both sides.
+        within (`str`, *optional*): the object holding the keyword (`Selection`).
+
+    Example:
+        ```py
+        >>> option("overwrite"), option("align_labels", False), option("dtype", "bf16")
+        ('--overwrite (overwrite=True)', '--no-align-labels (align_labels=False)', "--dtype bf16 (dtype='bf16')")
+        >>> option("size", metavar="N", flag="--held-out-size", within="Selection")
+        '--held-out-size N (Selection(size=N))'
+        ```
+    """
+    if flag is None:
+        flag = "--" + ("no-" if value is False else "") + keyword.replace("_", "-")
+    if metavar is not None:
+        cli, python = f"{flag} {metavar}", f"{keyword}={metavar}"
+    elif value is Ellipsis:  # the option itself, to check or to add, without a value to suggest
+        cli, python = flag, f"{keyword}=..."
+    elif isinstance(value, bool):
+        cli, python = flag, f"{keyword}={value}"
+    elif isinstance(value, list | tuple):
+        cli, python = f"{flag} {','.join(map(str, value))}", f"{keyword}={list(value)!r}"
+    else:
+        cli, python = f"{flag} {value}", f"{keyword}={value!r}"
+    return f"{cli} ({within}({python}))" if within else f"{cli} ({python})"
+
+
 class HfsoupError(Exception):
-    """Base class for every error caused by user input or by the user's environment."""
+    """Base class for every error caused by user input or by the user's environment.
+
+    `message` says what was expected and what was found, `fix` what to do; `problems` lists each problem when there
+    are several (a recipe's, every mismatch of a compatibility check), scrubbed of tokens and bounded like the
+    message. The CLI lists them one per line under the message, unless the class says the message already names
+    each (`problems_in_message`).
+    """
 
     exit_code: int = 1
+    problems_in_message: ClassVar[bool] = False
 
-    def __init__(self, message: str, *, fix: str | None = None) -> None:
+    def __init__(self, message: str, *, fix: str | None = None, problems: Sequence[str] | None = None) -> None:
         from .scrub import scrub  # an error may quote a server's answer, and servers echo tokens
 
         self.message = _bounded(scrub(message))
         self.fix = None if fix is None else _bounded(scrub(fix))
+        self.problems = _problem_lines(problems or [])
         message, fix = self.message, self.fix
         super().__init__(message if fix is None else f"{message} {fix}")
+        if self.problems and not self.problems_in_message:
+            self.args = (f"{self}\n" + "\n".join(f"  - {p}" for p in self.problems),)
+
+
+def _problem_lines(problems: Sequence[str]) -> list[str]:
+    """Each problem scrubbed and bounded, and their number: a problem quotes input that may be huge or hold a pasted
+    token."""
+    from .scrub import scrub
+
+    items = [scrub(p) for p in problems]
+    items = [p if len(p) <= _PROBLEM_LIMIT else p[:_PROBLEM_LIMIT] + "..." for p in items]
+    if len(items) > _MAX_PROBLEMS:
+        items = [*items[:_MAX_PROBLEMS], f"... and {len(items) - _MAX_PROBLEMS} more problems"]
+    return items
 
 
 class IngredientNotFoundError(HfsoupError):
@@ -68,7 +136,39 @@ class MissingWeightsError(HfsoupError):
 
 
 class IncompatibleIngredientsError(HfsoupError):
-    """The ingredients cannot be averaged tensor by tensor (names, shapes, dtypes)."""
+    """The ingredients cannot be averaged tensor by tensor (names, shapes, dtypes), or must not be (labels,
+    tokenizer, shared initialization).
+
+    `report` is the `CompatReport` that refused them: every finding, the verdict and, once the weights were read,
+    the shared-initialization figures (`report.format_table()` is what `hfsoup check` prints). `problems` lists each
+    mismatch, one line per error finding (`labels: [org/ft-b] ...`; bounded like any error's problems, the report
+    keeps them all); the message already names every one, so the CLI prints it as one paragraph.
+    """
+
+    problems_in_message: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        fix: str | None = None,
+        report: CompatReport | None = None,
+        problems: Sequence[str] | None = None,
+    ) -> None:
+        if problems is None and report is not None:
+            problems = [_finding_line(f) for f in report.errors]
+        super().__init__(message, fix=fix, problems=problems)
+        self.report = report
+
+    @classmethod
+    def from_report(cls, report: CompatReport, *, fix: str | None = None) -> IncompatibleIngredientsError:
+        """The refusal of `report`: its one-paragraph summary as the message, its error findings as `problems`."""
+        return cls(report.summary(), fix=fix, report=report)
+
+
+def _finding_line(finding: Finding) -> str:
+    where = f"[{finding.ingredient}] " if finding.ingredient else ""
+    return f"{finding.check}: {where}{finding.message}"
 
 
 class InvalidSoupArgumentsError(HfsoupError):
@@ -124,7 +224,10 @@ class EvaluationError(HfsoupError):
 
 
 class NotASoupError(HfsoupError):
-    """A folder given to `push` or the card builder is not a finished hfsoup output (no valid `hfsoup.json`)."""
+    """A folder given to `push` or the card builder is not a finished hfsoup output (no valid `hfsoup.json`);
+    `problems` lists what is wrong with it, as the message does."""
+
+    problems_in_message: ClassVar[bool] = True
 
 
 class PushRefusedError(HfsoupError):
@@ -155,19 +258,6 @@ class RecipeError(HfsoupError):
     `problems` holds every problem found, each with its location (`method.accept: ...`); the CLI lists them one per
     line under the message.
     """
-
-    def __init__(self, message: str, *, fix: str | None = None, problems: list[str] | None = None) -> None:
-        from .scrub import scrub
-
-        # A problem quotes the recipe, which may be huge or hold a pasted token: bound and scrub each, and the count.
-        items = [scrub(p) for p in problems or []]
-        items = [p if len(p) <= _PROBLEM_LIMIT else p[:_PROBLEM_LIMIT] + "..." for p in items]
-        if len(items) > _MAX_PROBLEMS:
-            items = [*items[:_MAX_PROBLEMS], f"... and {len(items) - _MAX_PROBLEMS} more problems"]
-        self.problems = items
-        super().__init__(message, fix=fix)
-        if self.problems:
-            self.args = (f"{self}\n" + "\n".join(f"  - {p}" for p in self.problems),)
 
 
 class CorruptDownloadError(HubError):

@@ -16,10 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import EvaluationError
+from .errors import EvaluationError, option
 from .tasks import GLUE_DATASET, Task, normalize_label
 
 logger = logging.getLogger(__name__)
+
+# The data options as fixes name them: the same keywords in evaluate_model(), Evaluator and Selection.
+_DATASET, _DATA_FILES = option("dataset", ...), option("data_files", ...)
 
 #: Bump when `encode` changes what it writes, so stale cached encodings are not reused.
 ENCODING_VERSION = 1
@@ -80,7 +83,7 @@ def load_splits(
             choices = [*splits, *(a for a, targets in task.split_aliases.items() if set(targets) <= set(splits))]
             raise EvaluationError(
                 f"Split {name!r} does not exist in {provenance['source']}: it has {', '.join(splits)}.",
-                fix=f"Pass one of these with --split: {', '.join(choices)}.",
+                fix=f"Pass one of these with {option('split', ...)}: {', '.join(choices)}.",
             )
         rows = splits[name]
         if limit is not None:
@@ -90,12 +93,11 @@ def load_splits(
 
 
 def _refuse_unlabelled(task: Task, split: str) -> None:
-    *others, last = ["validation", *task.split_aliases.get("validation", ())]
-    choices = f"{', '.join(others)} or {last}" if others else last
+    choices = " or ".join(option("split", name) for name in ["validation", *task.split_aliases.get("validation", ())])
     raise EvaluationError(
         f"The GLUE {split!r} split of {task.name} has no labels (every label is -1): GLUE keeps its test labels "
         "private to the leaderboard at gluebenchmark.com, so no metric can be computed on it.",
-        fix=f"Evaluate on a labelled split: --split {choices}.",
+        fix=f"Evaluate on a labelled split: {choices}.",
     )
 
 
@@ -138,13 +140,13 @@ def _load_repo(task: Task, spec: str, *, token: str | bool | None) -> tuple[dict
         if "BuilderConfig" in str(exc):
             raise EvaluationError(
                 f"Dataset {path!r} has no config {task.config!r} for task {task.name} ({exc}).",
-                fix="Name a GLUE-shaped dataset with --dataset, or pass the split's files with --data-files.",
+                fix=f"Name a GLUE-shaped dataset with {_DATASET}, or pass the split's files with {_DATA_FILES}.",
             ) from exc
         raise
     except FileNotFoundError as exc:
         raise EvaluationError(
             f"Dataset {spec!r} was not found ({exc}).",
-            fix=f"Check --dataset (default {GLUE_DATASET}) and HF_ENDPOINT, or pass local files with --data-files.",
+            fix=f"Check {_DATASET} (default {GLUE_DATASET}) and HF_ENDPOINT, or pass local files with {_DATA_FILES}.",
         ) from exc
     return dict(loaded), {**provenance, "source": source}
 
@@ -199,7 +201,7 @@ def _dataset_sha(repo_id: str, revision: str | None, *, token: str | bool | None
     except RepositoryNotFoundError as exc:
         raise EvaluationError(
             f"Dataset {repo_id!r} was not found on the Hub (or it is private and no valid token was sent).",
-            fix="Check --dataset and HF_ENDPOINT, or pass local files with --data-files.",
+            fix=f"Check {_DATASET} and HF_ENDPOINT, or pass local files with {_DATA_FILES}.",
         ) from exc
     except OfflineModeIsEnabled:
         return None
@@ -217,7 +219,7 @@ def _load_files(data_files: dict[str, list[str]]) -> tuple[dict, dict]:
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
         raise EvaluationError(
-            f"Data files not found: {', '.join(missing)}.", fix="Check the paths given to --data-files."
+            f"Data files not found: {', '.join(missing)}.", fix=f"Check the paths given to {_DATA_FILES}."
         )
     builders = {_BUILDERS.get("".join(f.suffixes[-1:]).lower()) for f in files}
     if None in builders or len(builders) != 1:
@@ -243,7 +245,7 @@ def _raise_if_empty(exc: ValueError, source: str) -> None:
     if found:
         raise EvaluationError(
             f"Split {found.group(1)!r} of {source} has no examples: there is nothing to evaluate.",
-            fix="Check the data files or --dataset.",
+            fix=f"Check the data files or {_DATASET}.",
         ) from exc
 
 
@@ -259,7 +261,7 @@ def _checked(task: Task, name: str, rows: Any, source: str) -> SplitData:
     if rows.num_rows == 0:
         raise EvaluationError(
             f"Split {name!r} of {source} has no examples: there is nothing to evaluate.",
-            fix="Check the data files or --dataset, and that --limit is at least 1.",
+            fix=f"Check the data files or {_DATASET}, and that {option('limit', ...)} is at least 1.",
         )
     references = _references(task, name, rows, source)
     labelled = [i for i, ref in enumerate(references) if ref != -1]

@@ -28,7 +28,7 @@ from typing import Any
 from . import guard
 from .checkpoint import file_sha256
 from .constants import TMP_MARKER
-from .errors import HfsoupError, OutputExistsError, SweepError, quote
+from .errors import HfsoupError, OutputExistsError, SweepError, option, quote
 from .output import fresh_staging, open_up
 
 logger = logging.getLogger(__name__)
@@ -414,7 +414,8 @@ def _task(sweep: Sweep, base_config: Any) -> Any:
         except (KeyError, ValueError, FileNotFoundError) as exc:
             raise HfsoupError(
                 f"Cannot read labels (column {sweep.label_column!r}) from the train files {', '.join(files)}: {exc}.",
-                fix="Check --data-files and --label-column.",
+                fix=f"Check {option('data_files', ..., within='Sweep')} and "
+                f"{option('label_column', ..., within='Sweep')}.",
             ) from exc
         if labels and isinstance(labels[0], str):
             names = sorted(set(labels))

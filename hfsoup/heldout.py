@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from .errors import EvaluationError
+from .errors import EvaluationError, option
 
 logger = logging.getLogger(__name__)
 
@@ -81,18 +81,16 @@ def carve(
 
     if not 0 < fraction <= 1:
         raise EvaluationError(
-            f"The held-out fraction must be in (0, 1]; got {fraction}.", fix="Pass --held-out-fraction 0.5, say."
+            f"The held-out fraction must be in (0, 1]; got {fraction}.", fix=f"Pass {_fraction(0.5)}, say."
         )
     if size is not None and size < 1:
-        raise EvaluationError(f"The held-out size must be at least 1; got {size}.", fix="Pass --held-out-size N.")
+        raise EvaluationError(f"The held-out size must be at least 1; got {size}.", fix=f"Pass {_size(metavar='N')}.")
     rng = np.random.default_rng(seed)
     if held_out is None or held_out == report:
         n = split_rows[report]
         k = size if size is not None else round(n * fraction)
         if k > n:
-            raise EvaluationError(
-                f"Cannot hold out {k} of the {n} rows of {report}.", fix=f"Pass --held-out-size at most {n}."
-            )
+            raise EvaluationError(f"Cannot hold out {k} of the {n} rows of {report}.", fix=f"Pass {_size(n)} or less.")
         if k == n:
             every = Part(report, None, n, f"all of {report} ({n} rows)")
             _refuse_overlap(every, every, n, force=force)
@@ -102,7 +100,7 @@ def carve(
         if not held_rows:
             raise EvaluationError(
                 f"Holding out {fraction:.0%} of the {n} rows of {report} leaves no held-out rows.",
-                fix="Raise --held-out-fraction, or hold out another split with --held-out.",
+                fix=f"Raise {_fraction(metavar='F')}, or hold out another split with {_held_out('train')}.",
             )
         share = f"{fraction:.0%}" if size is None else f"{k} of the {n} rows"
         rest = f"{1 - fraction:.0%}" if size is None else "rows"
@@ -134,8 +132,9 @@ def _refuse_overlap(held: Part, report: Part, n: int, *, force: bool) -> None:
     raise EvaluationError(
         f"The held-out part ({held.description}) and the reported part ({report.description}) share {shared} rows: "
         "a soup selected on the rows it is reported on looks better than it is.",
-        fix="Hold out part of the split (--held-out-fraction below 1) or another split (--held-out train), or pass "
-        "--force to report on the selection rows anyway (recorded).",
+        fix=f"Hold out part of the split ({_fraction(metavar='F')} below 1) or another split "
+        f"({_held_out('train')}), or pass {option('force', within='Selection')} to report on the selection rows "
+        "anyway (recorded).",
     )
 
 
@@ -143,3 +142,16 @@ def duplicate_inputs(held_rows: list[tuple], report_rows: list[tuple]) -> int:
     """How many reported examples have the same inputs as a held-out one (datasets may repeat texts across splits)."""
     held = set(held_rows)
     return sum(1 for row in report_rows if row in held)
+
+
+# The held-out options as fixes name them; Selection calls two of them by shorter names than their flags.
+def _fraction(value: object = True, *, metavar: str | None = None) -> str:
+    return option("fraction", value, flag="--held-out-fraction", metavar=metavar, within="Selection")
+
+
+def _size(value: object = True, *, metavar: str | None = None) -> str:
+    return option("size", value, flag="--held-out-size", metavar=metavar, within="Selection")
+
+
+def _held_out(split: str) -> str:
+    return option("held_out", split, flag="--held-out", within="Selection")

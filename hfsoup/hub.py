@@ -43,6 +43,7 @@ from .errors import (
     IngredientNotFoundError,
     MissingWeightsError,
     UnsafePathError,
+    option,
 )
 from .headers import header_length
 
@@ -169,7 +170,7 @@ def _check_layout(name: str, layout: WeightsLayout | None, *, allow_pickle: bool
         raise MissingWeightsError(
             f"Ingredient {name!r} has only pickle weights ({layout.index_file or layout.files[0]}); unpickling can "
             "run arbitrary code, so hfsoup refuses it by default.",
-            fix="If you trust it, pass --allow-pickle (allow_pickle=True): hfsoup then loads it with "
+            fix=f"If you trust it, pass {option('allow_pickle')}: hfsoup then loads it with "
             "torch.load(weights_only=True), which accepts tensors only.",
         )
     return layout
@@ -489,7 +490,7 @@ def hub_errors(ref: IngredientRef) -> Iterator[None]:
                 f"Ingredient {ref.repo_id!r} was not found on {endpoint}: the repo does not exist, or it is private "
                 "and no valid token was sent.",
                 fix="Check the spelling of 'org/name'; for a private repo log in with 'hf auth login', set HF_TOKEN "
-                "or pass --token.",
+                f"or pass {option('token', 'hf_...')}.",
             ) from exc
         if isinstance(exc, RevisionNotFoundError):
             raise IngredientNotFoundError(
@@ -515,7 +516,7 @@ def hub_errors(ref: IngredientRef) -> Iterator[None]:
                     f"The Hub at {endpoint} refused the token sent for ingredient {ref.spec!r} (HTTP 401): it is "
                     "invalid, expired or revoked.",
                     fix="Create a new token at https://huggingface.co/settings/tokens and log in again with "
-                    "'hf auth login', set HF_TOKEN or pass --token.",
+                    f"'hf auth login', set HF_TOKEN or pass {option('token', 'hf_...')}.",
                 ) from exc
             tries = f" after {constants.hub_retries() + 1} tries" if status in _TRANSIENT_STATUS else ""
             raise HubError(

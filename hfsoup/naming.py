@@ -19,9 +19,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import InvalidSoupArgumentsError
+from .errors import InvalidSoupArgumentsError, option
 
-_FIX = "Name each ingredient once; to give one model more weight, use --weights."
+_FIX = f"Name each ingredient once; to give one model more weight, use weights: {option('weights', [0.6, 0.4])}."
 
 
 def refuse_same_folder(specs: Sequence[str], folders: Sequence[Path | None]) -> None:

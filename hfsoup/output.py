@@ -19,7 +19,7 @@ from pathlib import Path
 
 from . import guard
 from .constants import PROGRESS_DIR, TMP_MARKER
-from .errors import DiskFullError, OutputExistsError, UnsafeStagingError
+from .errors import DiskFullError, OutputExistsError, UnsafeStagingError, option
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +39,8 @@ def check_output(output_dir: str | os.PathLike, *, overwrite: bool, protected: I
     if out.exists() and not overwrite:
         raise OutputExistsError(
             f"The output folder {out} already exists; hfsoup never overwrites it unless asked.",
-            fix="Choose another folder with -o, or pass --overwrite (overwrite=True) to replace it.",
+            fix=f"Choose another folder with {option('output_dir', metavar='DIR', flag='-o')}, or pass "
+            f"{option('overwrite')} to replace it.",
         )
     if out.exists():
         guard.check_replaceable(out)
@@ -92,7 +93,7 @@ def _refuse_staging(staging: Path, why: str) -> None:
         f"The staging folder {staging} left by an earlier run {why}; hfsoup never reuses nor follows it, since "
         "someone else could have put its content there.",
         fix=f"Look at it, remove it yourself (rm -r {staging}), then run the command again (or run without "
-        "--resume to have hfsoup replace a link or file there).",
+        f"{option('resume', False, flag='--resume')} to have hfsoup replace a link or file there).",
         path=staging,
     )
 

@@ -11,11 +11,13 @@ from __future__ import annotations
 import logging
 from typing import Any, ClassVar
 
-from .errors import EvaluationError
+from .errors import EvaluationError, option
 from .predictor_base import Predictor, SequenceClassificationPredictor
 from .tasks import Task
 
 logger = logging.getLogger(__name__)
+
+_IMAGE_TASK = f"{option('task', 'image-classification')} {option('dataset', 'org/name')}"
 
 #: Prompt templates by dataset name (`org/digits` -> `digits`); other datasets get `default`, a few of CLIP's
 #: ImageNet templates.
@@ -47,7 +49,7 @@ class _ImageInputs(Predictor):
         if not task.image_field:
             raise EvaluationError(
                 f"Task {task.name!r} has no images, so an image model ({self.name}) cannot be scored on it.",
-                fix="Use --task image-classification --dataset org/name, or evaluate a text model.",
+                fix=f"Use {_IMAGE_TASK}, or evaluate a text model.",
             )
         images = [image.convert("RGB") for image in examples[task.image_field]]
         pixels = self._image_processor(tokenizer)(images=images, return_tensors="np")["pixel_values"]
@@ -108,7 +110,7 @@ class CLIPZeroShotPredictor(_ImageInputs):
         if task.is_regression or not task.image_field:
             raise EvaluationError(
                 f"CLIP zero-shot classifies images into named classes; task {task.name!r} is not such a task.",
-                fix="Use --task image-classification --dataset org/name.",
+                fix=f"Use {_IMAGE_TASK}.",
             )
         text_tokenizer = getattr(tokenizer, "tokenizer", tokenizer)
         if text_tokenizer is None or not hasattr(text_tokenizer, "get_vocab"):

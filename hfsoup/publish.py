@@ -28,7 +28,7 @@ from pathlib import Path
 
 from . import constants
 from .card import CARD_FILE, SoupFolder, build_card, ingredient_cards, read_soup_folder
-from .errors import HubError, InvalidRepoIdError, PushRefusedError, UnsafePathError
+from .errors import HubError, InvalidRepoIdError, PushRefusedError, UnsafePathError, option
 from .scrub import scrub
 
 logger = logging.getLogger(__name__)
@@ -212,7 +212,7 @@ def _refuse_foreign(repo_id: str, present: list[str], *, overwrite: bool) -> Non
         raise PushRefusedError(
             f"The repo {repo_id!r} already holds a model that hfsoup did not make ({shown}); pushing would replace "
             "its files.",
-            fix="Push to another repo, or pass --overwrite (overwrite=True) if you mean it; the Hub keeps the "
+            fix=f"Push to another repo, or pass {option('overwrite')} if you mean it; the Hub keeps the "
             "history, so the old version stays reachable.",
         )
 
@@ -301,7 +301,8 @@ def _hub_errors(repo_id: str, token: str | None) -> Iterator[None]:
         from .hub import _is_connection_error
 
         endpoint = constants.hub_endpoint()
-        login = "Log in with 'hf auth login', set HF_TOKEN, or pass --token with a token that has write access."
+        token_option = option("token", "hf_...")
+        login = f"Log in with 'hf auth login', set HF_TOKEN, or pass {token_option}: a token with write access."
         if isinstance(exc, HfHubHTTPError):
             status = exc.response.status_code if exc.response is not None else None
             said = clean(_server_message(exc))

@@ -17,7 +17,7 @@ import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .errors import MissingDependencyError
+from .errors import MissingDependencyError, option
 
 logger = logging.getLogger(__name__)
 
@@ -165,7 +165,8 @@ def require_matplotlib() -> None:
     if importlib.util.find_spec("matplotlib") is None:
         raise MissingDependencyError(
             "Drawing the results plot (results.png) needs matplotlib, which is not installed.",
-            fix='Install it with: pip install "hfsoup[plot]" (or pip install matplotlib), or pass --no-plot.',
+            fix=f'Install it with: pip install "hfsoup[plot]" (or pip install matplotlib), or pass '
+            f"{option('plot', False, within='Selection')}.",
         )
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from .errors import EvaluationError
+from .errors import EvaluationError, option
 from .evaluator import Evaluator
 from .placement import input_device
 from .predictors import PREDICTORS
@@ -51,7 +51,8 @@ class ClassifierScorer:
             raise EvaluationError(
                 f"{model_name!r} ({type(model).__name__}) is not a sequence classifier; greedy and learned soups, "
                 "and the results table, score models with a classification head from their logits.",
-                fix="Soup *ForSequenceClassification fine-tunes, or use --method uniform without --task.",
+                fix=f"Soup *ForSequenceClassification fine-tunes, or use {option('method', 'uniform')} without --task "
+                "(selection=None).",
             )
         self.evaluator, self.model, self.task = evaluator, model.eval(), evaluator.task
         self.mapping = predictor.prepare(model, self.task, model_name=model_name, tokenizer=tokenizer)

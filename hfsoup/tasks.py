@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from .errors import EvaluationError
+from .errors import EvaluationError, option
 
 GLUE_DATASET = "nyu-mll/glue"
 
@@ -168,7 +168,7 @@ def get_task(name: str, *, dataset: str | None = None, token: str | bool | None 
         if dataset is None:
             raise EvaluationError(
                 "Task image-classification needs the dataset whose images to classify.",
-                fix="Name it with --dataset org/name (or dataset= from Python).",
+                fix=f"Name it with {option('dataset', 'org/name')}.",
             )
         return image_classification_task(dataset, token=token)
     if name.lower().replace("_", "-") == TEXT_CLASSIFICATION:
@@ -182,7 +182,7 @@ def get_task(name: str, *, dataset: str | None = None, token: str | bool | None 
         raise EvaluationError(
             f"Unknown task {name!r}.",
             fix=f"Pick one of: {', '.join(TASKS)} (the GLUE tasks; see hfsoup.tasks.TASKS), or {IMAGE_CLASSIFICATION} "
-            "with --dataset.",
+            f"with {option('dataset', 'org/name')}.",
         )
     return TASKS[key]
 
@@ -216,7 +216,7 @@ def image_classification_task(
         builder = datasets.load_dataset_builder(path, config, revision=revision or None, token=token)
     except FileNotFoundError as exc:
         raise EvaluationError(
-            f"Dataset {dataset!r} was not found ({exc}).", fix="Check --dataset and HF_ENDPOINT."
+            f"Dataset {dataset!r} was not found ({exc}).", fix=f"Check {option('dataset', ...)} and HF_ENDPOINT."
         ) from exc
     features = builder.info.features or {}
     if image_field not in features or not hasattr(features.get(label_field), "names"):

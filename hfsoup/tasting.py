@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from .errors import EvaluationError, InvalidSoupArgumentsError
+from .errors import EvaluationError, InvalidSoupArgumentsError, option
 from .evaluator import DEFAULT_BATCH_SIZE, Evaluator
 from .heldout import DEFAULT_FRACTION, Part, carve, duplicate_inputs
 from .results import ResultsTable, Row, require_matplotlib
@@ -210,8 +210,8 @@ def _task(selection: Selection, model: Any, *, token: str | bool | None) -> Task
         if selection.dataset is None and not selection.data_files:
             raise EvaluationError(
                 "Task text-classification has no data of its own.",
-                fix="Name a dataset with --dataset org/name, or local files with --data-files SPLIT=FILE "
-                "(columns text and label).",
+                fix=f"Name a dataset with {option('dataset', 'org/name', within='Selection')}, or local files with "
+                "--data-files SPLIT=FILE (Selection(data_files={SPLIT: [FILE]})), columns text and label.",
             )
         id2label = model.config.id2label
         source = selection.dataset or ", ".join(f for files in (selection.data_files or {}).values() for f in files)
@@ -238,7 +238,8 @@ def _parts(task: Task, selection: Selection, *, token: str | bool | None) -> tup
             raise EvaluationError(
                 f"Split {evaluator.split!r} of {task.name} stands for several dataset splits ({names}); soups are "
                 "selected and reported on one split at a time.",
-                fix=f"Name one of them with --report (and --held-out): {names}.",
+                fix=f"Name one of them with {option('report', ..., within='Selection')} (and "
+                f"{option('held_out', ..., within='Selection')}): {names}.",
             )
         sizes[evaluator.split] = len(evaluator.splits[0].references)
     held_part, report_part = carve(

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..errors import option
 from .report import CompatReport, Similarity
 from .static import HEAD_PREFIXES
 
@@ -215,7 +216,8 @@ class SimilarityMeter:
                     f"does not share an initialization with the others: body cosine similarity {cos:.3f} and "
                     f"relative L2 distance {s.body_rel_l2[ref][i]:.3f} to {s.names[ref]} (to each other ingredient: "
                     f"{others}); fine-tunes of one base score above {MIN_BODY_COSINE}, typically above 0.95",
-                    "Remove it (check the base_model in its card), or pass --force if you know they share a base.",
+                    f"Remove it (check the base_model in its card), or pass {option('force')} if you know they "
+                    "share a base.",
                 )
         if s.body_cosine_to_base is not None:
             for i, cos in enumerate(s.body_cosine_to_base):
@@ -226,7 +228,7 @@ class SimilarityMeter:
                         s.names[i],
                         f"was not fine-tuned from {s.base}: body cosine similarity {cos:.3f}, relative L2 "
                         f"{s.body_rel_l2_to_base[i]:.3f}",  # type: ignore[index]
-                        "Check --base, or remove the ingredient.",
+                        f"Check {option('base', ...)}, or remove the ingredient.",
                     )
 
     def _judge_heads(self, s: Similarity, report: CompatReport) -> None:
@@ -250,7 +252,7 @@ class SimilarityMeter:
                 f"(head cosine {s.head_cosine[worst[0]][worst[1]]:.3f} for {shown}); averaging unrelated heads gives "
                 "a near-random classifier",
                 "Fine-tune every ingredient from one checkpoint that already has the head (as the model soups paper "
-                "does), or re-train the soup's head on your data after souping with --force.",
+                f"does), or re-train the soup's head on your data after souping with {option('force')}.",
             )
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..checkpoint import StructureMap
-from ..errors import quote
+from ..errors import option, quote
 from . import files
 from .report import CompatReport, IngredientSummary
 from .tokenizer import TokenizerFingerprint, tokenizer_fingerprint
@@ -225,7 +225,8 @@ def _labels(
             "labels",
             other.spec,
             f"has the same labels in another order ({quote(mine)} vs {quote(theirs)}) and label alignment is off",
-            "Drop --no-align-labels to reorder its classification head rows to match the first ingredient.",
+            "Drop --no-align-labels (keep align_labels=True) to reorder its classification head rows to match the "
+            "first ingredient.",
         )
     else:
         order = [mine.index(label) for label in theirs]
@@ -278,7 +279,7 @@ def _dtypes(facts: list[IngredientFacts], report: CompatReport) -> None:
             "dtypes",
             None,
             f"mixed float dtypes ({shown}); all are upcast to float32 for averaging "
-            f"and the soup is written in {facts[0].spec}'s dtype unless --dtype is given",
+            f"and the soup is written in {facts[0].spec}'s dtype unless {option('dtype', ...)} is given",
         )
 
 

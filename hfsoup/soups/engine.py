@@ -29,7 +29,7 @@ from ..checkpoint import (
 )
 from ..compat.similarity import SimilarityMeter
 from ..constants import PROGRESS_DIR
-from ..errors import IncompatibleIngredientsError, InvalidSoupArgumentsError
+from ..errors import IncompatibleIngredientsError, InvalidSoupArgumentsError, option
 from ..output import write_file_atomic
 from . import kernels
 from .base import Mixing
@@ -67,7 +67,7 @@ def resolve_device(device: str | None) -> str:
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise InvalidSoupArgumentsError(
             f"Device {name!r} was asked for, but torch sees no CUDA GPU.",
-            fix="Use --device cpu (or auto), or install a CUDA build of torch (see the README).",
+            fix=f"Use {option('device', 'cpu')} (or auto), or install a CUDA build of torch (see the README).",
         )
     if resolved.type not in ("cpu", "cuda"):
         raise InvalidSoupArgumentsError(f"Device {name!r} is not supported.", fix="Use auto, cpu, cuda or cuda:N.")

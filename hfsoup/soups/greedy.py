@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from ..errors import InvalidSoupArgumentsError
+from ..errors import InvalidSoupArgumentsError, option
 from .base import Mixing, Scorer, StateDict, SummedScorer
 
 logger = logging.getLogger(__name__)
@@ -146,8 +146,9 @@ class GreedySoup:
         if accept not in ACCEPT_RULES:
             raise InvalidSoupArgumentsError(
                 f"Unknown greedy acceptance rule {accept!r}.",
-                fix="Use --accept ge (keep an ingredient that does not lower the held-out score, the paper's rule) "
-                "or --accept gt (keep only one that raises it).",
+                fix=f"Use {option('accept', 'ge', within='Selection')} (keep an ingredient that does not lower the "
+                f"held-out score, the paper's rule) or {option('accept', 'gt', within='Selection')} (keep only one "
+                "that raises it).",
             )
         self.accept = accept
         self.early_stop = early_stop

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from ..errors import InvalidSoupArgumentsError
+from ..errors import InvalidSoupArgumentsError, option
 from .base import HeldOutLoss, Mixing, StateDict
 
 logger = logging.getLogger(__name__)
@@ -92,7 +92,8 @@ class LearnedSoup:
         if steps < 1 or not lr > 0:
             raise InvalidSoupArgumentsError(
                 f"A learned soup needs at least one step and a positive learning rate; got steps={steps}, lr={lr}.",
-                fix="Pass --learned-steps N (N >= 1) and --learned-lr above 0.",
+                fix=f"Pass {option('learned_steps', metavar='N', within='Selection')} (N >= 1) and "
+                f"{option('learned_lr', metavar='LR', within='Selection')} above 0.",
             )
         self.by_layer, self.steps, self.lr = by_layer, steps, lr
 

@@ -10,7 +10,7 @@ import math
 from collections.abc import Sequence
 from typing import ClassVar
 
-from ..errors import InvalidSoupArgumentsError
+from ..errors import InvalidSoupArgumentsError, option
 from .base import Mixing, as_tuple, uniform_weights
 
 # Weights typed by hand with three decimals (0.333, 0.333, 0.334) must still pass.
@@ -51,7 +51,8 @@ def check_weights(weights: Sequence[float], n_ingredients: int) -> None:
         raise InvalidSoupArgumentsError(
             f"Got {len(weights)} weights ({shown}) for {n_ingredients} ingredients; a weighted soup needs exactly "
             "one weight per ingredient, in the order the ingredients are given.",
-            fix=f"Pass {n_ingredients} comma-separated weights to --weights, or omit it for a uniform soup.",
+            fix=f"Pass {n_ingredients} weights, one per ingredient in their order: --weights W1,W2,... "
+            "(weights=[W1, W2, ...]), or none for a uniform soup.",
         )
     bad = [w for w in weights if not math.isfinite(w) or w < 0]
     if bad:
@@ -61,8 +62,8 @@ def check_weights(weights: Sequence[float], n_ingredients: int) -> None:
         )
     total = sum(weights)
     if abs(total - 1.0) > SUM_TOLERANCE:
-        normalised = ",".join(f"{w / total:.4g}" for w in weights) if total > 0 else None
+        normalised = [float(f"{w / total:.4g}") for w in weights] if total > 0 else None
         raise InvalidSoupArgumentsError(
             f"Soup weights must sum to 1 (a weighted average); {shown} sums to {total:g}.",
-            fix=f"Did you mean --weights {normalised}?" if normalised else "Give at least one positive weight.",
+            fix=f"Did you mean {option('weights', normalised)}?" if normalised else "Give one positive weight.",
         )
