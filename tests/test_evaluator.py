@@ -276,7 +276,7 @@ def test_unknown_task_from_python():
 
 
 def test_metric_from_the_hub_space(local_hub, tmp_path, families):
-    """`evaluate.load("glue", ...)` through HF_ENDPOINT: the `evaluate-metric/glue` space, as evaluate asks for it."""
+    """`hub_metrics=True`: the `evaluate-metric/glue` space through HF_ENDPOINT, at the revision evaluate picks."""
     publish_glue(build_glue(tmp_path / "data", tasks=["mrpc"]))
     sha = publish_glue_metric()
     model = tiny_classifier(families["bert"].base, "mrpc", tmp_path / "mrpc")

@@ -169,3 +169,16 @@ def test_shipped_modules_still_load_after_the_modules_cache_moved(tmp_path, monk
     assert load_metric("accuracy", "default").compute([1, 0, 1], [1, 0, 0]) == {"accuracy": 2 / 3}
     assert str(tmp_path / "first") not in sys.path and str(tmp_path / "second") in sys.path
     assert (tmp_path / "second" / "evaluate_modules" / "metrics" / "accuracy").is_dir()
+
+
+def test_hub_module_needing_a_missing_package_names_the_extra(local_hub, tmp_path, families, capsys):
+    """The real `evaluate-metric/glue` imports scipy and scikit-learn, which hfsoup no longer depends on."""
+    publish_glue(build_glue(tmp_path / "data", tasks=["sst2"]))
+    marker = tmp_path / "downloaded-code-ran"
+    script = f"import hfsoup_no_such_package\nimport pathlib\npathlib.Path({str(marker)!r}).write_text('ran')\n"
+    publish_glue_metric(script=script + (SHIPPED["glue"] / "glue.py").read_text())
+    model = tiny_classifier(families["bert"].base, "sst2", tmp_path / "sst2")
+    assert main(["eval", str(model), "--task", "sst2", "--hub-metrics"]) == 1
+    error = capsys.readouterr().err
+    assert "hfsoup_no_such_package" in error and "pip install 'hfsoup[hub-metrics]'" in error
+    assert not marker.exists()  # refused before the script was imported
