@@ -237,6 +237,11 @@ def _parts(task: Task, selection: Selection, *, token: str | bool | None) -> tup
     report = Evaluator(task, selection.report, **options)
     held_split = selection.held_out or selection.report
     held = Evaluator(task, held_split, **options)
+    if held.metric.record != report.metric.record:  # the Hub's space got a new commit between the two downloads
+        raise EvaluationError(
+            f"The metric module changed while it was loaded: {held.metric.record} then {report.metric.record}.",
+            fix="Run again (or drop --hub-metrics to use the module shipped with hfsoup).",
+        )
     sizes = {}
     for evaluator in (report, held):
         if len(evaluator.splits) != 1:  # MNLI's validation is two dataset splits

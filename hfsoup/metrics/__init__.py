@@ -74,7 +74,7 @@ def load_metric(name: str, config: str, *, hub: bool | None = None) -> LoadedMet
     import evaluate
 
     _follow_modules_cache()
-    if hub if hub is not None else constants.hub_metrics():
+    if constants.hub_metrics() if hub is None else hub:
         return _from_hub(name, config)
     if name not in SHIPPED:
         raise EvaluationError(
@@ -129,6 +129,11 @@ def _from_hub(name: str, config: str) -> LoadedMetric:
         raise MissingDependencyError(
             f"The Hub's metric module {repo} needs packages that are not installed: {exc}",
             fix=f"pip install 'hfsoup[hub-metrics]' (scipy and scikit-learn), or {_OPT_OUT}.",
+        ) from exc
+    except Exception as exc:  # someone else's script, asked for: whatever it raises is about that script
+        raise EvaluationError(
+            f"The Hub's metric module {repo} ({script.parent.name}) failed to load: {type(exc).__name__}: {exc}",
+            fix=f"Report it to the space's authors, or {_OPT_OUT}.",
         ) from exc
     # The Hub cache keeps a revision's files under snapshots/<commit SHA>/.
     record = {"name": name, "config": config, "source": "hub", "repo": repo, "revision": script.parent.name}
