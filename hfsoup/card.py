@@ -358,7 +358,10 @@ def _scores(soup: SoupFolder) -> str:
     if evaluation:
         config = evaluation.get("dataset_config")
         dataset = f"`{evaluation.get('dataset')}`" + (f" (config `{config}`)" if config else "")
-        parts.append(f"Task `{evaluation.get('task')}` on {dataset}; primary metric: {evaluation.get('metric')}.\n")
+        module = _metric_module(evaluation.get("metric_module"))
+        parts.append(
+            f"Task `{evaluation.get('task')}` on {dataset}; primary metric: {evaluation.get('metric')}{module}.\n"
+        )
         metrics = sorted({m for w in ("held_out", "report") for m in (evaluation.get(w) or {}).get("metrics", {})})
         rows = [["split", "role", "rows", *metrics]]
         for which, role in (("held_out", "held-out (chooses ingredients)"), ("report", "reporting")):
@@ -384,6 +387,15 @@ def _scores(soup: SoupFolder) -> str:
     if not parts:
         return "This soup has not been evaluated: its output folder records no scores."
     return "\n".join(parts)
+
+
+def _metric_module(record: Any) -> str:
+    """Which implementation computed the scores, as `hfsoup.metrics.LoadedMetric.record` says (older soups: none)."""
+    if not isinstance(record, dict):
+        return ""
+    if record.get("source") == "hub":
+        return f" (the Hub's `{record.get('repo')}` module at `{record.get('revision')}`)"
+    return f" (the `{record.get('name')}` module shipped with hfsoup {record.get('hfsoup_version')})"
 
 
 def _recipe(prov: dict[str, Any]) -> tuple[str, str]:

@@ -212,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
         "image-classification, clip-zero-shot (default: chosen from the architecture)",
     )
     evaluate.add_argument("--token", help="Hub token (default: HF_TOKEN or the token from 'hf auth login')")
+    _hub_metrics_arg(evaluate)
     evaluate.set_defaults(func=_cmd_eval)
 
     push = verbs.add_parser(
@@ -260,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="replace an earlier hfsoup output at the output path (never any other folder)",
     )
     cook.add_argument("--dry-run", action="store_true", help="make the soup, but only show what would be pushed")
+    _hub_metrics_arg(cook)
     cook.set_defaults(func=_cmd_cook)
 
     finetune = verbs.add_parser(
@@ -394,6 +396,18 @@ def _selection_args(parser: argparse.ArgumentParser) -> None:
         help="baselines in the table: uniform,greedy,learned,ensemble (default: all) or none",
     )
     group.add_argument("--no-plot", action="store_true", help="do not draw results.png (no matplotlib needed)")
+    _hub_metrics_arg(group)
+
+
+def _hub_metrics_arg(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """`--hub-metrics`, the same on every verb that scores: absent, `HFSOUP_HUB_METRICS` decides (None)."""
+    parser.add_argument(
+        "--hub-metrics",
+        action="store_true",
+        default=None,
+        help="score with the Hub's evaluate-metric/<name> module, Python code downloaded from HF_ENDPOINT and run "
+        "(default: the module shipped with hfsoup; also HFSOUP_HUB_METRICS=1)",
+    )
 
 
 def _selection(args: argparse.Namespace):  # noqa: ANN202 - tasting.Selection, imported lazily
@@ -421,6 +435,7 @@ def _selection(args: argparse.Namespace):  # noqa: ANN202 - tasting.Selection, i
         compare=compare,
         force=args.force,
         plot=not args.no_plot,
+        hub_metrics=args.hub_metrics,
     )
 
 
@@ -524,6 +539,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         max_length=args.max_length,
         token=args.token,
         kind=args.kind,
+        hub_metrics=args.hub_metrics,
     )
     if int(os.environ.get("RANK", "0")) != 0:  # Under torchrun every process holds the report; one prints it.
         return 0
@@ -599,6 +615,7 @@ def _cmd_cook(args: argparse.Namespace) -> int:
         token=args.token,
         overwrite=args.overwrite,
         dry_run=args.dry_run,
+        hub_metrics=args.hub_metrics,
     )
     if result.reused:
         print(f"{result.output_dir} already holds this recipe's soup (delete it, or pass --overwrite, to cook again)")

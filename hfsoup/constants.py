@@ -35,6 +35,12 @@ def hub_endpoint() -> str:
         return os.environ.get("HF_ENDPOINT", "https://huggingface.co")
 
 
+def hub_metrics() -> bool:
+    """`HFSOUP_HUB_METRICS=1` scores with the Hub's `evaluate-metric/<name>` modules instead of those shipped with
+    hfsoup (the default): Python scripts downloaded from `HF_ENDPOINT` and run. `--hub-metrics` says the same."""
+    return os.environ.get("HFSOUP_HUB_METRICS", "").strip().lower() in _TRUE
+
+
 def hub_retries() -> int:
     """`HFSOUP_HUB_RETRIES` (default 5): how many times a Hub call that failed transiently (HTTP 408, 429, 5xx, a
     timeout, a dropped connection, a download that fails its checksum) is tried again before hfsoup gives up."""

@@ -506,6 +506,7 @@ def cook_recipe(
     token: str | None = None,
     overwrite: bool = False,
     dry_run: bool = False,
+    hub_metrics: bool | None = None,
 ) -> CookResult:
     """Run a recipe: fetch, check, soup (scored and selected when it names a task), then card and push.
 
@@ -519,6 +520,7 @@ def cook_recipe(
         token (`str`, *optional*): the Hub token for private ingredients and the push.
         overwrite (`bool`, *optional*): replace an existing output made by something else (or `output.overwrite`).
         dry_run (`bool`, *optional*): make the soup, but only show what would be pushed.
+        hub_metrics (`bool`, *optional*): score with the Hub's metric module (see `Selection`).
 
     Example:
         ```py
@@ -558,7 +560,7 @@ def cook_recipe(
             token=token,
             force=recipe.force,
             resume=True,  # shards completed by an interrupted run of this recipe are reused (recomputed and compared)
-            selection=_selection(recipe),
+            selection=_selection(recipe, hub_metrics=hub_metrics),
             recipe=as_data,
         )
     pushed = None
@@ -588,7 +590,7 @@ def _made_by(out: Path, recipe: dict) -> bool:
     return provenance.get("recipe") == json.loads(json.dumps(recipe))
 
 
-def _selection(recipe: Recipe) -> Selection | None:
+def _selection(recipe: Recipe, *, hub_metrics: bool | None) -> Selection | None:
     if recipe.evaluation is None:
         return None
     from .tasting import BASELINES, Selection
@@ -613,4 +615,5 @@ def _selection(recipe: Recipe) -> Selection | None:
         compare=tuple(e.compare) if e.compare is not None else BASELINES,
         force=e.force,
         plot=e.plot,
+        hub_metrics=hub_metrics,
     )

@@ -108,6 +108,9 @@ class Evaluator:
             Truncate inputs to this many tokens; defaults to the tokenizer's maximum, at most 512.
         token (`str` or `bool`, *optional*):
             Hub token for private models and datasets.
+        hub_metrics (`bool`, *optional*):
+            Score with the Hub's `evaluate-metric/<name>` module (Python code downloaded from `HF_ENDPOINT` and run)
+            instead of the one shipped with hfsoup; defaults to `HFSOUP_HUB_METRICS`. See `hfsoup.metrics`.
     """
 
     def __init__(
@@ -122,6 +125,7 @@ class Evaluator:
         batch_size: int = DEFAULT_BATCH_SIZE,
         max_length: int | None = None,
         token: str | bool | None = None,
+        hub_metrics: bool | None = None,
     ) -> None:
         from .metrics import load_metric
 
@@ -133,7 +137,7 @@ class Evaluator:
             self.splits, self.dataset = load_splits(
                 self.task, split, dataset=dataset, data_files=data_files, limit=limit, token=token
             )
-            self.metric = load_metric(self.task.metric, self.task.metric_config)
+            self.metric = load_metric(self.task.metric, self.task.metric_config, hub=hub_metrics)
         self.tokenizer = load_tokenizer(tokenizer, token=token) if tokenizer is not None else None
         self._batches: dict[tuple[str, str], dict[str, list[Batch]]] = {}
 
@@ -182,9 +186,8 @@ class Evaluator:
             predictions = _gather(_predict(model, predictor, prepared, mine, device), split, self.processes)
             metrics = self.metric.compute(predictions, split.references)
             results.append(SplitResult(split.name, len(predictions), metrics, predictions))
-        metric = {"name": self.metric.name, "config": self.metric.config, "source": self.metric.source}
         dataset = {k: v for k, v in self.dataset.items() if k != "source"}
-        return EvalReport(self.task.name, self.split, provenance, dataset, metric, results)
+        return EvalReport(self.task.name, self.split, provenance, dataset, dict(self.metric.record), results)
 
     def restrict(self, positions: Sequence[int] | None) -> None:
         """Score only the rows at `positions` of the split (a held-out or reporting part); `None` keeps every row.
@@ -285,6 +288,7 @@ def evaluate_model(
     max_length: int | None = None,
     token: str | bool | None = None,
     kind: str | None = None,
+    hub_metrics: bool | None = None,
 ) -> EvalReport:
     """Score one model on a task and report it with its provenance.
 
@@ -297,7 +301,7 @@ def evaluate_model(
             The split; for MNLI `validation` scores both `validation_matched` and `validation_mismatched`.
         kind (`str`, *optional*):
             A key of `hfsoup.predictors.PREDICTORS`, to override the choice made from the model's architecture.
-        tokenizer, dataset, data_files, limit, batch_size, max_length, token:
+        tokenizer, dataset, data_files, limit, batch_size, max_length, token, hub_metrics:
             See `Evaluator`.
 
     Returns:
@@ -324,6 +328,7 @@ def evaluate_model(
         batch_size=batch_size,
         max_length=max_length,
         token=token,
+        hub_metrics=hub_metrics,
     )
     return evaluator.evaluate(model, kind=kind)
 

@@ -48,12 +48,14 @@ class ResultsTable:
         held_out (`str`): how the held-out part was carved.
         report (`str`): how the reported part was carved.
         rows (`list[Row]`): ingredients first (as given), then the soups, then the ensemble.
+        metric_module (`dict`, *optional*): which metric implementation computed the scores (`LoadedMetric.record`).
     """
 
     metric: str
     held_out: str
     report: str
     rows: list[Row] = field(default_factory=list)
+    metric_module: dict[str, str] | None = None
 
     def best_individual(self) -> Row | None:
         """The ingredient with the best held-out score (the first of equals): the baseline a soup must beat."""
@@ -71,6 +73,7 @@ class ResultsTable:
             "report": self.report,
             "best_individual": best.name if best else None,
             "rows": [asdict(r) for r in self.rows],
+            **({"metric_module": self.metric_module} if self.metric_module is not None else {}),
         }
 
     def format_table(self) -> str:

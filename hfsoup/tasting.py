@@ -59,6 +59,8 @@ class Selection:
             Accept held-out rows that are also reported.
         plot (`bool`, *optional*, defaults to `True`):
             Draw `results.png` (needs matplotlib).
+        hub_metrics (`bool`, *optional*):
+            Score with the Hub's metric module instead of hfsoup's (see `Evaluator`); defaults to `HFSOUP_HUB_METRICS`.
     """
 
     task: str | Task
@@ -79,6 +81,7 @@ class Selection:
     compare: Sequence[str] = BASELINES
     force: bool = False
     plot: bool = True
+    hub_metrics: bool | None = None
 
     def check(self) -> None:
         """Refuse contradictory options before anything is downloaded."""
@@ -154,7 +157,9 @@ def taste(
             states.append(state)
         logger.info("scored %s: held-out %s", labels[i], f"{held_scorer.primary_of(held_logits[-1]):.4f}")
     assert uniform is not None
-    table = ResultsTable(task.primary_metric, parts[0].description, parts[1].description)
+    table = ResultsTable(
+        task.primary_metric, parts[0].description, parts[1].description, metric_module=dict(held.metric.record)
+    )
     for i, ingredient in enumerate(ingredients):
         table.rows.append(
             Row(
@@ -227,10 +232,16 @@ def _parts(task: Task, selection: Selection, *, token: str | bool | None) -> tup
         "batch_size": selection.batch_size,
         "max_length": selection.max_length,
         "token": token,
+        "hub_metrics": selection.hub_metrics,
     }
     report = Evaluator(task, selection.report, **options)
     held_split = selection.held_out or selection.report
     held = Evaluator(task, held_split, **options)
+    if held.metric.record != report.metric.record:  # the Hub's space got a new commit between the two downloads
+        raise EvaluationError(
+            f"The metric module changed while it was loaded: {held.metric.record} then {report.metric.record}.",
+            fix="Run again (or drop --hub-metrics to use the module shipped with hfsoup).",
+        )
     sizes = {}
     for evaluator in (report, held):
         if len(evaluator.splits) != 1:  # MNLI's validation is two dataset splits
@@ -318,6 +329,7 @@ def _evaluation(task: Task, held: Evaluator, parts: list[Part], metrics: dict) -
         "dataset_config": config,
         "dataset_sha": dataset.get("sha"),
         "metric": task.primary_metric,
+        "metric_module": dict(held.metric.record),  # which implementation computed every score below
         "held_out": {"split": parts[0].split, "description": parts[0].description, "metrics": metrics["held_out"]},
         "report": {"split": parts[1].split, "description": parts[1].description, "metrics": metrics["report"]},
     }

@@ -13,10 +13,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import evaluate
 import pytest
 import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
+from hfsoup import __version__
 from hfsoup.cli import main
 from hfsoup.errors import EvaluationError
 from hfsoup.evaluator import Evaluator, evaluate_model
@@ -76,7 +78,8 @@ def test_every_glue_task_through_load_dataset(glue, task_name):
     task = TASKS[task_name]
     report = evaluate_model(glue["models"][task_name], task_name, batch_size=5)
     assert report.dataset["id"] == "nyu-mll/glue" and report.dataset["sha"] == glue["sha"]
-    assert report.metric == {"name": "glue", "config": task_name, "source": "shipped"}  # no space on this Hub
+    # The module shipped with hfsoup, whatever the Hub holds (here: no space at all).
+    assert report.metric == {"name": "glue", "config": task_name, "source": "shipped", "hfsoup_version": __version__}
     assert [r.split for r in report.results] == list(task.dataset_splits("validation"))
     for result in report.results:
         references = glue_rows(task, result.split, ROWS["validation"])["label"]
@@ -273,21 +276,27 @@ def test_unknown_task_from_python():
 
 
 def test_metric_from_the_hub_space(local_hub, tmp_path, families):
-    """`evaluate.load("glue", ...)` through HF_ENDPOINT: the `evaluate-metric/glue` space, as evaluate asks for it."""
+    """`hub_metrics=True`: the `evaluate-metric/glue` space through HF_ENDPOINT, at the revision evaluate picks."""
     publish_glue(build_glue(tmp_path / "data", tasks=["mrpc"]))
-    publish_glue_metric()
+    sha = publish_glue_metric()
     model = tiny_classifier(families["bert"].base, "mrpc", tmp_path / "mrpc")
-    report = evaluate_model(model, "mrpc")
-    assert report.metric["source"] == "hub"
-    requested = [
-        (method, path, status) for method, path, status, _ in local_hub.traffic if path.startswith("/spaces/")
+    report = evaluate_model(model, "mrpc", hub_metrics=True)
+    assert report.metric == {
+        "name": "glue",
+        "config": "mrpc",
+        "source": "hub",
+        "repo": "evaluate-metric/glue",
+        "revision": sha,
+    }
+    reads = [(m, path, status) for m, path, status, _ in local_hub.traffic if "/spaces/" in path and m != "POST"]
+    # The revision evaluate itself would pick (its own version's tag, absent here, then main), then that commit only.
+    assert reads[:2] == [
+        ("GET", f"/api/spaces/evaluate-metric/glue/revision/v{evaluate.__version__}", 404),
+        ("GET", "/api/spaces/evaluate-metric/glue/revision/main", 200),
     ]
-    # evaluate 0.4.6 asks for its own version's tag first (absent here), then main.
-    assert requested == [
-        ("HEAD", "/spaces/evaluate-metric/glue/resolve/v0.4.6/glue.py", 404),
-        ("HEAD", "/spaces/evaluate-metric/glue/resolve/main/glue.py", 200),
-        ("GET", "/spaces/evaluate-metric/glue/resolve/main/glue.py", 200),
-    ]
+    files = [path for _, path, _ in reads if path.startswith("/spaces/")]
+    assert f"/spaces/evaluate-metric/glue/resolve/{sha}/glue.py" in files
+    assert all(path.startswith(f"/spaces/evaluate-metric/glue/resolve/{sha}/") for path in files)
     [result] = report.results
     references = glue_rows(TASKS["mrpc"], "validation", ROWS["validation"])["label"]
     assert result.metrics == pytest.approx(_sklearn_glue("mrpc", result.predictions, references))
@@ -334,6 +343,6 @@ def test_two_processes_give_the_predictions_of_one(glue, tmp_path):
     predictions = json.loads((tmp_path / "predictions.json").read_text())
     assert predictions == {r.split: r.predictions for r in single.results}
     data = json.loads((tmp_path / "out.json").read_text())
-    assert data["metric"]["source"] == "shipped"  # offline: the module shipped with hfsoup
+    assert data["metric"]["source"] == "shipped"  # the module shipped with hfsoup (and the Hub is out of reach)
     assert [r["metrics"] for r in data["results"]] == [r.metrics for r in single.results]
     assert done.stdout.count("mnli on") == 1  # one table, from rank 0

@@ -11,6 +11,7 @@ import torch
 from sklearn.metrics import accuracy_score
 from transformers import AutoImageProcessor, AutoProcessor, CLIPForImageClassification, CLIPModel
 
+from hfsoup import __version__
 from hfsoup.errors import EvaluationError
 from hfsoup.evaldata import tokenizer_fingerprint
 from hfsoup.evaluator import Evaluator, evaluate_model
@@ -63,7 +64,12 @@ def test_clip_zero_shot_matches_clip_logits(digits_hub, families, monkeypatch):
     assert predictor_for(["CLIPModel"]).name == "clip-zero-shot"
     report = evaluate_model(base, "image-classification", dataset=DIGITS_REPO, batch_size=16)
     assert report.dataset["sha"] == digits_hub["sha"]
-    assert report.metric == {"name": "accuracy", "config": "default", "source": "shipped"}
+    assert report.metric == {
+        "name": "accuracy",
+        "config": "default",
+        "source": "shipped",
+        "hfsoup_version": __version__,
+    }
     [result] = report.results
     images, labels = validation_images()
     assert set(result.predictions) <= set(range(10)) and len(result.predictions) == N

@@ -94,7 +94,7 @@ def _sklearn_glue(config: str, predictions, references) -> dict[str, float]:
 
 @pytest.fixture
 def shipped_glue(local_hub):
-    """hfsoup's GLUE module, loaded the way the evaluator loads it when the Hub has no `evaluate-metric/glue`."""
+    """hfsoup's GLUE module, loaded the way the evaluator loads it by default (the Hub's only on request)."""
     from hfsoup.metrics import load_metric
 
     def load(config):

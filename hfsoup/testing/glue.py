@@ -137,10 +137,12 @@ def publish_glue(folder: str | os.PathLike, *, repo_id: str = GLUE_DATASET, api=
     return upload(folder, repo_id, repo_type="dataset", message="Tiny GLUE", api=api)
 
 
-def publish_glue_metric(*, repo_id: str = "evaluate-metric/glue", api=None) -> str:
-    """Push hfsoup's GLUE metric module as the space `evaluate.load("glue", ...)` fetches; return the commit SHA.
+def publish_glue_metric(*, repo_id: str = "evaluate-metric/glue", api=None, script: str | None = None) -> str:
+    """Push hfsoup's GLUE metric module (or `script`) as the space `evaluate.load("glue", ...)` fetches; return the
+    commit SHA. A test gives `script` to publish a hostile module.
 
-    `evaluate` 0.4.6 asks for `/spaces/evaluate-metric/glue/resolve/v0.4.6/glue.py`, then for `main`.
+    `evaluate` 0.4.6 asks for `/spaces/evaluate-metric/glue/resolve/v0.4.6/glue.py`, then for `main`; hfsoup's
+    `--hub-metrics` picks the same revision, and downloads it at its commit.
     """
     from huggingface_hub import CommitOperationAdd, HfApi
 
@@ -150,7 +152,7 @@ def publish_glue_metric(*, repo_id: str = "evaluate-metric/glue", api=None) -> s
     api.create_repo(repo_id, repo_type="space", space_sdk="gradio", exist_ok=True)
     card = "---\ntitle: GLUE\nsdk: gradio\ntags:\n- evaluate\n- metric\n---\n\n# GLUE metric (hfsoup's module)\n"
     operations = [
-        CommitOperationAdd("glue.py", str(SHIPPED["glue"] / "glue.py")),
+        CommitOperationAdd("glue.py", script.encode() if script is not None else str(SHIPPED["glue"] / "glue.py")),
         CommitOperationAdd("README.md", card.encode()),
     ]
     info = api.create_commit(repo_id, operations, repo_type="space", commit_message="GLUE metric module")

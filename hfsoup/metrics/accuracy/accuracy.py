@@ -1,4 +1,4 @@
-"""Accuracy as an `evaluate` module: hfsoup's own, for when the Hub's `evaluate-metric/accuracy` cannot be reached.
+"""Accuracy as an `evaluate` module: hfsoup's own, used by default instead of the Hub's `evaluate-metric/accuracy`.
 
 Same interface and output name as the Hub module (`{"accuracy": ...}`), written with numpy alone. Image
 classification tasks are scored with it; the GLUE tasks keep the `glue` module.

@@ -1,4 +1,4 @@
-"""GLUE metrics as an `evaluate` module: hfsoup's own, for when the Hub's `evaluate-metric/glue` cannot be reached.
+"""GLUE metrics as an `evaluate` module: hfsoup's own, used by default instead of the Hub's `evaluate-metric/glue`.
 
 Same interface and output names as the Hub module: `evaluate.load(path_to_this_folder, "mrpc")` gives a metric whose
 `compute(predictions=..., references=...)` returns `accuracy` and `f1`. Written with numpy alone, so it needs
