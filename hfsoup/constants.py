@@ -18,6 +18,9 @@ DTYPE_NAMES = ("float32", "float16", "bfloat16")
 #: The largest safetensors header hfsoup reads: safetensors' own bound (`MAX_HEADER_SIZE`). Real headers are
 #: kilobytes to a few megabytes; a larger length is a corrupt or hostile file, refused before it is read.
 SAFETENSORS_MAX_HEADER_BYTES = 100_000_000
+#: The largest config, tokenizer or vocabulary file hfsoup reads. The largest real ones (multilingual tokenizer.json)
+#: are tens of MB; parsing a JSON file costs several times its size in memory, so a hostile one is refused unread.
+MAX_SUPPORT_FILE_BYTES = 256 * 2**20
 
 
 def debug() -> bool:

@@ -449,3 +449,19 @@ def test_billion_laughs_in_a_dataset_card_is_refused_before_datasets_reads_it(
     err = capfd.readouterr().err
     assert code == 1 and "README.md" in err and "aliases" in err and "Traceback" not in err, err
     assert len(err) < SMALL and seconds < 30 and peak < 100 * 2**20
+
+
+@pytest.mark.parametrize("name", ["config.json", "tokenizer.json", "tokenizer_config.json"])
+def test_a_huge_config_or_tokenizer_file_is_refused_unread(tmp_path, capfd, name):
+    """A 300 MB (sparse) support file: refused from its size, before any read, naming the file; no soup written."""
+    from hfsoup.constants import MAX_SUPPORT_FILE_BYTES
+
+    a, b = classifier(tmp_path / "a", seed=0), classifier(tmp_path / "b", seed=1)
+    with open(b / name, "r+b") as f:
+        f.truncate(MAX_SUPPORT_FILE_BYTES + 1)
+    for command in (["check", str(a), str(b), "--skip-weights"], ["soup", str(a), str(b), "-o", str(tmp_path / "o")]):
+        (code, seconds, peak) = measured(lambda command=command: main(command))
+        err = capfd.readouterr().err
+        assert code == 1 and name in err and "more than the" in err and "Traceback" not in err, err
+        assert seconds < 10 and peak < 50 * 2**20 and len(err) < SMALL
+    assert not (tmp_path / "o").exists()

@@ -12,7 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..errors import IngredientConfigError, quote
+from ..constants import MAX_SUPPORT_FILE_BYTES
+from ..errors import IngredientConfigError, InputLimitError, quote
 
 _FIX = (
     "The ingredient's files are malformed: re-save it with transformers (save_pretrained), or use another revision "
@@ -61,12 +62,25 @@ def parse_json(raw: bytes | str) -> Any:
         raise ValueError("it nests arrays or objects too deeply") from None
 
 
+def read_bounded(path: Path) -> bytes:
+    """The bytes of a config, tokenizer or vocabulary file, refused unread (`InputLimitError`) past
+    `MAX_SUPPORT_FILE_BYTES`: a hostile repo's 5 GB "config.json" must not become 20 GB of parsed JSON."""
+    size = path.stat().st_size
+    if size > MAX_SUPPORT_FILE_BYTES:
+        raise InputLimitError(
+            f"{path} is {size:,} bytes, more than the {MAX_SUPPORT_FILE_BYTES:,} hfsoup reads for a config, "
+            "tokenizer or vocabulary file (real ones are at most tens of MB); it was not read.",
+            fix="Check that this is the right model; a file this large is corrupt or hostile.",
+        )
+    return path.read_bytes()
+
+
 def read_json_object(path: Path) -> dict[str, Any] | None:
     """The JSON object in `path`, or None when the file does not exist."""
     if not path.is_file():
         return None
     try:
-        data = parse_json(path.read_bytes())
+        data = parse_json(read_bounded(path))
     except ValueError as e:  # also UnicodeDecodeError
         raise IngredientConfigError(f"{path} is not valid JSON ({quote(str(e))}).", fix=_FIX) from None
     if not isinstance(data, dict):

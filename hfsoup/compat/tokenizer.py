@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import IngredientConfigError, quote
-from .files import ShapeError, check, parse_json, read_json_object
+from .files import ShapeError, check, parse_json, read_bounded, read_json_object
 
 SPECIAL_KEYS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
 # Files that define a vocabulary when there is no tokenizer.json (slow tokenizers).
@@ -95,7 +95,7 @@ def tokenizer_fingerprint(folder: Path) -> TokenizerFingerprint | None:
     path = folder / "tokenizer.json"
     if path.is_file():
         try:
-            vocab_digest, size = _tokenizer_json_digest(path.read_bytes())
+            vocab_digest, size = _tokenizer_json_digest(read_bounded(path))
         except ShapeError as e:
             raise e.where(path) from None
         except ValueError as e:
@@ -108,10 +108,10 @@ def tokenizer_fingerprint(folder: Path) -> TokenizerFingerprint | None:
         if not found:
             return None
         for name in found:
-            digest.update(name.encode() + b"\0" + (folder / name).read_bytes())
+            digest.update(name.encode() + b"\0" + read_bounded(folder / name))
         if (folder / "vocab.txt").is_file():
             try:
-                size = len((folder / "vocab.txt").read_text(encoding="utf-8").splitlines())
+                size = len(read_bounded(folder / "vocab.txt").decode("utf-8").splitlines())
             except UnicodeDecodeError as e:
                 raise IngredientConfigError(
                     f"{folder / 'vocab.txt'} is not UTF-8 text (byte {e.start}): a vocabulary is one token per line.",
