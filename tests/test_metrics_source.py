@@ -13,7 +13,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from hfsoup import __version__
 from hfsoup.card import build_card, read_soup_folder
@@ -24,14 +23,6 @@ from hfsoup.tasks import TASKS
 from hfsoup.testing.families import publish_family
 from hfsoup.testing.glue import ROWS, build_glue, glue_rows, publish_glue, publish_glue_metric, tiny_classifier
 from tests.test_tasks import _sklearn_glue
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(autouse=True)
