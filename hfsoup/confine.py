@@ -63,8 +63,17 @@ def allowed_roots(folder: str | os.PathLike) -> list[Path]:
     """Where the files of `folder` may resolve to: inside it, and for a Hub snapshot, its repo's blob store."""
     real = Path(os.path.realpath(folder))
     roots = [real]
-    if real.parent.name == "snapshots" and (real.parent.parent / "blobs").is_dir():
-        roots.append(Path(os.path.realpath(real.parent.parent / "blobs")))
+    repo = real.parent.parent
+    blobs = repo / "blobs"
+    # Only the Hub cache's own layout (`models--org--name/{snapshots/<sha>,blobs}`), with `blobs` a real folder: a
+    # folder laid out to look like a snapshot, whose `blobs` is a link to the home folder, must not make it a root.
+    if (
+        real.parent.name == "snapshots"
+        and repo.name.startswith(("models--", "datasets--", "spaces--"))
+        and blobs.is_dir()
+        and not blobs.is_symlink()
+    ):
+        roots.append(blobs)
     return roots
 
 

@@ -147,8 +147,9 @@ def test_local_index_climbing_out_of_its_folder_is_never_opened(tmp_path, capsys
         ('{"weight_map": {"w": "a\\u0000b"}}', "it holds a control character"),
         ('{"weight_map": {"w": "sub\\\\model.safetensors"}}', "it holds a backslash"),
         ('{"weight_map": ', "is not a valid weights index: JSONDecodeError"),
+        ("[" * 100_000 + "]" * 100_000, "is not a valid weights index: ValueError"),  # json's decoder recurses
     ],
-    ids=["list", "map-as-list", "shard-as-int", "nul", "backslash", "not-json"],
+    ids=["list", "map-as-list", "shard-as-int", "nul", "backslash", "not-json", "nested-too-deep"],
 )
 def test_malformed_index_is_a_clear_error_naming_the_file(tmp_path, capsys, index, fragment):
     """An index that is JSON of the wrong shape (or not JSON) is one paragraph naming the index file, not a crash."""
@@ -180,6 +181,28 @@ def test_local_file_linking_out_of_the_folder_is_refused_and_never_copied(tmp_pa
     assert not out.exists()
     copies = [p for p in tmp_path.rglob("*") if p.is_file() and not p.is_symlink() and p != secret]
     assert not any("SECRET-d41c7e" in p.read_text(errors="replace") for p in copies)
+
+
+@pytest.mark.parametrize("repo", ["models--attack--fake", "plain"])
+def test_a_folder_dressed_as_a_snapshot_whose_blobs_links_out_is_refused(tmp_path, capsys, repo):
+    """`x/snapshots/main` with `x/blobs` a link to the home folder: only the Hub cache's own layout, with a real
+    `blobs` folder, may hold a snapshot's files, so `vocab.txt -> ../../blobs/.netrc` is a link out, refused and never
+    opened."""
+    home = tmp_path / "home"
+    home.mkdir()
+    secret = home / ".netrc"
+    secret.write_text(SECRET_TEXT)
+    snapshot = tmp_path / repo / "snapshots" / "main"
+    make_checkpoint(snapshot, seed=0)
+    (tmp_path / repo / "blobs").symlink_to(home)
+    (snapshot / "vocab.txt").symlink_to(Path("..", "..", "blobs", ".netrc"))
+    other = make_checkpoint(tmp_path / "ft1", seed=1)
+    out = tmp_path / "out"
+    with never_opened(secret):
+        code = main(["soup", str(snapshot), str(other), "-o", str(out)])
+    err = capsys.readouterr().err
+    clean_failure(code, err, "'vocab.txt'", "symbolic link", "outside the model's folder")
+    assert "SECRET-d41c7e" not in err and not out.exists()
 
 
 @pytest.mark.parametrize("special", ["fifo", "device-link"])
