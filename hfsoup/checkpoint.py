@@ -27,6 +27,7 @@ import numpy as np
 from .confine import allowed_roots, confined, plain_name
 from .errors import CorruptCheckpointError, MissingWeightsError, option
 from .headers import header_length, parse_header, quote
+from .jsonread import parse_json, read_bounded
 
 if TYPE_CHECKING:
     import torch
@@ -190,8 +191,8 @@ def read_weight_map(index_path: str | os.PathLike, *, where: str | None = None) 
     """
     where = where or str(index_path)
     try:
-        index = json.loads(Path(index_path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:  # ValueError: not UTF-8, or not JSON; neither message quotes the content
+        index = parse_json(read_bounded(Path(index_path)))
+    except (OSError, ValueError) as e:  # ValueError: not UTF-8, not JSON or nested too deep; none quotes the content
         raise CorruptCheckpointError(f"{where} is not a valid weights index: {type(e).__name__}.") from None
     weight_map = index.get("weight_map") if isinstance(index, dict) else None
     if not isinstance(weight_map, dict) or not weight_map:

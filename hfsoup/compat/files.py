@@ -8,12 +8,11 @@ with one `IngredientConfigError` naming the file and the field (values quoted sh
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from ..constants import MAX_SUPPORT_FILE_BYTES
-from ..errors import IngredientConfigError, InputLimitError, quote
+from ..errors import IngredientConfigError, quote
+from ..jsonread import parse_json, read_bounded
 
 _FIX = (
     "The ingredient's files are malformed: re-save it with transformers (save_pretrained), or use another revision "
@@ -52,27 +51,6 @@ class ShapeError(Exception):
 def _kind(value: Any) -> str:
     names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "an integer"}
     return "null" if value is None else names.get(type(value), f"a {type(value).__name__}")
-
-
-def parse_json(raw: bytes | str) -> Any:
-    """`json.loads`, failing on hostile input with ValueError only (never RecursionError)."""
-    try:
-        return json.loads(raw)
-    except RecursionError:  # "[[[[..." a few thousand deep: json's decoder recurses
-        raise ValueError("it nests arrays or objects too deeply") from None
-
-
-def read_bounded(path: Path) -> bytes:
-    """The bytes of a config, tokenizer or vocabulary file, refused unread (`InputLimitError`) past
-    `MAX_SUPPORT_FILE_BYTES`: a hostile repo's 5 GB "config.json" must not become 20 GB of parsed JSON."""
-    size = path.stat().st_size
-    if size > MAX_SUPPORT_FILE_BYTES:
-        raise InputLimitError(
-            f"{path} is {size:,} bytes, more than the {MAX_SUPPORT_FILE_BYTES:,} hfsoup reads for a config, "
-            "tokenizer or vocabulary file (real ones are at most tens of MB); it was not read.",
-            fix="Check that this is the right model; a file this large is corrupt or hostile.",
-        )
-    return path.read_bytes()
 
 
 def read_json_object(path: Path) -> dict[str, Any] | None:
