@@ -26,7 +26,7 @@ from typing import Any
 
 from .constants import PROVENANCE_FILE
 from .errors import NotASoupError, quote
-from .scrub import scrub
+from .scrub import cut
 
 logger = logging.getLogger(__name__)
 
@@ -140,7 +140,7 @@ def ingredient_cards(soup: SoupFolder, *, token: str | bool | None = None) -> li
             logger.info("ingredient %s has no model card", name)
             cards.append(None)
         except Exception as e:  # noqa: BLE001 - a card we cannot read only costs the soup's card some metadata
-            said = scrub(str(e).splitlines()[0] if str(e) else type(e).__name__)[:300]  # the Hub's words, maybe
+            said = cut(str(e).splitlines()[0] if str(e) else type(e).__name__, 300)  # the Hub's words, maybe
             logger.warning("could not read the model card of ingredient %s: %s", name, said)
             cards.append(None)
     return cards
@@ -154,7 +154,7 @@ def local_card_metadata(folder: Path) -> dict[str, Any] | None:
     try:
         data = _card_data(folder / CARD_FILE)
     except Exception as e:  # noqa: BLE001 - a card we cannot read only costs the soup's card some metadata
-        logger.warning("could not read the model card in %s: %s", folder.name, scrub(str(e).splitlines()[0])[:300])
+        logger.warning("could not read the model card in %s: %s", folder.name, cut(str(e).splitlines()[0], 300))
         return None
     kept = {k: data[k] for k in ("license", "base_model", "pipeline_tag") if isinstance(data.get(k), str | list)}
     return kept or None

@@ -754,7 +754,7 @@ def format_error(exc: BaseException) -> str:
             "place. Free some space or choose an output folder on another disk with -o."
         )
     else:
-        said = str(exc) if len(str(exc)) <= 1000 else f"{str(exc)[:1000]}..."  # it may quote input of any size
+        said = scrub.cut(str(exc), 1000)  # it may quote input of any size, and a token
         text = f"Unexpected {type(exc).__name__}: {said}. This is probably a bug in hfsoup; please report it."
     # One line, unwrapped: terminals wrap it, and logs and greps keep it whole. Itemized problems (a recipe's) follow,
     # one per line, each with its location, unless the paragraph already names each (a compatibility refusal).

@@ -27,6 +27,15 @@ def _bounded(text: str) -> str:
     return text if len(text) <= _MESSAGE_LIMIT else f"{text[:_MESSAGE_LIMIT]}... ({len(text):,} characters in all)"
 
 
+class _ScrubbingRepr(reprlib.Repr):
+    """`reprlib`'s abbreviations, with each string scrubbed before it keeps only its head and tail."""
+
+    def repr_str(self, x: str, level: int) -> str:
+        from .scrub import scrub
+
+        return super().repr_str(scrub(x), level)
+
+
 def quote(value: Any, limit: int = QUOTE_LIMIT) -> str:
     """`repr(value)` for a message, at most about `limit` characters: a long string is cut and its length given, a
     container is abbreviated level by level (`reprlib`) without ever building its whole repr, so a value expanded
@@ -38,11 +47,14 @@ def quote(value: Any, limit: int = QUOTE_LIMIT) -> str:
         "'xxxxx'... (1,000 characters)"
         ```
     """
+    from .scrub import scrub  # before any cut: half a token no longer looks like one, and would be printed
+
     if isinstance(value, str):
+        value = scrub(value)
         if len(value) <= limit:
             return repr(value)
         return f"{repr(value[:limit])}... ({len(value):,} characters)"
-    short = reprlib.Repr()
+    short = _ScrubbingRepr()
     short.maxlevel, short.maxstring, short.maxother, short.maxlong = 3, max(limit // 4, 12), limit, limit
     short.maxlist = short.maxtuple = short.maxdict = short.maxset = short.maxfrozenset = 8
     text = short.repr(value)

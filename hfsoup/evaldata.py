@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import EvaluationError, option
+from .scrub import cut
 from .tasks import GLUE_DATASET, Task, normalize_label
 
 logger = logging.getLogger(__name__)
@@ -179,7 +180,7 @@ def _check_card(path: str, revision: str | None, *, token: str | bool | None) ->
         raise InputLimitError(f"{where}: {exc.message}", fix=exc.fix) from None
     except yaml.YAMLError as exc:  # `datasets` would fail on it too; say which file
         raise EvaluationError(
-            f"The metadata (YAML front matter) of {where} does not parse: {str(exc).splitlines()[0][:300]}.",
+            f"The metadata (YAML front matter) of {where} does not parse: {cut(str(exc).splitlines()[0], 300)}.",
             fix="Fix the dataset card, or pass the split's files with --data-files.",
         ) from None
 

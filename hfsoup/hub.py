@@ -46,6 +46,7 @@ from .errors import (
     option,
 )
 from .headers import header_length
+from .scrub import cut
 
 logger = logging.getLogger(__name__)
 
@@ -501,7 +502,7 @@ def hub_errors(ref: IngredientRef) -> Iterator[None]:
         if isinstance(exc, EntryNotFoundError):
             raise IngredientNotFoundError(
                 f"A file of ingredient {ref.spec!r} listed by the Hub could not be downloaded "
-                f"({_cut(' '.join(str(exc).split()))}).",
+                f"({cut(' '.join(str(exc).split()))}).",
                 fix="The repo may have changed during the download; run the command again.",
             ) from exc
         if isinstance(exc, OfflineModeIsEnabled):
@@ -543,16 +544,7 @@ def hub_errors(ref: IngredientRef) -> Iterator[None]:
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
-    return _cut(text.splitlines()[0] if text else type(exc).__name__)
-
-
-def _cut(text: str, limit: int = 500) -> str:
-    """A server's words, of the server's choosing length, cut for a message (scrubbed first: a token cut in two
-    would no longer look like one)."""
-    from .scrub import scrub
-
-    text = scrub(text)
-    return text if len(text) <= limit else text[:limit] + "..."
+    return cut(text.splitlines()[0] if text else type(exc).__name__)
 
 
 def _is_connection_error(exc: BaseException) -> bool:

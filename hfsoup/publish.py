@@ -29,7 +29,7 @@ from pathlib import Path
 from . import constants
 from .card import CARD_FILE, SoupFolder, build_card, ingredient_cards, read_soup_folder
 from .errors import HubError, InvalidRepoIdError, PushRefusedError, UnsafePathError, option
-from .scrub import scrub
+from .scrub import cut, scrub
 
 logger = logging.getLogger(__name__)
 
@@ -290,8 +290,7 @@ def _hub_errors(repo_id: str, token: str | None) -> Iterator[None]:
     """The Hub client's errors during a push, as hfsoup errors that never contain the token."""
 
     def clean(text: str) -> str:  # the server's words: no token, and not a megabyte of them
-        text = scrub(text, token)
-        return text if len(text) <= 500 else text[:500] + "..."
+        return cut(scrub(text, token))
 
     try:
         yield

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from . import guard
 from .errors import HfsoupError, RecipeError, quote
 from .evaldata import data_files_problem
+from .scrub import cut
 
 if TYPE_CHECKING:
     from .finetune import Sweep
@@ -543,6 +544,7 @@ def load_recipe(path: str | os.PathLike) -> Recipe:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         raise RecipeError(
-            f"{path} is not valid YAML{at}: {str(getattr(e, 'problem', None) or e)[:300]}.", fix="Fix the YAML syntax."
+            f"{path} is not valid YAML{at}: {cut(str(getattr(e, 'problem', None) or e), 300)}.",
+            fix="Fix the YAML syntax.",
         ) from e
     return parse_recipe(data, source=path)

@@ -25,11 +25,13 @@ from yaml.events import AliasEvent, CollectionStartEvent
 from yaml.nodes import MappingNode, Node, SequenceNode
 
 from .errors import InputLimitError
+from .scrub import cut
 
 MAX_TEXT = 2 * 1024 * 1024
 MAX_ALIASES = 100
 MAX_NODES = 200_000
 MAX_DEPTH = 64
+MAX_INT_CHARS = 100
 
 # huggingface_hub's own pattern for a card's front matter (repocard.REGEX_YAML_BLOCK), so that we read what it reads.
 _FRONT_MATTER = re.compile(r"^(\s*---(?:\r\n|\r|\n))([\S\s]*?)((?:\r\n|\r|\n)---[ \t]*(\r\n|\n|$))")
@@ -78,6 +80,21 @@ class BoundedSafeLoader(yaml.SafeLoader):
         node = super().compose_document()
         _weigh(node)
         return node
+
+    def construct_bounded_int(self, node: Node) -> int:
+        # PyYAML reads `1:0:0:...` as a base-60 integer, built in time quadratic in its length: 2 MB of it is minutes
+        # of CPU. No base-60 integer a recipe or card means is longer than this. (Decimal ones are bounded by
+        # Python's own limit on digits, and power-of-two bases are built in linear time.)
+        if ":" in node.value and len(node.value) > MAX_INT_CHARS:
+            raise YamlLimitError(
+                f"the YAML holds a base-60 integer of {len(node.value):,} characters; hfsoup reads at most "
+                f"{MAX_INT_CHARS}",
+                fix="Write the value as a string (in quotes) if it is not a number.",
+            )
+        return self.construct_yaml_int(node)
+
+
+BoundedSafeLoader.add_constructor("tag:yaml.org,2002:int", BoundedSafeLoader.construct_bounded_int)
 
 
 def _weigh(root: Node) -> None:
@@ -143,7 +160,7 @@ def load(text: str) -> Any:
         return loader.get_single_data()
     except (ValueError, OverflowError) as e:
         # A scalar PyYAML resolves but Python refuses to build: a 5,000-digit integer, the date 2020-13-45.
-        raise yaml.constructor.ConstructorError(problem=f"a value that cannot be read ({str(e)[:200]})") from None
+        raise yaml.constructor.ConstructorError(problem=f"a value that cannot be read ({cut(str(e), 200)})") from None
     finally:
         loader.dispose()
 

@@ -66,6 +66,20 @@ def scrub(text: str, *tokens: object) -> str:
     return TOKEN_SHAPED.sub(REPLACEMENT, text)
 
 
+def cut(text: str, limit: int = 500) -> str:
+    """`text` scrubbed, then cut to `limit` characters for a message. Always in that order: a token cut in two no
+    longer looks like one, and its first half would be printed.
+
+    Example:
+        ```py
+        >>> cut("x" * 490 + "hf_abcdefghijklmnopqrstuvwxyz0123")
+        'xxx...x<token>'
+        ```
+    """
+    text = scrub(text)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 class ScrubbingFormatter(logging.Formatter):
     """A `logging.Formatter` whose every line (message, arguments, exception traceback) is scrubbed."""
 

@@ -23,7 +23,7 @@ import hfsoup
 from hfsoup import safeyaml
 from hfsoup.card import build_card, ingredient_cards, read_soup_folder
 from hfsoup.cli import main
-from hfsoup.errors import HfsoupError, IngredientConfigError, RecipeError
+from hfsoup.errors import HfsoupError, IngredientConfigError, RecipeError, quote
 from hfsoup.recipe import load_recipe
 from hfsoup.scrub import scrub
 from hfsoup.testing.publish import upload
@@ -465,3 +465,25 @@ def test_a_huge_config_or_tokenizer_file_is_refused_unread(tmp_path, capfd, name
         assert code == 1 and name in err and "more than the" in err and "Traceback" not in err, err
         assert seconds < 10 and peak < 50 * 2**20 and len(err) < SMALL
     assert not (tmp_path / "o").exists()
+
+
+def test_a_base_60_integer_is_refused_before_it_is_built(tmp_path, capfd):
+    """PyYAML reads `1:0:0:...` as a base-60 integer, built in time quadratic in its length (a 2 MB one is minutes
+    of CPU): refused from its length, fast."""
+    recipe = tmp_path / "sexagesimal.yaml"
+    recipe.write_text("ingredients: [org/a, org/b]\noutput: {dir: out}\nname: " + ":".join(["1"] * 400_000) + "\n")
+    code, seconds, _ = measured(lambda: main(["validate", str(recipe)]))
+    err = capfd.readouterr().err
+    assert code == 1 and "base-60 integer of" in err and "Traceback" not in err and len(err) < SMALL, err
+    assert seconds < 10
+    assert safeyaml.load("a: 1:30\nb: 0x1f\nc: -12") == {"a": 90, "b": 31, "c": -12}  # real integers still read
+
+
+@pytest.mark.parametrize("value", ["string", "nested"])
+def test_a_token_cut_in_two_by_a_quote_is_scrubbed_before_the_cut(value):
+    """`quote` keeps a few hundred characters: cut first, a token past the cut would keep its head (`hf_AAAA...`), too
+    short to look like a token any more, and be printed. Scrubbed first, no part of it is."""
+    token = "hf_" + "Q" * 34
+    quoted = {"string": "x" * 190 + token, "nested": ["y" * 100 + token, {"k": "z" * 50 + token}]}[value]
+    for text in (quote(quoted), *RecipeError("m", problems=[quote(quoted)]).problems):
+        assert "hf_Q" not in text and "QQQQ" not in text, text

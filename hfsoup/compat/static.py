@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..checkpoint import StructureMap
 from ..errors import option, quote
+from ..scrub import cut
 from . import files
 from .report import CompatReport, IngredientSummary
 from .tokenizer import TokenizerFingerprint, tokenizer_fingerprint
@@ -99,7 +100,7 @@ def _card_base_model(folder: Path) -> list[str] | None:
     try:
         base = (safeyaml.card_metadata(card) or {}).get("base_model")
     except (OSError, yaml.YAMLError) as e:  # a broken card is evidence of nothing, never a reason to stop
-        logger.debug("could not parse the front matter of %s: %s", card, str(e)[:300])
+        logger.debug("could not parse the front matter of %s: %s", card, cut(str(e), 300))
         return None
     base = [base] if isinstance(base, str) else base
     if not base or not isinstance(base, list) or not all(isinstance(b, str) for b in base):
