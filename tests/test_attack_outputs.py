@@ -17,7 +17,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
 
 import hfsoup
 from hfsoup.cli import main
@@ -27,6 +26,7 @@ from hfsoup.output import staging_path
 from hfsoup.soups import engine
 
 from .test_engine_runs import SHAPES, files_of, soup_command
+from .test_recipes import write_recipe
 from .test_soup_local import make_checkpoint
 
 
@@ -52,11 +52,6 @@ def work(tmp_path):
         make_checkpoint(root / f"ft{i}", seed=i, shapes=SHAPES)
     (root / "notes.txt").write_text("the user's own file")
     return root
-
-
-def write_recipe(path: Path, data: dict) -> Path:
-    path.write_text(f"# hfsoup cook {path.name}\n" + yaml.safe_dump(data, sort_keys=False))
-    return path
 
 
 # ---- outputs never destroy inputs -----------------------------------------------------------------------------

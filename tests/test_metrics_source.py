@@ -166,7 +166,8 @@ def test_hub_module_needing_a_missing_package_names_the_extra(local_hub, tmp_pat
     """The real `evaluate-metric/glue` imports scipy and scikit-learn, which hfsoup no longer depends on."""
     publish_glue(build_glue(tmp_path / "data", tasks=["sst2"]))
     marker = tmp_path / "downloaded-code-ran"
-    script = f"import hfsoup_no_such_package\nimport pathlib\npathlib.Path({str(marker)!r}).write_text('ran')\n"
+    # The marker first: if the script were imported at all, it would be written before the missing import fails.
+    script = f"import pathlib\npathlib.Path({str(marker)!r}).write_text('ran')\nimport hfsoup_no_such_package\n"
     publish_glue_metric(script=script + (SHIPPED["glue"] / "glue.py").read_text())
     model = tiny_classifier(families["bert"].base, "sst2", tmp_path / "sst2")
     assert main(["eval", str(model), "--task", "sst2", "--hub-metrics"]) == 1
