@@ -310,9 +310,16 @@ def _send_while_reading(hub: LocalHubServer, data: bytes) -> bytes:
 
 def test_a_negative_or_malformed_content_length_is_400(hub):
     host = hub.url.split("://")[1]
-    for framing in (["Content-Length: -1"], ["Content-Length: 1e3"], ["Content-Length: 5", "Content-Length: 6"]):
+    framings = (
+        ["Content-Length: -1"],
+        ["Content-Length: 1e3"],
+        ["Content-Length: 5", "Content-Length: 6"],
+        ["Content-Length: \xb2"],  # "²": str.isdigit() says yes, int() says no
+        ["Content-Length: " + "9" * 5000],  # past int()'s limit on digits
+    )
+    for framing in framings:
         request = f"POST /api/repos/create HTTP/1.1\r\nHost: {host}\r\n" + "\r\n".join(framing) + "\r\n\r\n{}"
-        answer = raw(hub, request.encode(), wait=5)
+        answer = raw(hub, request.encode("latin-1"), wait=5)
         assert answer.startswith(b"HTTP/1.1 400") and b"Connection: close" in answer, (framing, answer[:100])
         assert b'"error"' in answer and b"Traceback" not in answer
     _wait_for(lambda: hub.connections.value == 0)

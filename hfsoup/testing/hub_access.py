@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hfsoup.errors import HfsoupError
-from hfsoup.testing.hub_store import EndpointError, check_namespace
+from hfsoup.testing.hub_store import EndpointError, check_namespace, parse_count
 
 #: An `orgs` entry granting every namespace: the administrator token of a sandbox or a test store.
 ANY_NAMESPACE = "*"
@@ -108,7 +108,7 @@ class AccessPolicy:
     def check_signature(self, query: dict[str, list[str]], operation: str, oid: str, size: int) -> str:
         """The repo key a signed URL was issued for; 403 when the signature is missing, wrong or expired."""
         values = {key: (query.get(key) or [""])[0] for key in ("repo", "op", "exp", "sig")}
-        expires = int(values["exp"]) if values["exp"].isdigit() else 0
+        expires = parse_count(values["exp"]) or 0
         expected = self._mac(operation, values["repo"], oid, size, expires)
         signature = values["sig"].encode("utf-8", "replace")  # bytes: compare_digest refuses non-ASCII str
         if values["op"] != operation or expires < time.time() or not hmac.compare_digest(signature, expected.encode()):

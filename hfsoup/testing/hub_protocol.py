@@ -22,7 +22,7 @@ from hfsoup.testing.hub_store import EndpointError, HubStore, Repo
 URL_PREFIXES = {"model": "", "dataset": "datasets/", "space": "spaces/"}
 #: The user of the permissive mode (`AccessPolicy(anonymous_writes=True)`), and the namespace of its anonymous repos.
 LOCAL_USER = ADMIN.name
-_RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_RANGE_RE = re.compile(r"^bytes=([0-9]{0,19})-([0-9]{0,19})$")  # ASCII, bounded: int() takes both
 # Control characters (NUL, newline...) and backslashes: a path holding one means something else to some tool.
 _BAD_PATH_CHARS = re.compile(r"[\x00-\x1f\x7f\\]")
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")

@@ -21,7 +21,7 @@ from hfsoup.testing.hub_protocol import (
     open_repo,
     split_rev,
 )
-from hfsoup.testing.hub_store import DEFAULT_BRANCH, EndpointError, Repo, lfs_pointer
+from hfsoup.testing.hub_store import DEFAULT_BRANCH, EndpointError, Repo, lfs_pointer, parse_count
 
 Files = dict[str, dict[str, Any]]
 _MAX_CARD_BYTES = 1 << 20
@@ -196,9 +196,9 @@ def _last_commits(repo: Repo, sha: str, paths: list[str]) -> dict[str, dict[str,
 def _paged(req: Request, items: list) -> Response:
     """One page of `items`, with a `Link: <...>; rel="next"` header when more remain (GitHub-style paging)."""
     cursor = req.param("cursor") or "0"
-    if not cursor.isdigit():
+    start = parse_count(cursor)
+    if start is None:
         raise EndpointError(400, f"Invalid cursor {cursor[:40]!r}")
-    start = int(cursor)
     end = start + req.page_size
     headers = {}
     if end < len(items):

@@ -37,7 +37,7 @@ from hfsoup.errors import HfsoupError
 from hfsoup.testing import hub_reads, hub_writes
 from hfsoup.testing.hub_access import AccessPolicy, HubUser
 from hfsoup.testing.hub_protocol import Request, Response, error_response
-from hfsoup.testing.hub_store import EndpointError, HubStore
+from hfsoup.testing.hub_store import EndpointError, HubStore, parse_count
 
 logger = logging.getLogger(__name__)
 
@@ -134,9 +134,10 @@ class _BodyReader:
         self.chunked = "chunked" in headers.get("Transfer-Encoding", "").lower()
         if len(lengths) > 1 or (lengths and self.chunked):  # two framings: the classic request smuggling setup
             raise EndpointError(400, "A request must carry one Content-Length or chunked encoding, not both")
-        if lengths and not lengths[0].strip().isdigit():  # "-1", "1e9", "0x10": all refused
+        length = parse_count(lengths[0].strip()) if lengths else 0
+        if length is None:  # "-1", "1e9", "0x10", "²": all refused
             raise EndpointError(400, f"Invalid Content-Length: {lengths[0][:40]!r}")
-        self.remaining = 0 if self.chunked else int(lengths[0]) if lengths else 0
+        self.remaining = 0 if self.chunked else length
         if self.remaining > limit:  # refused before a byte of the body is read
             raise EndpointError(413, f"Request body of {self.remaining} bytes is over this endpoint's {limit} bytes")
         self.finished = not self.chunked and self.remaining == 0

@@ -103,6 +103,15 @@ def write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
+_COUNT = re.compile(r"[0-9]{1,19}")
+
+
+def parse_count(text: str) -> int | None:
+    """A byte count, size, offset or time in a request, as an int; None unless it is 1-19 ASCII digits. Not
+    `str.isdigit()`: it takes "²" (which `int` refuses) and 5,000 digits (past `int`'s limit), each a 500."""
+    return int(text) if _COUNT.fullmatch(text) else None
+
+
 def check_namespace(name: str) -> bool:
     """Whether `name` is a user, organization or repo name the Hub accepts (letters, digits, `-_.`, no `..`)."""
     return isinstance(name, str) and _NAME_RE.match(name) is not None and ".." not in name

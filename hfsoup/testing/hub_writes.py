@@ -33,7 +33,7 @@ from hfsoup.testing.hub_protocol import (
     open_repo,
     repo_url,
 )
-from hfsoup.testing.hub_store import DEFAULT_BRANCH, EndpointError, Repo, file_entry, lfs_entry
+from hfsoup.testing.hub_store import DEFAULT_BRANCH, EndpointError, Repo, file_entry, lfs_entry, parse_count
 
 # Files the Hub would refuse as regular git blobs: large ones, binary ones, and these extensions.
 LFS_THRESHOLD = 10 * 1024 * 1024
@@ -219,17 +219,18 @@ def _lfs_error(code: int, oid: str) -> dict[str, Any]:
 
 def _signed_object(req: Request, operation: str, oid: str, size: str) -> tuple[Repo, str, int]:
     """The repo, sha256 and size a signed LFS URL names; 403 without a valid signature (see `AccessPolicy.sign`)."""
-    if not _SHA256_RE.match(oid) or not size.isdigit():
+    length = parse_count(size)
+    if not _SHA256_RE.match(oid) or length is None:
         raise EndpointError(404, f"No such LFS object: {oid[:64]}/{size[:20]}")
-    repo_type, _, repo_id = req.access.check_signature(req.query, operation, oid, int(size)).partition("/")
-    return req.store.get(repo_type, repo_id), oid, int(size)
+    repo_type, _, repo_id = req.access.check_signature(req.query, operation, oid, length).partition("/")
+    return req.store.get(repo_type, repo_id), oid, length
 
 
 def lfs_put(req: Request, oid: str, size: str) -> Response:
     """Receive an LFS object, streamed to disk, at an upload URL the batch API signed for one repo and object."""
     repo, sha256, length = _signed_object(req, "upload", oid, size)
     declared = req.headers.get("Content-Length")
-    if declared is not None and declared.isdigit() and int(declared) != length:
+    if declared is not None and parse_count(declared) not in (None, length):
         raise EndpointError(400, f"The upload announces {declared} bytes, the object has {length}")
     req.store.blobs.put_stream(req.read, sha256=sha256, size=length)  # checked even if stored: proof of possession
     repo.grant_blob(sha256)
