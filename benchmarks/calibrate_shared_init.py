@@ -28,8 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from hfsoup.checkpoint import CheckpointReader
 from hfsoup.compat import MIN_BODY_COSINE, SimilarityMeter
+from hfsoup.io.checkpoint import CheckpointReader
 from hfsoup.soups.engine import BaseWeights, measure
 
 

@@ -38,12 +38,12 @@ def main() -> None:
     from transformers import pipeline
     from transformers.utils import logging as transformers_logging
 
-    from hfsoup.evaluator import Evaluator
-    from hfsoup.tasks import TASKS
+    from hfsoup.evaluation.evaluator import Evaluator
+    from hfsoup.evaluation.tasks import TASKS
+    from hfsoup.localhub.server import LocalHubServer
     from hfsoup.testing.env import use_local_hub
     from hfsoup.testing.families import build_family
     from hfsoup.testing.glue import glue_features, glue_rows, publish_glue, tiny_classifier
-    from hfsoup.testing.hub_server import LocalHubServer
 
     torch.set_num_threads(args.threads)
     transformers_logging.set_verbosity_error()

@@ -77,13 +77,13 @@ def main() -> int:
 def run(args: argparse.Namespace, workdir: Path) -> int:
     from hfsoup import soup
     from hfsoup.errors import HfsoupError
-    from hfsoup.evaluator import Evaluator
-    from hfsoup.output import staging_path
+    from hfsoup.evaluation.evaluator import Evaluator
+    from hfsoup.io.staging import staging_path
+    from hfsoup.localhub.faults import FaultPlan
+    from hfsoup.localhub.server import LocalHubServer
     from hfsoup.testing.env import use_local_hub
     from hfsoup.testing.families import build_family
     from hfsoup.testing.glue import build_glue, publish_glue, tiny_classifier
-    from hfsoup.testing.hub_faults import FaultPlan
-    from hfsoup.testing.hub_server import LocalHubServer
     from hfsoup.testing.publish import upload
 
     started = time.perf_counter()

@@ -465,7 +465,7 @@ def report(variant: str, result: Result, args: argparse.Namespace) -> None:
 
 # ---------------------------------------------------------------------------------------------------- hfsoup profile
 # Runs `hfsoup soup` in-process, stamping when the first tensor is read and the first output byte written. The stamps
-# go in from inside the timed region: importing hfsoup.checkpoint (and torch with it) is part of what we time. The
+# go in from inside the timed region: importing hfsoup.io.checkpoint (and torch with it) is part of what we time. The
 # writer's name is looked up, not assumed: the engine changes, the benchmark should not break with it.
 PROFILE_WRAPPER = """\
 import cProfile, json, sys, time
@@ -474,7 +474,7 @@ marks = {"start": time.time()}
 profiler = cProfile.Profile() if profile == "1" else None
 if profiler:
     profiler.enable()
-from hfsoup import checkpoint
+from hfsoup.io import checkpoint
 
 def stamp(candidates, mark):
     for cls_name, method in candidates:

@@ -65,8 +65,8 @@ def run_demo(
 
 
 def _run(workdir: Path, report: Callable[[str], None], fast: bool, cache: str | os.PathLike | None) -> dict:
+    from .localhub.server import LocalHubServer
     from .testing.env import use_local_hub
-    from .testing.hub_server import LocalHubServer
 
     start = time.perf_counter()
     with (
@@ -87,7 +87,7 @@ def _minilm_steps(workdir: Path, cache: Path, report: Callable[[str], None], sta
     from huggingface_hub import HfApi
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from .cook import cook_recipe
+    from .pipeline import cook_recipe
     from .testing.families import publish_family
     from .testing.minilm import LABEL_NAMES, build_minilm_family, drug_reviews
     from .testing.publish import upload
@@ -185,7 +185,7 @@ def _fast_steps(workdir: Path, endpoint: str, report: Callable[[str], None], sta
     from huggingface_hub import HfApi
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from .cook import soup
+    from .pipeline import soup
     from .testing.families import build_family, publish_family
     from .testing.reference import max_relative_deviation, reference_average
 

@@ -31,9 +31,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import guard
 from .errors import HfsoupError, RecipeError, quote
-from .evaldata import data_files_problem
+from .evaluation.data import data_files_problem
+from .io import guard
 from .scrub import cut
 
 if TYPE_CHECKING:
@@ -120,7 +120,7 @@ class Recipe:
 
     def to_dict(self) -> dict[str, Any]:
         """The recipe as data (what the model card and the provenance record embed)."""
-        from .naming import public_path, scrub_paths
+        from .publish.naming import public_path, scrub_paths
 
         data = asdict(self)
         source = data.pop("source")
@@ -302,7 +302,7 @@ EVALUATION_CHECKS = {
 
 
 def _size(value: Any) -> str | None:
-    from .checkpoint import parse_size
+    from .io.checkpoint import parse_size
 
     if isinstance(value, bool) or not isinstance(value, str | int):
         return f"expected a size such as 5GB or 500MB, got {_type_name(value)}"
@@ -530,7 +530,7 @@ def load_recipe(path: str | os.PathLike) -> Recipe:
     """
     import yaml
 
-    from . import safeyaml
+    from .io import safeyaml
 
     path = Path(path)
     try:

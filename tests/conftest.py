@@ -57,9 +57,9 @@ def local_hub(tmp_path, hf_home):
     Yields the running `LocalHubServer`; its `url` is also in `HF_ENDPOINT` for the duration of the test. Its
     `faults` is an empty `FaultPlan`: `local_hub.faults.add("status", path=..., status=503)` injects failures.
     """
+    from hfsoup.localhub.faults import FaultPlan
+    from hfsoup.localhub.server import LocalHubServer
     from hfsoup.testing.env import use_local_hub
-    from hfsoup.testing.hub_faults import FaultPlan
-    from hfsoup.testing.hub_server import LocalHubServer
 
     with (
         LocalHubServer(tmp_path / "hub_store", anonymous_writes=True, faults=FaultPlan()) as server,

@@ -22,7 +22,7 @@ import hfsoup
 from hfsoup.cli import main
 from hfsoup.constants import PROGRESS_DIR
 from hfsoup.errors import InvalidSoupArgumentsError, OutputCollisionError, UnsafeStagingError
-from hfsoup.output import staging_path
+from hfsoup.io.staging import staging_path
 from hfsoup.soups import engine
 
 from .test_engine_runs import SHAPES, files_of, soup_command
@@ -251,7 +251,7 @@ def test_fresh_staging_is_private(work, tmp_path, monkeypatch):
         return real(*args, **kwargs)
 
     real = engine.write_shards
-    monkeypatch.setattr("hfsoup.cook.write_shards", spy)
+    monkeypatch.setattr("hfsoup.pipeline.write_shards", spy)
     hfsoup.soup([work / "ft0", work / "ft1"], tmp_path / "out")
     assert seen["mode"] == 0o700
     umask = os.umask(0o022)
@@ -409,7 +409,7 @@ def test_no_local_absolute_path_in_what_is_published(local_hub, tmp_path, monkey
 def test_no_local_absolute_path_in_a_scored_soup(families, tmp_path, monkeypatch):
     import shutil
 
-    from hfsoup.card import build_card, read_soup_folder
+    from hfsoup.publish.card import build_card, read_soup_folder
 
     home = tmp_path / "home" / "alice"
     folders = [shutil.copytree(families["bert"].folders()[f"ft{i}"], home / "models" / f"ft{i}") for i in range(2)]

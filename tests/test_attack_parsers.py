@@ -21,10 +21,10 @@ import pytest
 from huggingface_hub import HfApi
 
 import hfsoup
-from hfsoup import safeyaml
-from hfsoup.card import build_card, ingredient_cards, read_soup_folder
 from hfsoup.cli import main
 from hfsoup.errors import HfsoupError, IngredientConfigError, RecipeError, quote
+from hfsoup.io import safeyaml
+from hfsoup.publish.card import build_card, ingredient_cards, read_soup_folder
 from hfsoup.recipe import load_recipe
 from hfsoup.scrub import scrub
 from hfsoup.testing.publish import upload

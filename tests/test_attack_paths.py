@@ -20,9 +20,9 @@ from huggingface_hub import HfApi, snapshot_download
 from safetensors import safe_open
 
 import hfsoup
-from hfsoup.checkpoint import CheckpointReader, WeightsLayout, read_safetensors_header
 from hfsoup.cli import main
 from hfsoup.errors import CorruptCheckpointError, HfsoupError
+from hfsoup.io.checkpoint import CheckpointReader, WeightsLayout, read_safetensors_header
 from hfsoup.testing.publish import upload
 
 from .test_safety import clean_failure

@@ -13,10 +13,10 @@ import pytest
 from huggingface_hub import ModelCard
 
 import hfsoup
-from hfsoup.card import build_card, read_soup_folder
 from hfsoup.errors import NotASoupError
+from hfsoup.localhub.cards import model_card_errors
+from hfsoup.publish.card import build_card, read_soup_folder
 from hfsoup.testing.families import publish_family
-from hfsoup.testing.hub_cards import model_card_errors
 
 EVALUATION = {
     "task": "glue/mrpc",
@@ -139,7 +139,7 @@ def test_scores_reach_model_index_and_the_ingredient_table(bert_soup, evaluation
 def test_licenses_that_disagree_are_not_carried_over(bert_soup, caplog):
     soup = read_soup_folder(bert_soup)
     cards = [{"license": "apache-2.0", "base_model": "x/base"}, {"license": "mit", "base_model": "x/base"}]
-    with caplog.at_level(logging.WARNING, logger="hfsoup.card"):
+    with caplog.at_level(logging.WARNING, logger="hfsoup.publish.card"):
         card = build_card(soup, cards=cards, base_exists=False)
     assert card.data.license is None
     assert "licenses differ" in caplog.text and "apache-2.0" in caplog.text and "mit" in caplog.text

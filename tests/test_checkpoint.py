@@ -9,7 +9,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from hfsoup.checkpoint import (
+from hfsoup.errors import CorruptCheckpointError, MissingWeightsError
+from hfsoup.io.checkpoint import (
     DTYPE_CODES,
     CheckpointReader,
     SafetensorsStreamWriter,
@@ -21,7 +22,6 @@ from hfsoup.checkpoint import (
     shard_file_names,
     weights_layout,
 )
-from hfsoup.errors import CorruptCheckpointError, MissingWeightsError
 
 
 def _tensors(seed: int = 0) -> dict[str, torch.Tensor]:

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 import hfsoup
-from hfsoup.checkpoint import CheckpointReader
 from hfsoup.cli import main
 from hfsoup.compat import MIN_BODY_COSINE
 from hfsoup.errors import IncompatibleIngredientsError
+from hfsoup.io.checkpoint import CheckpointReader
 from hfsoup.testing.families import publish_folder
 from hfsoup.testing.reference import max_relative_deviation, reference_average
 

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 import hfsoup
-from hfsoup.checkpoint import CheckpointReader
 from hfsoup.constants import PROGRESS_DIR
-from hfsoup.output import staging_path
+from hfsoup.io.checkpoint import CheckpointReader
+from hfsoup.io.staging import staging_path
 from hfsoup.testing.reference import max_relative_deviation, reference_average, ulp_error
 
 from .test_soup_local import make_checkpoint

@@ -162,8 +162,8 @@ def _raised(call) -> errors.HfsoupError:
 @pytest.fixture
 def fixes(tmp_path, bert) -> list[str]:
     """The fixes of real errors raised from the Python API, one per kind of option."""
-    from hfsoup.checkpoint import CheckpointReader
-    from hfsoup.heldout import carve
+    from hfsoup.io.checkpoint import CheckpointReader
+    from hfsoup.selection.heldout import carve
     from hfsoup.soups.greedy import GreedySoup
     from hfsoup.soups.learned import LearnedSoup
 

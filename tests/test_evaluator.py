@@ -21,9 +21,9 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTok
 from hfsoup import __version__
 from hfsoup.cli import main
 from hfsoup.errors import EvaluationError
-from hfsoup.evaluator import Evaluator, evaluate_model
-from hfsoup.predictors import PREDICTORS
-from hfsoup.tasks import TASKS
+from hfsoup.evaluation.evaluator import Evaluator, evaluate_model
+from hfsoup.evaluation.predictors.registry import PREDICTORS
+from hfsoup.evaluation.tasks import TASKS
 from hfsoup.testing.families import publish_folder
 from hfsoup.testing.glue import ROWS, build_glue, glue_rows, publish_glue, publish_glue_metric, tiny_classifier
 from tests.test_tasks import _sklearn_glue
@@ -41,8 +41,8 @@ def one_thread():
 @pytest.fixture(scope="module")
 def glue(tmp_path_factory, families):
     """One local Hub for the module, holding the tiny GLUE as `nyu-mll/glue`, and a tiny classifier per task."""
+    from hfsoup.localhub.server import LocalHubServer
     from hfsoup.testing.env import use_local_hub
-    from hfsoup.testing.hub_server import LocalHubServer
 
     root = tmp_path_factory.mktemp("glue")
     models = {name: tiny_classifier(families["bert"].base, name, root / f"bert-{name}") for name in TASKS}

@@ -1,6 +1,6 @@
 """The whole pipeline through a faulty Hub (issue 9): downloads retry and resume, damaged files are never used, a
 failure that outlasts the retries is one clear error with nothing left behind, and a rerun gives the same bytes as a
-run that met no fault. Every fault is injected by the local Hub server (`hfsoup.testing.hub_faults`) over real HTTP.
+run that met no fault. Every fault is injected by the local Hub server (`hfsoup.localhub.faults`) over real HTTP.
 
 Each test asserts that its faults were really injected (`faults.injected`), so a rule that stops matching (a renamed
 endpoint, a client that changed its requests) fails the test instead of silently testing nothing.

@@ -16,11 +16,11 @@ from huggingface_hub import HfApi, ModelCard
 from safetensors.torch import load_file
 
 import hfsoup
-from hfsoup.checkpoint import file_sha256
 from hfsoup.cli import main
-from hfsoup.cook import cook_recipe
 from hfsoup.errors import SweepError
 from hfsoup.finetune import RUN_FILE, START_DIR, Sweep, plan_sweep, run_sweep
+from hfsoup.io.checkpoint import file_sha256
+from hfsoup.pipeline import cook_recipe
 from hfsoup.recipe import load_recipe
 from hfsoup.testing.families import publish_family
 from hfsoup.testing.glue import build_glue, publish_glue
@@ -32,9 +32,9 @@ NAMES = ["lr0.001-seed0-wd0.0-ls0.0", "lr0.001-seed1-wd0.0-ls0.0"]
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory, families):
     """One local Hub for the module, refusing writes without a token, holding a tiny GLUE (sst2 only)."""
+    from hfsoup.localhub.access import ADMIN
+    from hfsoup.localhub.server import LocalHubServer
     from hfsoup.testing.env import use_local_hub
-    from hfsoup.testing.hub_access import ADMIN
-    from hfsoup.testing.hub_server import LocalHubServer
 
     root = tmp_path_factory.mktemp("finetune")
     saved_token = os.environ.pop("HF_TOKEN", None)

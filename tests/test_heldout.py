@@ -9,8 +9,8 @@ import json
 import pytest
 
 from hfsoup.errors import EvaluationError, MissingDependencyError
-from hfsoup.heldout import carve
-from hfsoup.results import ResultsTable, Row
+from hfsoup.selection.heldout import carve
+from hfsoup.selection.results import ResultsTable, Row
 
 
 def test_one_split_is_halved_disjointly_and_reproducibly():

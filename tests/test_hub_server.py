@@ -17,8 +17,8 @@ from huggingface_hub.errors import (
 from huggingface_hub.utils import get_session
 
 from hfsoup.errors import HfsoupError
+from hfsoup.localhub.server import LocalHubServer
 from hfsoup.testing.env import use_local_hub
-from hfsoup.testing.hub_server import LocalHubServer
 
 TOKEN = "hf_local_test_token"
 README = """---

@@ -10,8 +10,8 @@ import torch
 from safetensors.torch import save_file
 
 import hfsoup
-from hfsoup.checkpoint import CheckpointReader, SafetensorsStreamWriter, TensorMeta
 from hfsoup.compat.similarity import SimilarityMeter
+from hfsoup.io.checkpoint import CheckpointReader, SafetensorsStreamWriter, TensorMeta
 from hfsoup.soups import kernels
 from hfsoup.testing.reference import max_relative_deviation, reference_average
 
@@ -142,7 +142,7 @@ class FullDisk:
 
 
 def test_writer_error_on_its_thread_reaches_the_caller_and_leaves_no_file(tmp_path, monkeypatch):
-    monkeypatch.setattr("hfsoup.checkpoint.open", lambda *args, **kwargs: FullDisk(), raising=False)
+    monkeypatch.setattr("hfsoup.io.checkpoint.open", lambda *args, **kwargs: FullDisk(), raising=False)
     writer = SafetensorsStreamWriter(tmp_path / "model.safetensors", [("w", TensorMeta("F32", (1000, 1000)))])
     writer.begin("w", "F32", (1000, 1000))
     with pytest.raises(OSError, match="No space left"):

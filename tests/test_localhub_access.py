@@ -29,9 +29,9 @@ from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 from huggingface_hub.utils import get_session
 
 from hfsoup.cli import main
+from hfsoup.localhub.access import HubUser, TokenFileError, load_token_file
+from hfsoup.localhub.server import LocalHubServer
 from hfsoup.testing.env import use_local_hub
-from hfsoup.testing.hub_access import HubUser, TokenFileError, load_token_file
-from hfsoup.testing.hub_server import LocalHubServer
 
 ALICE = "hf_AliceTokenAliceTokenAliceToken01"
 BOB = "hf_BobTokenBobTokenBobTokenBobToken"
@@ -423,7 +423,7 @@ def test_type_confused_json_is_a_400_never_a_500(hub, method, path, body, caplog
     HfApi(token=ALICE).create_repo("alice/repo")
     before = head_of(hub, "alice/repo")
     headers = {"Authorization": f"Bearer {ALICE}", "Content-Type": "application/json"}
-    with caplog.at_level(logging.ERROR, logger="hfsoup.testing.hub_server"):
+    with caplog.at_level(logging.ERROR, logger="hfsoup.localhub.server"):
         answer = get_session().request(method, hub.url + path, content=body, headers=headers)
     assert answer.status_code == 400, answer.text
     assert "error" in answer.json() and "Traceback" not in answer.text

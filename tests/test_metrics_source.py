@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 
 from hfsoup import __version__
-from hfsoup.card import build_card, read_soup_folder
 from hfsoup.cli import main
-from hfsoup.evaluator import evaluate_model
-from hfsoup.metrics import SHIPPED
-from hfsoup.tasks import TASKS
+from hfsoup.evaluation.evaluator import evaluate_model
+from hfsoup.evaluation.metrics import SHIPPED
+from hfsoup.evaluation.tasks import TASKS
+from hfsoup.publish.card import build_card, read_soup_folder
 from hfsoup.testing.families import publish_family
 from hfsoup.testing.glue import ROWS, build_glue, glue_rows, publish_glue, publish_glue_metric, tiny_classifier
 from tests.test_tasks import _sklearn_glue
@@ -152,7 +152,7 @@ def test_shipped_modules_still_load_after_the_modules_cache_moved(tmp_path, monk
 
     import evaluate.config
 
-    from hfsoup.metrics import load_metric
+    from hfsoup.evaluation.metrics import load_metric
 
     monkeypatch.setattr(evaluate.config, "HF_MODULES_CACHE", tmp_path / "first")
     assert load_metric("glue", "cola").compute([1, 0, 1], [1, 0, 0]) == {"matthews_correlation": 0.5}

@@ -95,8 +95,8 @@ def hub_files(store: Path, repo_id: str, filenames: list[str], tmp_path: Path) -
     """Download files of `repo_id` from a local Hub started on `store`, the one a notebook left behind."""
     from huggingface_hub import hf_hub_download
 
+    from hfsoup.localhub.server import LocalHubServer
     from hfsoup.testing.env import use_local_hub
-    from hfsoup.testing.hub_server import LocalHubServer
 
     with LocalHubServer(store) as server, use_local_hub(server.url, tmp_path / "hf_home_check"):
         return [Path(hf_hub_download(repo_id, name)) for name in filenames]

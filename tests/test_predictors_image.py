@@ -13,11 +13,11 @@ from transformers import AutoImageProcessor, AutoProcessor, CLIPForImageClassifi
 
 from hfsoup import __version__
 from hfsoup.errors import EvaluationError
-from hfsoup.evaldata import tokenizer_fingerprint
-from hfsoup.evaluator import Evaluator, evaluate_model
-from hfsoup.predictors import predictor_for
-from hfsoup.predictors_image import CLIP_TEMPLATES
-from hfsoup.tasks import get_task
+from hfsoup.evaluation.data import tokenizer_fingerprint
+from hfsoup.evaluation.evaluator import Evaluator, evaluate_model
+from hfsoup.evaluation.predictors.image import CLIP_TEMPLATES
+from hfsoup.evaluation.predictors.registry import predictor_for
+from hfsoup.evaluation.tasks import get_task
 from hfsoup.testing.digits import DIGIT_NAMES, DIGIT_ROWS, DIGITS_REPO, build_digits, digit_images, publish_digits
 
 N = DIGIT_ROWS["validation"]
@@ -26,9 +26,9 @@ N = DIGIT_ROWS["validation"]
 @pytest.fixture(scope="module")
 def digits_hub(tmp_path_factory, families):
     """The digits as `hfsoup-testing/digits` on a local Hub, and a tiny `CLIPForImageClassification` for them."""
+    from hfsoup.localhub.server import LocalHubServer
     from hfsoup.testing.digits import tiny_clip_classifier
     from hfsoup.testing.env import use_local_hub
-    from hfsoup.testing.hub_server import LocalHubServer
 
     root = tmp_path_factory.mktemp("digits")
     threads = torch.get_num_threads()
@@ -119,8 +119,8 @@ def test_evaluator_encodes_once_per_processor(digits_hub, families):
 
 
 def test_image_task_errors():
-    from hfsoup.predictors import PREDICTORS
-    from hfsoup.tasks import TASKS
+    from hfsoup.evaluation.predictors.registry import PREDICTORS
+    from hfsoup.evaluation.tasks import TASKS
 
     with pytest.raises(EvaluationError, match="needs the dataset"):
         get_task("image-classification")

@@ -12,10 +12,10 @@ import torch
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 from hfsoup.errors import EvaluationError
-from hfsoup.evaluator import Evaluator, evaluate_model
-from hfsoup.predictors import PREDICTORS, predictor_for
-from hfsoup.predictors_t5 import STSB_ANSWERS, T5_FORMATS
-from hfsoup.tasks import TASKS, Task
+from hfsoup.evaluation.evaluator import Evaluator, evaluate_model
+from hfsoup.evaluation.predictors.registry import PREDICTORS, predictor_for
+from hfsoup.evaluation.predictors.t5 import STSB_ANSWERS, T5_FORMATS
+from hfsoup.evaluation.tasks import TASKS, Task
 from hfsoup.testing.glue import ROWS, build_glue, glue_rows, publish_glue
 from tests.test_tasks import _sklearn_glue
 
@@ -23,8 +23,8 @@ from tests.test_tasks import _sklearn_glue
 @pytest.fixture(scope="module")
 def glue_hub(tmp_path_factory):
     """The tiny GLUE as `nyu-mll/glue` on a local Hub, for the module."""
+    from hfsoup.localhub.server import LocalHubServer
     from hfsoup.testing.env import use_local_hub
-    from hfsoup.testing.hub_server import LocalHubServer
 
     root = tmp_path_factory.mktemp("t5glue")
     threads = torch.get_num_threads()

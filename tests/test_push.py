@@ -16,11 +16,11 @@ from huggingface_hub import HfApi, ModelCard
 import hfsoup
 from hfsoup.cli import main
 from hfsoup.errors import HubError
+from hfsoup.localhub.access import HubUser
+from hfsoup.localhub.faults import FaultPlan
+from hfsoup.localhub.server import LocalHubServer
 from hfsoup.testing.env import use_local_hub
 from hfsoup.testing.families import publish_family
-from hfsoup.testing.hub_access import HubUser
-from hfsoup.testing.hub_faults import FaultPlan
-from hfsoup.testing.hub_server import LocalHubServer
 from hfsoup.testing.publish import upload
 from tests.test_card import add_scores
 

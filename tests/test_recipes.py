@@ -15,7 +15,7 @@ from huggingface_hub import HfApi, ModelCard
 
 from hfsoup.cli import main
 from hfsoup.errors import RecipeError
-from hfsoup.output import staging_path
+from hfsoup.io.staging import staging_path
 from hfsoup.recipe import load_recipe, parse_recipe
 from hfsoup.testing.families import publish_family
 from hfsoup.testing.glue import build_glue, publish_glue

@@ -18,7 +18,7 @@ from huggingface_hub import HfApi
 import hfsoup
 from hfsoup.cli import main
 from hfsoup.errors import DiskFullError, EvaluationError
-from hfsoup.output import write_file_atomic
+from hfsoup.io.staging import write_file_atomic
 from hfsoup.testing.publish import upload
 
 from .test_engine_runs import SHAPES
@@ -233,7 +233,7 @@ class _FillsUp:
 def test_disk_full_while_writing_shards_leaves_nothing(tmp_path, monkeypatch, capsys):
     """The second shard's write fails with ENOSPC on the writer's thread: one clear error, no output folder, no
     staging folder, no completed first shard kept behind (nothing partial, not even for --resume)."""
-    from hfsoup.checkpoint import SafetensorsStreamWriter
+    from hfsoup.io.checkpoint import SafetensorsStreamWriter
 
     ingredients = [make_checkpoint(tmp_path / f"ft{i}", seed=i, shapes=SHAPES) for i in range(2)]
     opened = []

@@ -14,8 +14,8 @@ import torch
 from huggingface_hub import HfApi
 
 import hfsoup
-from hfsoup.checkpoint import CheckpointReader
 from hfsoup.cli import main
+from hfsoup.io.checkpoint import CheckpointReader
 from hfsoup.testing.families import publish_folder
 from hfsoup.testing.reference import max_relative_deviation, reference_average, ulp_error
 

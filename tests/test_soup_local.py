@@ -12,7 +12,6 @@ import torch
 from safetensors.torch import save_file
 
 import hfsoup
-from hfsoup.checkpoint import CheckpointReader
 from hfsoup.cli import main
 from hfsoup.errors import (
     DiskFullError,
@@ -22,6 +21,7 @@ from hfsoup.errors import (
     MissingWeightsError,
     OutputExistsError,
 )
+from hfsoup.io.checkpoint import CheckpointReader
 from hfsoup.testing.reference import max_relative_deviation, reference_average
 
 

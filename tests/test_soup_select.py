@@ -15,8 +15,8 @@ import torch
 from safetensors.torch import load_file
 
 from hfsoup.cli import main
-from hfsoup.evaluator import Evaluator
-from hfsoup.heldout import carve
+from hfsoup.evaluation.evaluator import Evaluator
+from hfsoup.selection.heldout import carve
 from hfsoup.testing.families import publish_family
 from hfsoup.testing.glue import build_glue, publish_glue
 
@@ -32,8 +32,8 @@ def one_thread():
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory, families):
     """One local Hub for the module with the tiny BERT fine-tunes and a tiny GLUE (sst2 only)."""
+    from hfsoup.localhub.server import LocalHubServer
     from hfsoup.testing.env import use_local_hub
-    from hfsoup.testing.hub_server import LocalHubServer
 
     root = tmp_path_factory.mktemp("select")
     saved_token = os.environ.pop("HF_TOKEN", None)

@@ -31,8 +31,8 @@ def threads():
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory):
     """An empty local Hub: the metric lookup goes there (and falls back to hfsoup's own module), not outside."""
+    from hfsoup.localhub.server import LocalHubServer
     from hfsoup.testing.env import use_local_hub
-    from hfsoup.testing.hub_server import LocalHubServer
 
     root = tmp_path_factory.mktemp("hub")
     with LocalHubServer(root / "store", anonymous_writes=True) as server, use_local_hub(server.url, root / "hf_home"):
@@ -111,13 +111,13 @@ def test_learned_soup_matches_or_beats_the_uniform_held_out_loss(souped):
 @opt_in
 def test_early_stopping_makes_the_same_decisions_for_less_evaluation(minilm_family, reviews_file, threads, hub):
     """The saving, measured: the same search with and without early stopping, on the real held-out half."""
-    from hfsoup.checkpoint import CheckpointReader
-    from hfsoup.evaluator import Evaluator
-    from hfsoup.heldout import carve
-    from hfsoup.placement import load_model, load_tokenizer
-    from hfsoup.scorers import AccuracyScorer, make_scorer
-    from hfsoup.tasks import text_classification_task
-    from hfsoup.tasting import state_loader
+    from hfsoup.evaluation.evaluator import Evaluator
+    from hfsoup.evaluation.placement import load_model, load_tokenizer
+    from hfsoup.evaluation.tasks import text_classification_task
+    from hfsoup.io.checkpoint import CheckpointReader
+    from hfsoup.selection.heldout import carve
+    from hfsoup.selection.scorers import AccuracyScorer, make_scorer
+    from hfsoup.selection.stage import state_loader
 
     task = text_classification_task(list(LABEL_NAMES))
     evaluator = Evaluator(task, "test", data_files={"test": [str(reviews_file)]}, max_length=MAX_LENGTH)

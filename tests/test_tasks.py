@@ -8,7 +8,7 @@ from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
 from hfsoup.errors import EvaluationError, HfsoupError
-from hfsoup.tasks import TASKS, get_task, label_mapping
+from hfsoup.evaluation.tasks import TASKS, get_task, label_mapping
 
 # The real GLUE, as `nyu-mll/glue` has it: text columns and label names in id order.
 REAL_GLUE = {
@@ -95,7 +95,7 @@ def _sklearn_glue(config: str, predictions, references) -> dict[str, float]:
 @pytest.fixture
 def shipped_glue(local_hub):
     """hfsoup's GLUE module, loaded the way the evaluator loads it by default (the Hub's only on request)."""
-    from hfsoup.metrics import load_metric
+    from hfsoup.evaluation.metrics import load_metric
 
     def load(config):
         metric = load_metric("glue", config)

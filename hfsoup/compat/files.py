@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import IngredientConfigError, quote
-from ..jsonread import parse_json, read_bounded
+from ..io.jsonread import parse_json, read_bounded
 
 _FIX = (
     "The ingredient's files are malformed: re-save it with transformers (save_pretrained), or use another revision "

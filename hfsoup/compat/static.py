@@ -10,8 +10,8 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..checkpoint import StructureMap
 from ..errors import option, quote
+from ..io.checkpoint import StructureMap
 from ..scrub import cut
 from . import files
 from .report import CompatReport, IngredientSummary
@@ -95,7 +95,7 @@ def _card_base_model(folder: Path) -> list[str] | None:
         return None
     import yaml
 
-    from .. import safeyaml
+    from ..io import safeyaml
 
     try:
         base = (safeyaml.card_metadata(card) or {}).get("base_model")

@@ -18,7 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..checkpoint import (
+from ..compat.similarity import SimilarityMeter
+from ..constants import PROGRESS_DIR
+from ..errors import IncompatibleIngredientsError, InvalidSoupArgumentsError, option
+from ..io.checkpoint import (
     FLOAT_CODES,
     NAME_CODES,
     CheckpointReader,
@@ -27,10 +30,7 @@ from ..checkpoint import (
     plan_shards,
     shard_file_names,
 )
-from ..compat.similarity import SimilarityMeter
-from ..constants import PROGRESS_DIR
-from ..errors import IncompatibleIngredientsError, InvalidSoupArgumentsError, option
-from ..output import write_file_atomic
+from ..io.staging import write_file_atomic
 from . import kernels
 from .base import Mixing
 from .resume import StagedShardCheck, staged_candidate

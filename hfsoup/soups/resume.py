@@ -16,7 +16,7 @@ import os
 import stat
 from pathlib import Path
 
-from ..checkpoint import SafetensorsStreamWriter
+from ..io.checkpoint import SafetensorsStreamWriter
 
 logger = logging.getLogger(__name__)
 

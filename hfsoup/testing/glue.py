@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..tasks import GLUE_DATASET, TASKS, Task
+from ..evaluation.tasks import GLUE_DATASET, TASKS, Task
 from .publish import upload, write_dataset_card
 
 #: Rows per split: small enough to build and tokenize in a blink, large enough for every metric to be defined.
@@ -146,7 +146,7 @@ def publish_glue_metric(*, repo_id: str = "evaluate-metric/glue", api=None, scri
     """
     from huggingface_hub import CommitOperationAdd, HfApi
 
-    from ..metrics import SHIPPED
+    from ..evaluation.metrics import SHIPPED
 
     api = api or HfApi()
     api.create_repo(repo_id, repo_type="space", space_sdk="gradio", exist_ok=True)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ..checkpoint import CheckpointReader
+from ..io.checkpoint import CheckpointReader
 
 
 def reference_average(

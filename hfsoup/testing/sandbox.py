@@ -25,10 +25,10 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..localhub.access import ANY_NAMESPACE, HubUser, new_token
+from ..localhub.protocol import LOCAL_USER
+from ..localhub.server import LocalHubServer
 from .env import use_local_hub
-from .hub_access import ANY_NAMESPACE, HubUser, new_token
-from .hub_protocol import LOCAL_USER
-from .hub_server import LocalHubServer
 
 
 @dataclass

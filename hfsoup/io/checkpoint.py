@@ -1,0 +1,530 @@
+"""Checkpoints on disk: lazy per-tensor reads and sharded, streaming safetensors writes.
+
+Reading never loads a whole model: the safetensors header is parsed on its own (so structure can be checked before
+any tensor is touched) and tensors are read one at a time from a memory map of the file, as numpy views of the stored
+bytes (`get_array`, what the soup engine uses: no torch import, no copy) or as torch tensors (`get`). Writing plans the
+shards from the tensor sizes up front, so shard names (`model-00001-of-00003.safetensors`) are known before the
+first byte is written and nothing is buffered beyond the block being written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import mmap
+import os
+import queue
+import re
+import struct
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import CorruptCheckpointError, MissingWeightsError, option
+from .confine import allowed_roots, confined, plain_name
+from .headers import header_length, parse_header, quote
+from .jsonread import parse_json, read_bounded
+
+if TYPE_CHECKING:
+    import torch
+
+logger = logging.getLogger(__name__)
+
+SAFE_WEIGHTS_NAME = "model.safetensors"
+SAFE_WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
+PICKLE_WEIGHTS_NAME = "pytorch_model.bin"
+PICKLE_WEIGHTS_INDEX_NAME = "pytorch_model.bin.index.json"
+
+# safetensors dtype codes (https://huggingface.co/docs/safetensors/index#format) -> the numpy dtype that holds the
+# stored bytes. numpy has no bfloat16 or float8: those are held as raw unsigned integers of the same width and
+# converted explicitly (`soups.kernels`), which keeps torch out of the soup path.
+STORAGE: dict[str, np.dtype] = {
+    "F64": np.dtype(np.float64),
+    "F32": np.dtype(np.float32),
+    "F16": np.dtype(np.float16),
+    "BF16": np.dtype(np.uint16),
+    "F8_E4M3": np.dtype(np.uint8),
+    "F8_E5M2": np.dtype(np.uint8),
+    "I64": np.dtype(np.int64),
+    "I32": np.dtype(np.int32),
+    "I16": np.dtype(np.int16),
+    "I8": np.dtype(np.int8),
+    "U8": np.dtype(np.uint8),
+    "BOOL": np.dtype(np.bool_),
+}
+FLOAT_CODES = {"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"}
+# Output dtype names (`--dtype`) -> codes.
+NAME_CODES = {"float64": "F64", "float32": "F32", "float16": "F16", "bfloat16": "BF16"}
+_TORCH_NAMES = {
+    "F64": "float64",
+    "F32": "float32",
+    "F16": "float16",
+    "BF16": "bfloat16",
+    "F8_E4M3": "float8_e4m3fn",
+    "F8_E5M2": "float8_e5m2",
+    "I64": "int64",
+    "I32": "int32",
+    "I16": "int16",
+    "I8": "int8",
+    "U8": "uint8",
+    "BOOL": "bool",
+}
+
+
+def torch_dtypes() -> dict[str, torch.dtype]:
+    """Codes -> torch dtypes; imports torch, so only callers that work with torch tensors use it."""
+    import torch
+
+    return {code: getattr(torch, name) for code, name in _TORCH_NAMES.items()}
+
+
+def __getattr__(name: str) -> Any:
+    # `DTYPES` (code -> torch dtype) and `DTYPE_CODES` (the reverse) are built on first use, so that importing this
+    # module does not import torch.
+    if name == "DTYPES":
+        return torch_dtypes()
+    if name == "DTYPE_CODES":
+        return {dtype: code for code, dtype in torch_dtypes().items()}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+@dataclass(frozen=True)
+class TensorMeta:
+    """Name-independent facts about one stored tensor: its dtype code (`"F32"`...) and shape."""
+
+    dtype: str
+    shape: tuple[int, ...]
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for dim in self.shape:
+            n *= dim
+        return n
+
+    @property
+    def nbytes(self) -> int:
+        return self.numel * STORAGE[self.dtype].itemsize
+
+    @property
+    def is_float(self) -> bool:
+        return self.dtype in FLOAT_CODES
+
+
+StructureMap = dict[str, TensorMeta]
+
+
+def read_safetensors_header(path: str | os.PathLike, *, where: str | None = None) -> StructureMap:
+    """Parse a safetensors file's header alone, by `safetensors`' own rules (`hfsoup.io.headers`).
+
+    Raises `CorruptCheckpointError`, naming the file (`where`, by default its path) and the field, when the header is
+    truncated, not a JSON object, repeats a name, names an unknown dtype, has a shape or offsets that are not
+    non-negative integers, or tensors whose bytes do not tile the data section exactly, so a lying file is refused
+    before any tensor is read.
+    """
+    return _parse_header(path, where=where)[0]
+
+
+def _parse_header(path: str | os.PathLike, *, where: str | None = None) -> tuple[StructureMap, dict[str, int]]:
+    """The structure, and where each tensor's bytes start in the file (validated: they tile the data section)."""
+    where = where or str(path)
+    with open(path, "rb") as f:
+        file_size = os.fstat(f.fileno()).st_size
+        length = header_length(f.read(8), file_size, where)
+        raw = f.read(length)
+    if len(raw) != length:  # the file shrank while being read
+        raise CorruptCheckpointError(f"{where} was truncated while hfsoup read its header.")
+    return structure_from_header(raw, file_size=file_size, where=where)
+
+
+def structure_from_header(raw: bytes, *, file_size: int, where: str) -> tuple[StructureMap, dict[str, int]]:
+    """Check a header's JSON bytes (`raw`, read after the 8-byte length) against a file of `file_size` bytes; return
+    the structure and each tensor's first byte in the file. Local files and the Hub's Range reads both come here."""
+    entries = parse_header(raw, data_size=file_size - 8 - len(raw), where=where)
+    structure: StructureMap = {}
+    starts: dict[str, int] = {}
+    for name, entry in entries.items():
+        if entry.dtype not in STORAGE:
+            raise CorruptCheckpointError(
+                f"{where}: tensor {quote(name)} has dtype {entry.dtype!r}, which hfsoup cannot average."
+            )
+        structure[name] = TensorMeta(entry.dtype, entry.shape)
+        starts[name] = 8 + len(raw) + entry.begin
+    return structure, starts
+
+
+@dataclass(frozen=True)
+class WeightsLayout:
+    """Which files hold a checkpoint's weights, and which tensor lives in which file."""
+
+    format: str  # "safetensors" or "pickle"
+    files: tuple[str, ...]
+    index_file: str | None = None
+
+
+def weights_layout(files: Iterable[str]) -> WeightsLayout | None:
+    """Pick the weights of a checkpoint from its file names (repo-relative), preferring safetensors.
+
+    Only root-level files count: sub-folders hold other variants (ONNX exports, adapters) that are not the model.
+    """
+    names = {f for f in files if "/" not in f}
+    if SAFE_WEIGHTS_INDEX_NAME in names:
+        return WeightsLayout("safetensors", (), SAFE_WEIGHTS_INDEX_NAME)
+    if SAFE_WEIGHTS_NAME in names:
+        return WeightsLayout("safetensors", (SAFE_WEIGHTS_NAME,))
+    if PICKLE_WEIGHTS_INDEX_NAME in names:
+        return WeightsLayout("pickle", (), PICKLE_WEIGHTS_INDEX_NAME)
+    if PICKLE_WEIGHTS_NAME in names:
+        return WeightsLayout("pickle", (PICKLE_WEIGHTS_NAME,))
+    return None
+
+
+def read_weight_map(index_path: str | os.PathLike, *, where: str | None = None) -> dict[str, str]:
+    """The tensor name -> shard file map of a `*.index.json` (`where` names it in errors; by default its path).
+
+    Every shard must be a plain relative file name (`confine.plain_name`): an index naming `/etc/passwd` or
+    `../other/model.safetensors` is refused before any shard is opened.
+    """
+    where = where or str(index_path)
+    try:
+        index = parse_json(read_bounded(Path(index_path)))
+    except (OSError, ValueError) as e:  # ValueError: not UTF-8, not JSON or nested too deep; none quotes the content
+        raise CorruptCheckpointError(f"{where} is not a valid weights index: {type(e).__name__}.") from None
+    weight_map = index.get("weight_map") if isinstance(index, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise CorruptCheckpointError(
+            f"{where} is not a valid weights index: expected an object with a non-empty 'weight_map' object of "
+            "tensor name -> shard file.",
+            fix="The file is corrupt or was written by a buggy tool; re-download or re-export it.",
+        )
+    for name, shard in weight_map.items():
+        if not isinstance(shard, str):
+            raise CorruptCheckpointError(f"{where}: the shard of tensor {quote(name)} is not a file name string.")
+        plain_name(shard, where=where, what=f"shard of tensor {quote(name)}")
+    return dict(weight_map)
+
+
+class CheckpointReader:
+    """Read one checkpoint folder tensor by tensor, without loading the whole model.
+
+    Args:
+        folder (`str` or `os.PathLike`):
+            A folder holding `model.safetensors`, or shards with `model.safetensors.index.json`.
+        allow_pickle (`bool`, *optional*, defaults to `False`):
+            Also accept `pytorch_model.bin` checkpoints, loaded with `torch.load(weights_only=True)`, which refuses
+            anything but tensors and plain containers (no code runs from the file).
+
+    Example:
+        ```py
+        >>> with CheckpointReader("out/") as reader:
+        ...     print(len(reader.structure), reader.get("classifier.weight").shape)
+        ```
+    """
+
+    def __init__(self, folder: str | os.PathLike, *, allow_pickle: bool = False) -> None:
+        self.folder = Path(folder)
+        layout = weights_layout(p.name for p in self.folder.iterdir()) if self.folder.is_dir() else None
+        if layout is None:
+            raise MissingWeightsError(f"{self.folder} holds no model weights (no {SAFE_WEIGHTS_NAME} or its index).")
+        if layout.format == "pickle" and not allow_pickle:
+            raise MissingWeightsError(
+                f"{self.folder} holds only pickle weights ({layout.index_file or layout.files[0]}), which can run "
+                "code when loaded.",
+                fix=f"Pass {option('allow_pickle')} to load them with torch.load(weights_only=True), or "
+                "convert the checkpoint to safetensors.",
+            )
+        self.format = layout.format
+        # Every file read is confined to the folder (or its Hub snapshot's blobs): a link or an index entry
+        # pointing elsewhere is refused before it is opened.
+        roots = allowed_roots(self.folder)
+        if layout.index_file:
+            index = confined(self.folder, layout.index_file, where=str(self.folder), what="weights index", roots=roots)
+            self.weight_map = read_weight_map(index, where=str(self.folder / layout.index_file))
+        else:
+            self.weight_map = None
+        files = sorted(set(self.weight_map.values())) if self.weight_map else list(layout.files)
+        self._paths = {
+            f: confined(self.folder, f, where=str(self.folder), what="weights file", roots=roots) for f in files
+        }
+        missing = [f for f in files if not self._paths[f].is_file()]
+        if missing:
+            raise CorruptCheckpointError(f"{self.folder} is missing weight shards named in its index: {missing}.")
+        self._handles: dict[str, object] = {}
+        self._maps: dict[str, mmap.mmap | bytes] = {}
+        self._starts: dict[str, int] = {}
+        self.structure: StructureMap = {}
+        self._file_of: dict[str, str] = {}
+        for file in files:
+            metas = self._read_structure(file)
+            for name, meta in metas.items():
+                self.structure[name] = meta
+                self._file_of[name] = file
+        if self.weight_map:
+            absent = sorted(set(self.weight_map) - set(self._file_of))
+            if absent:
+                raise CorruptCheckpointError(
+                    f"{self.folder}: the weights index names {len(absent)} tensors no shard holds, e.g. {absent[:3]}."
+                )
+
+    def _read_structure(self, file: str) -> StructureMap:
+        if self.format == "safetensors":
+            structure, starts = _parse_header(self._paths[file], where=str(self.folder / file))
+            self._starts.update(starts)
+            return structure
+        # Pickle: map the file (no full read) and describe what weights_only loading returns.
+        state = self._pickle_state(file)
+        codes = {dtype: code for code, dtype in torch_dtypes().items()}
+        return {name: TensorMeta(codes[t.dtype], tuple(t.shape)) for name, t in state.items()}
+
+    def _pickle_state(self, file: str) -> dict[str, torch.Tensor]:
+        import torch
+
+        if file not in self._handles:
+            try:
+                state = torch.load(self._paths[file], map_location="cpu", weights_only=True, mmap=True)
+            except Exception as e:  # torch raises UnpicklingError, RuntimeError... for refused or broken files
+                raise CorruptCheckpointError(
+                    f"{self.folder / file} could not be loaded with torch.load(weights_only=True): {e}"
+                ) from e
+            if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+                raise CorruptCheckpointError(f"{self.folder / file} does not hold a flat dict of tensors.")
+            self._handles[file] = state
+        return self._handles[file]  # type: ignore[return-value]
+
+    def get(self, name: str) -> torch.Tensor:
+        """Read one tensor (on the CPU, in its stored dtype)."""
+        file = self._file_of[name]
+        if self.format == "pickle":
+            return self._pickle_state(file)[name]
+        if file not in self._handles:
+            from safetensors import safe_open
+
+            self._handles[file] = safe_open(self._paths[file], framework="pt", device="cpu")
+        return self._handles[file].get_tensor(name)  # type: ignore[attr-defined]
+
+    def get_array(self, name: str) -> np.ndarray:
+        """One tensor's stored bytes as a read-only numpy array of its shape, without a copy for safetensors files.
+
+        The dtype is `STORAGE[code]`: bfloat16 and float8 come back as unsigned integers holding their bits.
+        """
+        meta, file = self.structure[name], self._file_of[name]
+        if self.format == "pickle":
+            tensor = self._pickle_state(file)[name].contiguous()
+            raw = tensor.reshape(-1).view(torch_dtypes()["U8"]).numpy()
+            return raw.view(STORAGE[meta.dtype]).reshape(meta.shape)
+        if file not in self._maps:
+            with open(self._paths[file], "rb") as f:
+                # A memory map: pages are read on first touch and belong to the page cache, not to this process's
+                # heap, so a soup's memory does not grow with the size or number of its ingredients.
+                size = os.fstat(f.fileno()).st_size
+                self._maps[file] = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+            if isinstance(self._maps[file], mmap.mmap) and hasattr(mmap, "MADV_SEQUENTIAL"):
+                # Tensors are read front to back: the kernel may read ahead generously and drop pages behind.
+                self._maps[file].madvise(mmap.MADV_SEQUENTIAL)  # type: ignore[union-attr]
+        array = np.frombuffer(self._maps[file], STORAGE[meta.dtype], meta.numel, self._starts[name])
+        return array.reshape(meta.shape)
+
+    def close(self) -> None:
+        self._handles.clear()
+        maps, self._maps = self._maps, {}
+        for mapped in maps.values():
+            if isinstance(mapped, mmap.mmap):
+                try:
+                    mapped.close()
+                except BufferError:  # arrays still view it: the map closes when the last of them goes
+                    pass
+
+    def __enter__(self) -> CheckpointReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?I?B?)\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
+_SIZE_UNITS |= {"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40, "K": 10**3, "M": 10**6, "G": 10**9}
+
+
+def parse_size(size: str | int) -> int:
+    """Parse `"5GB"`, `"500MiB"` or a byte count into bytes (decimal units, as `transformers` uses)."""
+    if isinstance(size, int):
+        return size
+    match = _SIZE_RE.match(size)
+    if not match or match.group(2).upper() not in _SIZE_UNITS:
+        raise ValueError(f"not a size: {size!r} (expected e.g. '5GB', '500MB' or a number of bytes)")
+    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).upper()])
+
+
+def plan_shards(sizes: list[tuple[str, int]], max_shard_size: int) -> list[list[str]]:
+    """Group tensors, in order, into shards of at most `max_shard_size` bytes (a bigger tensor gets its own)."""
+    shards: list[list[str]] = [[]]
+    current = 0
+    for name, nbytes in sizes:
+        if shards[-1] and current + nbytes > max_shard_size:
+            shards.append([])
+            current = 0
+        shards[-1].append(name)
+        current += nbytes
+    return shards
+
+
+def shard_file_names(n_shards: int) -> list[str]:
+    """File names as `transformers.save_pretrained` gives them."""
+    if n_shards == 1:
+        return [SAFE_WEIGHTS_NAME]
+    return [f"model-{i + 1:05d}-of-{n_shards:05d}.safetensors" for i in range(n_shards)]
+
+
+class SafetensorsStreamWriter:
+    """Write one safetensors file tensor by tensor, block by block, holding nothing in memory once written.
+
+    The header is written first: every tensor's shape and dtype are known from the plan, so the offsets are too. The
+    file is written under a temporary name, hashed (sha256) as it is written, and renamed into place by `close`, so a
+    file with the final name is always complete. Writing and hashing run on a background thread (both release the
+    GIL), so they overlap with the caller computing the next block; at most `_QUEUE_BLOCKS` blocks wait in between.
+
+    Args:
+        path (`str` or `os.PathLike`): the final file name.
+        tensors (`list[tuple[str, TensorMeta]]`): every tensor, in the order they will be written.
+        metadata (`dict[str, str]`, *optional*): the header's `__metadata__`.
+
+    Example:
+        ```py
+        >>> writer = SafetensorsStreamWriter("model.safetensors", [("w", TensorMeta("F32", (2, 2)))])
+        >>> writer.add("w", np.eye(2, dtype=np.float32))
+        >>> sha256 = writer.close()
+        ```
+    """
+
+    _QUEUE_BLOCKS = 8
+
+    def __init__(self, path: str | os.PathLike, tensors: list[tuple[str, TensorMeta]], *, metadata=None) -> None:
+        import hashlib
+
+        self.path = Path(path)
+        self._tmp = self.path.with_name(f".{self.path.name}.writing")
+        header: dict[str, object] = {"__metadata__": dict(metadata or {})}
+        offset = 0
+        for name, meta in tensors:
+            header[name] = {
+                "dtype": meta.dtype,
+                "shape": list(meta.shape),
+                "data_offsets": [offset, offset + meta.nbytes],
+            }
+            offset += meta.nbytes
+        raw = json.dumps(header, separators=(",", ":")).encode()
+        raw += b" " * (-len(raw) % 8)  # the data section starts 8-byte aligned, as safetensors writes it
+        self._expected = list(tensors)
+        self._next = 0
+        self._open: tuple[str, TensorMeta, int] | None = None  # the tensor being written, and bytes still due
+        self._hash = hashlib.sha256()
+        self._file = self._open_sink()
+        self._queue: queue.Queue = queue.Queue(self._QUEUE_BLOCKS)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._drain, name=f"write {self.path.name}", daemon=True)
+        self._thread.start()
+        self._put(struct.pack("<Q", len(raw)) + raw)
+
+    def _open_sink(self):  # noqa: ANN202 - a binary file; `soups.resume` compares instead of writing
+        return open(self._tmp, "wb")  # noqa: SIM115 - closed in close() or abort()
+
+    def _drain(self) -> None:
+        while (data := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self._file.write(data)
+                    self._hash.update(data)
+                except BaseException as e:  # noqa: BLE001 - handed to the caller's thread, raised there
+                    self._error = e
+
+    def _put(self, data: bytes | memoryview) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(data)
+
+    def begin(self, name: str, dtype: str, shape: tuple[int, ...]) -> None:
+        """Start the next tensor; its bytes follow through `write`."""
+        if self._open is not None or self._next >= len(self._expected):
+            raise RuntimeError(f"{self.path.name}: tensor {name!r} begun out of order")  # a bug, not input
+        expected, meta = self._expected[self._next]
+        if name != expected or dtype != meta.dtype or tuple(shape) != meta.shape:
+            raise RuntimeError(f"tensor {name!r} does not match the planned {expected!r} {meta}")  # a bug, not input
+        self._open = (name, meta, meta.nbytes)
+
+    def write(self, block: np.ndarray) -> None:
+        """The next bytes of the open tensor: a C-contiguous array in its storage dtype. It must not change later."""
+        if self._open is None:
+            raise RuntimeError(f"{self.path.name}: write before begin")
+        name, meta, due = self._open
+        if block.dtype != STORAGE[meta.dtype] or block.nbytes > due:
+            raise RuntimeError(f"{self.path.name}: block of {block.dtype} x {block.size} does not fit {name!r}")
+        self._put(memoryview(np.ascontiguousarray(block)).cast("B"))
+        self._open = (name, meta, due - block.nbytes)
+
+    def end(self) -> None:
+        """Finish the open tensor; all its bytes must have been written."""
+        if self._open is None or self._open[2] != 0:
+            raise RuntimeError(f"{self.path.name}: tensor {self._open and self._open[0]!r} ended incomplete")
+        self._open = None
+        self._next += 1
+
+    def add(self, name: str, tensor: np.ndarray | torch.Tensor) -> None:
+        """Write a whole tensor: a numpy array in its storage dtype, or a torch tensor."""
+        if isinstance(tensor, np.ndarray):
+            code = self._expected[self._next][1].dtype if self._next < len(self._expected) else "?"
+            if tensor.dtype != STORAGE.get(code):
+                raise RuntimeError(f"tensor {name!r}: a {tensor.dtype} array for a {code} slot")
+            array = tensor
+        else:
+            codes = {dtype: code for code, dtype in torch_dtypes().items()}
+            code = codes[tensor.dtype]
+            # A byte view, without a copy (bfloat16 has no numpy dtype, uint8 does).
+            flat = tensor.detach().to("cpu").contiguous().reshape(-1)
+            array = flat.view(torch_dtypes()["U8"]).numpy().view(STORAGE[code]).reshape(tuple(tensor.shape))
+        self.begin(name, code, tuple(array.shape))
+        self.write(array.reshape(-1))
+        self.end()
+
+    def _stop(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+
+    def close(self) -> str:
+        """Finish the file, move it into place and return its sha256."""
+        if self._next != len(self._expected):
+            raise RuntimeError(f"{self.path.name}: {self._next} of {len(self._expected)} tensors written")
+        self._stop()
+        self._file.close()
+        if self._error is not None:
+            self._tmp.unlink(missing_ok=True)
+            raise self._error
+        # No fsync: a shard that a crash leaves damaged fails its sha256 on --resume and is written again, so
+        # durability costs nothing in correctness and would cost a full write-back wait per shard.
+        os.replace(self._tmp, self.path)
+        return self._hash.hexdigest()
+
+    def abort(self) -> None:
+        if self._thread.is_alive():
+            self._stop()
+        self._file.close()
+        self._tmp.unlink(missing_ok=True)
+
+
+def write_index(folder: str | os.PathLike, weight_map: dict[str, str], total_size: int) -> None:
+    index = {"metadata": {"total_size": total_size}, "weight_map": dict(sorted(weight_map.items()))}
+    Path(folder, SAFE_WEIGHTS_INDEX_NAME).write_text(json.dumps(index, indent=2) + "\n")
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 24):
+            digest.update(chunk)
+    return digest.hexdigest()

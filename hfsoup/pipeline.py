@@ -1,0 +1,621 @@
+"""The pipeline: the one module that wires the stages together.
+
+resolve (pin SHAs) -> structure check (headers only) -> fetch weights -> stream the soup -> provenance -> move the
+finished folder into place. Every check that can fail on user input runs before anything is downloaded or written.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from . import __version__, distributed, hub
+from .compat import CompatReport, IngredientFacts, SimilarityMeter, StaticResult, check_before_download
+from .constants import DEFAULT_MAX_SHARD_SIZE, DTYPE_NAMES, PROVENANCE_FILE
+from .errors import IncompatibleIngredientsError, InvalidSoupArgumentsError, option
+from .io import guard
+from .io.checkpoint import SAFE_WEIGHTS_INDEX_NAME, CheckpointReader, StructureMap, parse_size, write_index
+from .io.confine import allowed_roots, confined
+from .io.staging import check_output, staged_output
+from .publish import naming
+from .publish.card import local_card_metadata
+from .selection.results import RESULTS_FILE, ResultsTable
+from .soups import SOUPS
+from .soups.engine import BaseWeights, collect_meter, measure, plan_soup, resolve_device, write_shards
+
+if TYPE_CHECKING:
+    from .recipe import Recipe
+    from .selection.stage import Selection
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class SoupResult:
+    """What `soup` made: the folder, the pinned ingredients and the weights used.
+
+    Attributes:
+        output_dir (`Path`): the finished soup folder; loads with `from_pretrained`.
+        method (`str`): the soup method's name in `SOUPS`.
+        weights (`tuple[float, ...]`): the mixing weight of each ingredient, in order.
+        ingredients (`list[dict]`): per ingredient, what was asked for and the commit SHA it was pinned to.
+        files (`list[str]`): the files written into `output_dir`.
+        report (`CompatReport`): the compatibility report, shared-initialization figures included.
+        results (`ResultsTable`, *optional*): with a `selection`, every ingredient, soup and ensemble scored on the
+            held-out and reported parts (also in `results.json`).
+        evaluation (`dict`, *optional*): with a `selection`, the soup's own scores (the `evaluation` of `hfsoup.json`).
+        method_record (`dict`): the greedy soup's decisions or the learned soup's weights and losses.
+        records (`dict[str, dict]`): with a `selection`, the record of every soup scored (the baselines' too).
+    """
+
+    output_dir: Path
+    method: str
+    weights: tuple[float, ...]
+    ingredients: list[dict]
+    files: list[str] = field(default_factory=list)
+    report: CompatReport | None = None
+    results: ResultsTable | None = None
+    evaluation: dict | None = None
+    method_record: dict = field(default_factory=dict)
+    records: dict[str, dict] = field(default_factory=dict)
+
+    @property
+    def provenance_path(self) -> Path:
+        return self.output_dir / PROVENANCE_FILE
+
+
+def _parse_dtype(dtype: str | None) -> str | None:
+    if dtype in (None, "auto"):
+        return None
+    if dtype not in DTYPE_NAMES:
+        raise InvalidSoupArgumentsError(
+            f"Unknown output dtype {dtype!r}.", fix=f"Use one of: auto, {', '.join(DTYPE_NAMES)}."
+        )
+    return dtype
+
+
+def soup(
+    ingredients: Sequence[str | os.PathLike],
+    output_dir: str | os.PathLike,
+    *,
+    method: str = "uniform",
+    weights: Sequence[float] | None = None,
+    dtype: str | None = None,
+    max_shard_size: str | int = DEFAULT_MAX_SHARD_SIZE,
+    overwrite: bool = False,
+    allow_pickle: bool = False,
+    token: str | bool | None = None,
+    device: str = "auto",
+    force: bool = False,
+    align_labels: bool = True,
+    resume: bool = False,
+    selection: Selection | None = None,
+    recipe: dict | None = None,
+) -> SoupResult:
+    """Average fine-tuned models named by Hub ID or folder into a new checkpoint folder.
+
+    Args:
+        ingredients (`Sequence[str]`):
+            At least two models: `org/name`, `org/name@revision` (branch, tag or commit SHA) or local folders.
+        output_dir (`str` or `os.PathLike`):
+            Where the soup is written. It appears only once complete; an existing folder is kept unless `overwrite`.
+        method (`str`, *optional*, defaults to `"uniform"`):
+            A method in `hfsoup.soups.SOUPS`.
+        weights (`Sequence[float]`, *optional*):
+            One non-negative weight per ingredient, summing to 1 (uniform when omitted).
+        dtype (`str`, *optional*):
+            `float32`, `float16` or `bfloat16` for the output; by default the first ingredient's dtype.
+        max_shard_size (`str` or `int`, *optional*, defaults to `"5GB"`):
+            Larger outputs are split into shards with a `model.safetensors.index.json`.
+        overwrite (`bool`, *optional*, defaults to `False`):
+            Replace an existing `output_dir`.
+        allow_pickle (`bool`, *optional*, defaults to `False`):
+            Accept `pytorch_model.bin` ingredients, loaded with `torch.load(weights_only=True)`.
+        token (`str` or `bool`, *optional*):
+            A Hub token for private repos; by default the one from `HF_TOKEN` or `hf auth login`.
+        device (`str`, *optional*, defaults to `"auto"`):
+            Where the arithmetic runs: `auto` (a GPU when present), `cpu`, `cuda` or `cuda:N`.
+        force (`bool`, *optional*, defaults to `False`):
+            Soup even when the compatibility report refuses; the override is recorded in the provenance file.
+        align_labels (`bool`, *optional*, defaults to `True`):
+            Reorder the classification head rows of an ingredient whose labels are the first's in another order;
+            with `False` such ingredients are refused.
+        resume (`bool`, *optional*, defaults to `False`):
+            Reuse the shards an interrupted run of the same soup completed: each is recomputed from the ingredients
+            and compared with the staged bytes (only the write is saved; the staging folder is never trusted).
+        selection (`Selection`, *optional*):
+            Score on a task: required by `greedy` and `learned` (selected on its held-out part), optional for
+            `uniform`. Every ingredient, the soups and the output ensemble are then scored on the held-out and the
+            reported parts, and the table is written beside the soup (`results.json`, `.csv`, `.png`).
+        recipe (`dict`, *optional*):
+            The recipe this soup was cooked from (`Recipe.to_dict()`), recorded in `hfsoup.json` and the model card.
+
+    Under `accelerate launch` or `torchrun`, the processes split the output shards between them (so use a
+    `max_shard_size` that gives at least one shard per process); the output is identical to a single process's.
+
+    Returns:
+        `SoupResult`: the output folder, the pinned ingredients and the weights used.
+
+    Example:
+        ```py
+        >>> import hfsoup
+        >>> result = hfsoup.soup(["org/ft-a", "org/ft-b@v1", "./ft-c"], output_dir="soup/")
+        >>> result.ingredients[1]["sha"]
+        '3f1c...'
+        >>> selection = hfsoup.Selection(task="sst2")  # held-out: half of validation; report: the other half
+        >>> greedy = hfsoup.soup(["org/ft-a", "org/ft-b", "org/ft-c"], "greedy/", method="greedy", selection=selection)
+        >>> greedy.method_record["kept"], greedy.evaluation["report"]["metrics"]
+        (['org/ft-b', 'org/ft-a'], {'accuracy': 0.91})
+        ```
+    """
+    # Everything that depends only on the arguments is checked first: no network, no disk.
+    specs = [os.fspath(i) for i in ingredients]
+    if len(specs) < 2:
+        raise InvalidSoupArgumentsError(
+            f"A soup needs at least two ingredients; got {len(specs)} ({', '.join(specs) or 'none'}).",
+            fix="Name two or more fine-tuned models of the same base, e.g. hfsoup soup org/ft-a org/ft-b -o out/.",
+        )
+    repeated = sorted({s for s in specs if specs.count(s) > 1})
+    if repeated:
+        raise InvalidSoupArgumentsError(
+            f"Ingredient {repeated[0]!r} is named more than once.",
+            fix="Name each ingredient once; to give one model more weight, use weights: "
+            f"{option('weights', [0.6, 0.4])}.",
+        )
+    if method not in SOUPS:
+        raise InvalidSoupArgumentsError(
+            f"Unknown soup method {method!r}.", fix=f"Choose one of: {', '.join(sorted(SOUPS))}."
+        )
+    if SOUPS[method].needs_scores:
+        if selection is None:
+            raise InvalidSoupArgumentsError(
+                f"A {method} soup is selected by held-out scores, so it needs a task to score on.",
+                fix=f"Name the task to score on: {option('task', 'sst2', within='selection=Selection')}.",
+            )
+        if weights is not None:
+            raise InvalidSoupArgumentsError(
+                f"A {method} soup finds its own weights; --weights is for uniform (weighted) soups.",
+                fix=f"Drop --weights (weights=None), or use {option('method', 'uniform')}.",
+            )
+        mixing = None
+    else:
+        mixing = SOUPS[method](weights=weights).mixing(len(specs))
+    if selection is not None:
+        selection.check()
+    out_dtype = _parse_dtype(dtype)
+    device = resolve_device(device)  # a missing GPU is refused before any work
+    try:
+        shard_bytes = parse_size(max_shard_size)
+    except ValueError as e:
+        raise InvalidSoupArgumentsError(f"Invalid --max-shard-size: {e}.") from e
+    refs = [hub.parse_ingredient(spec) for spec in specs]  # local only: a Hub ID is not looked up yet
+    naming.refuse_same_folder(specs, [ref.path for ref in refs])
+    data_files = [f for fs in ((selection.data_files or {}) if selection else {}).values() for f in _listed(fs)]
+    protected = guard.inputs_protected(
+        [(s, r.path) for s, r in zip(specs, refs, strict=True) if r.path], files=data_files
+    )
+    out = check_output(output_dir, overwrite=overwrite, protected=protected)
+    # What the soup publishes names a local folder by its place under the current folder, or its name alone.
+    labels = naming.local_labels(specs, base=Path.cwd(), local=[ref.is_local for ref in refs])
+    refs = [replace(ref, spec=label) if ref.is_local else ref for ref, label in zip(refs, labels, strict=True)]
+
+    pinned = [hub.resolve(ref, token=token, allow_pickle=allow_pickle) for ref in refs]
+    naming.refuse_same_commit(specs, [(i.ref.repo_id, i.sha) if i.sha else None for i in pinned])  # type: ignore[misc]
+    facts = _gather_facts(pinned, token=token, allow_pickle=allow_pickle)
+    report, static = check_before_download(facts, align_labels=align_labels)
+    _refuse_unless_forced(report, force=force)  # before a single weight file is downloaded
+
+    for ingredient in pinned:
+        hub.fetch(ingredient, token=token)
+    readers = [CheckpointReader(i.local_dir, allow_pickle=allow_pickle) for i in pinned]  # type: ignore[arg-type]
+    alignment = _alignment_kwargs(pinned, static)
+    tasting = None
+    if selection is not None:  # Scored before anything is written: a failure leaves no output behind.
+        from .selection.stage import taste
+
+        excluded = set(alignment["exclude"])
+        tasting = taste(
+            pinned,
+            readers,
+            method=method,
+            weights=weights,
+            selection=selection,
+            names=sorted(n for n in readers[0].structure if n not in excluded),
+            alignment=alignment["alignment"],
+            label_indexed=sorted(alignment["label_indexed"]),
+            token=token,
+        )
+        mixing = tasting.mixing
+    assert mixing is not None
+    provenance = {
+        "hfsoup_version": __version__,
+        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "method": method,
+        "weights": list(mixing.weights),
+        "dtype": dtype or "auto",
+        "ingredients": [_provenance(i) for i in pinned],
+        "config_from": pinned[0].name,
+    }
+    if recipe is not None:
+        provenance["recipe"] = recipe
+    if tasting is not None:
+        provenance["evaluation"] = tasting.evaluation
+        if tasting.records.get(method):
+            provenance[method] = tasting.records[method]
+        baselines = {name: record for name, record in tasting.records.items() if name != method and record}
+        if baselines:  # the baselines' greedy decisions and learned weights, for the results table's rows
+            provenance["baselines"] = baselines
+    plan = plan_soup(
+        readers,
+        dtype=out_dtype,
+        max_shard_size=shard_bytes,
+        exclude=alignment.pop("exclude"),
+        identity=[_identity(i) for i in pinned] + [method, list(mixing.weights), mixing.per_tensor, alignment],
+    )
+    procs = distributed.current()
+    meter = SimilarityMeter([i.name for i in pinned])
+    with staged_output(out, overwrite=overwrite, resume=resume, is_main=procs.is_main, protected=protected) as staging:
+        procs.barrier()  # the main process has prepared the staging folder
+        try:
+            reused = write_shards(
+                plan,
+                readers,
+                mixing,
+                staging,
+                shard_ids=procs.mine(len(plan.files)),
+                meter=meter,
+                device=device,
+                metadata={"hfsoup_method": method},
+                resume=resume,
+                **alignment,
+            )
+        except IncompatibleIngredientsError as e:
+            # The engine meets unequal integer buffers mid-stream and knows no report: the refusal carries this one.
+            if e.report is not None:
+                raise
+            report.add("error", "dtypes", None, e.message, e.fix)
+            raise IncompatibleIngredientsError(e.message, fix=e.fix, report=report) from e
+        if reused:
+            logger.warning("resumed: reused %d completed shards (recomputed and compared byte for byte)", reused)
+        procs.barrier()  # every shard is on disk
+        if procs.is_main:
+            # Shared initialization was measured in the same pass that wrote the shards; a refusal now discards them.
+            collect_meter(plan, staging, meter)
+            meter.judge(report)
+            _refuse_unless_forced(report, force=force)
+            files = list(plan.files)
+            if len(plan.files) > 1:
+                write_index(staging, plan.weight_map(), plan.total_size)
+                files.append(SAFE_WEIGHTS_INDEX_NAME)
+            files += _copy_support_files(pinned[0], staging, out_dtype)
+            public = _public_names(refs, specs, data_files)
+            if tasting is not None:
+                files += tasting.table.save(staging, plot=selection.plot)  # type: ignore[union-attr]
+                table = json.loads((staging / RESULTS_FILE).read_text())
+                (staging / RESULTS_FILE).write_text(json.dumps(naming.scrub_paths(table, public), indent=2) + "\n")
+            provenance["compatibility"] = _compat_provenance(report, force=force)
+            provenance["files"] = sorted(files)
+            provenance = naming.scrub_paths(provenance, public)
+            (staging / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2) + "\n")
+            files.append(PROVENANCE_FILE)
+    procs.barrier()  # the output is in place before any process returns
+    for reader in readers:
+        reader.close()
+    files = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    logger.info("wrote a %s soup of %d ingredients to %s", method, len(pinned), out)
+    return SoupResult(
+        out,
+        method,
+        mixing.weights,
+        provenance["ingredients"],  # type: ignore[arg-type]
+        files,
+        report,
+        tasting.table if tasting else None,
+        tasting.evaluation if tasting else None,
+        tasting.records.get(method, {}) if tasting else {},
+        tasting.records if tasting else {},
+    )
+
+
+def _listed(files: str | Sequence[str]) -> list[str]:
+    return [files] if isinstance(files, str) else list(files)
+
+
+def _provenance(ingredient: hub.Ingredient) -> dict:
+    """An ingredient's record in `hfsoup.json`; a local one carries its card's metadata, since its path is not
+    recorded and the card is built later from the output folder alone."""
+    record = ingredient.provenance()
+    if ingredient.ref.path is not None and (card := local_card_metadata(ingredient.ref.path)):
+        record["card"] = card
+    return record
+
+
+def _public_names(refs: list[hub.IngredientRef], specs: list[str], data_files: list[str]) -> list[tuple[str, str]]:
+    """Local paths that may appear in the provenance (in a finding, a data file's record) and what replaces them."""
+    cwd = Path.cwd()
+    pairs = [(str(Path.home()), "~"), (os.path.abspath(cwd), "."), (os.path.realpath(cwd), ".")]
+    for ref, spec in zip(refs, specs, strict=True):
+        if ref.path is not None:
+            pairs += [(os.path.abspath(os.path.expanduser(spec)), ref.spec), (str(ref.path), ref.spec)]
+    for f in data_files:
+        public = naming.public_path(f, cwd)
+        pairs += [(os.path.abspath(f), public), (os.path.realpath(f), public)]
+    return pairs
+
+
+def _identity(ingredient: hub.Ingredient) -> object:
+    """What pins an ingredient's weights, for the resume fingerprint: the commit SHA, or a local file's size+mtime."""
+    if ingredient.sha:
+        return [ingredient.name, ingredient.sha]
+    folder = ingredient.local_dir
+    stats = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir() if p.is_file())  # type: ignore[union-attr]
+    return [ingredient.name, stats]
+
+
+def check(
+    ingredients: Sequence[str | os.PathLike],
+    *,
+    base: str | os.PathLike | None = None,
+    weights: bool = True,
+    align_labels: bool = True,
+    allow_pickle: bool = False,
+    token: str | bool | None = None,
+) -> CompatReport:
+    """Decide whether `ingredients` can be souped, and say why.
+
+    First everything that needs no weights (config, card, tokenizer files, safetensors headers read remotely). Only if
+    that passes, and `weights=True`, the weights are downloaded and streamed once to measure shared initialization
+    (pairwise, and against `base` when given).
+
+    Args:
+        ingredients (`Sequence[str]`): Hub IDs (`org/name[@revision]`) or folders.
+        base (`str`, *optional*): the pretrained model the ingredients claim to be fine-tuned from.
+        weights (`bool`, *optional*, defaults to `True`): measure shared initialization (downloads the weights).
+        align_labels (`bool`, *optional*, defaults to `True`): accept the same labels in another order.
+        allow_pickle (`bool`, *optional*, defaults to `False`): accept `pytorch_model.bin` (weights_only loading).
+        token (`str`, *optional*): a Hub token for private repos.
+
+    Returns:
+        `CompatReport`: `report.ok` says whether souping may proceed; `report.format_table()` explains.
+
+    Example:
+        ```py
+        >>> report = hfsoup.check(["org/ft-a", "org/ft-b"], base="org/base")
+        >>> report.ok, [f.message for f in report.errors]
+        (True, [])
+        ```
+    """
+    specs = [os.fspath(i) for i in ingredients]
+    if len(specs) < 2 and base is None:
+        raise InvalidSoupArgumentsError(
+            f"Checking needs at least two ingredients, or one and --base; got {len(specs)}.",
+            fix=f"Name two or more fine-tuned models, or add {option('base', metavar='MODEL')}.",
+        )
+    pinned = [hub.resolve(spec, token=token, allow_pickle=allow_pickle) for spec in specs]
+    facts = _gather_facts(pinned, token=token, allow_pickle=allow_pickle)
+    report, static = check_before_download(facts, align_labels=align_labels)
+    if not weights or not report.ok:
+        return report
+    for ingredient in pinned:
+        hub.fetch(ingredient, token=token)
+    readers = [CheckpointReader(i.local_dir, allow_pickle=allow_pickle) for i in pinned]  # type: ignore[arg-type]
+    base_weights = None
+    if base is not None:
+        base_ingredient = hub.resolve(os.fspath(base), token=token, allow_pickle=allow_pickle)
+        base_reader = CheckpointReader(hub.fetch(base_ingredient, token=token), allow_pickle=allow_pickle)
+        base_weights = BaseWeights.open(base_reader, readers[0].structure)
+    meter = SimilarityMeter([i.name for i in pinned], base=os.fspath(base) if base is not None else None)
+    measure(readers, meter, base=base_weights, **_alignment_kwargs(pinned, static))
+    meter.judge(report)
+    return report
+
+
+def _alignment_kwargs(pinned: list[hub.Ingredient], static: StaticResult) -> dict:
+    position = {ingredient.name: i for i, ingredient in enumerate(pinned)}
+    return {
+        "alignment": {position[spec]: order for spec, order in static.label_alignment.items()},
+        "label_indexed": static.label_indexed,
+        "exclude": static.skipped_tied,
+    }
+
+
+def _refuse_unless_forced(report: CompatReport, *, force: bool) -> None:
+    if report.ok:
+        return
+    if force:
+        logger.warning("souping despite a failed compatibility check (--force): %s", report.summary())
+        return
+    raise IncompatibleIngredientsError.from_report(
+        report, fix=f"Run 'hfsoup check' on them for the full report; {option('force')} soups anyway."
+    )
+
+
+def _compat_provenance(report: CompatReport, *, force: bool) -> dict:
+    data = report.to_dict()
+    data["forced"] = bool(force and not report.ok)
+    data.pop("ingredients", None)
+    return data
+
+
+def _gather_facts(
+    pinned: list[hub.Ingredient], *, token: str | bool | None, allow_pickle: bool
+) -> list[IngredientFacts]:
+    """Configs, cards, tokenizers and tensor structure of every ingredient, from small files and headers only."""
+    facts = []
+    for ingredient in pinned:
+        folder = hub.fetch(ingredient, token=token, weights=False)
+        structure: StructureMap | None = hub.remote_structure(ingredient, token=token)
+        if structure is None:  # local folder or pickle weights: read what is on disk
+            hub.fetch(ingredient, token=token)
+            with CheckpointReader(ingredient.local_dir, allow_pickle=allow_pickle) as reader:  # type: ignore[arg-type]
+                structure = reader.structure
+        ingredient.structure = structure
+        facts.append(IngredientFacts.load(ingredient.name, ingredient.sha, folder, structure))
+    return facts
+
+
+def _copy_support_files(first: hub.Ingredient, staging: Path, dtype: str | None) -> list[str]:
+    """Config, tokenizer and processor files, always from the first ingredient so the choice is reproducible.
+
+    The ingredient's model card is not copied: it describes that model, not the soup.
+    """
+    assert first.local_dir is not None
+    copied = []
+    roots = allowed_roots(first.local_dir)
+    for name in first.files:
+        if name == hub.CARD_FILE:
+            continue
+        # Checked again here, just before the read: only a regular file inside the folder (or its snapshot's blob
+        # store) is copied, and the copy is a new regular file, never a link.
+        source = confined(first.local_dir, name, where=f"Ingredient {first.name!r}", roots=roots)
+        if not source.is_file():
+            continue
+        (staging / name).unlink(missing_ok=True)  # a resumed staging folder's entry is replaced, never followed
+        if name == "config.json" and dtype is not None:
+            config = json.loads(source.read_text())
+            for key in ("dtype", "torch_dtype"):
+                if key in config or key == "dtype":
+                    config[key] = dtype
+            (staging / name).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        else:
+            shutil.copyfile(source, staging / name)
+        copied.append(name)
+    return copied
+
+
+@dataclass
+class CookResult:
+    """What `cook` did: the soup (None when a finished soup of the same recipe was reused) and the push."""
+
+    output_dir: Path
+    soup: SoupResult | None
+    reused: bool
+    push: object | None = None
+
+
+def cook_recipe(
+    recipe: str | os.PathLike | Recipe,
+    *,
+    output_dir: str | os.PathLike | None = None,
+    push_to: str | None = None,
+    token: str | None = None,
+    overwrite: bool = False,
+    dry_run: bool = False,
+    hub_metrics: bool | None = None,
+) -> CookResult:
+    """Run a recipe: fetch, check, soup (scored and selected when it names a task), then card and push.
+
+    A rerun picks up where an interrupted one stopped: a finished output of the same recipe is not made again, an
+    interrupted soup resumes from its completed shards, and pushing an unchanged soup makes no new commit.
+
+    Args:
+        recipe (`str`, `os.PathLike` or `Recipe`): a YAML recipe file, or a loaded one.
+        output_dir (`str` or `os.PathLike`, *optional*): overrides the recipe's `output.dir`.
+        push_to (`str`, *optional*): `org/name` to push to, overriding (or adding) the recipe's `push.repo_id`.
+        token (`str`, *optional*): the Hub token for private ingredients and the push.
+        overwrite (`bool`, *optional*): replace an existing output made by something else (or `output.overwrite`).
+        dry_run (`bool`, *optional*): make the soup, but only show what would be pushed.
+        hub_metrics (`bool`, *optional*): score with the Hub's metric module (see `Selection`).
+
+    Example:
+        ```py
+        >>> result = hfsoup.cook_recipe("recipes/glue-bert-base-mrpc.yaml", push_to="me/bert-mrpc-soup")
+        ```
+    """
+    from .recipe import Recipe, load_recipe
+
+    if not isinstance(recipe, Recipe):
+        recipe = load_recipe(recipe)
+    from .recipe import protected_inputs
+
+    out = Path(output_dir if output_dir is not None else recipe.output.dir).expanduser().resolve()
+    protected = protected_inputs(recipe)
+    guard.refuse_collisions(out, protected)  # an -o given on the command line meets the recipe's rules too
+    as_data = recipe.to_dict()
+    soup_result = None
+    reused = not overwrite and _made_by(out, as_data)
+    if reused:
+        logger.warning("%s already holds the soup of this recipe; it is reused (delete it to cook again)", out)
+    else:
+        # Before the sweep trains for hours: the output must be writable under the rules `soup` applies again.
+        check_output(out, overwrite=overwrite or recipe.output.overwrite, protected=protected)
+        specs = [i.spec for i in recipe.ingredients]
+        if recipe.sweep is not None:  # the ingredients are the sweep's runs: train those not complete yet
+            from .finetune import run_sweep
+
+            specs = [os.fspath(output) for output in run_sweep(recipe.sweep, token=token)]
+        soup_result = soup(
+            specs,
+            out,
+            method=recipe.method.name,
+            weights=recipe.method.weights,
+            dtype=recipe.output.dtype,
+            max_shard_size=recipe.output.max_shard_size,
+            overwrite=overwrite or recipe.output.overwrite,
+            token=token,
+            force=recipe.force,
+            resume=True,  # shards completed by an interrupted run of this recipe are reused (recomputed and compared)
+            selection=_selection(recipe, hub_metrics=hub_metrics),
+            recipe=as_data,
+        )
+    pushed = None
+    repo_id = push_to or (recipe.push.repo_id if recipe.push else None)
+    if repo_id is not None:
+        from .publish.upload import push
+
+        options = recipe.push
+        pushed = push(
+            out,
+            repo_id,
+            private=options.private if options else False,
+            branch=options.branch if options else None,
+            commit_message=options.commit_message if options else None,
+            token=token,
+            dry_run=dry_run,
+        )
+    return CookResult(out, soup_result, reused, pushed)
+
+
+def _made_by(out: Path, recipe: dict) -> bool:
+    """Whether `out` is a finished soup of exactly this recipe."""
+    try:
+        provenance = json.loads((out / PROVENANCE_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return provenance.get("recipe") == json.loads(json.dumps(recipe))
+
+
+def _selection(recipe: Recipe, *, hub_metrics: bool | None) -> Selection | None:
+    if recipe.evaluation is None:
+        return None
+    from .selection.stage import BASELINES, Selection
+
+    e, m = recipe.evaluation, recipe.method
+    return Selection(
+        task=e.task,
+        report=e.report,
+        held_out=e.held_out,
+        fraction=e.fraction,
+        size=e.size,
+        seed=e.seed,
+        dataset=e.dataset,
+        data_files=e.data_files,
+        batch_size=e.batch_size,
+        max_length=e.max_length,
+        accept=m.accept,
+        early_stop=m.early_stop,
+        by_layer=m.by_layer,
+        learned_steps=m.steps,
+        learned_lr=m.lr,
+        compare=tuple(e.compare) if e.compare is not None else BASELINES,
+        force=e.force,
+        plot=e.plot,
+        hub_metrics=hub_metrics,
+    )

@@ -1,0 +1,493 @@
+"""The model card of a soup: what went in, at which commits, by which recipe, and what came out.
+
+Built from the output folder alone: `hfsoup.json` (the provenance every soup carries, plus its `evaluation` once
+scored) and `results.json` (every ingredient's and soup's scores), either, both or neither. The metadata is
+`huggingface_hub`'s `ModelCardData`: `base_model` with `base_model_relation: merge` so the Hub draws the model tree,
+and `eval_results`, written as `model-index`, so the Hub's widgets show the scores. The ingredients' own cards (at
+their pinned commits, usually already in the Hub cache) say which license and base they share.
+
+Example:
+    ```py
+    >>> from hfsoup.publish.card import build_card, read_soup_folder
+    >>> card = build_card(read_soup_folder("soup/"), repo_id="me/my-soup")
+    >>> card.data.base_model_relation, card.data.tags
+    ('merge', ['merge', 'model-soup', 'hfsoup'])
+    ```
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..constants import PROVENANCE_FILE
+from ..errors import NotASoupError, quote
+from ..scrub import cut
+
+logger = logging.getLogger(__name__)
+
+RESULTS_FILE = "results.json"
+CARD_FILE = "README.md"
+TAGS = ["merge", "model-soup", "hfsoup"]
+PAPER = "[Wortsman et al., 2022](https://arxiv.org/abs/2203.05482)"
+METHODS = {
+    "uniform": "the weights of every ingredient averaged tensor by tensor (with the mixing weights below)",
+    "greedy": "ingredients added best-first on a held-out split, each kept only if the soup's held-out score does "
+    "not drop, then averaged uniformly",
+    "learned": "mixing weights learned by gradient descent on a held-out split",
+}
+# What a model does, from the architecture named in config.json, when the ingredients' cards do not say.
+_PIPELINE_SUFFIXES = {
+    "ForSequenceClassification": "text-classification",
+    "ForTokenClassification": "token-classification",
+    "ForQuestionAnswering": "question-answering",
+    "ForConditionalGeneration": "text2text-generation",
+    "ForCausalLM": "text-generation",
+    "ForMaskedLM": "fill-mask",
+    "ForImageClassification": "image-classification",
+    "CLIPModel": "zero-shot-image-classification",
+}
+
+
+@dataclass
+class SoupFolder:
+    """A finished soup output folder, read back: its provenance and, when it was scored, its results table."""
+
+    path: Path
+    provenance: dict[str, Any]
+    results: dict[str, Any] | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def evaluation(self) -> dict[str, Any] | None:
+        return self.provenance.get("evaluation") or None
+
+
+def read_soup_folder(output_dir: str | os.PathLike) -> SoupFolder:
+    """Read and check a soup output folder; every problem is listed in one `NotASoupError`.
+
+    A soup folder holds `hfsoup.json` (with `hfsoup_version`, `method` and `ingredients`) and every file that it
+    lists under `files`, weights included.
+    """
+    path = Path(output_dir).expanduser().absolute()
+    fix = "Name the folder 'hfsoup soup ... -o DIR' wrote (it holds hfsoup.json next to the weights)."
+    if not path.is_dir():
+        raise NotASoupError(f"{path} is not a folder; expected the output folder of 'hfsoup soup'.", fix=fix)
+    try:
+        provenance = json.loads((path / PROVENANCE_FILE).read_text())
+    except FileNotFoundError:
+        raise NotASoupError(f"{path} holds no {PROVENANCE_FILE}: it is not a soup output.", fix=fix) from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise NotASoupError(f"{path / PROVENANCE_FILE} is not valid JSON ({e}).", fix=fix) from None
+    problems = []
+    if not isinstance(provenance, dict):
+        provenance, problems = {}, [f"{PROVENANCE_FILE} is not a JSON object"]
+    for key, kind in (("hfsoup_version", str), ("method", str), ("ingredients", list), ("files", list)):
+        if not isinstance(provenance.get(key), kind):
+            problems.append(f"{PROVENANCE_FILE} lacks '{key}' ({kind.__name__})")
+    missing = [f for f in provenance.get("files") or [] if not (path / str(f)).is_file()]
+    if missing:
+        problems.append(f"files it lists are missing: {', '.join(map(str, missing))}")
+    if not any(str(f).endswith((".safetensors", ".bin")) for f in provenance.get("files") or []):
+        problems.append("it lists no weights file")
+    if problems:
+        raise NotASoupError(
+            f"{path} is not a complete hfsoup output: {'; '.join(problems)}.", fix=fix, problems=problems
+        )
+    results = None
+    if (path / RESULTS_FILE).is_file():
+        try:
+            results = json.loads((path / RESULTS_FILE).read_text())
+        except ValueError as e:
+            raise NotASoupError(f"{path / RESULTS_FILE} is not valid JSON ({e}).", fix=fix) from None
+    from ..compat.files import config as read_config
+    from ..errors import IngredientConfigError
+
+    try:
+        config = read_config(path / "config.json")
+    except IngredientConfigError as e:
+        raise NotASoupError(e.message, fix=fix) from None
+    return SoupFolder(path, provenance, results, config)
+
+
+def ingredient_cards(soup: SoupFolder, *, token: str | bool | None = None) -> list[dict[str, Any] | None]:
+    """The card metadata of each ingredient at its pinned commit (`None` where it has no readable card).
+
+    Hub ingredients' cards were fetched by `hfsoup soup`, so this normally reads the Hub cache without a request.
+    """
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    cards: list[dict[str, Any] | None] = []
+    for ingredient in soup.provenance["ingredients"]:
+        name = ingredient.get("spec") or ingredient.get("repo_id")
+        try:
+            if ingredient.get("repo_id"):
+                card_path = hf_hub_download(
+                    ingredient["repo_id"], CARD_FILE, revision=ingredient.get("sha"), token=token
+                )
+            else:  # a local folder: its card's metadata was recorded by the soup (its path never is)
+                if not isinstance(ingredient.get("card"), dict):
+                    raise EntryNotFoundError(f"no card recorded for {name}")
+                cards.append(dict(ingredient["card"]))
+                continue
+            cards.append(_card_data(Path(card_path)))
+        except EntryNotFoundError:
+            logger.info("ingredient %s has no model card", name)
+            cards.append(None)
+        except Exception as e:  # noqa: BLE001 - a card we cannot read only costs the soup's card some metadata
+            said = cut(str(e).splitlines()[0] if str(e) else type(e).__name__, 300)  # the Hub's words, maybe
+            logger.warning("could not read the model card of ingredient %s: %s", name, said)
+            cards.append(None)
+    return cards
+
+
+def local_card_metadata(folder: Path) -> dict[str, Any] | None:
+    """What the soup's card takes from a local ingredient's own card (license, base model, pipeline tag), recorded
+    in `hfsoup.json` at soup time so the card can be built later from the output folder alone."""
+    if not (folder / CARD_FILE).is_file():
+        return None
+    try:
+        data = _card_data(folder / CARD_FILE)
+    except Exception as e:  # noqa: BLE001 - a card we cannot read only costs the soup's card some metadata
+        logger.warning("could not read the model card in %s: %s", folder.name, cut(str(e).splitlines()[0], 300))
+        return None
+    kept = {k: data[k] for k in ("license", "base_model", "pipeline_tag") if isinstance(data.get(k), str | list)}
+    return kept or None
+
+
+def _card_data(path: Path) -> dict[str, Any]:
+    """A card's metadata as `ModelCard.load(...).data.to_dict()` gives it, but with its front matter parsed by the
+    bounded loader: `ModelCard.load` calls `yaml.safe_load`, and a few aliases in someone else's card would expand
+    into gigabytes once the soup's card is written."""
+    from huggingface_hub import ModelCardData  # a third of a second to import: only when there is a card
+
+    from ..io import safeyaml
+
+    data = safeyaml.card_metadata(path)
+    if data is None:
+        return {}
+    fields = {k: v for k, v in data.items() if isinstance(k, str)}  # a non-string key cannot be a metadata field
+    return ModelCardData(ignore_metadata_errors=True, **fields).to_dict()
+
+
+def _agreed(values: list[Any]) -> Any:
+    """The one value every ingredient gives, or None when any differs or is unknown."""
+    return values[0] if values and values[0] is not None and all(v == values[0] for v in values) else None
+
+
+def _license(soup: SoupFolder, cards: list[dict[str, Any] | None]) -> tuple[str | None, str]:
+    licenses = [(card or {}).get("license") for card in cards]
+    agreed = _agreed(licenses)
+    if isinstance(agreed, str):
+        return agreed, f"`{agreed}`, the license every ingredient carries."
+    pairs = zip(soup.provenance["ingredients"], licenses, strict=True)
+    # The licenses come from the ingredients' cards, as their publishers wrote them: quote them short.
+    shown = ", ".join(f"{_name(i)}: {_license_name(lic)}" for i, lic in pairs)
+    logger.warning("the ingredients' licenses differ or are unknown (%s): the card names none; set it by hand", shown)
+    return None, f"not set: the ingredients' licenses differ or are unknown ({shown}). Check each before reuse."
+
+
+def _license_name(value: Any) -> str:
+    if value is None:
+        return "unknown"
+    return value if isinstance(value, str) and len(value) <= 64 else quote(value, limit=64)
+
+
+def _pipeline_tag(soup: SoupFolder, cards: list[dict[str, Any] | None]) -> str | None:
+    agreed = _agreed([(card or {}).get("pipeline_tag") for card in cards])
+    if agreed and isinstance(agreed, str):
+        return agreed
+    for architecture in soup.config.get("architectures") or []:
+        for suffix, tag in _PIPELINE_SUFFIXES.items():
+            if architecture.endswith(suffix):
+                return tag
+    return None
+
+
+def _shared_base(cards: list[dict[str, Any] | None]) -> str | None:
+    bases = [(card or {}).get("base_model") for card in cards]
+    bases = [b[0] if isinstance(b, list) and len(b) == 1 else b for b in bases]
+    agreed = _agreed(bases)
+    return agreed if isinstance(agreed, str) else None
+
+
+def _name(ingredient: dict[str, Any]) -> str:
+    return str(ingredient.get("repo_id") or ingredient.get("spec") or ingredient.get("folder"))
+
+
+def eval_results(soup: SoupFolder, *, task_type: str | None) -> list:
+    """`EvalResult`s for the soup's own scores (hfsoup.json `evaluation`): the report split, then the held-out one.
+
+    Held-out scores are marked as such in `metric_name`: they chose the ingredients, so they are not unbiased.
+    """
+    from huggingface_hub import EvalResult
+
+    evaluation = soup.evaluation
+    if not evaluation:
+        return []
+    dataset = str(evaluation.get("dataset") or evaluation.get("task"))
+    config = evaluation.get("dataset_config")
+    task = str(evaluation.get("task") or "")
+    task_type = task_type or ("image-classification" if "image" in task else "text-classification")
+    results = []
+    for which, suffix in (("report", ""), ("held_out", " (held-out)")):
+        part = evaluation.get(which) or {}
+        for metric, value in (part.get("metrics") or {}).items():
+            if not isinstance(value, int | float):
+                continue
+            results.append(
+                EvalResult(
+                    task_type=task_type,
+                    task_name=task or None,
+                    dataset_type=dataset,
+                    dataset_name=f"{dataset} ({config})" if config else dataset,
+                    dataset_config=config,
+                    dataset_split=part.get("split"),
+                    metric_type=metric,
+                    metric_name=f"{metric}{suffix}",
+                    metric_value=float(value),
+                )
+            )
+    return results
+
+
+def build_card(
+    soup: SoupFolder,
+    *,
+    repo_id: str | None = None,
+    cards: list[dict[str, Any] | None] | None = None,
+    base_exists: bool = True,
+    token: str | bool | None = None,
+):
+    """The soup's `ModelCard`: Hub metadata (base models, merge relation, tags, license, scores) and a body with the
+    method, the ingredient table, the scores, the recipe, the compatibility verdict and how to reproduce it.
+
+    Args:
+        soup (`SoupFolder`): the output folder, from `read_soup_folder`.
+        repo_id (`str`, *optional*): where it will live; names the model (the folder's name otherwise).
+        cards (`list[dict | None]`, *optional*): the ingredients' card metadata; read with `ingredient_cards` if
+            omitted.
+        base_exists (`bool`, *optional*, defaults to `True`): whether the ingredients' shared base is a repo on the
+            Hub; only then is it listed under `base_model` (the Hub links every entry).
+        token (`str`, *optional*): for reading private ingredients' cards.
+
+    Returns:
+        `huggingface_hub.ModelCard`.
+    """
+    from huggingface_hub import ModelCard, ModelCardData
+
+    from .. import __version__
+
+    prov = soup.provenance
+    cards = ingredient_cards(soup, token=token) if cards is None else cards
+    license_id, license_note = _license(soup, cards)
+    pipeline_tag = _pipeline_tag(soup, cards)
+    base = _shared_base(cards)
+    hub_ids = [i["repo_id"] for i in prov["ingredients"] if i.get("repo_id")]
+    base_models = list(dict.fromkeys(hub_ids + ([base] if base and base_exists else [])))
+    model_name = (repo_id or soup.path.name).split("/")[-1]
+    results = eval_results(soup, task_type=pipeline_tag)
+    data = ModelCardData(
+        base_model=base_models or None,
+        library_name="transformers",
+        license=license_id,
+        pipeline_tag=pipeline_tag,
+        tags=list(TAGS),
+        # model_name only titles model-index; without scores it would be a stray key.
+        **({"model_name": model_name, "eval_results": results} if results else {}),
+        **({"base_model_relation": "merge"} if base_models else {}),
+    )
+    body = _body(soup, model_name=model_name, base=base, license_note=license_note, version=__version__)
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}")
+
+
+# The body ------------------------------------------------------------------------------------------------------
+def _fmt(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else ("—" if value is None else str(value))
+
+
+def _table(rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+    return "\n".join([*lines, *("| " + " | ".join(r) + " |" for r in rows[1:])])
+
+
+def _ingredient_rows(soup: SoupFolder) -> list[list[str]]:
+    prov, results = soup.provenance, soup.results or {}
+    metric = results.get("metric") or (soup.evaluation or {}).get("metric")
+    rows_by_key: dict[str, dict[str, Any]] = {}
+    for row in results.get("rows") or []:
+        if row.get("kind") == "ingredient":
+            for key in (row.get("name"), row.get("sha")):
+                if key:
+                    rows_by_key.setdefault(str(key), row)
+    header = ["#", "ingredient", "commit", "weight"]
+    if metric:
+        header += [f"held-out {metric}", f"report {metric}"]
+    table = [[*header, "kept"]]
+    weights = prov.get("weights") or []
+    for i, ingredient in enumerate(prov["ingredients"]):
+        keys = (ingredient.get("spec"), ingredient.get("repo_id"), ingredient.get("sha"))
+        row = next((rows_by_key[str(k)] for k in keys if k and str(k) in rows_by_key), {})
+        weight = weights[i] if i < len(weights) else None
+        kept = row.get("kept")
+        if kept is None and weight is not None:
+            kept = weight > 0
+        repo_id = ingredient.get("repo_id")
+        line = [
+            str(i),
+            f"[{repo_id}](/{repo_id})"
+            if repo_id
+            else f"local folder `{ingredient.get('spec') or ingredient.get('folder')}`",
+            f"`{ingredient['sha']}`" if ingredient.get("sha") else "—",
+            _fmt(weight),
+        ]
+        if metric:
+            line += [_fmt((row.get("held_out") or {}).get(metric)), _fmt((row.get("report") or {}).get(metric))]
+        table.append([*line, "—" if kept is None else ("kept" if kept else "dropped")])
+    return table
+
+
+def _scores(soup: SoupFolder) -> str:
+    parts = []
+    evaluation = soup.evaluation
+    if evaluation:
+        config = evaluation.get("dataset_config")
+        dataset = f"`{evaluation.get('dataset')}`" + (f" (config `{config}`)" if config else "")
+        module = _metric_module(evaluation.get("metric_module"))
+        parts.append(
+            f"Task `{evaluation.get('task')}` on {dataset}; primary metric: {evaluation.get('metric')}{module}.\n"
+        )
+        metrics = sorted({m for w in ("held_out", "report") for m in (evaluation.get(w) or {}).get("metrics", {})})
+        rows = [["split", "role", "rows", *metrics]]
+        for which, role in (("held_out", "held-out (chooses ingredients)"), ("report", "reporting")):
+            part = evaluation.get(which)
+            if part:
+                scores = [_fmt((part.get("metrics") or {}).get(m)) for m in metrics]
+                rows.append([f"`{part.get('split')}`", role, part.get("description") or "—", *scores])
+        parts.append(_table(rows))
+    results = soup.results
+    if results and results.get("rows"):
+        metric = results.get("metric") or "score"
+        parts.append(
+            f"\nEvery model scored ({metric}; held-out: {results.get('held_out') or '—'}; "
+            f"report: {results.get('report') or '—'}):\n"
+        )
+        rows = [["model", "kind", "method", "held-out", "report"]]
+        for row in results["rows"]:
+            held, report = (row.get("held_out") or {}).get(metric), (row.get("report") or {}).get(metric)
+            rows.append(
+                [str(row.get("name")), str(row.get("kind")), _fmt(row.get("method")), _fmt(held), _fmt(report)]
+            )
+        parts.append(_table(rows))
+    if not parts:
+        return "This soup has not been evaluated: its output folder records no scores."
+    return "\n".join(parts)
+
+
+def _metric_module(record: Any) -> str:
+    """Which implementation computed the scores, as `hfsoup.evaluation.metrics.LoadedMetric.record` says (older
+    soups: none)."""
+    if not isinstance(record, dict):
+        return ""
+    if record.get("source") == "hub":
+        return f" (the Hub's `{record.get('repo')}` module at `{record.get('revision')}`)"
+    return f" (the `{record.get('name')}` module shipped with hfsoup {record.get('hfsoup_version')})"
+
+
+def _recipe(prov: dict[str, Any]) -> tuple[str, str]:
+    """The recipe as YAML (opening with the command that makes it) and that command alone."""
+    import yaml
+
+    if prov.get("recipe"):  # cooked from a recipe file: show that recipe, with the command that runs it
+        text = yaml.safe_dump(prov["recipe"], sort_keys=False, width=1000)
+        return f"# hfsoup cook recipe.yaml\n{text}", "hfsoup cook recipe.yaml"
+    specs = []
+    for i in prov["ingredients"]:
+        specs.append(f"{i['repo_id']}@{i['sha']}" if i.get("repo_id") and i.get("sha") else str(i.get("spec")))
+    command = ["hfsoup soup", *specs, "-o soup/", f"--method {prov['method']}"]
+    weights = prov.get("weights") or []
+    if prov["method"] == "uniform" and weights and len(set(weights)) > 1:
+        command.append("--weights " + ",".join(f"{w:g}" for w in weights))
+    if prov.get("dtype") not in (None, "auto"):
+        command.append(f"--dtype {prov['dtype']}")
+    if (prov.get("compatibility") or {}).get("forced"):
+        command.append("--force")
+    recipe = {
+        "method": prov["method"],
+        "weights": weights,
+        "dtype": prov.get("dtype"),
+        "config_from": prov.get("config_from"),
+        "ingredients": [{k: v for k, v in i.items() if k != "weights_format"} for i in prov["ingredients"]],
+    }
+    text = yaml.safe_dump(recipe, sort_keys=False, width=1000)
+    return f"# {' '.join(command)}\n{text}", " \\\n    ".join(command)
+
+
+def _compatibility(prov: dict[str, Any]) -> str:
+    compat = prov.get("compatibility") or {}
+    if not compat:
+        return "No compatibility report was recorded."
+    if compat.get("ok"):
+        verdict = "**passed**: same architecture, tensor names, shapes, labels and tokenizer"
+    elif compat.get("forced"):
+        verdict = "**failed**, and the soup was made anyway with `--force`"
+    else:
+        verdict = "**failed**"
+    lines = [f"The compatibility check {verdict}."]
+    cosine = (compat.get("similarity") or {}).get("body_cosine")
+    if cosine and len(cosine) > 1:
+        pairs = [cosine[i][j] for i in range(len(cosine)) for j in range(i + 1, len(cosine))]
+        lines.append(f"Lowest pairwise cosine similarity of the ingredients' bodies: {min(pairs):.4f} (shared init).")
+    for finding in compat.get("findings") or []:
+        if finding.get("level") != "info":
+            who = f" [{finding['ingredient']}]" if finding.get("ingredient") else ""
+            lines.append(f"- {finding.get('level')}: {finding.get('check')}{who}: {finding.get('message')}")
+    return "\n".join(lines)
+
+
+def _body(soup: SoupFolder, *, model_name: str, base: str | None, license_note: str, version: str) -> str:
+    prov = soup.provenance
+    n = len(prov["ingredients"])
+    method = prov["method"]
+    recipe, command = _recipe(prov)
+    how = METHODS.get(method, f"the '{method}' method")
+    base_line = f" They share the base model [{base}](/{base})." if base else ""
+    return f"""# {model_name}
+
+A **{method} model soup** ({PAPER}) of {n} fine-tuned models: {how}.{base_line}
+Made with [hfsoup](https://github.com/hfsoup/hfsoup) {prov.get("hfsoup_version")} on {prov.get("created_at")}; \
+this card was written by hfsoup {version}. License: {license_note}
+
+## Ingredients
+
+{_table(_ingredient_rows(soup))}
+
+## Scores
+
+{_scores(soup)}
+
+## Recipe
+
+```yaml
+{recipe.rstrip()}
+```
+
+## Compatibility
+
+{_compatibility(prov)}
+
+## Reproduce
+
+```bash
+pip install hfsoup=={prov.get("hfsoup_version")}
+{command}
+```
+
+The output folder's `hfsoup.json` holds the full provenance (every ingredient's commit SHA, the mixing weights and
+the compatibility report).
+"""

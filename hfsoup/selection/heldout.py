@@ -1,0 +1,157 @@
+"""Held-out and reporting parts of a task's data: where a soup is selected, and where it is reported.
+
+A greedy or learned soup is chosen by its score on a held-out part; reporting the same rows would flatter it, so the
+two parts never overlap unless forced, and each says how it was carved:
+
+- one split for both (the default, `validation`): a seeded `fraction` of its rows is held out, the rest reported;
+- two splits (`--held-out train --report validation`): all of the held-out split, or a seeded `size` of its rows.
+
+Example:
+    ```py
+    >>> held, report = carve({"validation": 408}, held_out=None, report="validation")
+    >>> held.description, report.description
+    ('seeded 50% of validation (seed 0, 204 rows)', 'the other 50% of validation (204 rows)')
+    ```
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from ..errors import EvaluationError, option
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_FRACTION = 0.5
+
+
+@dataclass(frozen=True)
+class Part:
+    """Some rows of one dataset split.
+
+    Attributes:
+        split (`str`): the dataset split.
+        positions (`tuple[int, ...] | None`): the rows used, in increasing order; `None` for every row.
+        num_rows (`int`): how many rows that is.
+        description (`str`): how the part was carved, for people (`seeded 50% of validation (seed 0, 204 rows)`).
+    """
+
+    split: str
+    positions: tuple[int, ...] | None
+    num_rows: int
+    description: str
+
+    def rows(self, split_rows: int) -> set[int]:
+        return set(range(split_rows)) if self.positions is None else set(self.positions)
+
+    def to_dict(self) -> dict:
+        return {"split": self.split, "description": self.description, "num_rows": self.num_rows}
+
+
+def carve(
+    split_rows: dict[str, int],
+    *,
+    held_out: str | None,
+    report: str,
+    fraction: float = DEFAULT_FRACTION,
+    size: int | None = None,
+    seed: int = 0,
+    force: bool = False,
+) -> tuple[Part, Part]:
+    """The held-out and reporting parts.
+
+    Args:
+        split_rows (`dict[str, int]`): the number of rows of the splits named by `held_out` and `report`.
+        held_out (`str`, *optional*): the split to select on; by default (or when equal to `report`) a seeded part
+            of the `report` split.
+        report (`str`): the split to report on.
+        fraction (`float`, *optional*, defaults to 0.5): the share of a shared split that is held out; 1 holds out
+            every row, which then are also the reported rows: refused unless `force`.
+        size (`int`, *optional*): hold out a seeded sample of this many rows instead (of the shared split, or of
+            the held-out split).
+        seed (`int`, *optional*, defaults to 0): seeds the sample.
+        force (`bool`, *optional*, defaults to `False`): accept held-out rows that are also reported.
+
+    Raises:
+        `EvaluationError`: a fraction or size out of range, a part with no rows, or overlapping parts without
+        `force`.
+    """
+    import numpy as np
+
+    if not 0 < fraction <= 1:
+        raise EvaluationError(
+            f"The held-out fraction must be in (0, 1]; got {fraction}.", fix=f"Pass {_fraction(0.5)}, say."
+        )
+    if size is not None and size < 1:
+        raise EvaluationError(f"The held-out size must be at least 1; got {size}.", fix=f"Pass {_size(metavar='N')}.")
+    rng = np.random.default_rng(seed)
+    if held_out is None or held_out == report:
+        n = split_rows[report]
+        k = size if size is not None else round(n * fraction)
+        if k > n:
+            raise EvaluationError(f"Cannot hold out {k} of the {n} rows of {report}.", fix=f"Pass {_size(n)} or less.")
+        if k == n:
+            every = Part(report, None, n, f"all of {report} ({n} rows)")
+            _refuse_overlap(every, every, n, force=force)
+            return every, Part(report, None, n, f"all of {report} ({n} rows), the same rows as the held-out part")
+        order = rng.permutation(n)
+        held_rows, report_rows = sorted(order[:k].tolist()), sorted(order[k:].tolist())
+        if not held_rows:
+            raise EvaluationError(
+                f"Holding out {fraction:.0%} of the {n} rows of {report} leaves no held-out rows.",
+                fix=f"Raise {_fraction(metavar='F')}, or hold out another split with {_held_out('train')}.",
+            )
+        share = f"{fraction:.0%}" if size is None else f"{k} of the {n} rows"
+        rest = f"{1 - fraction:.0%}" if size is None else "rows"
+        return (
+            Part(report, tuple(held_rows), k, f"seeded {share} of {report} (seed {seed}, {k} rows)"),
+            Part(report, tuple(report_rows), n - k, f"the other {rest} of {report} ({n - k} rows)"),
+        )
+    n_held, n_report = split_rows[held_out], split_rows[report]
+    report_part = Part(report, None, n_report, f"all of {report} ({n_report} rows)")
+    if size is not None and size < n_held:
+        rows = tuple(sorted(rng.choice(n_held, size=size, replace=False).tolist()))
+        held = Part(held_out, rows, size, f"seeded {size} of the {n_held} rows of {held_out} (seed {seed})")
+    else:
+        held = Part(held_out, None, n_held, f"all of {held_out} ({n_held} rows)")
+    return held, report_part
+
+
+def _refuse_overlap(held: Part, report: Part, n: int, *, force: bool) -> None:
+    shared = len(held.rows(n) & report.rows(n)) if held.split == report.split else 0
+    if not shared:
+        return
+    if force:
+        logger.warning(
+            "selecting on %d rows that are also reported (--force): the reported scores of greedy and learned soups "
+            "are then optimistic",
+            shared,
+        )
+        return
+    raise EvaluationError(
+        f"The held-out part ({held.description}) and the reported part ({report.description}) share {shared} rows: "
+        "a soup selected on the rows it is reported on looks better than it is.",
+        fix=f"Hold out part of the split ({_fraction(metavar='F')} below 1) or another split "
+        f"({_held_out('train')}), or pass {option('force', within='Selection')} to report on the selection rows "
+        "anyway (recorded).",
+    )
+
+
+def duplicate_inputs(held_rows: list[tuple], report_rows: list[tuple]) -> int:
+    """How many reported examples have the same inputs as a held-out one (datasets may repeat texts across splits)."""
+    held = set(held_rows)
+    return sum(1 for row in report_rows if row in held)
+
+
+# The held-out options as fixes name them; Selection calls two of them by shorter names than their flags.
+def _fraction(value: object = True, *, metavar: str | None = None) -> str:
+    return option("fraction", value, flag="--held-out-fraction", metavar=metavar, within="Selection")
+
+
+def _size(value: object = True, *, metavar: str | None = None) -> str:
+    return option("size", value, flag="--held-out-size", metavar=metavar, within="Selection")
+
+
+def _held_out(split: str) -> str:
+    return option("held_out", split, flag="--held-out", within="Selection")
