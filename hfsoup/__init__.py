@@ -27,7 +27,7 @@ _LAZY = {
     "run_sweep": "finetune",
     "CompatReport": "compat",
     "SoupResult": "pipeline",
-    "Selection": "selection.stage",
+    "Selection": "selection.options",
     "ResultsTable": "selection.results",
     "parse_ingredient": "hub",
     "resolve": "hub",

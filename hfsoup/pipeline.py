@@ -6,6 +6,7 @@ finished folder into place. Every check that can fail on user input runs before 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -14,7 +15,7 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import __version__, distributed, hub
 from .compat import CompatReport, IngredientFacts, SimilarityMeter, StaticResult, check_before_download
@@ -27,12 +28,12 @@ from .io.staging import check_output, staged_output
 from .publish import naming
 from .publish.card import local_card_metadata
 from .selection.results import RESULTS_FILE, ResultsTable
-from .soups import SOUPS
+from .soups import SoupContext, SoupMethod, make_method
 from .soups.engine import BaseWeights, collect_meter, measure, plan_soup, resolve_device, write_shards
 
 if TYPE_CHECKING:
     from .recipe import Recipe
-    from .selection.stage import Selection
+    from .selection.options import Selection
 
 logger = logging.getLogger(__name__)
 
@@ -85,8 +86,8 @@ def soup(
     ingredients: Sequence[str | os.PathLike],
     output_dir: str | os.PathLike,
     *,
-    method: str = "uniform",
-    weights: Sequence[float] | None = None,
+    method: str | SoupMethod = "uniform",
+    options: Any = None,
     dtype: str | None = None,
     max_shard_size: str | int = DEFAULT_MAX_SHARD_SIZE,
     overwrite: bool = False,
@@ -106,10 +107,11 @@ def soup(
             At least two models: `org/name`, `org/name@revision` (branch, tag or commit SHA) or local folders.
         output_dir (`str` or `os.PathLike`):
             Where the soup is written. It appears only once complete; an existing folder is kept unless `overwrite`.
-        method (`str`, *optional*, defaults to `"uniform"`):
-            A method in `hfsoup.soups.SOUPS`.
-        weights (`Sequence[float]`, *optional*):
-            One non-negative weight per ingredient, summing to 1 (uniform when omitted).
+        method (`str` or `SoupMethod`, *optional*, defaults to `"uniform"`):
+            A method's name in `hfsoup.soups.SOUPS`, or a method object with its options
+            (`UniformSoup(weights=[0.5, 0.3, 0.2])`, `GreedySoup(accept="gt")`).
+        options (`Options` or `dict`, *optional*):
+            With a method's name, its options (`{"weights": [0.5, 0.3, 0.2]}`); see each method's `Options`.
         dtype (`str`, *optional*):
             `float32`, `float16` or `bfloat16` for the output; by default the first ingredient's dtype.
         max_shard_size (`str` or `int`, *optional*, defaults to `"5GB"`):
@@ -131,9 +133,10 @@ def soup(
             Reuse the shards an interrupted run of the same soup completed: each is recomputed from the ingredients
             and compared with the staged bytes (only the write is saved; the staging folder is never trusted).
         selection (`Selection`, *optional*):
-            Score on a task: required by `greedy` and `learned` (selected on its held-out part), optional for
-            `uniform`. Every ingredient, the soups and the output ensemble are then scored on the held-out and the
-            reported parts, and the table is written beside the soup (`results.json`, `.csv`, `.png`).
+            Score on a task: required by the methods that select on held-out scores (`needs_scores`: greedy,
+            learned), optional for the others. Every ingredient, the soups and the output ensemble are then scored
+            on the held-out and the reported parts, and the table is written beside the soup (`results.json`,
+            `.csv`, `.png`).
         recipe (`dict`, *optional*):
             The recipe this soup was cooked from (`Recipe.to_dict()`), recorded in `hfsoup.json` and the model card.
 
@@ -169,24 +172,15 @@ def soup(
             fix="Name each ingredient once; to give one model more weight, use weights: "
             f"{option('weights', [0.6, 0.4])}.",
         )
-    if method not in SOUPS:
+    chosen = make_method(method, options)
+    method = chosen.name
+    if chosen.needs_scores and selection is None:
         raise InvalidSoupArgumentsError(
-            f"Unknown soup method {method!r}.", fix=f"Choose one of: {', '.join(sorted(SOUPS))}."
+            f"A {method} soup is selected by held-out scores, so it needs a task to score on.",
+            fix=f"Name the task to score on: {option('task', 'sst2', within='selection=Selection')}.",
         )
-    if SOUPS[method].needs_scores:
-        if selection is None:
-            raise InvalidSoupArgumentsError(
-                f"A {method} soup is selected by held-out scores, so it needs a task to score on.",
-                fix=f"Name the task to score on: {option('task', 'sst2', within='selection=Selection')}.",
-            )
-        if weights is not None:
-            raise InvalidSoupArgumentsError(
-                f"A {method} soup finds its own weights; --weights is for uniform (weighted) soups.",
-                fix=f"Drop --weights (weights=None), or use {option('method', 'uniform')}.",
-            )
-        mixing = None
-    else:
-        mixing = SOUPS[method](weights=weights).mixing(len(specs))
+    # A method that needs no data decides now, before any download (and its errors come first).
+    mixing = None if chosen.needs_scores else chosen.run(SoupContext(names=specs)).mixing
     if selection is not None:
         selection.check()
     out_dtype = _parse_dtype(dtype)
@@ -216,23 +210,22 @@ def soup(
         hub.fetch(ingredient, token=token)
     readers = [CheckpointReader(i.local_dir, allow_pickle=allow_pickle) for i in pinned]  # type: ignore[arg-type]
     alignment = _alignment_kwargs(pinned, static)
-    tasting = None
+    selected = None
     if selection is not None:  # Scored before anything is written: a failure leaves no output behind.
-        from .selection.stage import taste
+        from .selection.stage import select_soup
 
         excluded = set(alignment["exclude"])
-        tasting = taste(
+        selected = select_soup(
             pinned,
             readers,
-            method=method,
-            weights=weights,
+            method=chosen,
             selection=selection,
             names=sorted(n for n in readers[0].structure if n not in excluded),
             alignment=alignment["alignment"],
             label_indexed=sorted(alignment["label_indexed"]),
             token=token,
         )
-        mixing = tasting.mixing
+        mixing = selected.mixing
     assert mixing is not None
     provenance = {
         "hfsoup_version": __version__,
@@ -245,11 +238,11 @@ def soup(
     }
     if recipe is not None:
         provenance["recipe"] = recipe
-    if tasting is not None:
-        provenance["evaluation"] = tasting.evaluation
-        if tasting.records.get(method):
-            provenance[method] = tasting.records[method]
-        baselines = {name: record for name, record in tasting.records.items() if name != method and record}
+    if selected is not None:
+        provenance["evaluation"] = selected.evaluation
+        if selected.records.get(method):
+            provenance[method] = selected.records[method]
+        baselines = {name: record for name, record in selected.records.items() if name != method and record}
         if baselines:  # the baselines' greedy decisions and learned weights, for the results table's rows
             provenance["baselines"] = baselines
     plan = plan_soup(
@@ -296,8 +289,8 @@ def soup(
                 files.append(SAFE_WEIGHTS_INDEX_NAME)
             files += _copy_support_files(pinned[0], staging, out_dtype)
             public = _public_names(refs, specs, data_files)
-            if tasting is not None:
-                files += tasting.table.save(staging, plot=selection.plot)  # type: ignore[union-attr]
+            if selected is not None:
+                files += selected.table.save(staging, plot=selection.plot)  # type: ignore[union-attr]
                 table = json.loads((staging / RESULTS_FILE).read_text())
                 (staging / RESULTS_FILE).write_text(json.dumps(naming.scrub_paths(table, public), indent=2) + "\n")
             provenance["compatibility"] = _compat_provenance(report, force=force)
@@ -317,10 +310,10 @@ def soup(
         provenance["ingredients"],  # type: ignore[arg-type]
         files,
         report,
-        tasting.table if tasting else None,
-        tasting.evaluation if tasting else None,
-        tasting.records.get(method, {}) if tasting else {},
-        tasting.records if tasting else {},
+        selected.table if selected else None,
+        selected.evaluation if selected else None,
+        selected.records.get(method, {}) if selected else {},
+        selected.records if selected else {},
     )
 
 
@@ -554,15 +547,14 @@ def cook_recipe(
         soup_result = soup(
             specs,
             out,
-            method=recipe.method.name,
-            weights=recipe.method.weights,
+            method=recipe.method.make(),
             dtype=recipe.output.dtype,
             max_shard_size=recipe.output.max_shard_size,
             overwrite=overwrite or recipe.output.overwrite,
             token=token,
             force=recipe.force,
             resume=True,  # shards completed by an interrupted run of this recipe are reused (recomputed and compared)
-            selection=_selection(recipe, hub_metrics=hub_metrics),
+            selection=replace(recipe.evaluation, hub_metrics=hub_metrics) if recipe.evaluation else None,
             recipe=as_data,
         )
     pushed = None
@@ -589,33 +581,20 @@ def _made_by(out: Path, recipe: dict) -> bool:
         provenance = json.loads((out / PROVENANCE_FILE).read_text())
     except (OSError, ValueError):
         return False
-    return provenance.get("recipe") == json.loads(json.dumps(recipe))
+    return _comparable(provenance.get("recipe")) == _comparable(json.loads(json.dumps(recipe)))
 
 
-def _selection(recipe: Recipe, *, hub_metrics: bool | None) -> Selection | None:
-    if recipe.evaluation is None:
-        return None
-    from .selection.stage import BASELINES, Selection
+def _comparable(recipe: object) -> object:
+    """A recipe record as compared: the method with only its own options. Before methods declared their options,
+    `hfsoup.json` recorded every method's options at their defaults (`{name: greedy, accept: ge, steps: 20, ...}`);
+    a soup cooked then is still this recipe's soup."""
+    if not isinstance(recipe, dict) or not isinstance(recipe.get("method"), dict):
+        return recipe
+    from .soups import SOUPS
 
-    e, m = recipe.evaluation, recipe.method
-    return Selection(
-        task=e.task,
-        report=e.report,
-        held_out=e.held_out,
-        fraction=e.fraction,
-        size=e.size,
-        seed=e.seed,
-        dataset=e.dataset,
-        data_files=e.data_files,
-        batch_size=e.batch_size,
-        max_length=e.max_length,
-        accept=m.accept,
-        early_stop=m.early_stop,
-        by_layer=m.by_layer,
-        learned_steps=m.steps,
-        learned_lr=m.lr,
-        compare=tuple(e.compare) if e.compare is not None else BASELINES,
-        force=e.force,
-        plot=e.plot,
-        hub_metrics=hub_metrics,
-    )
+    method = recipe["method"]
+    cls = SOUPS.get(method.get("name", "uniform"))
+    if cls is None:
+        return recipe
+    own = {f.name for f in dataclasses.fields(cls.Options)}
+    return {**recipe, "method": {k: v for k, v in method.items() if k == "name" or k in own}}

@@ -26,21 +26,23 @@ shards already written and does not push twice.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import schema
 from .errors import HfsoupError, RecipeError, quote
-from .evaluation.data import data_files_problem
 from .io import guard
+from .io.output import Output
+from .options import as_dict
+from .publish.target import Push
 from .scrub import cut
+from .selection.options import Selection
+from .soups import SOUPS, SoupMethod
 
 if TYPE_CHECKING:
     from .finetune import Sweep
-
-METHODS = ("uniform", "greedy", "learned")
-DTYPES = ("auto", "float32", "float16", "bfloat16")
 
 
 @dataclass
@@ -57,50 +59,24 @@ class Ingredient:
 
 @dataclass
 class Method:
-    """The soup method and its options (those that do not apply to it are refused)."""
+    """The soup method's name in `SOUPS` and its options (the method's own `Options`; defaults when None)."""
 
     name: str = "uniform"
-    weights: list[float] | None = None  # uniform
-    accept: str = "ge"  # greedy
-    early_stop: bool = True  # greedy
-    by_layer: bool = False  # learned
-    steps: int = 20  # learned
-    lr: float = 0.05  # learned
+    options: Any = None
+
+    def __post_init__(self) -> None:
+        if self.options is None:
+            self.options = SOUPS[self.name].Options()
+
+    def make(self) -> SoupMethod:
+        return SOUPS[self.name](self.options)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, **as_dict(self.options)}
 
 
-@dataclass
-class Evaluation:
-    """Where the soup is scored: the task, the reported split and the held-out part that selection uses."""
-
-    task: str
-    report: str = "validation"
-    held_out: str | None = None
-    fraction: float = 0.5
-    size: int | None = None
-    seed: int = 0
-    dataset: str | None = None
-    data_files: dict[str, list[str]] | None = None
-    batch_size: int = 32
-    max_length: int | None = None
-    compare: list[str] | None = None
-    plot: bool = True
-    force: bool = False
-
-
-@dataclass
-class Output:
-    dir: str
-    dtype: str = "auto"
-    max_shard_size: str = "5GB"
-    overwrite: bool = False
-
-
-@dataclass
-class Push:
-    repo_id: str
-    private: bool = False
-    branch: str | None = None
-    commit_message: str | None = None
+#: A recipe's `evaluation:`, `output:` and `push:` sections are these option dataclasses, declared with their stage.
+Evaluation = Selection
 
 
 @dataclass
@@ -123,6 +99,9 @@ class Recipe:
         from .publish.naming import public_path, scrub_paths
 
         data = asdict(self)
+        data["method"] = self.method.to_dict()
+        if self.evaluation is not None:
+            data["evaluation"] = as_dict(self.evaluation, recipe_only=True)
         source = data.pop("source")
         base = Path(source).parent if source is not None else Path.cwd()
         # Local paths were made absolute for the run; the record is published, so they go back to the recipe's
@@ -142,179 +121,8 @@ def _map_strings(data: Any, change: Callable[[str], str]) -> Any:
     return data
 
 
-# ---- validation: one pass, every problem with its location ----
+# ---- validation: one pass, every problem with its location (hfsoup.schema) ----
 
-
-class _Problems:
-    def __init__(self) -> None:
-        self.items: list[str] = []
-
-    def add(self, where: str, message: str) -> None:
-        self.items.append(f"{where}: {message}")
-
-
-def _at(where: str, key: Any) -> str:
-    """The location of `key` under `where`, for a problem: an odd or huge key is quoted, and cut."""
-    if isinstance(key, str) and 0 < len(key) <= 64 and key.isprintable():
-        return f"{where}.{key}" if where else key
-    return f"{where}[{quote(key, limit=64)}]"
-
-
-def _type_name(value: Any) -> str:
-    return (
-        "null"
-        if value is None
-        else {
-            "str": "a string",
-            "int": "an integer",
-            "float": "a number",
-            "bool": "true/false",
-            "list": "a list",
-            "dict": "a mapping",
-        }.get(type(value).__name__, type(value).__name__)
-    )
-
-
-def _section(
-    data: Any,
-    where: str,
-    cls: type,
-    problems: _Problems,
-    *,
-    checks: Mapping[str, Callable[[Any], str | None]],
-    required: tuple[str, ...] = (),
-) -> Any:
-    """Build `cls` from the mapping `data`: unknown keys, missing keys and failed checks are all recorded."""
-    if not isinstance(data, dict):
-        problems.add(where, f"expected a mapping, got {_type_name(data)}")
-        return None
-    ok = True
-    for key in data:
-        if key not in checks:
-            problems.add(_at(where, key), f"unknown key (expected one of: {', '.join(checks)})")
-            ok = False
-    for key in required:
-        if key not in data:
-            problems.add(f"{where}.{key}", "missing (required)")
-            ok = False
-    for key, value in data.items():
-        if key in checks:
-            message = checks[key](value)
-            if message:
-                problems.add(f"{where}.{key}", message)
-                ok = False
-    return cls(**data) if ok else None
-
-
-def _is(kind: type | tuple[type, ...], *, optional: bool = False, label: str = "") -> Callable[[Any], str | None]:
-    def check(value: Any) -> str | None:
-        if value is None and optional:
-            return None
-        if isinstance(value, bool) and kind is not bool and bool not in (kind if isinstance(kind, tuple) else (kind,)):
-            return f"expected {label}, got {_type_name(value)}"
-        if not isinstance(value, kind):
-            return f"expected {label}, got {_type_name(value)}"
-        return None
-
-    return check
-
-
-def _one_of(choices: tuple[str, ...]) -> Callable[[Any], str | None]:
-    def check(value: Any) -> str | None:
-        return None if value in choices else f"expected one of {', '.join(choices)}, got {quote(value)}"
-
-    return check
-
-
-def _positive_int(optional: bool = False) -> Callable[[Any], str | None]:
-    def check(value: Any) -> str | None:
-        if value is None and optional:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            return f"expected a positive integer, got {quote(value)}"
-        return None
-
-    return check
-
-
-def _fraction(value: Any) -> str | None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1:
-        return f"expected a number between 0 and 1 (exclusive), got {quote(value)}"
-    return None
-
-
-def _weights(value: Any) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, list) or not value:
-        return f"expected a list of numbers, got {_type_name(value)}"
-    if any(isinstance(w, bool) or not isinstance(w, int | float) or w < 0 for w in value):
-        return f"expected non-negative numbers, got {quote(value)}"
-    return None
-
-
-def _string_list(value: Any) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        return f"expected a list of strings, got {quote(value)}"
-    return None
-
-
-_STR = _is(str, label="a string")
-_OPT_STR = _is(str, optional=True, label="a string")
-_BOOL = _is(bool, label="true or false")
-_NUMBER = _is((int, float), label="a number")
-
-METHOD_CHECKS = {
-    "name": _one_of(METHODS),
-    "weights": _weights,
-    "accept": _one_of(("ge", "gt")),
-    "early_stop": _BOOL,
-    "by_layer": _BOOL,
-    "steps": _positive_int(),
-    "lr": _NUMBER,
-}
-# Which method each option belongs to, so that `accept` on a uniform soup is refused rather than ignored.
-METHOD_OPTIONS = {
-    "weights": "uniform",
-    "accept": "greedy",
-    "early_stop": "greedy",
-    "by_layer": "learned",
-    "steps": "learned",
-    "lr": "learned",
-}
-EVALUATION_CHECKS = {
-    "task": _STR,
-    "report": _STR,
-    "held_out": _OPT_STR,
-    "fraction": _fraction,
-    "size": _positive_int(optional=True),
-    "seed": _is(int, label="an integer"),
-    "dataset": _OPT_STR,
-    "data_files": data_files_problem,
-    "batch_size": _positive_int(),
-    "max_length": _positive_int(optional=True),
-    "compare": _string_list,
-    "plot": _BOOL,
-    "force": _BOOL,
-}
-
-
-def _size(value: Any) -> str | None:
-    from .io.checkpoint import parse_size
-
-    if isinstance(value, bool) or not isinstance(value, str | int):
-        return f"expected a size such as 5GB or 500MB, got {_type_name(value)}"
-    try:
-        parse_size(value)
-    except ValueError as e:
-        return str(e)
-    return None
-
-
-OUTPUT_CHECKS = {"dir": _STR, "dtype": _one_of(DTYPES), "max_shard_size": _size, "overwrite": _BOOL}
-PUSH_CHECKS = {"repo_id": _STR, "private": _BOOL, "branch": _OPT_STR, "commit_message": _OPT_STR}
 TOP_KEYS = ("name", "ingredients", "sweep", "base", "method", "evaluation", "output", "push", "force")
 
 
@@ -322,17 +130,17 @@ def parse_recipe(data: Any, *, source: str | os.PathLike | None = None) -> Recip
     """Validate recipe data (already parsed YAML); raise `RecipeError` listing every problem with its location."""
     from .hub import parse_ingredient
 
-    problems = _Problems()
+    problems = schema.Problems()
     where = str(source) if source is not None else "recipe"
     if not isinstance(data, dict):
         raise RecipeError(
             f"{where} is not a recipe: expected a YAML mapping with at least 'ingredients' and 'output', got "
-            f"{_type_name(data)}.",
+            f"{schema.type_name(data)}.",
             fix="See recipes/ in the hfsoup repository for examples.",
         )
     for key in data:
         if key not in TOP_KEYS:
-            problems.add(_at("", key), f"unknown key (expected one of: {', '.join(TOP_KEYS)})")
+            problems.add(schema.at("", key), f"unknown key (expected one of: {', '.join(TOP_KEYS)})")
     if "output" not in data:
         problems.add("output", "missing (required)")
     sweep = _sweep(data, problems)
@@ -340,7 +148,7 @@ def parse_recipe(data: Any, *, source: str | os.PathLike | None = None) -> Recip
     ingredients: list[Ingredient] = []
     raw = data.get("ingredients", [])
     if not isinstance(raw, list):
-        problems.add("ingredients", f"expected a list, got {_type_name(raw)}")
+        problems.add("ingredients", f"expected a list, got {schema.type_name(raw)}")
         raw = []
     elif "ingredients" in data and len(raw) < 2:
         problems.add("ingredients", f"a soup needs at least 2 ingredients, got {len(raw)}")
@@ -348,9 +156,7 @@ def parse_recipe(data: Any, *, source: str | os.PathLike | None = None) -> Recip
         spot = f"ingredients[{i}]"
         if isinstance(item, str):
             item = {"id": item}
-        ingredient = _section(
-            item, spot, Ingredient, problems, checks={"id": _STR, "revision": _OPT_STR}, required=("id",)
-        )
+        ingredient = _ingredient(item, spot, problems)
         if ingredient is None:
             continue
         if not _looks_local(ingredient.id):  # folders are checked when the recipe is cooked, not when validated
@@ -364,38 +170,24 @@ def parse_recipe(data: Any, *, source: str | os.PathLike | None = None) -> Recip
                 continue
         ingredients.append(ingredient)
 
-    method = Method()
-    if "method" in data:
-        raw_method = {"name": data["method"]} if isinstance(data["method"], str) else data["method"]
-        method = _section(raw_method, "method", Method, problems, checks=METHOD_CHECKS) or method
-        if isinstance(raw_method, dict):
-            for key, owner in METHOD_OPTIONS.items():
-                if key in raw_method and raw_method.get("name", "uniform") != owner:
-                    problems.add(
-                        f"method.{key}", f"applies to the {owner} method, not {raw_method.get('name', 'uniform')}"
-                    )
-            if method.weights is not None and raw and len(method.weights) != len(raw):
-                problems.add("method.weights", f"{len(method.weights)} weights for {len(raw)} ingredients")
-
+    method = _method(data, len(raw), problems)
     evaluation = None
     if data.get("evaluation") is not None:
-        evaluation = _section(
-            data["evaluation"], "evaluation", Evaluation, problems, checks=EVALUATION_CHECKS, required=("task",)
-        )
-    if method.name in ("greedy", "learned") and evaluation is None and "evaluation" not in data:
+        evaluation = schema.section(data["evaluation"], "evaluation", Evaluation, problems, required=("task",))
+    if SOUPS[method.name].needs_scores and evaluation is None and "evaluation" not in data:
         problems.add("evaluation", f"the {method.name} method selects on held-out data: give evaluation.task")
 
     output = (
-        _section(data.get("output"), "output", Output, problems, checks=OUTPUT_CHECKS, required=("dir",))
-        if "output" in data
-        else None
+        schema.section(data.get("output"), "output", Output, problems, required=("dir",)) if "output" in data else None
     )
     push = None
     if data.get("push") is not None:
-        push = _section(data["push"], "push", Push, problems, checks=PUSH_CHECKS, required=("repo_id",))
-    for key, check in (("name", _OPT_STR), ("base", _OPT_STR), ("force", _BOOL)):
-        if key in data and (message := check(data[key])):
+        push = schema.section(data["push"], "push", Push, problems, required=("repo_id",))
+    for key, kind in (("name", schema.string(optional=True)), ("base", schema.string(optional=True))):
+        if key in data and (message := kind.check(data[key])):
             problems.add(key, message)
+    if "force" in data and (message := schema.boolean().check(data["force"])):
+        problems.add("force", message)
 
     base_dir = Path(source).parent if source is not None else Path.cwd()
     if sweep is not None:
@@ -431,9 +223,68 @@ def parse_recipe(data: Any, *, source: str | os.PathLike | None = None) -> Recip
             f"{where} has {count} problem{'s' if count > 1 else ''}, each listed below with its location.",
             fix="Fix them (recipes/ in the hfsoup repository holds complete examples), then run `hfsoup validate` "
             "again.",
-            problems=problems.items,
+            problems=problems.lines(),
         )
     return recipe
+
+
+def _ingredient(item: Any, where: str, problems: schema.Problems) -> Ingredient | None:
+    if not isinstance(item, dict):
+        problems.add(where, f"expected a mapping, got {schema.type_name(item)}")
+        return None
+    found = len(problems.items)
+    for key in item:
+        if key not in ("id", "revision"):
+            problems.add(schema.at(where, key), "unknown key (expected one of: id, revision)")
+    if "id" not in item:
+        problems.add(f"{where}.id", "missing (required)")
+    for key, kind in (("id", schema.string()), ("revision", schema.string(optional=True))):
+        if key in item and (message := kind.check(item[key])):
+            problems.add(f"{where}.{key}", message)
+    return Ingredient(**item) if len(problems.items) == found else None
+
+
+def _method(data: dict, n_ingredients: int, problems: schema.Problems) -> Method:
+    """`method: greedy` or `method: {name: greedy, accept: gt}`: the options are the named method's `Options`; an
+    option of another method is refused with its owner named, rather than ignored."""
+    if "method" not in data:
+        return Method()
+    raw = {"name": data["method"]} if isinstance(data["method"], str) else data["method"]
+    if not isinstance(raw, dict):
+        problems.add("method", f"expected a method name or a mapping, got {schema.type_name(raw)}")
+        return Method()
+    name = raw.get("name", "uniform")
+    if name not in SOUPS:
+        problems.add("method.name", f"expected one of {', '.join(SOUPS)}, got {quote(name)}")
+        return Method()
+    cls = SOUPS[name]
+    own = {f.name for f in schema.declared(cls.Options)}
+    owners = {f.name: other for other, c in SOUPS.items() if other != name for f in schema.declared(c.Options)}
+    options: dict[str, Any] = {}
+    misplaced: dict[str, dict[str, Any]] = {}
+    for key, value in raw.items():
+        if key == "name" or key in own:
+            if key != "name":
+                options[key] = value
+        elif key in owners:
+            problems.add(f"method.{key}", f"applies to the {owners[key]} method, not {name}")
+            misplaced.setdefault(owners[key], {})[key] = value
+        else:
+            expected = ", ".join(["name", *own])
+            problems.add(schema.at("method", key), f"unknown key (expected one of: {expected})")
+    # Every problem at once: a misplaced option is also checked as its own method would check it.
+    for owner, values in misplaced.items():
+        _method_options(SOUPS[owner], values, n_ingredients, problems)
+    built = _method_options(cls, options, n_ingredients, problems)
+    return Method(name) if built is None else Method(name, built)
+
+
+def _method_options(cls: type[SoupMethod], values: dict, n_ingredients: int, problems: schema.Problems) -> Any:
+    built = schema.section(values, "method", cls.Options, problems)
+    if built is not None and n_ingredients:  # a sweep's runs are counted when it is cooked
+        for key, message in cls(built).problems(n_ingredients):
+            problems.add(f"method.{key}", message)
+    return built
 
 
 def protected_inputs(recipe: Recipe) -> list[guard.Protected]:
@@ -469,7 +320,7 @@ def output_problems(recipe: Recipe, output_dir: str | os.PathLike) -> list[str]:
 # ---- a fine-tune sweep as the ingredients (hfsoup.finetune) ----
 
 
-def _sweep(data: dict, problems: _Problems) -> Sweep | None:
+def _sweep(data: dict, problems: schema.Problems) -> Sweep | None:
     """`sweep:` instead of `ingredients:`: validated by hfsoup.finetune, its problems located under `sweep.`."""
     if "sweep" not in data:
         if "ingredients" not in data:

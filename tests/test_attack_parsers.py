@@ -402,7 +402,7 @@ def test_log_lines_warnings_and_tracebacks_are_scrubbed(tmp_path, capfd, monkeyp
         except ValueError as e:
             raise RuntimeError(f"outer {args.token}") from e
 
-    monkeypatch.setattr(cli, "_cmd_eval", leaky)
+    monkeypatch.setattr(cli.eval, "run", leaky)  # the `eval` verb's module: its parser binds `run` when built
     short = "s3cr3t-token-value"  # not token-shaped: scrubbed because it is the token in use
     for debug in ("", "1"):
         monkeypatch.setenv("HFSOUP_DEBUG", debug)

@@ -176,7 +176,10 @@ def fixes(tmp_path, bert) -> list[str]:
     raised = [
         (OutputExistsError, lambda: hfsoup.soup([bert["ft0"], bert["ft1"]], taken)),
         (MissingWeightsError, lambda: CheckpointReader(pickled)),
-        (InvalidSoupArgumentsError, lambda: hfsoup.soup([bert["ft0"], bert["ft1"]], tmp_path / "o", weights=[1, 1])),
+        (
+            InvalidSoupArgumentsError,
+            lambda: hfsoup.soup([bert["ft0"], bert["ft1"]], tmp_path / "o", options={"weights": [1, 1]}),
+        ),
         (IncompatibleIngredientsError, lambda: hfsoup.soup([bert["ft0"], bert["num_labels"]], tmp_path / "o")),
         (errors.EvaluationError, lambda: carve({"validation": 10}, held_out=None, report="validation", fraction=2)),
         (errors.EvaluationError, lambda: carve({"validation": 10}, held_out=None, report="validation", size=20)),
@@ -202,6 +205,8 @@ def test_fixes_name_the_flag_and_the_keyword_and_both_exist(fixes):
     keywords = {
         None: set(inspect.signature(hfsoup.soup).parameters),
         "Selection": {f.name for f in dataclasses.fields(hfsoup.Selection)},
+        # Each method's options, named as its class takes them (`GreedySoup(accept="gt")`).
+        **{cls.__name__: {f.name for f in dataclasses.fields(cls.Options)} for cls in hfsoup.SOUPS.values()},
     }
     named = set()
     for fix in fixes:
@@ -213,4 +218,4 @@ def test_fixes_name_the_flag_and_the_keyword_and_both_exist(fixes):
             named.add(flag)
     # The sample covers switches, values, lists and Selection's options.
     assert {"--overwrite", "--allow-pickle", "--weights", "--force", "--held-out-fraction", "--accept"} <= named
-    assert "--weights 0.5,0.5 (weights=[0.5, 0.5])" in " ".join(fixes)
+    assert "--weights 0.5,0.5 (UniformSoup(weights=[0.5, 0.5]))" in " ".join(fixes)

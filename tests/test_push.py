@@ -87,7 +87,9 @@ def test_commit_failing_after_the_uploads_leaves_the_repo_unchanged(hub, soup_di
     hfsoup.push(soup_dir, "push/soup", token=TOKEN)
     head, files = HfApi().model_info("push/soup").sha, HfApi().list_repo_files("push/soup")
     # A different soup (other weights), so the retry has new LFS objects to upload.
-    other = hfsoup.soup(["push/tiny-bert-ft0", "push/tiny-bert-ft1"], tmp_path / "soup2", weights=[0.8, 0.2])
+    other = hfsoup.soup(
+        ["push/tiny-bert-ft0", "push/tiny-bert-ft1"], tmp_path / "soup2", options={"weights": [0.8, 0.2]}
+    )
     hub.faults = FaultPlan()
     hub.faults.add("status", method="POST", path=r"^/api/models/push/soup/commit/", status=500)
     start = len(hub.traffic)

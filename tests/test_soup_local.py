@@ -64,7 +64,7 @@ def test_uniform_soup_matches_float64_reference(tmp_path, ingredients):
 
 def test_weighted_soup(tmp_path, ingredients):
     weights = [0.5, 0.3, 0.2]
-    result = hfsoup.soup(ingredients, tmp_path / "out", weights=weights)
+    result = hfsoup.soup(ingredients, tmp_path / "out", options={"weights": weights})
     assert result.weights == tuple(weights)
     assert max_relative_deviation(result.output_dir, reference_average(ingredients, weights)) < 1e-6
     # ... and it really differs from the uniform soup.
@@ -106,7 +106,7 @@ def test_structure_mismatches_are_all_listed(tmp_path, ingredients):
 )
 def test_bad_weights(tmp_path, ingredients, weights, match):
     with pytest.raises(InvalidSoupArgumentsError, match=match):
-        hfsoup.soup(ingredients, tmp_path / "out", weights=weights)
+        hfsoup.soup(ingredients, tmp_path / "out", options={"weights": weights})
     assert not (tmp_path / "out").exists()
 
 

@@ -27,6 +27,7 @@ from typing import Any
 from ..constants import PROVENANCE_FILE
 from ..errors import NotASoupError, quote
 from ..scrub import cut
+from ..soups import SOUPS
 
 logger = logging.getLogger(__name__)
 
@@ -34,12 +35,6 @@ RESULTS_FILE = "results.json"
 CARD_FILE = "README.md"
 TAGS = ["merge", "model-soup", "hfsoup"]
 PAPER = "[Wortsman et al., 2022](https://arxiv.org/abs/2203.05482)"
-METHODS = {
-    "uniform": "the weights of every ingredient averaged tensor by tensor (with the mixing weights below)",
-    "greedy": "ingredients added best-first on a held-out split, each kept only if the soup's held-out score does "
-    "not drop, then averaged uniformly",
-    "learned": "mixing weights learned by gradient descent on a held-out split",
-}
 # What a model does, from the architecture named in config.json, when the ingredients' cards do not say.
 _PIPELINE_SUFFIXES = {
     "ForSequenceClassification": "text-classification",
@@ -411,8 +406,8 @@ def _recipe(prov: dict[str, Any]) -> tuple[str, str]:
         specs.append(f"{i['repo_id']}@{i['sha']}" if i.get("repo_id") and i.get("sha") else str(i.get("spec")))
     command = ["hfsoup soup", *specs, "-o soup/", f"--method {prov['method']}"]
     weights = prov.get("weights") or []
-    if prov["method"] == "uniform" and weights and len(set(weights)) > 1:
-        command.append("--weights " + ",".join(f"{w:g}" for w in weights))
+    if (method := SOUPS.get(prov["method"])) is not None:
+        command += method().command_args(prov)
     if prov.get("dtype") not in (None, "auto"):
         command.append(f"--dtype {prov['dtype']}")
     if (prov.get("compatibility") or {}).get("forced"):
@@ -455,7 +450,7 @@ def _body(soup: SoupFolder, *, model_name: str, base: str | None, license_note: 
     n = len(prov["ingredients"])
     method = prov["method"]
     recipe, command = _recipe(prov)
-    how = METHODS.get(method, f"the '{method}' method")
+    how = SOUPS[method].description if method in SOUPS else f"the '{method}' method"
     base_line = f" They share the base model [{base}](/{base})." if base else ""
     return f"""# {model_name}
 

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..errors import MissingDependencyError, option
+from ..soups import SOUPS, PlotStyle
 
 logger = logging.getLogger(__name__)
 
@@ -128,7 +129,6 @@ class ResultsTable:
         m = self.metric
         fig, ax = plt.subplots(figsize=(6, 5), dpi=100)
         try:
-            styles = {"uniform": ("s", "tab:orange"), "greedy": ("*", "tab:red"), "learned": ("P", "tab:purple")}
             points = []
             for r in self.rows:
                 if m not in r.held_out or m not in r.report:
@@ -140,8 +140,8 @@ class ResultsTable:
                 elif r.kind == "ensemble":
                     ax.scatter(x, y, marker="D", color="tab:green", s=70, label=r.name)
                 else:
-                    marker, color = styles.get(r.method or "", ("X", "black"))
-                    ax.scatter(x, y, marker=marker, color=color, s=150 if marker == "*" else 80, label=r.name)
+                    style = SOUPS[r.method].plot_style if r.method in SOUPS else PlotStyle()
+                    ax.scatter(x, y, marker=style.marker, color=style.color, s=style.size, label=r.name)
                 ax.annotate(_short(r.name), (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7)
             if points:
                 low = min(min(p) for p in points)

@@ -1,10 +1,10 @@
-"""The tasting stage of the pipeline: score the ingredients, search the soup, and lay out the results table.
+"""The selection stage of the pipeline: score the ingredients, run the soup methods, and lay out the results table.
 
 Runs after the ingredients are fetched and before the soup is written. It carves the task's data into a held-out part
-(where greedy and learned soups are selected) and a reported part (never used for selection), scores every ingredient
-on both, runs the chosen soup method and the baselines (uniform, greedy, learned soups and the output ensemble), and
-returns the mixing weights that the streaming engine then writes, with the table and the provenance that go beside
-them. Nothing here writes files.
+(where soups are selected) and a reported part (never used for selection), scores every ingredient on both, runs the
+chosen method and the baselines (every method in `SOUPS` through the same `run(context)`, and the output ensemble),
+and returns the mixing weights that the streaming engine then writes, with the table and the provenance that go
+beside them. Nothing here writes files.
 """
 
 from __future__ import annotations
@@ -16,97 +16,28 @@ from typing import Any
 
 import torch
 
-from ..errors import EvaluationError, InvalidSoupArgumentsError, option
-from ..evaluation.evaluator import DEFAULT_BATCH_SIZE, Evaluator
+from ..errors import EvaluationError, option
+from ..evaluation.evaluator import Evaluator
 from ..evaluation.tasks import TEXT_CLASSIFICATION, Task, get_task, text_classification_task
-from ..soups import GreedySoup, LearnedSoup, Mixing
-from .heldout import DEFAULT_FRACTION, Part, carve, duplicate_inputs
-from .results import ResultsTable, Row, require_matplotlib
-from .scorers import ClassifierScorer, make_scorer
+from ..soups import SOUPS, Mixing, SoupContext, SoupMethod, make_method
+from .heldout import Part, carve, duplicate_inputs
+from .options import ENSEMBLE, Selection
+from .results import ResultsTable, Row
+from .scorers import make_scorer
 
 logger = logging.getLogger(__name__)
 
-#: What the results table can compare, besides every ingredient.
-BASELINES = ("uniform", "greedy", "learned", "ensemble")
-
 
 @dataclass
-class Selection:
-    """Where and how soups are scored and selected: the task, its held-out and reported parts, the methods' options.
-
-    Args:
-        task (`str` or `Task`):
-            A GLUE task name (`sst2`, ...), `text-classification` (class names from the first ingredient, data from
-            `dataset` or `data_files` with `text` and `label` columns), or a `Task`.
-        report (`str`, *optional*, defaults to `"validation"`):
-            The split the results are reported on.
-        held_out (`str`, *optional*):
-            The split to select on; by default a seeded part of `report` (see `hfsoup.selection.heldout.carve`).
-        fraction (`float`, *optional*, defaults to 0.5), size (`int`, *optional*), seed (`int`, *optional*):
-            How the held-out part is carved.
-        dataset (`str`, *optional*), data_files (`dict[str, list[str]]`, *optional*):
-            Another dataset repo or folder, or local csv/json/parquet files by split.
-        batch_size (`int`, *optional*, defaults to 32), max_length (`int`, *optional*):
-            Scoring batches and truncation.
-        accept (`str`, *optional*, defaults to `"ge"`), early_stop (`bool`, *optional*, defaults to `True`):
-            The greedy soup's acceptance rule and early stopping.
-        by_layer (`bool`, *optional*), learned_steps (`int`, *optional*, defaults to 20),
-        learned_lr (`float`, *optional*, defaults to 0.05):
-            The learned soup's options.
-        compare (`Sequence[str]`, *optional*):
-            The baselines in the table, from `BASELINES`; all by default. The chosen method is always scored.
-        force (`bool`, *optional*, defaults to `False`):
-            Accept held-out rows that are also reported.
-        plot (`bool`, *optional*, defaults to `True`):
-            Draw `results.png` (needs matplotlib).
-        hub_metrics (`bool`, *optional*):
-            Score with the Hub's metric module instead of hfsoup's (see `Evaluator`); defaults to `HFSOUP_HUB_METRICS`.
-    """
-
-    task: str | Task
-    report: str = "validation"
-    held_out: str | None = None
-    fraction: float = DEFAULT_FRACTION
-    size: int | None = None
-    seed: int = 0
-    dataset: str | None = None
-    data_files: dict[str, list[str]] | None = None
-    batch_size: int = DEFAULT_BATCH_SIZE
-    max_length: int | None = None
-    accept: str = "ge"
-    early_stop: bool = True
-    by_layer: bool = False
-    learned_steps: int = 20
-    learned_lr: float = 0.05
-    compare: Sequence[str] = BASELINES
-    force: bool = False
-    plot: bool = True
-    hub_metrics: bool | None = None
-
-    def check(self) -> None:
-        """Refuse contradictory options before anything is downloaded."""
-        unknown = [c for c in self.compare if c not in BASELINES]
-        if unknown:
-            raise InvalidSoupArgumentsError(
-                f"Unknown baseline(s) {', '.join(map(repr, unknown))} to compare.",
-                fix=f"Choose from: {', '.join(BASELINES)} (or none).",
-            )
-        GreedySoup(accept=self.accept)
-        LearnedSoup(by_layer=self.by_layer, steps=self.learned_steps, lr=self.learned_lr)
-        if self.plot:
-            require_matplotlib()
-
-
-@dataclass
-class Tasting:
-    """What tasting produced: the weights to write, the table and the provenance to write beside them.
+class SelectionResult:
+    """What selection produced: the weights to write, the table and the provenance to write beside them.
 
     Attributes:
         mixing (`Mixing`): the chosen method's weights.
         table (`ResultsTable`): every ingredient, soup and the ensemble on both parts.
         evaluation (`dict`): the chosen soup's own scores and where they come from.
-        records (`dict[str, dict]`): per soup scored (`uniform`, `greedy`, `learned`), its method's record: the
-            greedy decisions, the learned weights and losses, the held-out loss.
+        records (`dict[str, dict]`): per soup scored, its method's record (the greedy decisions, the learned weights
+            and losses, the held-out loss).
     """
 
     mixing: Mixing
@@ -115,20 +46,31 @@ class Tasting:
     records: dict[str, dict] = field(default_factory=dict)
 
 
-def taste(
+def methods_to_run(method: SoupMethod, selection: Selection) -> dict[str, SoupMethod]:
+    """The chosen method and the compared ones, in `SOUPS` order (the table's rows); a baseline given as an object
+    keeps its options, one given by name runs with its defaults (the chosen method's options when it is the same)."""
+    chosen: dict[str, SoupMethod] = {method.name: method}
+    for item in selection.compared:
+        if isinstance(item, SoupMethod):
+            chosen.setdefault(item.name, item)
+        elif item in SOUPS:
+            chosen.setdefault(item, make_method(item))
+    return {name: chosen[name] for name in [*SOUPS, *chosen] if name in chosen}
+
+
+def select_soup(
     ingredients: Sequence[Any],
     readers: Sequence[Any],
     *,
-    method: str,
-    weights: Sequence[float] | None,
+    method: SoupMethod,
     selection: Selection,
     names: Sequence[str],
     alignment: Mapping[int, Sequence[int]],
     label_indexed: Sequence[str],
     token: str | bool | None = None,
-) -> Tasting:
-    """Score, search and compare. `ingredients` are the pinned `hub.Ingredient`s, `readers` their checkpoints,
-    `names` the tensor names to mix, `alignment`/`label_indexed` how to put permuted heads in order."""
+) -> SelectionResult:
+    """Score, search and compare. `ingredients` are the pinned ingredients, `readers` their checkpoints, `names` the
+    tensor names to mix, `alignment`/`label_indexed` how to put permuted heads in order."""
     from ..evaluation.placement import load_model, load_tokenizer
 
     first = str(ingredients[0].local_dir)
@@ -139,27 +81,23 @@ def taste(
     held_scorer = make_scorer(held, model, tokenizer, model_name=ingredients[0].name)
     report_scorer = make_scorer(report, model, tokenizer, model_name=ingredients[0].name)
     loaders = [state_loader(reader, names, alignment.get(i), label_indexed) for i, reader in enumerate(readers)]
-    compare = set(selection.compare) | {method}
+    methods = methods_to_run(method, selection)
     labels = [i.name for i in ingredients]
 
-    # Every ingredient on both parts; the uniform (or weighted) sum accumulates on the way.
-    n = len(loaders)
-    mix = tuple(weights) if weights is not None and method == "uniform" else tuple(1.0 / n for _ in range(n))
-    keep_states = "learned" in compare
+    # Every ingredient on both parts; all of them stay in memory only when a method needs them at once.
+    keep_states = any(m.needs_states for m in methods.values())
     states, held_logits, report_logits = [], [], []
-    uniform: dict[str, torch.Tensor] | None = None
     for i, load in enumerate(loaders):
         state = load()
         held_logits.append(held_scorer.logits(state))
         report_logits.append(report_scorer.logits(state))
-        uniform = _add(uniform, state, mix[i])
         if keep_states:
             states.append(state)
         logger.info("scored %s: held-out %s", labels[i], f"{held_scorer.primary_of(held_logits[-1]):.4f}")
-    assert uniform is not None
     table = ResultsTable(
         task.primary_metric, parts[0].description, parts[1].description, metric_module=dict(held.metric.record)
     )
+    n = len(loaders)
     for i, ingredient in enumerate(ingredients):
         table.rows.append(
             Row(
@@ -171,41 +109,44 @@ def taste(
             )
         )
 
-    soups: dict[str, tuple[dict, Mixing, dict]] = {}
-    if "uniform" in compare:
-        soups["uniform"] = (uniform, Mixing(mix), {})
-    if "greedy" in compare:
-        greedy = GreedySoup(accept=selection.accept, early_stop=selection.early_stop)
-        scores = [held_scorer.primary_of(logits) for logits in held_logits]
-        found = greedy.search(loaders, held_scorer, names=labels, scores=scores)
-        soups["greedy"] = (found.state, found.mixing, found.to_dict())
-        for i, row in enumerate(table.rows[:n]):
-            row.kept = i in found.kept
-    if "learned" in compare:
-        learner = LearnedSoup(by_layer=selection.by_layer, steps=selection.learned_steps, lr=selection.learned_lr)
-        learned = learner.fit(states, held_scorer, names=labels, device=held_scorer.device)
-        soups["learned"] = (_mixed(states, learned.mixing), learned.mixing, learned.to_dict())
-    del states
-
+    context = SoupContext(
+        names=labels,
+        loaders=loaders,
+        scorer=held_scorer,
+        objective=held_scorer,
+        scores=[held_scorer.primary_of(logits) for logits in held_logits],
+        states=states if keep_states else None,
+        device=held_scorer.device,
+    )
+    soups: dict[str, tuple[Mixing, dict]] = {}
     evaluation_metrics: dict[str, dict] = {}
-    for name, (state, _, record) in soups.items():
+    for name, soup_method in methods.items():
+        outcome = soup_method.run(context)
+        state = outcome.state if outcome.state is not None else _mixed(states or loaders, outcome.mixing)
+        if outcome.kept is not None:
+            for i, row in enumerate(table.rows[:n]):
+                row.kept = i in outcome.kept
         held_out_logits, report_out_logits = held_scorer.logits(state), report_scorer.logits(state)
+        del state
+        record = dict(outcome.record)
+        if soup_method.records_loss:
+            record.setdefault("held_out_loss", held_scorer.mean_loss(held_out_logits))
         row = Row(f"{name} soup", "soup", method=name)
         row.held_out = held_scorer.metrics(held_out_logits)
         row.report = report_scorer.metrics(report_out_logits)
-        if name in ("uniform", "learned"):
-            record.setdefault("held_out_loss", held_scorer.mean_loss(held_out_logits))
         table.rows.append(row)
+        soups[name] = (outcome.mixing, record)
         evaluation_metrics[name] = {"held_out": row.held_out, "report": row.report}
-    if "ensemble" in compare:
-        row = Row("ensemble", "ensemble")
+    del states, context
+    if ENSEMBLE in selection.compared:
+        row = Row(ENSEMBLE, ENSEMBLE)
         row.held_out = held_scorer.metrics(torch.stack(held_logits).mean(dim=0))
         row.report = report_scorer.metrics(torch.stack(report_logits).mean(dim=0))
         table.rows.append(row)
 
-    evaluation = _evaluation(task, held, parts, evaluation_metrics[method])
+    evaluation = _evaluation(task, held, parts, evaluation_metrics[method.name])
     logger.info("results:\n%s", table.format_table())
-    return Tasting(soups[method][1], table, evaluation, {name: record for name, (_, _, record) in soups.items()})
+    return SelectionResult(soups[method.name][0], table, evaluation, {k: record for k, (_, record) in soups.items()})
 
 
 def _task(selection: Selection, model: Any, *, token: str | bool | None) -> Task:
@@ -300,20 +241,18 @@ def state_loader(
     return load
 
 
-def _add(total: dict | None, state: Mapping[str, torch.Tensor], weight: float) -> dict:
-    if total is None:
-        return {k: (t * weight if torch.is_floating_point(t) else t) for k, t in state.items()}
-    for k, t in state.items():
-        if torch.is_floating_point(t):
-            total[k].add_(t, alpha=weight)
-    return total
-
-
-def _mixed(states: Sequence[Mapping[str, torch.Tensor]], mixing: Mixing) -> dict:
+def _mixed(ingredients: Sequence[Any], mixing: Mixing) -> dict:
+    """The soup's weights for scoring: a weighted sum of the ingredients' states, or of what their loaders read (one
+    ingredient in memory at a time besides the sum)."""
     out: dict | None = None
-    for i, state in enumerate(states):
-        part = {k: (t * mixing.weights_for(k)[i] if torch.is_floating_point(t) else t) for k, t in state.items()}
-        out = part if out is None else {k: (out[k] + v if torch.is_floating_point(v) else v) for k, v in part.items()}
+    for i, item in enumerate(ingredients):
+        state = item() if callable(item) else item
+        if out is None:
+            out = {k: (t * mixing.weights_for(k)[i] if torch.is_floating_point(t) else t) for k, t in state.items()}
+            continue
+        for k, t in state.items():
+            if torch.is_floating_point(t):
+                out[k] = out[k] + t * mixing.weights_for(k)[i]
     assert out is not None
     return out
 
@@ -335,4 +274,4 @@ def _evaluation(task: Task, held: Evaluator, parts: list[Part], metrics: dict) -
     }
 
 
-__all__ = ["BASELINES", "ClassifierScorer", "Selection", "Tasting", "state_loader", "taste"]
+__all__ = ["Selection", "SelectionResult", "methods_to_run", "select_soup", "state_loader"]

@@ -1,12 +1,24 @@
-"""Soup methods, one module each, and the registry the CLI and recipes look methods up in.
+"""Soup methods, one module each, and `SOUPS`: the one place methods are listed.
 
-A method decides the mixing weights; `engine.stream_soup` applies them tensor by tensor. Adding a method is adding a
-module and a line in `SOUPS`.
+A method (`base.SoupMethod`) declares its name, description, plot style and `Options`, and decides the mixing weights
+through `run(context)`; `engine.stream_soup` applies them tensor by tensor. The CLI flags, recipe keys, the model
+card's method text, the results table's rows and the plot all come from `SOUPS`: adding a method is adding a module
+and a line here.
 """
 
 from __future__ import annotations
 
-from .base import HeldOutLoss, Mixing, Scorer, SoupMethod, StateDict, SummedScorer
+from .base import (
+    HeldOutLoss,
+    Mixing,
+    Outcome,
+    PlotStyle,
+    Scorer,
+    SoupContext,
+    SoupMethod,
+    StateDict,
+    SummedScorer,
+)
 from .greedy import GreedyResult, GreedySoup
 from .learned import LearnedResult, LearnedSoup
 from .uniform import UniformSoup
@@ -17,6 +29,25 @@ SOUPS: dict[str, type[SoupMethod]] = {
     LearnedSoup.name: LearnedSoup,
 }
 
+
+def make_method(method: str | SoupMethod, options: object = None) -> SoupMethod:
+    """A method from its name in `SOUPS` and its options (an `Options`, a mapping or None), or as given."""
+    from ..errors import InvalidSoupArgumentsError
+
+    if isinstance(method, SoupMethod):
+        if options is not None:
+            raise InvalidSoupArgumentsError(
+                f"Got a {method.name} soup object and separate options; give its options to the object only.",
+                fix=f"Pass {type(method).__name__}(...) alone, or the method's name with options=.",
+            )
+        return method
+    if method not in SOUPS:
+        raise InvalidSoupArgumentsError(
+            f"Unknown soup method {method!r}.", fix=f"Choose one of: {', '.join(sorted(SOUPS))}."
+        )
+    return SOUPS[method](options)
+
+
 __all__ = [
     "SOUPS",
     "GreedyResult",
@@ -25,9 +56,13 @@ __all__ = [
     "LearnedResult",
     "LearnedSoup",
     "Mixing",
+    "Outcome",
+    "PlotStyle",
     "Scorer",
+    "SoupContext",
     "SoupMethod",
     "StateDict",
     "SummedScorer",
     "UniformSoup",
+    "make_method",
 ]

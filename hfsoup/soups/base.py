@@ -1,13 +1,14 @@
 """What every soup method produces (mixing weights, global or per tensor), and what the searching methods score with.
 
-The greedy and learned soups never see the evaluator: they get a `Scorer` (state dict -> score) or a `HeldOutLoss`
-(state dict and batch -> a differentiable loss), which `cook.py` builds from the evaluator, and each piece tests alone.
+Every method is a `SoupMethod`: options declared once, one entry point `run(SoupContext) -> Outcome`. The searching
+methods never see the evaluator: they get a `Scorer` (state dict -> score) or a `HeldOutLoss` (state dict and batch ->
+a differentiable loss), which the selection stage builds from the evaluator, and each piece tests alone.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
@@ -35,15 +36,118 @@ class Mixing:
         return self.per_tensor.get(name, self.weights)
 
 
-class SoupMethod(Protocol):
-    """A soup recipe: given the ingredients, decide how to mix them.
+@dataclass(frozen=True)
+class PlotStyle:
+    """How the results plot marks a soup of this method (matplotlib marker and color)."""
 
-    Methods with `needs_scores = True` (greedy, learned) decide from held-out scores: they have no `mixing(n)` of
-    their own but a search that returns a result with a `mixing`.
+    marker: str = "X"
+    color: str = "black"
+    size: int = 80
+
+
+@dataclass
+class SoupContext:
+    """What a method may use to decide the soup.
+
+    Attributes:
+        names (`Sequence[str]`): the ingredients, as given (their labels in records and logs).
+        loaders (`Sequence[Callable[[], StateDict]]`): one per ingredient; each call reads its tensors (float ones
+            as float32 torch tensors, head rows aligned). Empty when nothing is scored (a plain `hfsoup soup`).
+        scorer (`Scorer`, *optional*): the held-out score of a state dict (higher is better); with a task.
+        objective (`HeldOutLoss`, *optional*): the differentiable held-out loss; with a task.
+        scores (`Sequence[float]`, *optional*): each ingredient's own held-out score, already measured.
+        states (`Sequence[StateDict]`, *optional*): every ingredient in memory, for methods with `needs_states`.
+        device (`Any`, *optional*): where the scorer's model runs.
+    """
+
+    names: Sequence[str]
+    loaders: Sequence[Callable[[], StateDict]] = ()
+    scorer: Scorer | None = None
+    objective: HeldOutLoss | None = None
+    scores: Sequence[float] | None = None
+    states: Sequence[StateDict] | None = None
+    device: Any = None
+
+    @property
+    def n(self) -> int:
+        return len(self.names)
+
+
+@dataclass
+class Outcome:
+    """What a method decided.
+
+    Attributes:
+        mixing (`Mixing`): the weights the streaming engine writes the soup with.
+        record (`dict`): what goes into `hfsoup.json` under the method's name (decisions, fitted weights).
+        state (`dict`, *optional*): the soup's weights, when the method built them anyway (else mixed from `mixing`
+            when the soup is scored).
+        kept (`Sequence[int]`, *optional*): the positions of the ingredients the method kept, for the results table.
+    """
+
+    mixing: Mixing
+    record: dict = field(default_factory=dict)
+    state: dict | None = None
+    kept: Sequence[int] | None = None
+
+
+class SoupMethod:
+    """A soup method: one class in its own module under `soups/`, listed once in `SOUPS`.
+
+    A method declares its name, a one-line description (the model card and `--help` use it), whether it needs
+    held-out scores (a task) and all ingredients in memory, how the results plot marks it, and its options as a
+    dataclass `Options` (fields made with `hfsoup.options.option`: the CLI flags, recipe keys and Python keywords all
+    come from them). `run(context)` is its one entry point. Construct it with its options as keywords
+    (`GreedySoup(accept="gt")`), an `Options` instance, or a mapping; they are checked at once.
     """
 
     name: ClassVar[str]
-    needs_scores: ClassVar[bool]
+    description: ClassVar[str]
+    needs_scores: ClassVar[bool] = False
+    #: Whether `run` needs every ingredient in memory at once (`context.states`), as a gradient over weights does.
+    needs_states: ClassVar[bool] = False
+    #: Whether the record gets the soup's mean held-out loss (methods that fit a loss, and the uniform baseline).
+    records_loss: ClassVar[bool] = False
+    plot_style: ClassVar[PlotStyle] = PlotStyle()
+
+    @dataclass
+    class Options:
+        pass
+
+    def __init__(self, options: Any = None, /, **values: Any) -> None:
+        from ..options import build
+
+        if options is not None and values:
+            raise TypeError("give the options as an Options instance, a mapping, or keywords; not several")
+        self.options = build(
+            type(self).Options, options if options is not None else values, within=type(self).__name__
+        )
+
+    def __getattr__(self, name: str) -> Any:
+        # `GreedySoup(accept="gt").accept`: an option reads as an attribute of its method.
+        options = self.__dict__.get("options")
+        if options is not None and name in {f.name for f in fields(options)}:
+            return getattr(options, name)
+        raise AttributeError(f"{type(self).__name__!r} has no attribute {name!r}")
+
+    def problems(self, n_ingredients: int) -> list[tuple[str, str]]:
+        """Problems of these options for `n_ingredients` ingredients, as (option, message): checked by recipes and
+        before any download. None by default."""
+        return []
+
+    def run(self, context: SoupContext) -> Outcome:
+        raise NotImplementedError(f"{type(self).__name__} must define run(context)")
+
+    def summary(self, record: Mapping[str, Any]) -> list[str]:
+        """Lines `hfsoup soup` prints about the method's record (the greedy decisions); none by default."""
+        return []
+
+    def command_args(self, provenance: Mapping[str, Any]) -> list[str]:
+        """The flags that remake this soup with `hfsoup soup`, from its `hfsoup.json` (the card shows the command)."""
+        return []
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.options!r})"
 
 
 class Scorer(Protocol):

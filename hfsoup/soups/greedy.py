@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
-from ..errors import InvalidSoupArgumentsError, option
-from .base import Mixing, Scorer, StateDict, SummedScorer
+from .. import schema
+from ..errors import InvalidSoupArgumentsError
+from ..options import option
+from .base import Mixing, Outcome, PlotStyle, Scorer, SoupContext, SoupMethod, StateDict, SummedScorer
 
 logger = logging.getLogger(__name__)
 
@@ -121,7 +123,7 @@ class GreedyResult:
         }
 
 
-class GreedySoup:
+class GreedySoup(SoupMethod):
     """The paper's greedy soup, searched on a held-out split.
 
     Args:
@@ -140,18 +142,39 @@ class GreedySoup:
     """
 
     name: ClassVar[str] = "greedy"
+    description: ClassVar[str] = (
+        "ingredients added best-first on a held-out split, each kept only if the soup's held-out score does "
+        "not drop, then averaged uniformly"
+    )
     needs_scores: ClassVar[bool] = True
+    plot_style: ClassVar[PlotStyle] = PlotStyle("*", "tab:red", 150)
 
-    def __init__(self, *, accept: str = "ge", early_stop: bool = True) -> None:
-        if accept not in ACCEPT_RULES:
-            raise InvalidSoupArgumentsError(
-                f"Unknown greedy acceptance rule {accept!r}.",
-                fix=f"Use {option('accept', 'ge', within='Selection')} (keep an ingredient that does not lower the "
-                f"held-out score, the paper's rule) or {option('accept', 'gt', within='Selection')} (keep only one "
-                "that raises it).",
-            )
-        self.accept = accept
-        self.early_stop = early_stop
+    @dataclass
+    class Options:
+        accept: str = option(
+            "ge",
+            kind=schema.one_of(ACCEPT_RULES, what="an acceptance rule"),
+            help="keep an ingredient when the held-out score does not drop (ge, the paper's rule) or rises (gt)",
+        )
+        early_stop: bool = option(
+            True,
+            kind=schema.boolean(),
+            help="score every candidate fully (same decisions, slower; for measuring)",
+        )
+
+    def run(self, context: SoupContext) -> Outcome:
+        if context.scorer is None:
+            raise InvalidSoupArgumentsError("A greedy soup is selected by held-out scores; it needs a scorer.")
+        found = self.search(context.loaders, context.scorer, names=context.names, scores=context.scores)
+        return Outcome(found.mixing, found.to_dict(), state=found.state, kept=found.kept)
+
+    def summary(self, record: Mapping[str, Any]) -> list[str]:
+        lines = []
+        for decision in record.get("decisions", []):
+            verdict = "kept" if decision["kept"] else "dropped"
+            trial = "stopped early" if decision["trial"] is None else f"{decision['trial']:.4f}"
+            lines.append(f"greedy: {decision['name']}: soup {decision['before']:.4f}, with it {trial}: {verdict}")
+        return lines
 
     def search(
         self,
@@ -191,7 +214,7 @@ class GreedySoup:
         if len(scores) != n or any(math.isnan(s) for s in scores):
             raise InvalidSoupArgumentsError(f"Expected {n} individual held-out scores, got {scores}.")
         order = sorted(range(n), key=lambda i: -scores[i])  # stable: ties keep the given order
-        summed = isinstance(score, SummedScorer) and self.early_stop
+        summed = isinstance(score, SummedScorer) and self.options.early_stop
         first = order[0]
         logger.info("greedy soup: starting from %s (held-out %.4f)", names[first], scores[first])
         total, passthrough = _split_float(ingredients[first]())
@@ -211,7 +234,7 @@ class GreedySoup:
                     used = full = getattr(score, "num_examples", 0)
                 examples_scored += used
                 examples_full += full
-                accepted = trial is not None and (trial >= current if self.accept == "ge" else trial > current)
+                accepted = trial is not None and (trial >= current if self.options.accept == "ge" else trial > current)
                 decision = Decision(names[i], i, scores[i], current, trial, bound, accepted, used)
                 decisions.append(decision)
                 logger.info("greedy soup: %s", decision.describe())
@@ -231,7 +254,7 @@ class GreedySoup:
             current,
         )
         return GreedyResult(
-            names, scores, order, kept, decisions, current, state, self.accept, examples_scored, examples_full
+            names, scores, order, kept, decisions, current, state, self.options.accept, examples_scored, examples_full
         )
 
     def _score_summed(self, score: SummedScorer, state: StateDict, current: float) -> tuple[float | None, float, int]:
@@ -246,8 +269,8 @@ class GreedySoup:
             sum_ += batch_sum
             seen += count
             bound = (sum_ + (total - seen) * score.max_per_example) / total
-            if self.early_stop and seen < total:
-                hopeless = bound < current if self.accept == "ge" else bound <= current
+            if self.options.early_stop and seen < total:
+                hopeless = bound < current if self.options.accept == "ge" else bound <= current
                 if hopeless:
                     return None, bound, seen
         return sum_ / total, sum_ / total, seen

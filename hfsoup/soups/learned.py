@@ -19,8 +19,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from ..errors import InvalidSoupArgumentsError, option
-from .base import HeldOutLoss, Mixing, StateDict
+from .. import schema
+from ..errors import InvalidSoupArgumentsError
+from ..options import option
+from .base import HeldOutLoss, Mixing, Outcome, PlotStyle, SoupContext, SoupMethod, StateDict
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +67,7 @@ class LearnedResult:
         }
 
 
-class LearnedSoup:
+class LearnedSoup(SoupMethod):
     """Fit the mixing weights on held-out data.
 
     Args:
@@ -86,16 +88,34 @@ class LearnedSoup:
     """
 
     name: ClassVar[str] = "learned"
+    description: ClassVar[str] = "mixing weights learned by gradient descent on a held-out split"
     needs_scores: ClassVar[bool] = True
+    needs_states: ClassVar[bool] = True
+    records_loss: ClassVar[bool] = True
+    plot_style: ClassVar[PlotStyle] = PlotStyle("P", "tab:purple")
 
-    def __init__(self, *, by_layer: bool = False, steps: int = 20, lr: float = 0.05) -> None:
-        if steps < 1 or not lr > 0:
-            raise InvalidSoupArgumentsError(
-                f"A learned soup needs at least one step and a positive learning rate; got steps={steps}, lr={lr}.",
-                fix=f"Pass {option('learned_steps', metavar='N', within='Selection')} (N >= 1) and "
-                f"{option('learned_lr', metavar='LR', within='Selection')} above 0.",
-            )
-        self.by_layer, self.steps, self.lr = by_layer, steps, lr
+    @dataclass
+    class Options:
+        by_layer: bool = option(False, kind=schema.boolean(), help="one weight per ingredient and tensor")
+        steps: int = option(
+            20,
+            kind=schema.positive_int(what="at least one step"),
+            help="passes over the held-out part",
+            flag="--learned-steps",
+        )
+        lr: float = option(
+            0.05,
+            kind=schema.number(positive=True, what="a positive learning rate"),
+            help="Adam's learning rate",
+            flag="--learned-lr",
+            metavar="LR",
+        )
+
+    def run(self, context: SoupContext) -> Outcome:
+        if context.objective is None or context.states is None:
+            raise InvalidSoupArgumentsError("A learned soup fits a held-out loss; it needs the objective and states.")
+        fitted = self.fit(context.states, context.objective, names=context.names, device=context.device)
+        return Outcome(fitted.mixing, fitted.to_dict())
 
     def fit(
         self,
@@ -128,15 +148,15 @@ class LearnedSoup:
         float_names = [k for k, t in states[0].items() if torch.is_floating_point(t)]
         others = {k: t.to(device) for k, t in states[0].items() if not torch.is_floating_point(t)}
         placed = place(states, float_names)
-        shape = (n, len(float_names)) if self.by_layer else (n, 1)
+        shape = (n, len(float_names)) if self.options.by_layer else (n, 1)
         logits = torch.zeros(shape, device=device, requires_grad=True)
-        optimizer = torch.optim.Adam([logits], lr=self.lr)
+        optimizer = torch.optim.Adam([logits], lr=self.options.lr)
         batches = list(objective.batches())
 
         def mixed(weights: torch.Tensor) -> dict:
             out = dict(others)
             for j, name in enumerate(float_names):
-                column = weights[:, j if self.by_layer else 0]
+                column = weights[:, j if self.options.by_layer else 0]
                 acc = None
                 for i in range(n):
                     term = placed[i][name].to(device, non_blocking=True) * column[i]
@@ -168,17 +188,17 @@ class LearnedSoup:
 
         history: list[float] = []
         best = (float("inf"), 0, logits.detach().clone())
-        for step in range(self.steps + 1):
+        for step in range(self.options.steps + 1):
             optimizer.zero_grad()
-            loss = full_loss(train=step < self.steps)
+            loss = full_loss(train=step < self.options.steps)
             history.append(loss)
             if loss < best[0]:
                 best = (loss, step, logits.detach().clone())
-            logger.info("learned soup: step %d/%d, held-out loss %.5f", step, self.steps, loss)
-            if step < self.steps:
+            logger.info("learned soup: step %d/%d, held-out loss %.5f", step, self.options.steps, loss)
+            if step < self.options.steps:
                 optimizer.step()
         weights = torch.softmax(best[2].cpu().double(), dim=0)  # in float64: the reported weights sum to 1
-        if self.by_layer:
+        if self.options.by_layer:
             per_tensor = {name: tuple(weights[:, j].tolist()) for j, name in enumerate(float_names)}
             summary = tuple(weights.mean(dim=1).tolist())
         else:
@@ -189,7 +209,7 @@ class LearnedSoup:
             history[0],
             ", ".join(f"{name} {w:.3f}" for name, w in zip(names, summary, strict=True)),
         )
-        return LearnedResult(names, summary, per_tensor, self.by_layer, history[0], best[0], history, best[1])
+        return LearnedResult(names, summary, per_tensor, self.options.by_layer, history[0], best[0], history, best[1])
 
 
 def place(states: Sequence[StateDict], names: Sequence[str]) -> list[dict]:

@@ -7,17 +7,21 @@ renormalised silently, because a typo in a weight would then change the soup wit
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import ClassVar
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
-from ..errors import InvalidSoupArgumentsError, option
-from .base import Mixing, as_tuple, uniform_weights
+from .. import schema
+from ..errors import InvalidSoupArgumentsError
+from ..errors import option as spelled
+from ..options import option
+from .base import Mixing, Outcome, PlotStyle, SoupContext, SoupMethod, as_tuple, uniform_weights
 
 # Weights typed by hand with three decimals (0.333, 0.333, 0.334) must still pass.
 SUM_TOLERANCE = 1e-3
 
 
-class UniformSoup:
+class UniformSoup(SoupMethod):
     """Average the ingredients tensor by tensor, uniformly or with fixed weights.
 
     Args:
@@ -32,16 +36,42 @@ class UniformSoup:
     """
 
     name: ClassVar[str] = "uniform"
-    needs_scores: ClassVar[bool] = False
+    description: ClassVar[str] = (
+        "the weights of every ingredient averaged tensor by tensor (with the mixing weights below)"
+    )
+    records_loss: ClassVar[bool] = True
+    plot_style: ClassVar[PlotStyle] = PlotStyle("s", "tab:orange")
 
-    def __init__(self, *, weights: Sequence[float] | None = None) -> None:
-        self.weights = None if weights is None else as_tuple(weights)
+    @dataclass
+    class Options:
+        weights: list[float] | None = option(
+            None,
+            kind=schema.weights(),
+            help="one weight per ingredient, summing to 1 (default: 1/N each)",
+        )
 
     def mixing(self, n_ingredients: int) -> Mixing:
-        if self.weights is None:
+        weights = self.options.weights
+        if weights is None:
             return Mixing(uniform_weights(n_ingredients))
-        check_weights(self.weights, n_ingredients)
-        return Mixing(self.weights)
+        weights = as_tuple(weights)
+        check_weights(weights, n_ingredients)
+        return Mixing(weights)
+
+    def problems(self, n_ingredients: int) -> list[tuple[str, str]]:
+        weights = self.options.weights
+        if weights is not None and len(weights) != n_ingredients:
+            return [("weights", f"{len(weights)} weights for {n_ingredients} ingredients")]
+        return []
+
+    def run(self, context: SoupContext) -> Outcome:
+        return Outcome(self.mixing(context.n))
+
+    def command_args(self, provenance: Mapping[str, Any]) -> list[str]:
+        weights = provenance.get("weights") or []
+        if weights and len(set(weights)) > 1:
+            return ["--weights " + ",".join(f"{w:g}" for w in weights)]
+        return []
 
 
 def check_weights(weights: Sequence[float], n_ingredients: int) -> None:
@@ -52,7 +82,7 @@ def check_weights(weights: Sequence[float], n_ingredients: int) -> None:
             f"Got {len(weights)} weights ({shown}) for {n_ingredients} ingredients; a weighted soup needs exactly "
             "one weight per ingredient, in the order the ingredients are given.",
             fix=f"Pass {n_ingredients} weights, one per ingredient in their order: --weights W1,W2,... "
-            "(weights=[W1, W2, ...]), or none for a uniform soup.",
+            "(UniformSoup(weights=[W1, W2, ...])), or none for a uniform soup.",
         )
     bad = [w for w in weights if not math.isfinite(w) or w < 0]
     if bad:
@@ -65,5 +95,7 @@ def check_weights(weights: Sequence[float], n_ingredients: int) -> None:
         normalised = [float(f"{w / total:.4g}") for w in weights] if total > 0 else None
         raise InvalidSoupArgumentsError(
             f"Soup weights must sum to 1 (a weighted average); {shown} sums to {total:g}.",
-            fix=f"Did you mean {option('weights', normalised)}?" if normalised else "Give one positive weight.",
+            fix=f"Did you mean {spelled('weights', normalised, within='UniformSoup')}?"
+            if normalised
+            else "Give one positive weight.",
         )

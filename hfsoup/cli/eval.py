@@ -1,0 +1,102 @@
+"""`hfsoup eval`: score one model on a task's split."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..io.staging import write_file_atomic
+from ..options import add_flags, given
+from ..selection.options import Selection, split_files
+
+EVAL_EPILOG = """\
+examples:
+  hfsoup eval org/ft-a --task sst2
+  hfsoup eval org/ft-a@v1.0 --task mnli --json scores.json        # validation_matched and _mismatched
+  hfsoup eval ./soup --task mrpc --limit 200 --data-files validation=dev.csv
+  torchrun --nproc_per_node 4 -m hfsoup.cli eval ./soup --task qqp  # split across processes
+  hfsoup eval google-t5/t5-small --task rte                        # T5 text-to-text: scored label words
+  hfsoup eval openai/clip-vit-base-patch32 --task image-classification --dataset org/images  # zero-shot
+"""
+
+
+def add(verbs: argparse._SubParsersAction) -> None:
+    evaluate = verbs.add_parser(
+        "eval",
+        help="score a model on a GLUE task",
+        description="Score a model (Hub ID, org/name@revision or folder) on a task's split; print a table.",
+        epilog=EVAL_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    evaluate.add_argument("model", metavar="MODEL", help="org/name, org/name@revision or a folder")
+    evaluate.add_argument(
+        "--task",
+        required=True,
+        metavar="TASK",
+        help="cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli, or image-classification (with --dataset)",
+    )
+    evaluate.add_argument(
+        "--split", default="validation", help="default: validation (for mnli: both validation_matched and _mismatched)"
+    )
+    evaluate.add_argument("--limit", type=int, metavar="N", help="score only the first N examples of each split")
+    evaluate.add_argument("--json", metavar="FILE", help="write the scores, the model's SHA and the data's as JSON")
+    evaluate.add_argument("--predictions", metavar="FILE", help="write the predictions, in row order, as JSON")
+    evaluate.add_argument(
+        "--dataset", metavar="ID[@REV]", help="another dataset repo or folder with the task's config"
+    )
+    evaluate.add_argument(
+        "--data-files",
+        nargs="+",
+        metavar="[SPLIT=]FILE",
+        help="local csv/json/parquet files instead of a dataset repo (FILE alone is the --split)",
+    )
+    evaluate.add_argument("--batch-size", type=int, default=32, metavar="N", help="examples per batch (default: 32)")
+    evaluate.add_argument(
+        "--max-length", type=int, metavar="N", help="truncate to N tokens (default: model max, <=512)"
+    )
+    evaluate.add_argument(
+        "--kind",
+        metavar="KIND",
+        help="how to run the model, when its architecture allows several: sequence-classification, t5-text, "
+        "image-classification, clip-zero-shot (default: chosen from the architecture)",
+    )
+    evaluate.add_argument("--token", help="Hub token (default: HF_TOKEN or the token from 'hf auth login')")
+    add_flags(
+        evaluate,
+        Selection,
+        dest="selection",
+        only=("hub_metrics",),
+    )
+    evaluate.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+    import os
+
+    from ..evaluation.evaluator import evaluate_model
+
+    if args.quiet:  # datasets draws its own progress bars (preparing, tokenizing)
+        import datasets
+
+        datasets.disable_progress_bars()
+    report = evaluate_model(
+        args.model,
+        args.task,
+        args.split,
+        dataset=args.dataset,
+        data_files=split_files(args.data_files, args.split) if args.data_files else None,
+        limit=args.limit,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        token=args.token,
+        kind=args.kind,
+        hub_metrics=given(args, Selection, dest="selection").get("hub_metrics"),
+    )
+    if int(os.environ.get("RANK", "0")) != 0:  # Under torchrun every process holds the report; one prints it.
+        return 0
+    print(report.format_table())
+    if args.json:
+        write_file_atomic(args.json, json.dumps(report.to_dict(), indent=2))
+    if args.predictions:
+        write_file_atomic(args.predictions, json.dumps({r.split: r.predictions for r in report.results}))
+    return 0

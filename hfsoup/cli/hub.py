@@ -1,0 +1,107 @@
+"""`hfsoup hub serve`: the local Hub-compatible server (hfsoup.localhub), for air-gapped teams and tests."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..errors import HfsoupError
+
+HUB_EPILOG = """\
+examples:
+  hfsoup hub serve --root ./hub-store --port 8080            # prints a write token for you, once
+  hfsoup hub serve --root ./hub-store --user me --org team   # the token may also write to team/...
+  hfsoup hub serve --root ./hub-store --token-file tokens.json
+  HF_ENDPOINT=http://127.0.0.1:8080 HF_HUB_DISABLE_XET=1 HF_TOKEN=hf_... hf upload me/name ./folder
+
+A token file (chmod 600) maps tokens to users and the organizations they may write to:
+  {"tokens": [{"token": "hf_...", "user": "alice", "orgs": ["team"]}, {"token": "hf_...", "user": "bob"}]}
+"""
+
+
+def add(verbs: argparse._SubParsersAction) -> None:
+    hub = verbs.add_parser("hub", help="a local Hub-compatible server", epilog=HUB_EPILOG)
+    hub_verbs = hub.add_subparsers(dest="hub_command", metavar="HUB_COMMAND", required=True)
+    serve = hub_verbs.add_parser(
+        "serve",
+        help="serve model and dataset repos from a folder",
+        description="Serve a folder as a Hub that huggingface_hub, transformers and datasets reach via HF_ENDPOINT.",
+        epilog=HUB_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    serve.add_argument("--root", required=True, metavar="DIR", help="where repos are stored (created if missing)")
+    serve.add_argument("--port", type=int, default=0, help="port (default: a free one, printed at start)")
+    serve.add_argument("--host", default="127.0.0.1", help="loopback address to bind (default: 127.0.0.1)")
+    serve.add_argument("--token-file", metavar="FILE", help="JSON file of tokens and their users (see below)")
+    serve.add_argument("--user", help="without --token-file: the user of the token created at start (default: you)")
+    serve.add_argument("--org", action="append", default=[], metavar="ORG", help="an organization it may write to")
+    serve.add_argument(
+        "--anonymous-writes",
+        action="store_true",
+        help="take writes without a token, to any namespace: only for a throwaway store",
+    )
+    serve.add_argument("--max-body-mb", type=float, default=16, help="largest JSON body, in MiB (default: 16)")
+    serve.add_argument("--max-upload-gb", type=float, default=50, help="largest upload, in GiB (default: 50)")
+    serve.add_argument("--timeout", type=float, default=30, help="seconds a connection may stall (default: 30)")
+    serve.add_argument("--max-connections", type=int, default=64, help="connections served at once (default: 64)")
+    serve.set_defaults(func=run_serve)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from ..localhub.access import HubUser, load_token_file, new_token
+    from ..localhub.server import LocalHubServer
+    from ..localhub.store import check_namespace
+
+    token = None
+    if args.token_file:
+        tokens = load_token_file(args.token_file)
+    else:
+        user = args.user or default_user()
+        for name in [user, *args.org]:
+            if not check_namespace(name):
+                raise HfsoupError(
+                    f"{name!r} is not a valid user or organization name for the local Hub.",
+                    fix="Use letters, digits and '-_.' (at most 96 characters), e.g. --user alice.",
+                )
+        token = new_token()
+        tokens = {token: HubUser(user, tuple(args.org))}
+    server = LocalHubServer(
+        args.root,
+        tokens=tokens,
+        anonymous_writes=args.anonymous_writes,
+        host=args.host,
+        port=args.port,
+        max_json_bytes=int(args.max_body_mb * (1 << 20)),
+        max_upload_bytes=int(args.max_upload_gb * (1 << 30)),
+        timeout=args.timeout,
+        max_connections=args.max_connections,
+    )
+    server.start()
+    print(f"Local Hub serving {server.root} at {server.url}")
+    if args.anonymous_writes:
+        print("WARNING: --anonymous-writes: anyone on this machine may create, change and delete any repo.")
+    if token is not None:
+        # Printed here once, never logged or stored: whoever reads this terminal may write as this user.
+        orgs = f" and organizations {', '.join(args.org)}" if args.org else ""
+        print(f"Write token for user '{tokens[token].name}'{orgs} (shown only now): {token}")
+    else:
+        print(f"Tokens from {args.token_file}: {len(tokens)}")
+    hint = "the write token above" if token is not None else "your token"
+    print(f"Point clients at it with: export HF_ENDPOINT={server.url} HF_HUB_DISABLE_XET=1 HF_TOKEN=<{hint}>")
+    print("Press Ctrl-C to stop.", flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.stop()
+    return 0
+
+
+def default_user() -> str:
+    """The OS user's name as a Hub user name (characters the Hub refuses become '-'), or 'local'."""
+    import getpass
+    import re
+
+    try:
+        name = re.sub(r"[^A-Za-z0-9._-]", "-", getpass.getuser()).strip("-._")[:96]
+    except (OSError, KeyError):  # no user name in this environment (a container without a passwd entry)
+        name = ""
+    return name or "local"

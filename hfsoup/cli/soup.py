@@ -1,0 +1,135 @@
+"""`hfsoup soup`: average fine-tunes named by Hub ID or folder. Its flags are generated from the options' declarations:
+`Output`, each method's `Options` (one group per method in `SOUPS`) and `Selection`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Any
+
+from ..errors import InvalidSoupArgumentsError
+from ..io.output import Output
+from ..options import add_flags, flags_given, given
+from ..selection.options import Selection
+from ..soups import SOUPS
+from .common import ingredient_args
+
+logger = logging.getLogger("hfsoup")
+
+SOUP_EPILOG = """\
+examples:
+  hfsoup soup org/ft-a org/ft-b org/ft-c -o soup/
+  hfsoup soup org/ft-a@v1.0 org/ft-b@3f1c2e... ./ft-c -o soup/ --weights 0.5,0.3,0.2
+  hfsoup soup org/ft-a org/ft-b -o soup/ --dtype bfloat16 --max-shard-size 2GB --overwrite
+  hfsoup soup org/ft-a org/ft-b org/ft-c -o soup/ --method greedy --task sst2      # held-out: half of validation
+  hfsoup soup org/ft-a org/ft-b org/ft-c -o soup/ --method learned --by-layer --task mrpc --held-out train \\
+      --held-out-size 1000 --report validation
+  hfsoup soup ./ft-a ./ft-b -o soup/ --method greedy --task text-classification --data-files test=reviews.jsonl \\
+      --report test --max-length 128
+"""
+
+
+def add(verbs: argparse._SubParsersAction) -> None:
+    soup = verbs.add_parser(
+        "soup",
+        help="average fine-tunes given by Hub ID or folder",
+        description="Average fine-tuned checkpoints, tensor by tensor, into a new model folder.",
+        epilog=SOUP_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ingredient_args(soup)
+    add_flags(soup, Output, dest="output")
+    methods = "; ".join(f"{name}: {cls.description}" for name, cls in SOUPS.items())
+    soup.add_argument(
+        "--method", default="uniform", choices=list(SOUPS), help=f"soup method (default: uniform). {methods}"
+    )
+    soup.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    soup.add_argument(
+        "--resume",
+        action="store_true",
+        help="reuse the shards an interrupted run completed (each recomputed and compared, not rewritten)",
+    )
+    soup.add_argument(
+        "--force",
+        action="store_true",
+        help="soup even if the compatibility check fails, or select on rows that are also reported (recorded)",
+    )
+    for name, cls in SOUPS.items():
+        group = soup.add_argument_group(f"{name} method", f"{cls.description} (also for the {name} baseline)")
+        add_flags(group, cls.Options, dest=f"method.{name}")
+    group = soup.add_argument_group(
+        "scoring and selection",
+        "With --task, every ingredient, every soup method and the output ensemble are scored on a held-out part "
+        "(where soups are selected) and a reported part (never used for selection); the table is printed and written "
+        "to the output folder (results.json, results.csv, results.png).",
+    )
+    add_flags(group, Selection, dest="selection", required=False)
+    soup.set_defaults(func=run)
+
+
+def method_and_selection(args: argparse.Namespace) -> tuple[Any, Selection | None]:
+    """The chosen method with the options typed for it, and the selection.
+
+    Flags of another method are refused rather than ignored: as in a recipe, the options given are the chosen
+    method's, and baselines run with their defaults (the Python API takes baselines with options:
+    `Selection(compare=[GreedySoup(accept="gt")])`)."""
+    chosen = SOUPS[args.method]
+    for name, cls in SOUPS.items():
+        flags = flags_given(args, cls.Options, dest=f"method.{name}")
+        if name == args.method or not flags:
+            continue
+        finds = f"; a {args.method} soup finds its own weights from held-out scores" if chosen.needs_scores else ""
+        raise InvalidSoupArgumentsError(
+            f"{', '.join(flags)} {'is an option' if len(flags) == 1 else 'are options'} of the {name} method, not "
+            f"{args.method}{finds}.",
+            fix=f"Drop {flags[0]}, or use --method {name}. To compare a baseline with other options than its "
+            f"defaults, pass it as an object from Python: Selection(compare=[{cls.__name__}(...)]).",
+        )
+    method = chosen(given(args, chosen.Options, dest=f"method.{args.method}"))
+    typed = given(args, Selection, dest="selection")
+    selection = Selection(**typed, force=args.force) if typed.get("task") is not None else None
+    return method, selection
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..pipeline import soup
+
+    method, selection = method_and_selection(args)
+    if args.quiet and selection is not None:  # datasets draws its own progress bars (preparing, tokenizing)
+        import datasets
+
+        datasets.disable_progress_bars()
+    output = Output(**given(args, Output, dest="output"))
+    result = soup(
+        args.ingredients,
+        output.dir,
+        method=method,
+        dtype=output.dtype,
+        max_shard_size=output.max_shard_size,
+        overwrite=output.overwrite,
+        allow_pickle=args.allow_pickle,
+        token=args.token,
+        device=args.device,
+        force=args.force,
+        align_labels=not args.no_align_labels,
+        resume=args.resume,
+        selection=selection,
+    )
+    if result.report is not None:
+        for finding in result.report.findings:
+            if finding.level != "info":
+                logger.warning(
+                    "%s: %s%s",
+                    finding.check,
+                    f"[{finding.ingredient}] " if finding.ingredient else "",
+                    finding.message,
+                )
+    print(f"{result.method} soup of {len(result.ingredients)} ingredients written to {result.output_dir}")
+    for ingredient, weight in zip(result.ingredients, result.weights, strict=True):
+        pinned = ingredient.get("sha") or f"local folder {ingredient.get('folder')}"
+        print(f"  {weight:.4f}  {ingredient['spec']}  ({pinned})")
+    for line in method.summary(result.method_record):
+        print(f"  {line}")
+    if result.results is not None:
+        print(result.results.format_table())
+    return 0

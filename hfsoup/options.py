@@ -1,0 +1,227 @@
+"""Options declared once, as dataclass fields: the Python API, the command-line flags and the recipe keys.
+
+    @dataclass
+    class Options:
+        steps: int = option(20, kind=schema.positive_int(), help="passes", flag="--learned-steps")
+
+The field is the Python keyword (`LearnedSoup(steps=5)`) and the recipe key (`method: {name: learned, steps: 5}`);
+`add_flags` makes the flag (`--learned-steps N`, help text and default from the same declaration), `given` reads
+back only the flags a user typed, and `build` makes and checks an instance, raising one error that lists every
+problem and names both spellings of each option in its fix. Light on purpose: `hfsoup --help` builds every flag.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections.abc import Iterable, Mapping
+from dataclasses import MISSING, dataclass
+from typing import Any
+
+from . import schema
+from .errors import InvalidSoupArgumentsError
+from .errors import option as spelled
+
+_KEY = schema.SPEC_KEY
+
+
+@dataclass(frozen=True)
+class Spec:
+    """How one option is checked and shown.
+
+    Attributes:
+        kind (`schema.Kind`): what its value must be (the check, and how a flag's text is parsed).
+        help (`str`): one line for `--help`; the default is appended.
+        flag (`str`, *optional*): the command-line flag; by default `--name-with-dashes` (`--no-name` for a switch
+            that defaults to on).
+        metavar (`str`, *optional*): how `--help` shows the value (by default the kind's).
+        recipe (`bool`): whether a recipe may set it (run-time switches such as `hub_metrics` may not).
+        cli (`bool`): whether the command line has a flag for it.
+    """
+
+    kind: schema.Kind
+    help: str
+    flag: str | None = None
+    metavar: str | None = None
+    recipe: bool = True
+    cli: bool = True
+
+
+def option(
+    default: Any = MISSING,
+    *,
+    kind: schema.Kind,
+    help: str,
+    flag: str | None = None,
+    metavar: str | None = None,
+    recipe: bool = True,
+    cli: bool = True,
+) -> Any:
+    """A dataclass field declaring one option (see the module docstring). Mutable defaults are copied per instance."""
+    spec = Spec(kind, help, flag, metavar, recipe, cli)
+    if isinstance(default, list | dict | set):
+        value = default
+        return dataclasses.field(default_factory=lambda: type(value)(value), metadata={_KEY: spec})
+    return dataclasses.field(default=default, metadata={_KEY: spec})
+
+
+def spec_of(f: dataclasses.Field) -> Spec:
+    spec = f.metadata.get(_KEY)
+    if spec is None:  # a plain field: no check, no flag, not in recipes
+        return Spec(schema.custom(lambda v: None), "", recipe=False, cli=False)
+    return spec
+
+
+def default_of(f: dataclasses.Field) -> Any:
+    if f.default is not MISSING:
+        return f.default
+    if f.default_factory is not MISSING:
+        return f.default_factory()
+    return MISSING
+
+
+def flags_of(f: dataclasses.Field) -> list[str]:
+    """Every spelling of the option's flag (`-o`, `--output`); the first is the one fixes name."""
+    spec = spec_of(f)
+    return spec.flag.split("/") if spec.flag else [flag_of(f)]
+
+
+def flag_of(f: dataclasses.Field) -> str:
+    spec = spec_of(f)
+    if spec.flag:
+        return spec.flag.split("/")[0]
+    switch_on = spec.kind.parse is None and default_of(f) is True
+    return "--" + ("no-" if switch_on else "") + f.name.replace("_", "-")
+
+
+def fix_for(f: dataclasses.Field, *, within: str | None = None) -> str:
+    """How a fix names this option: `--learned-steps N (LearnedSoup(steps=N))`."""
+    spec = spec_of(f)
+    default = default_of(f)
+    if spec.kind.parse is None:
+        return spelled(f.name, not default, flag=flag_of(f), within=within)
+    if default is not None and default is not MISSING:  # the default is always a valid value to show
+        return spelled(f.name, default, flag=flag_of(f), within=within)
+    return spelled(f.name, metavar=spec.metavar or spec.kind.metavar, flag=flag_of(f), within=within)
+
+
+def _default_text(value: Any) -> str:
+    if value is None or value is MISSING:
+        return ""
+    if isinstance(value, list | tuple):
+        return f" (default: {','.join(map(str, value)) or 'none'})"
+    return f" (default: {value})"
+
+
+def add_flags(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+    cls: type,
+    *,
+    dest: str,
+    skip: Iterable[str] = (),
+    only: Iterable[str] | None = None,
+    prefix: str = "",
+    required: bool | None = None,
+    help: Mapping[str, str] | None = None,
+) -> None:
+    """One flag per field of `cls` (those with `cli=True`, not in `skip`, in `only` when given). Absent flags leave
+    no attribute, so `given` tells what was typed from what was defaulted; the dataclass keeps the defaults. A field
+    without a default is a required flag unless `required=False`; `help` replaces a field's help text for one verb."""
+    skipped, wanted = set(skip), None if only is None else set(only)
+    for f in dataclasses.fields(cls):
+        spec = spec_of(f)
+        if not spec.cli or f.name in skipped or (wanted is not None and f.name not in wanted):
+            continue
+        default = default_of(f)
+        text = f"{prefix}{(help or {}).get(f.name, spec.help)}"
+        if spec.kind.parse is None:  # a switch: its flag sets the opposite of the default
+            parser.add_argument(
+                *flags_of(f),
+                dest=f"{dest}.{f.name}",
+                action="store_false" if default is True else "store_true",
+                default=argparse.SUPPRESS,
+                help=text,
+            )
+            continue
+        extra: dict[str, Any] = {"nargs": spec.kind.nargs} if spec.kind.nargs else {}
+        if default is MISSING and required is not False:
+            extra["required"] = True
+        parser.add_argument(
+            *flags_of(f),
+            dest=f"{dest}.{f.name}",
+            type=_argument_type(spec.kind),
+            metavar=spec.metavar or spec.kind.metavar,
+            default=argparse.SUPPRESS,
+            help=text + _default_text(default),
+            **extra,
+        )
+
+
+def _argument_type(kind: schema.Kind):  # noqa: ANN202 - an argparse `type`
+    def parse(text: str) -> Any:
+        try:
+            return kind.parse(text)  # type: ignore[misc]
+        except ValueError as e:  # argparse's usage error (exit 2) names the flag and quotes the value
+            raise argparse.ArgumentTypeError(str(e) if "expected" in str(e) else f"invalid value {text!r}") from e
+
+    parse.__name__ = kind.metavar  # what argparse's message calls the expected type
+    return parse
+
+
+def given(args: argparse.Namespace, cls: type, *, dest: str) -> dict[str, Any]:
+    """The options of `cls` that were typed on the command line (see `add_flags`)."""
+    keys = {f.name: f"{dest}.{f.name}" for f in dataclasses.fields(cls)}
+    return {name: getattr(args, key) for name, key in keys.items() if hasattr(args, key)}
+
+
+def flags_given(args: argparse.Namespace, cls: type, *, dest: str) -> list[str]:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    return [flag_of(fields[name]) for name in given(args, cls, dest=dest)]
+
+
+def build(cls: type, values: Any = None, *, within: str) -> Any:
+    """An instance of the options dataclass `cls` from an instance, a mapping or None (the defaults), checked.
+
+    Raises `InvalidSoupArgumentsError` listing every problem; its fix names the flag and the keyword of the first.
+    """
+    if isinstance(values, cls):
+        options = values
+    else:
+        values = dict(values or {})
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = [k for k in values if k not in fields]
+        if unknown:
+            known = ", ".join(fields) or "none"
+            raise InvalidSoupArgumentsError(
+                f"{within} has no option {', '.join(map(repr, unknown))} (its options: {known}).",
+                fix=f"Use only {within}'s options.",
+            )
+        options = cls(**values)
+    problems = schema.check_instance(options, where="")
+    if problems:
+        first = {f.name: f for f in dataclasses.fields(cls)}[problems[0][0]]
+        lines = [f"{where}: {message}" for where, message in problems]
+        said = f"{len(lines)} invalid {within} options, each listed below" if len(lines) > 1 else lines[0]
+        raise InvalidSoupArgumentsError(
+            f"Invalid {within} option: {said}." if len(lines) == 1 else f"{said}.",
+            fix=f"Pass a valid value, such as the default: {fix_for(first, within=within)}.",
+            problems=lines if len(lines) > 1 else None,
+        )
+    return options
+
+
+def as_dict(options: Any, *, recipe_only: bool = False) -> dict[str, Any]:
+    """The options as data (`dataclasses.asdict`), optionally only those a recipe may set."""
+    data = dataclasses.asdict(options)
+    if recipe_only:
+        keep = {f.name for f in dataclasses.fields(options) if spec_of(f).recipe}
+        data = {k: v for k, v in data.items() if k in keep}
+    return data
+
+
+def names(cls: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+def merged(cls: type, base: Any, changes: Mapping[str, Any]) -> Any:
+    return dataclasses.replace(base, **changes) if changes else base

@@ -1,0 +1,169 @@
+"""`Selection`: where and how soups are scored and selected, declared once for the API, the CLI and recipes.
+
+A recipe's `evaluation:` section holds these fields (all but `hub_metrics`, a run-time switch); `hfsoup soup` has a
+flag for each (`--held-out-size` for `size`, ...); `hfsoup.Selection(task="sst2", ...)` is the Python form. The
+methods' own options are not here: each method declares them (`GreedySoup.Options`), and a baseline with other
+options than its defaults is given as a method object in `compare`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .. import schema
+from ..errors import quote
+from ..options import build, option
+from .heldout import DEFAULT_FRACTION
+
+#: Compared besides every method in `SOUPS`: the output ensemble (the ingredients' logits averaged).
+ENSEMBLE = "ensemble"
+DEFAULT_BATCH_SIZE = 32
+
+
+def baselines() -> tuple[str, ...]:
+    """What the results table can compare, besides every ingredient: each soup method, and the ensemble."""
+    from ..soups import SOUPS
+
+    return (*SOUPS, ENSEMBLE)
+
+
+def _task(value: Any) -> str | None:
+    if isinstance(value, str) and value:
+        return None
+    if hasattr(value, "primary_metric") and hasattr(value, "name"):  # a `Task` object (Python only)
+        return None
+    return f"expected a task name, got {schema.type_name(value)}"
+
+
+def _compare(value: Any) -> str | None:
+    if value is None:
+        return None
+    from ..soups import SoupMethod
+
+    if isinstance(value, str) or not isinstance(value, list | tuple):
+        return f"expected a list of baselines, got {schema.type_name(value)}"
+    known = baselines()
+    for item in value:
+        if isinstance(item, SoupMethod):
+            continue
+        if not isinstance(item, str):
+            return f"expected a list of baselines, got {quote(item)}"
+        if item not in known:
+            return f"unknown baseline {item!r} (expected some of: {', '.join(known)})"
+    return None
+
+
+def _data_files(value: Any) -> str | None:
+    from ..evaluation.data import data_files_problem  # the shape every split-to-files mapping must have
+
+    return data_files_problem(value)
+
+
+@dataclass
+class Selection:
+    """Where and how soups are scored and selected: the task, its held-out and reported parts, the table.
+
+    Args:
+        task (`str` or `Task`):
+            A GLUE task name (`sst2`, ...), `text-classification` (class names from the first ingredient, data from
+            `dataset` or `data_files` with `text` and `label` columns), or a `Task`.
+        report (`str`, *optional*, defaults to `"validation"`): the split the results are reported on.
+        held_out (`str`, *optional*): the split to select on; by default a seeded part of `report`.
+        fraction (`float`, *optional*, defaults to 0.5), size (`int`, *optional*), seed (`int`, *optional*):
+            How the held-out part is carved (`hfsoup.selection.heldout.carve`).
+        dataset (`str`, *optional*), data_files (`dict[str, list[str]]`, *optional*):
+            Another dataset repo or folder, or local csv/json/parquet files by split (`["FILE", "SPLIT=FILE"]` is
+            read as on the command line: a FILE alone is the `report` split).
+        batch_size (`int`, *optional*, defaults to 32), max_length (`int`, *optional*): scoring batches, truncation.
+        compare (`Sequence[str | SoupMethod]`, *optional*):
+            The baselines in the table: names from `SOUPS` and `"ensemble"` (all by default, none with `[]`), or
+            method objects with their own options (`GreedySoup(accept="gt")`). The chosen method is always scored.
+        plot (`bool`, *optional*, defaults to `True`): draw `results.png` (needs matplotlib).
+        force (`bool`, *optional*, defaults to `False`): accept held-out rows that are also reported.
+        hub_metrics (`bool`, *optional*): score with the Hub's metric module instead of hfsoup's (see `Evaluator`);
+            defaults to `HFSOUP_HUB_METRICS`.
+    """
+
+    task: Any = option(
+        kind=schema.custom(_task, metavar="TASK"),
+        help="a GLUE task (sst2, mrpc, ...) or text-classification (labels from the first ingredient; data from "
+        "--dataset or --data-files with text and label columns); needed by the methods that select on held-out scores",
+    )
+    report: str = option("validation", kind=schema.string(), metavar="SPLIT", help="split to report on")
+    held_out: str | None = option(
+        None,
+        kind=schema.string(optional=True),
+        metavar="SPLIT",
+        help="split to select on (default: a seeded part of the --report split, the rest being reported)",
+    )
+    fraction: float = option(
+        DEFAULT_FRACTION, kind=schema.fraction(), flag="--held-out-fraction", help="share of a shared split held out"
+    )
+    size: int | None = option(
+        None,
+        kind=schema.positive_int(optional=True),
+        flag="--held-out-size",
+        help="hold out a seeded sample of N rows",
+    )
+    seed: int = option(0, kind=schema.integer(), help="seed of the held-out sample")
+    dataset: str | None = option(
+        None,
+        kind=schema.string(optional=True),
+        metavar="ID[@REV]",
+        help="another dataset repo or folder with the task's config",
+    )
+    data_files: Any = option(
+        None,
+        kind=schema.custom(_data_files, metavar="[SPLIT=]FILE", nargs="+"),
+        help="local csv/json/parquet files instead of a dataset repo (FILE alone is the --report split)",
+    )
+    batch_size: int = option(DEFAULT_BATCH_SIZE, kind=schema.positive_int(), help="examples per batch")
+    max_length: int | None = option(
+        None, kind=schema.positive_int(optional=True), help="truncate to N tokens (default: model max, <=512)"
+    )
+    compare: Sequence[Any] | None = option(
+        None,
+        kind=schema.custom(_compare, parse=schema.strings().parse, metavar="LIST"),
+        help="baselines in the table: soup methods and ensemble, comma-separated, or none (default: all)",
+    )
+    plot: bool = option(True, kind=schema.boolean(), help="do not draw results.png (no matplotlib needed)")
+    force: bool = option(
+        False, kind=schema.boolean(), cli=False, help="select on rows that are also reported (recorded)"
+    )
+    hub_metrics: bool | None = option(
+        None,
+        kind=schema.custom(
+            lambda v: None if v is None or isinstance(v, bool) else "expected true or false", parse=None
+        ),
+        recipe=False,
+        help="score with the Hub's evaluate-metric/<name> module, Python code downloaded from HF_ENDPOINT and run "
+        "(default: the module shipped with hfsoup; also HFSOUP_HUB_METRICS=1)",
+    )
+
+    def __post_init__(self) -> None:
+        if isinstance(self.data_files, list | tuple):  # the command line's form: [SPLIT=]FILE ...
+            self.data_files = split_files(self.data_files, self.report)
+
+    @property
+    def compared(self) -> list[Any]:
+        """`compare`, with the default (every baseline) filled in."""
+        return list(baselines()) if self.compare is None else list(self.compare)
+
+    def check(self) -> None:
+        """Refuse contradictory options before anything is downloaded."""
+        from .results import require_matplotlib
+
+        build(Selection, self, within="Selection")
+        if self.plot:
+            require_matplotlib()
+
+
+def split_files(values: Sequence[str], split: str) -> dict[str, list[str]]:
+    """`["train=a.csv", "b.csv"]` -> `{"train": ["a.csv"], split: ["b.csv"]}`: a FILE alone belongs to `split`."""
+    files: dict[str, list[str]] = {}
+    for value in values:
+        name, sep, path = value.partition("=")
+        files.setdefault(name if sep else split, []).append(path if sep else value)
+    return files
