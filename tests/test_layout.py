@@ -90,10 +90,10 @@ def _shortest_cycle(start: str, graph: dict[str, set[str]], within: set[str]) ->
         node = queue.popleft()
         for nxt in sorted(graph[node] & within):
             if nxt == start:
-                path = [node]
-                while path[-1] != start:
-                    path.append(came_from[path[-1]])
-                return [start, *reversed(path[:-1]), start] if node != start else [start, start]
+                back = [node]  # node, ..., start: followed back along the search
+                while back[-1] != start:
+                    back.append(came_from[back[-1]])
+                return [*reversed(back), start]
             if nxt not in came_from:
                 came_from[nxt] = node
                 queue.append(nxt)
