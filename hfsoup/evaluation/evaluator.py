@@ -3,7 +3,7 @@
 An `Evaluator` loads a task's split and its metric once and keeps the tokenized, length-sorted, padded batches
 resident, so scoring many models that share a tokenizer (a greedy soup search) tokenizes once. Under
 `accelerate launch` or `torchrun` each process scores every `world_size`-th batch and the predictions are gathered,
-so every process returns the same report. What depends on the kind of model lives in `predictors.py`.
+so every process returns the same report. What depends on the kind of model lives in `predictors/`.
 
 Example:
     ```py

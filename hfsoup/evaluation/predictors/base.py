@@ -1,6 +1,6 @@
 """The predictor protocol (`Predictor`) and the sequence-classification predictor the other kinds build on.
 
-The registry of kinds, `PREDICTORS`, is in `predictors.py`; see its docstring for the four steps.
+The registry of kinds, `PREDICTORS`, is in `registry.py`; see its docstring for the four steps.
 """
 
 from __future__ import annotations
