@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 
 import hfsoup
+from hfsoup.cli import main
 
 # ---- the only internal imports of this file: repoint these when modules move ------------------------------------
-from hfsoup.checkpoint import CheckpointReader
-from hfsoup.cli import main
+from hfsoup.io.checkpoint import CheckpointReader
 from hfsoup.soups.engine import plan_soup
 
 from .test_attack_outputs import tree
