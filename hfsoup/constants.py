@@ -10,6 +10,8 @@ _TRUE = {"1", "true", "yes", "on"}
 TMP_MARKER = ".hfsoup-tmp-"
 #: Inside a staging folder: one record per completed shard, which --resume re-checks (never trusts).
 PROGRESS_DIR = ".hfsoup-progress"
+#: The model card of a repo and of a soup folder.
+CARD_FILE = "README.md"
 #: The provenance file written into every soup folder.
 PROVENANCE_FILE = "hfsoup.json"
 DEFAULT_MAX_SHARD_SIZE = "5GB"

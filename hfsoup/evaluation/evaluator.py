@@ -25,7 +25,7 @@ from typing import Any
 
 from .. import __version__, distributed
 from ..errors import EvaluationError
-from .data import Batch, SplitData, encode, load_splits, make_batches, tokenizer_fingerprint
+from .data import Batch, SplitData, encode, load_splits, make_batches, preprocessing_fingerprint
 from .placement import input_device, load_model, load_tokenizer
 from .predictors.registry import predictor_for
 from .tasks import Task, get_task
@@ -214,7 +214,7 @@ class Evaluator:
         return self._batches_for(predictor, tokenizer)
 
     def _batches_for(self, predictor: Any, tokenizer: Any) -> dict[str, list[Batch]]:
-        key = (predictor.name, tokenizer_fingerprint(tokenizer))
+        key = (predictor.name, preprocessing_fingerprint(tokenizer))
         if key not in self._batches:
             # An image processor has no model_max_length; its predictor ignores max_length.
             limit = getattr(tokenizer, "model_max_length", DEFAULT_MAX_LENGTH)

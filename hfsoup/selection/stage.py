@@ -127,7 +127,7 @@ def taste(
     label_indexed: Sequence[str],
     token: str | bool | None = None,
 ) -> Tasting:
-    """Score, search and compare. `ingredients` are the pinned `hub.Ingredient`s, `readers` their checkpoints,
+    """Score, search and compare. `ingredients` are the pinned `hub.PinnedIngredient`s, `readers` their checkpoints,
     `names` the tensor names to mix, `alignment`/`label_indexed` how to put permuted heads in order."""
     from ..evaluation.placement import load_model, load_tokenizer
 
