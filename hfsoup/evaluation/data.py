@@ -29,7 +29,8 @@ _DATASET, _DATA_FILES = option("dataset", ...), option("data_files", ...)
 
 #: Bump when `encode` changes what it writes, so stale cached encodings are not reused.
 ENCODING_VERSION = 1
-_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+#: The `datasets` builder of each data file suffix.
+FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 
 
 def data_files_problem(value: Any) -> str | None:
@@ -199,7 +200,7 @@ def _load_files(data_files: dict[str, list[str]]) -> tuple[dict, dict]:
         raise EvaluationError(
             f"Data files not found: {', '.join(missing)}.", fix=f"Check the paths given to {_DATA_FILES}."
         )
-    builders = {_BUILDERS.get("".join(f.suffixes[-1:]).lower()) for f in files}
+    builders = {FILE_BUILDERS.get("".join(f.suffixes[-1:]).lower()) for f in files}
     if None in builders or len(builders) != 1:
         raise EvaluationError(
             f"Cannot tell the format of data files {', '.join(map(str, files))}.",

@@ -25,6 +25,7 @@ from typing import Any
 
 from .. import __version__, distributed
 from ..errors import EvaluationError
+from ..texttable import text_table
 from .data import Batch, SplitData, encode, load_splits, make_batches, preprocessing_fingerprint
 from .placement import input_device, load_model, load_tokenizer
 from .predictors.registry import predictor_for
@@ -76,12 +77,7 @@ class EvalReport:
         model = self.model.get("sha") or self.model.get("path") or ""
         rows = [["split", "examples", *names]]
         rows += [[r.split, str(r.num_examples), *(f"{r.metrics[n]:.4f}" for n in names)] for r in self.results]
-        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-        lines = [f"{self.task} on {self.model['spec']} ({model})"]
-        lines += [
-            "  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows
-        ]
-        return "\n".join(lines)
+        return "\n".join([f"{self.task} on {self.model['spec']} ({model})", *text_table(rows, indent="  ")])
 
 
 class Evaluator:

@@ -27,6 +27,7 @@ from typing import Any
 from ..constants import CARD_FILE, PROVENANCE_FILE
 from ..errors import NotASoupError, quote
 from ..scrub import cut
+from ..texttable import markdown_table
 
 logger = logging.getLogger(__name__)
 
@@ -310,11 +311,6 @@ def _fmt(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else ("—" if value is None else str(value))
 
 
-def _table(rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
-    return "\n".join([*lines, *("| " + " | ".join(r) + " |" for r in rows[1:])])
-
-
 def _ingredient_rows(soup: SoupFolder) -> list[list[str]]:
     prov, results = soup.provenance, soup.results or {}
     metric = results.get("metric") or (soup.evaluation or {}).get("metric")
@@ -368,7 +364,7 @@ def _scores(soup: SoupFolder) -> str:
             if part:
                 scores = [_fmt((part.get("metrics") or {}).get(m)) for m in metrics]
                 rows.append([f"`{part.get('split')}`", role, part.get("description") or "—", *scores])
-        parts.append(_table(rows))
+        parts.append(markdown_table(rows))
     results = soup.results
     if results and results.get("rows"):
         metric = results.get("metric") or "score"
@@ -382,7 +378,7 @@ def _scores(soup: SoupFolder) -> str:
             rows.append(
                 [str(row.get("name")), str(row.get("kind")), _fmt(row.get("method")), _fmt(held), _fmt(report)]
             )
-        parts.append(_table(rows))
+        parts.append(markdown_table(rows))
     if not parts:
         return "This soup has not been evaluated: its output folder records no scores."
     return "\n".join(parts)
@@ -464,7 +460,7 @@ this card was written by hfsoup {version}. License: {license_note}
 
 ## Ingredients
 
-{_table(_ingredient_rows(soup))}
+{markdown_table(_ingredient_rows(soup))}
 
 ## Scores
 
