@@ -14,6 +14,8 @@ PROGRESS_DIR = ".hfsoup-progress"
 CARD_FILE = "README.md"
 #: The provenance file written into every soup folder.
 PROVENANCE_FILE = "hfsoup.json"
+#: A soup's results table (held-out and report scores of every ingredient, soup and baseline), beside it.
+RESULTS_FILE = "results.json"
 DEFAULT_MAX_SHARD_SIZE = "5GB"
 #: Output dtypes a soup can be written in (`--dtype`).
 DTYPE_NAMES = ("float32", "float16", "bfloat16")

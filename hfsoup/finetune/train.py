@@ -218,14 +218,14 @@ def is_complete(folder: Path) -> bool:
 def _push(sweep: Sweep, run: Run, folder: Path, token: str | None) -> str:
     from huggingface_hub import HfApi
 
-    from ..publish.upload import check_repo_id
+    from ..publish.upload import require_valid_repo_id
 
     record_path = Path(sweep.output_dir) / PUSHED_FILE
     pushed = json.loads(record_path.read_text()) if record_path.is_file() else {}
     repo_id = f"{sweep.push_org}/{Path(sweep.output_dir).resolve().name}-{run.name}"
     if pushed.get(run.name, {}).get("repo_id") == repo_id:
         return repo_id
-    check_repo_id(repo_id)
+    require_valid_repo_id(repo_id)
     api = HfApi(token=token)
     api.create_repo(repo_id, private=sweep.private, exist_ok=True)
     commit = api.upload_folder(

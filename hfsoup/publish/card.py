@@ -24,14 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..constants import CARD_FILE, PROVENANCE_FILE
+from ..constants import CARD_FILE, PROVENANCE_FILE, RESULTS_FILE
 from ..errors import NotASoupError, quote
 from ..scrub import cut
 from ..texttable import markdown_table
 
 logger = logging.getLogger(__name__)
 
-RESULTS_FILE = "results.json"
 TAGS = ["merge", "model-soup", "hfsoup"]
 PAPER = "[Wortsman et al., 2022](https://arxiv.org/abs/2203.05482)"
 METHODS = {

@@ -115,7 +115,7 @@ def push(
     """
     from huggingface_hub import HfApi
 
-    check_repo_id(repo_id)
+    require_valid_repo_id(repo_id)
     _refuse_links(Path(output_dir))  # before a file of the folder is read
     soup = read_soup_folder(output_dir)
     token = resolve_token(token)
@@ -265,7 +265,7 @@ def _write_card(folder: Path, card: str) -> None:
     write_file_atomic(folder / CARD_FILE, card)
 
 
-def check_repo_id(repo_id: str) -> None:
+def require_valid_repo_id(repo_id: str) -> None:
     from huggingface_hub.errors import HFValidationError
     from huggingface_hub.utils import validate_repo_id
 

@@ -17,12 +17,12 @@ import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..constants import RESULTS_FILE
 from ..errors import MissingDependencyError, option
 from ..texttable import text_table
 
 logger = logging.getLogger(__name__)
 
-RESULTS_FILE = "results.json"
 RESULTS_CSV = "results.csv"
 RESULTS_PLOT = "results.png"
 
