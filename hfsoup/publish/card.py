@@ -208,7 +208,8 @@ def _pipeline_tag(soup: SoupFolder, cards: list[dict[str, Any] | None]) -> str |
     return None
 
 
-def _shared_base(cards: list[dict[str, Any] | None]) -> str | None:
+def shared_base(cards: list[dict[str, Any] | None]) -> str | None:
+    """The one `base_model` every ingredient's card names, or None when a card names none or they differ."""
     bases = [(card or {}).get("base_model") for card in cards]
     bases = [b[0] if isinstance(b, list) and len(b) == 1 else b for b in bases]
     agreed = _agreed(bases)
@@ -286,7 +287,7 @@ def build_card(
     cards = ingredient_cards(soup, token=token) if cards is None else cards
     license_id, license_note = _license(soup, cards)
     pipeline_tag = _pipeline_tag(soup, cards)
-    base = _shared_base(cards)
+    base = shared_base(cards)
     hub_ids = [i["repo_id"] for i in prov["ingredients"] if i.get("repo_id")]
     base_models = list(dict.fromkeys(hub_ids + ([base] if base and base_exists else [])))
     model_name = (repo_id or soup.path.name).split("/")[-1]

@@ -30,7 +30,7 @@ from ..constants import CARD_FILE
 from ..errors import InvalidRepoIdError, PushRefusedError, UnsafePathError, option
 from ..hub.errors import failure, hub_errors
 from ..hub.retries import first_line
-from .card import SoupFolder, build_card, ingredient_cards, read_soup_folder
+from .card import SoupFolder, build_card, ingredient_cards, read_soup_folder, shared_base
 
 logger = logging.getLogger(__name__)
 
@@ -193,9 +193,7 @@ def _head(api, repo_id: str, revision: str, *, must_exist: bool) -> _Head | None
 
 def _shared_base_exists(api, cards: list[dict | None]) -> bool:
     """Whether the base the ingredients' cards name is a model on this Hub: the card links only what exists."""
-    from .card import _shared_base
-
-    base = _shared_base(cards)
+    base = shared_base(cards)
     if base is None:
         return False
     with contextlib.suppress(Exception):
