@@ -22,8 +22,11 @@ HYPERPARAMETERS: dict[str, Any] = {
 }
 #: Short names used in run names, in this order.
 SHORT_NAMES = {"learning_rate": "lr", "seed": "seed", "weight_decay": "wd", "label_smoothing": "ls", "epochs": "ep"}
+#: In the sweep folder: the shared start (the base with its seeded head) every run trains from.
 START_DIR = "start"
+#: In each finished run's folder: its hyperparameters, the start's sha256, its data and training figures.
 RUN_FILE = "finetune.json"
+#: In the sweep folder: which runs were pushed, to which repo and commit (a rerun does not push them again).
 PUSHED_FILE = "pushed.json"
 
 
