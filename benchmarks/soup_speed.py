@@ -505,7 +505,7 @@ PROFILE_ROWS = [
     (("<frozen importlib._bootstrap>", "_find_and_load"), "imports (all, wherever triggered)"),
     (("hfsoup/cli.py", "main"), "cli.main"),
     (("hfsoup/cook.py", "soup"), "  cook.soup"),
-    (("hfsoup/hub.py", "resolve"), "    hub.resolve"),
+    (("hfsoup/hub/download.py", "resolve"), "    hub.resolve"),
     (("hfsoup/cook.py", "_gather_facts"), "    _gather_facts (configs, headers)"),
     (("hfsoup/compat/static.py", "check_before_download"), "    check_before_download"),
     (("hfsoup/checkpoint.py", "__init__"), "    CheckpointReader/writer __init__"),

@@ -10,8 +10,12 @@ _TRUE = {"1", "true", "yes", "on"}
 TMP_MARKER = ".hfsoup-tmp-"
 #: Inside a staging folder: one record per completed shard, which --resume re-checks (never trusts).
 PROGRESS_DIR = ".hfsoup-progress"
+#: The model card of a repo and of a soup folder.
+CARD_FILE = "README.md"
 #: The provenance file written into every soup folder.
 PROVENANCE_FILE = "hfsoup.json"
+#: A soup's results table (held-out and report scores of every ingredient, soup and baseline), beside it.
+RESULTS_FILE = "results.json"
 DEFAULT_MAX_SHARD_SIZE = "5GB"
 #: Output dtypes a soup can be written in (`--dtype`).
 DTYPE_NAMES = ("float32", "float16", "bfloat16")

@@ -321,7 +321,7 @@ def _listed(files: str | Sequence[str]) -> list[str]:
     return [files] if isinstance(files, str) else list(files)
 
 
-def _provenance(ingredient: hub.Ingredient) -> dict:
+def _provenance(ingredient: hub.PinnedIngredient) -> dict:
     """An ingredient's record in `hfsoup.json`; a local one carries its card's metadata, since its path is not
     recorded and the card is built later from the output folder alone."""
     record = ingredient.provenance()
@@ -343,7 +343,7 @@ def _public_names(refs: list[hub.IngredientRef], specs: list[str], data_files: l
     return pairs
 
 
-def _identity(ingredient: hub.Ingredient) -> object:
+def _identity(ingredient: hub.PinnedIngredient) -> object:
     """What pins an ingredient's weights, for the resume fingerprint: the commit SHA, or a local file's size+mtime."""
     if ingredient.sha:
         return [ingredient.name, ingredient.sha]
@@ -410,7 +410,7 @@ def check(
     return report
 
 
-def _alignment_kwargs(pinned: list[hub.Ingredient], static: StaticResult) -> dict:
+def _alignment_kwargs(pinned: list[hub.PinnedIngredient], static: StaticResult) -> dict:
     position = {ingredient.name: i for i, ingredient in enumerate(pinned)}
     return {
         "alignment": {position[spec]: order for spec, order in static.label_alignment.items()},
@@ -438,7 +438,7 @@ def _compat_provenance(report: CompatReport, *, force: bool) -> dict:
 
 
 def _gather_facts(
-    pinned: list[hub.Ingredient], *, token: str | bool | None, allow_pickle: bool
+    pinned: list[hub.PinnedIngredient], *, token: str | bool | None, allow_pickle: bool
 ) -> list[IngredientFacts]:
     """Configs, cards, tokenizers and tensor structure of every ingredient, from small files and headers only."""
     facts = []
@@ -454,7 +454,7 @@ def _gather_facts(
     return facts
 
 
-def _copy_support_files(first: hub.Ingredient, staging: Path, dtype: str | None) -> list[str]:
+def _copy_support_files(first: hub.PinnedIngredient, staging: Path, dtype: str | None) -> list[str]:
     """Config, tokenizer and processor files, always from the first ingredient so the choice is reproducible.
 
     The ingredient's model card is not copied: it describes that model, not the soup.

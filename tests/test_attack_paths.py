@@ -441,6 +441,7 @@ def test_a_server_that_ignores_the_range_of_a_header_read_is_not_read_to_the_end
     import threading
 
     from hfsoup import constants, hub
+    from hfsoup.hub.remote import _remote_header
 
     sent = {"bytes": 0}
     chunk = struct.pack("<Q", 64) + b"\0" * (64 * 1024 - 8)
@@ -464,7 +465,7 @@ def test_a_server_that_ignores_the_range_of_a_header_read_is_not_read_to_the_end
     threading.Thread(target=server.serve_forever, daemon=True).start()
     monkeypatch.setattr(constants, "hub_endpoint", lambda: f"http://127.0.0.1:{server.server_port}")
     monkeypatch.setenv("HFSOUP_HUB_RETRY_WAIT", "0")
-    ingredient = hub.Ingredient(
+    ingredient = hub.PinnedIngredient(
         ref=hub.IngredientRef("org/endless", repo_id="org/endless"),
         sha="0" * 40,
         layout=WeightsLayout("safetensors", ("model.safetensors",)),
@@ -472,7 +473,7 @@ def test_a_server_that_ignores_the_range_of_a_header_read_is_not_read_to_the_end
     )
     try:
         with pytest.raises(CorruptCheckpointError, match="org/endless/model.safetensors"):
-            hub._remote_header(ingredient, "model.safetensors", token=False)
+            _remote_header(ingredient, "model.safetensors", token=False)
     finally:
         server.shutdown()
         server.server_close()

@@ -13,7 +13,7 @@ from transformers import AutoImageProcessor, AutoProcessor, CLIPForImageClassifi
 
 from hfsoup import __version__
 from hfsoup.errors import EvaluationError
-from hfsoup.evaluation.data import tokenizer_fingerprint
+from hfsoup.evaluation.data import preprocessing_fingerprint
 from hfsoup.evaluation.evaluator import Evaluator, evaluate_model
 from hfsoup.evaluation.predictors.image import CLIP_TEMPLATES
 from hfsoup.evaluation.predictors.registry import predictor_for
@@ -113,9 +113,9 @@ def test_evaluator_encodes_once_per_processor(digits_hub, families):
     assert len(evaluator._batches) == 1
     processor = AutoProcessor.from_pretrained(families["clip"].base)
     image_processor = processor.image_processor
-    assert tokenizer_fingerprint(processor) != tokenizer_fingerprint(image_processor)
+    assert preprocessing_fingerprint(processor) != preprocessing_fingerprint(image_processor)
     other = AutoImageProcessor.from_pretrained(families["clip"].base, crop_size={"height": 20, "width": 20})
-    assert tokenizer_fingerprint(other) != tokenizer_fingerprint(image_processor)
+    assert preprocessing_fingerprint(other) != preprocessing_fingerprint(image_processor)
 
 
 def test_image_task_errors():

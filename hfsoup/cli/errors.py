@@ -31,12 +31,6 @@ def format_error(exc: BaseException) -> str:
 
 def _as_hfsoup_error(exc: BaseException) -> HfsoupError | None:
     """Hub client errors that escaped a stage (the stages convert the ones they expect)."""
-    try:
-        from huggingface_hub.errors import HfHubHTTPError
-    except ImportError:  # pragma: no cover
-        return None
-    from ..errors import HubError
+    from ..hub.errors import translate
 
-    if isinstance(exc, HfHubHTTPError):
-        return HubError(f"The Hub answered: {str(exc).splitlines()[0]}", fix="Check HF_ENDPOINT and your token.")
-    return None
+    return translate(exc)

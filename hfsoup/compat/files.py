@@ -66,7 +66,7 @@ def read_json_object(path: Path) -> dict[str, Any] | None:
     return data
 
 
-def check(data: dict[str, Any], field: str, expected: str, ok: Any) -> Any:
+def checked_field(data: dict[str, Any], field: str, expected: str, ok: Any) -> Any:
     """`data[field]` when absent, null or `ok(value)`; else a `ShapeError` naming the field."""
     value = data.get(field)
     if value is not None and not ok(value):
@@ -94,13 +94,13 @@ def config(path: Path) -> dict[str, Any]:
         return {}
     try:
         for field in ("model_type", "problem_type", "dtype", "torch_dtype"):
-            check(data, field, "a string", lambda v: isinstance(v, str))
-        check(data, "tie_word_embeddings", "true or false", lambda v: isinstance(v, bool))
-        check(data, "architectures", "a list of class names", lambda v: isinstance(v, list))
+            checked_field(data, field, "a string", lambda v: isinstance(v, str))
+        checked_field(data, "tie_word_embeddings", "true or false", lambda v: isinstance(v, bool))
+        checked_field(data, "architectures", "a list of class names", lambda v: isinstance(v, list))
         for i, name in enumerate(data.get("architectures") or []):
             if not isinstance(name, str):
                 raise ShapeError(f"architectures[{i}]", "a class name (a string)", name)
-        check(data, "id2label", "an object of label id to label name", lambda v: isinstance(v, dict))
+        checked_field(data, "id2label", "an object of label id to label name", lambda v: isinstance(v, dict))
         seen: dict[int, str] = {}
         for key, label in (data.get("id2label") or {}).items():
             if not _int_key(key):
@@ -110,7 +110,7 @@ def config(path: Path) -> dict[str, Any]:
             if int(key) in seen:
                 raise ShapeError("id2label", f"one entry per label id, but id {int(key)} appears twice", key)
             seen[int(key)] = label
-        check(data, "label2id", "an object of label name to label id", lambda v: isinstance(v, dict))
+        checked_field(data, "label2id", "an object of label name to label id", lambda v: isinstance(v, dict))
         for name, label_id in (data.get("label2id") or {}).items():
             if not _is_int(label_id):
                 raise ShapeError(f"label2id[{quote(name, limit=40)}]", "an integer label id", label_id)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
+from ..texttable import text_table
+
 Level = Literal["error", "warning", "info"]
 _MARK = {"error": "FAIL", "warning": "WARN", "info": "note"}
 
@@ -116,7 +118,7 @@ class CompatReport:
                     str(s.n_tensors),
                 ]
             )
-        lines += _table(rows)
+        lines += text_table(rows, indent="  ")
         if self.similarity is not None:
             lines += ["", "Shared initialization (cosine similarity of weight matrices; 1 = identical)"]
             lines += _matrix(self.similarity, "body", self.similarity.body_cosine)
@@ -147,13 +149,8 @@ def _cut(text: str, width: int = 32) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
-def _table(rows: list[list[str]]) -> list[str]:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return ["  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
-
-
 def _matrix(similarity: Similarity, label: str, values: list[list[float]]) -> list[str]:
     n = len(similarity.names)
     rows = [[label, *map(str, range(n))]]
     rows += [[str(i), *(f"{values[i][j]:.3f}" for j in range(n))] for i in range(n)]
-    return _table(rows)
+    return text_table(rows, indent="  ")

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import IngredientConfigError, quote
-from .files import ShapeError, check, parse_json, read_bounded, read_json_object
+from .files import ShapeError, checked_field, parse_json, read_bounded, read_json_object
 
 SPECIAL_KEYS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
 # Files that define a vocabulary when there is no tokenizer.json (slow tokenizers).
@@ -32,7 +32,7 @@ class TokenizerFingerprint:
 
 
 def _token(data: dict, key: str) -> str | None:
-    value = check(data, key, "a token (a string, or an object with a string 'content')", _is_token)
+    value = checked_field(data, key, "a token (a string, or an object with a string 'content')", _is_token)
     if isinstance(value, dict):  # AddedToken serialized as {"content": ...}
         value = value.get("content")
     return value
@@ -66,15 +66,15 @@ def _tokenizer_json_digest(raw: bytes) -> tuple[str, int]:
     data = parse_json(raw)
     if not isinstance(data, dict):
         raise ShapeError("(the whole file)", "an object", data)
-    model = check(data, "model", "an object", lambda v: isinstance(v, dict)) or {}
-    vocab = check(model, "vocab", "an object of token to id, or a list", lambda v: isinstance(v, dict | list))
+    model = checked_field(data, "model", "an object", lambda v: isinstance(v, dict)) or {}
+    vocab = checked_field(model, "vocab", "an object of token to id, or a list", lambda v: isinstance(v, dict | list))
     if isinstance(vocab, dict):
         bad = next((t for t, i in vocab.items() if not isinstance(i, int) or isinstance(i, bool)), None)
         if bad is not None:
             raise ShapeError(f"model.vocab[{quote(bad, limit=40)}]", "an integer token id", vocab[bad])
-    check(model, "merges", "a list", lambda v: isinstance(v, list))
-    check(model, "type", "a string", lambda v: isinstance(v, str))
-    tokens = check(data, "added_tokens", "a list of tokens", lambda v: isinstance(v, list)) or []
+    checked_field(model, "merges", "a list", lambda v: isinstance(v, list))
+    checked_field(model, "type", "a string", lambda v: isinstance(v, str))
+    tokens = checked_field(data, "added_tokens", "a list of tokens", lambda v: isinstance(v, list)) or []
     for i, t in enumerate(tokens):
         what = "an object with an integer 'id' and a string 'content'"
         if not isinstance(t, dict) or not isinstance(t.get("content"), str):

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import EvaluationError, option
+from ..hub.errors import HubTarget, failure, hub_errors, raise_translated
+from ..hub.retries import with_retries
 from ..scrub import cut
 from .tasks import GLUE_DATASET, Task, normalize_label
 
@@ -27,7 +29,8 @@ _DATASET, _DATA_FILES = option("dataset", ...), option("data_files", ...)
 
 #: Bump when `encode` changes what it writes, so stale cached encodings are not reused.
 ENCODING_VERSION = 1
-_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+#: The `datasets` builder of each data file suffix.
+FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 
 
 def data_files_problem(value: Any) -> str | None:
@@ -110,32 +113,19 @@ def _load_repo(task: Task, spec: str, *, token: str | bool | None) -> tuple[dict
     if not os.path.isdir(path):
         provenance["sha"] = _dataset_sha(path, revision or None, token=token)
     source = f"{spec} ({task.config})"
-    from huggingface_hub.errors import HfHubHTTPError
-
-    from .. import constants
-    from ..errors import HubError
-    from ..hub import _TRANSIENT_STATUS, with_retries
-
+    pinned = provenance.get("sha") or revision or None
+    reaching = {"revision": revision or None, "label": source}
     # `datasets` reads the dataset card's YAML (its `configs:`) with an unbounded `yaml.safe_load`: read it with
     # hfsoup's bounds first, so a few aliases in someone's README cannot expand into gigabytes here.
-    with_retries(lambda: _check_card(path, provenance.get("sha") or revision or None, token=token), what=source)
+    with hub_errors("dataset", path, **reaching):
+        with_retries(lambda: _check_card(path, pinned, token=token), what=source)
     try:
-        # `datasets` retries no HTTP 5xx of a data file download: hfsoup's bounded retries do (see hub.py).
-        loaded = with_retries(
-            lambda: datasets.load_dataset(
-                path, task.config, revision=provenance.get("sha") or revision or None, token=token
-            ),
-            what=f"loading dataset {source}",
-        )
-    except HfHubHTTPError as exc:
-        status = exc.response.status_code if exc.response is not None else None
-        if status not in _TRANSIENT_STATUS:
-            raise
-        raise HubError(
-            f"The Hub at {constants.hub_endpoint()} answered HTTP {status} while downloading dataset {source} "
-            f"({constants.hub_retries() + 1} tries): {str(exc).splitlines()[0]}",
-            fix="Retry later (files already downloaded are kept in the cache); check HF_ENDPOINT and your token.",
-        ) from exc
+        # `datasets` retries no HTTP 5xx of a data file download: hfsoup's bounded retries do (see hub/retries.py).
+        with hub_errors("dataset", path, **reaching):
+            loaded = with_retries(
+                lambda: datasets.load_dataset(path, task.config, revision=pinned, token=token),
+                what=f"loading dataset {source}",
+            )
     except ValueError as exc:
         _raise_if_empty(exc, source)
         if "BuilderConfig" in str(exc):
@@ -188,29 +178,17 @@ def _check_card(path: str, revision: str | None, *, token: str | bool | None) ->
 def _dataset_sha(repo_id: str, revision: str | None, *, token: str | bool | None) -> str | None:
     """Pin the dataset to a commit SHA; None when the Hub cannot be reached (datasets may still find it cached)."""
     from huggingface_hub import HfApi
-    from huggingface_hub.errors import OfflineModeIsEnabled, RepositoryNotFoundError, RevisionNotFoundError
-
-    from ..hub import _is_connection_error
 
     try:
         return HfApi(token=token).dataset_info(repo_id, revision=revision).sha
-    except RevisionNotFoundError as exc:
-        raise EvaluationError(
-            f"Revision {revision!r} of dataset {repo_id!r} was not found.",
-            fix="Name an existing branch, tag or commit SHA after '@', or drop '@...' to use main.",
-        ) from exc
-    except RepositoryNotFoundError as exc:
-        raise EvaluationError(
-            f"Dataset {repo_id!r} was not found on the Hub (or it is private and no valid token was sent).",
-            fix=f"Check {_DATASET} and HF_ENDPOINT, or pass local files with {_DATA_FILES}.",
-        ) from exc
-    except OfflineModeIsEnabled:
-        return None
     except Exception as exc:
-        if not _is_connection_error(exc):
-            raise
-        logger.warning("Could not reach the Hub to pin dataset %s (%s); using it unpinned.", repo_id, exc)
-        return None
+        how = failure(exc)
+        if how == "offline":
+            return None
+        if how == "connection":
+            logger.warning("Could not reach the Hub to pin dataset %s (%s); using it unpinned.", repo_id, exc)
+            return None
+        raise_translated(exc, HubTarget("dataset", repo_id, revision=revision))
 
 
 def _load_files(data_files: dict[str, list[str]]) -> tuple[dict, dict]:
@@ -222,7 +200,7 @@ def _load_files(data_files: dict[str, list[str]]) -> tuple[dict, dict]:
         raise EvaluationError(
             f"Data files not found: {', '.join(missing)}.", fix=f"Check the paths given to {_DATA_FILES}."
         )
-    builders = {_BUILDERS.get("".join(f.suffixes[-1:]).lower()) for f in files}
+    builders = {FILE_BUILDERS.get("".join(f.suffixes[-1:]).lower()) for f in files}
     if None in builders or len(builders) != 1:
         raise EvaluationError(
             f"Cannot tell the format of data files {', '.join(map(str, files))}.",
@@ -312,16 +290,18 @@ def _references(task: Task, name: str, rows: Any, source: str) -> list:
     return [int(v) for v in values]
 
 
-def tokenizer_fingerprint(tokenizer: Any) -> str:
-    """A hash of what a tokenizer does to text, blind to the truncation and padding settings a call leaves behind.
+def preprocessing_fingerprint(tokenizer: Any) -> str:
+    """A hash of what a loaded tokenizer does to text, blind to the truncation and padding settings a call leaves
+    behind: the key of the encodings cache (not `compat.tokenizer_fingerprint`, which compares ingredients' vocabulary
+    files before anything is loaded).
 
     Image models' preprocessors are hashed too: an image processor by its settings (size, crop, mean, std, ...),
     a processor (CLIP's: a tokenizer and an image processor) by both of its parts.
     """
     if hasattr(tokenizer, "image_processor"):  # A processor: ProcessorMixin
-        parts = [tokenizer_fingerprint(tokenizer.image_processor)]
+        parts = [preprocessing_fingerprint(tokenizer.image_processor)]
         if getattr(tokenizer, "tokenizer", None) is not None:
-            parts.append(tokenizer_fingerprint(tokenizer.tokenizer))
+            parts.append(preprocessing_fingerprint(tokenizer.tokenizer))
         return hashlib.sha256(json.dumps([type(tokenizer).__name__, *parts]).encode()).hexdigest()[:16]
     if not hasattr(tokenizer, "get_vocab"):  # An image processor: what it does is its settings.
         return hashlib.sha256(tokenizer.to_json_string().encode()).hexdigest()[:16]
@@ -338,7 +318,7 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
 
 def encode(split: SplitData, predictor: Any, task: Task, tokenizer: Any, *, max_length: int) -> Any:
     """`split.rows` through `predictor.encode`, cached by `datasets` under a fingerprint of everything it reads."""
-    key = [split.rows._fingerprint, tokenizer_fingerprint(tokenizer), predictor.name, task.name, max_length]
+    key = [split.rows._fingerprint, preprocessing_fingerprint(tokenizer), predictor.name, task.name, max_length]
     fingerprint = hashlib.sha256(json.dumps([*key, ENCODING_VERSION]).encode()).hexdigest()[:16]
     return split.rows.map(
         predictor.encode,

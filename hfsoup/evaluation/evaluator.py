@@ -25,7 +25,8 @@ from typing import Any
 
 from .. import __version__, distributed
 from ..errors import EvaluationError
-from .data import Batch, SplitData, encode, load_splits, make_batches, tokenizer_fingerprint
+from ..texttable import text_table
+from .data import Batch, SplitData, encode, load_splits, make_batches, preprocessing_fingerprint
 from .placement import input_device, load_model, load_tokenizer
 from .predictors.registry import predictor_for
 from .tasks import Task, get_task
@@ -76,12 +77,7 @@ class EvalReport:
         model = self.model.get("sha") or self.model.get("path") or ""
         rows = [["split", "examples", *names]]
         rows += [[r.split, str(r.num_examples), *(f"{r.metrics[n]:.4f}" for n in names)] for r in self.results]
-        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-        lines = [f"{self.task} on {self.model['spec']} ({model})"]
-        lines += [
-            "  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows
-        ]
-        return "\n".join(lines)
+        return "\n".join([f"{self.task} on {self.model['spec']} ({model})", *text_table(rows, indent="  ")])
 
 
 class Evaluator:
@@ -214,7 +210,7 @@ class Evaluator:
         return self._batches_for(predictor, tokenizer)
 
     def _batches_for(self, predictor: Any, tokenizer: Any) -> dict[str, list[Batch]]:
-        key = (predictor.name, tokenizer_fingerprint(tokenizer))
+        key = (predictor.name, preprocessing_fingerprint(tokenizer))
         if key not in self._batches:
             # An image processor has no model_max_length; its predictor ignores max_length.
             limit = getattr(tokenizer, "model_max_length", DEFAULT_MAX_LENGTH)

@@ -26,7 +26,7 @@ import numpy as np
 
 from ..errors import CorruptCheckpointError, MissingWeightsError, option
 from .confine import allowed_roots, confined, plain_name
-from .headers import header_length, parse_header, quote
+from .headers import bounded_repr, header_length, parse_header
 from .jsonread import parse_json, read_bounded
 
 if TYPE_CHECKING:
@@ -150,7 +150,7 @@ def structure_from_header(raw: bytes, *, file_size: int, where: str) -> tuple[St
     for name, entry in entries.items():
         if entry.dtype not in STORAGE:
             raise CorruptCheckpointError(
-                f"{where}: tensor {quote(name)} has dtype {entry.dtype!r}, which hfsoup cannot average."
+                f"{where}: tensor {bounded_repr(name)} has dtype {entry.dtype!r}, which hfsoup cannot average."
             )
         structure[name] = TensorMeta(entry.dtype, entry.shape)
         starts[name] = 8 + len(raw) + entry.begin
@@ -203,8 +203,10 @@ def read_weight_map(index_path: str | os.PathLike, *, where: str | None = None) 
         )
     for name, shard in weight_map.items():
         if not isinstance(shard, str):
-            raise CorruptCheckpointError(f"{where}: the shard of tensor {quote(name)} is not a file name string.")
-        plain_name(shard, where=where, what=f"shard of tensor {quote(name)}")
+            raise CorruptCheckpointError(
+                f"{where}: the shard of tensor {bounded_repr(name)} is not a file name string."
+            )
+        plain_name(shard, where=where, what=f"shard of tensor {bounded_repr(name)}")
     return dict(weight_map)
 
 

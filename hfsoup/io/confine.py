@@ -22,7 +22,7 @@ from pathlib import Path
 
 from .. import constants
 from ..errors import UnsafePathError
-from .headers import quote
+from .headers import bounded_repr
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
 _FIX = (
@@ -55,7 +55,7 @@ def plain_name(name: object, *, where: str, what: str = "file") -> str:
     """`name`, if it is a plain relative file name; else `UnsafePathError` naming `where` it came from."""
     why = why_not_plain(name)
     if why is not None:
-        raise UnsafePathError(f"{where} names the {what} {quote(name)}, which hfsoup refuses: {why}.", fix=_FIX)
+        raise UnsafePathError(f"{where} names the {what} {bounded_repr(name)}, which hfsoup refuses: {why}.", fix=_FIX)
     return name  # type: ignore[return-value]
 
 
@@ -81,7 +81,8 @@ def _refuse_outside(real: Path, roots: list[Path], named: str, done: str) -> Non
     """`UnsafePathError` when `real` (a resolved link) lies outside every allowed root: named, never opened."""
     if not any(real.is_relative_to(root) for root in roots):
         raise UnsafePathError(
-            f"{named} is a symbolic link to {target_class(real)} ({quote(str(real))}), outside the model's folder; "
+            f"{named} is a symbolic link to {target_class(real)} ({bounded_repr(str(real))}), outside the model's "
+            "folder; "
             f"{done}.",
             fix=_FIX,
         )

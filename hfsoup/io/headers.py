@@ -62,7 +62,7 @@ class HeaderEntry:
     end: int
 
 
-def quote(value: object) -> str:
+def bounded_repr(value: object) -> str:
     """`repr(value)`, cut to a bounded length."""
     text = repr(value)
     return text if len(text) <= _QUOTE_CHARS else f"{text[:_QUOTE_CHARS]}...'"
@@ -107,7 +107,8 @@ def parse_header(raw: bytes, *, data_size: int, where: str) -> dict[str, HeaderE
         ) from None
     except _DuplicateKey as e:
         raise CorruptCheckpointError(
-            f"{where}: the safetensors header names {quote(e.key)} twice; a repeated name would alias or hide bytes.",
+            f"{where}: the safetensors header names {bounded_repr(e.key)} twice; a repeated name would alias or hide "
+            "bytes.",
             fix=_FIX,
         ) from None
     if not isinstance(header, dict):
@@ -159,8 +160,8 @@ def _check_metadata(metadata: object, where: str) -> None:
     for key, value in metadata.items():
         if not isinstance(value, str):
             raise CorruptCheckpointError(
-                f"{where}: __metadata__[{quote(key)}] is a JSON {_kind(value)}; safetensors metadata values are "
-                "strings.",
+                f"{where}: __metadata__[{bounded_repr(key)}] is a JSON {_kind(value)}; safetensors metadata values "
+                "are strings.",
                 fix=_FIX,
             )
 
@@ -185,7 +186,7 @@ def _entry(name: str, info: object, data_size: int, where: str) -> HeaderEntry:
                 bits *= dim
             if bits % 8 == 0 and offsets[1] - offsets[0] == bits // 8:
                 return HeaderEntry(dtype, tuple(shape), offsets[0], offsets[1])
-    _refuse_entry(f"{where}: tensor {quote(name)}", info, data_size)
+    _refuse_entry(f"{where}: tensor {bounded_repr(name)}", info, data_size)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -202,15 +203,17 @@ def _refuse_entry(field: str, info: object, data_size: int) -> None:
     dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
     if not isinstance(dtype, str) or dtype not in DTYPE_BITS:
         raise CorruptCheckpointError(
-            f"{field} has dtype {quote(dtype)}, which is not a safetensors dtype ({', '.join(DTYPE_BITS)}).", fix=_FIX
+            f"{field} has dtype {bounded_repr(dtype)}, which is not a safetensors dtype ({', '.join(DTYPE_BITS)}).",
+            fix=_FIX,
         )
     if not isinstance(shape, list) or not all(_is_count(d) for d in shape):
         raise CorruptCheckpointError(
-            f"{field} has shape {quote(shape)}: a shape is a list of non-negative integers.", fix=_FIX
+            f"{field} has shape {bounded_repr(shape)}: a shape is a list of non-negative integers.", fix=_FIX
         )
     if not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_count(o) for o in offsets):
         raise CorruptCheckpointError(
-            f"{field} has data_offsets {quote(offsets)}: they are two non-negative integers [begin, end].", fix=_FIX
+            f"{field} has data_offsets {bounded_repr(offsets)}: they are two non-negative integers [begin, end].",
+            fix=_FIX,
         )
     begin, end = offsets
     bits = DTYPE_BITS[dtype]
@@ -233,10 +236,13 @@ def _check_tiling(entries: dict[str, HeaderEntry], data_size: int, where: str) -
     for name, entry in sorted(entries.items(), key=lambda item: (item[1].begin, item[1].end)):
         if entry.begin != position:
             if entry.begin < position:
-                what = f"overlaps the bytes of tensor {quote(previous)} (starts at {entry.begin}, before {position})"
+                what = (
+                    f"overlaps the bytes of tensor {bounded_repr(previous)} (starts at {entry.begin}, before "
+                    f"{position})"
+                )
             else:
                 what = f"leaves a gap: it starts at byte {entry.begin}, the previous tensor ends at {position}"
-            raise CorruptCheckpointError(f"{where}: tensor {quote(name)} {what}.", fix=_FIX)
+            raise CorruptCheckpointError(f"{where}: tensor {bounded_repr(name)} {what}.", fix=_FIX)
         position, previous = entry.end, name
     if position != data_size:
         raise CorruptCheckpointError(

@@ -209,7 +209,7 @@ def file_response(req: Request, path: Path, size: int, headers: dict[str, str], 
     )
 
 
-def card_metadata(text: str) -> dict[str, Any] | None:
+def front_matter(text: str) -> dict[str, Any] | None:
     """The YAML front matter of a README, parsed; None without front matter; raises ValueError when it is invalid."""
     match = re.match(r"^---[ \t]*\r?\n(.*?)^---[ \t]*$", text, re.DOTALL | re.MULTILINE)
     if match is None:

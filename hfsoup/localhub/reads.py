@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlencode
 
 from .access import ANY_NAMESPACE, BAD_TOKEN_MESSAGE
-from .protocol import Request, Response, card_metadata, file_response, get_field, json_response, open_repo, split_rev
+from .protocol import Request, Response, file_response, front_matter, get_field, json_response, open_repo, split_rev
 from .store import DEFAULT_BRANCH, EndpointError, Repo, lfs_pointer, parse_count
 
 Files = dict[str, dict[str, Any]]
@@ -91,7 +91,7 @@ def _card_data(repo: Repo, files: Files) -> dict[str, Any] | None:
     if readme is None or readme["size"] > _MAX_CARD_BYTES:
         return None
     try:
-        return card_metadata(repo.store.blobs.read(readme["sha256"]).decode("utf-8", "replace"))
+        return front_matter(repo.store.blobs.read(readme["sha256"]).decode("utf-8", "replace"))
     except ValueError:  # An invalid card is served without card data, as the Hub does.
         return None
 
@@ -234,7 +234,7 @@ def commits(req: Request, repo_type: str, repo_id: str, segments: list[str]) -> 
 
 
 # Files -----------------------------------------------------------------------------------------------------------
-def resolve(req: Request, repo_type: str, repo_id: str, segments: list[str]) -> Response:
+def resolve_file(req: Request, repo_type: str, repo_id: str, segments: list[str]) -> Response:
     """`HEAD`/`GET /{prefix}{id}/resolve/{rev}/{path}`: the file, with the headers `hf_hub_download` relies on."""
     repo = open_repo(req, repo_type, repo_id)
     _, sha, path = split_rev(repo, segments)

@@ -113,7 +113,7 @@ def route(method: str, path: str) -> tuple[Endpoint, list[Any], bool]:
             repo_type, segments = _REPO_TYPES[segments[0]], segments[1:]
         if len(segments) >= 4 and segments[2] == "resolve" and method in ("GET", "HEAD"):
             return (
-                hub_reads.resolve,
+                hub_reads.resolve_file,
                 [repo_type, f"{unquote(segments[0])}/{unquote(segments[1])}", segments[3:]],
                 False,
             )

@@ -25,9 +25,9 @@ from .protocol import (
     URL_PREFIXES,
     Request,
     Response,
-    card_metadata,
     check_path,
     file_response,
+    front_matter,
     get_field,
     json_response,
     open_repo,
@@ -332,7 +332,7 @@ def validate_yaml(req: Request) -> Response:
     the Hub's metadata checks (`hub_cards`), else 400 listing every problem."""
     data = req.json()
     try:
-        metadata = card_metadata(str(data.get("content", "")))
+        metadata = front_matter(str(data.get("content", "")))
     except ValueError as err:
         raise EndpointError(400, str(err), extra={"errors": [{"message": str(err)}]}) from err
     errors = model_card_errors(metadata) if metadata and data.get("repoType", "model") == "model" else []

@@ -24,15 +24,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..constants import PROVENANCE_FILE
+from ..constants import CARD_FILE, PROVENANCE_FILE, RESULTS_FILE
 from ..errors import NotASoupError, quote
 from ..scrub import cut
 from ..soups import SOUPS
+from ..texttable import markdown_table
 
 logger = logging.getLogger(__name__)
 
-RESULTS_FILE = "results.json"
-CARD_FILE = "README.md"
 TAGS = ["merge", "model-soup", "hfsoup"]
 PAPER = "[Wortsman et al., 2022](https://arxiv.org/abs/2203.05482)"
 # What a model does, from the architecture named in config.json, when the ingredients' cards do not say.
@@ -204,7 +203,8 @@ def _pipeline_tag(soup: SoupFolder, cards: list[dict[str, Any] | None]) -> str |
     return None
 
 
-def _shared_base(cards: list[dict[str, Any] | None]) -> str | None:
+def shared_base(cards: list[dict[str, Any] | None]) -> str | None:
+    """The one `base_model` every ingredient's card names, or None when a card names none or they differ."""
     bases = [(card or {}).get("base_model") for card in cards]
     bases = [b[0] if isinstance(b, list) and len(b) == 1 else b for b in bases]
     agreed = _agreed(bases)
@@ -282,7 +282,7 @@ def build_card(
     cards = ingredient_cards(soup, token=token) if cards is None else cards
     license_id, license_note = _license(soup, cards)
     pipeline_tag = _pipeline_tag(soup, cards)
-    base = _shared_base(cards)
+    base = shared_base(cards)
     hub_ids = [i["repo_id"] for i in prov["ingredients"] if i.get("repo_id")]
     base_models = list(dict.fromkeys(hub_ids + ([base] if base and base_exists else [])))
     model_name = (repo_id or soup.path.name).split("/")[-1]
@@ -304,11 +304,6 @@ def build_card(
 # The body ------------------------------------------------------------------------------------------------------
 def _fmt(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else ("—" if value is None else str(value))
-
-
-def _table(rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
-    return "\n".join([*lines, *("| " + " | ".join(r) + " |" for r in rows[1:])])
 
 
 def _ingredient_rows(soup: SoupFolder) -> list[list[str]]:
@@ -364,7 +359,7 @@ def _scores(soup: SoupFolder) -> str:
             if part:
                 scores = [_fmt((part.get("metrics") or {}).get(m)) for m in metrics]
                 rows.append([f"`{part.get('split')}`", role, part.get("description") or "—", *scores])
-        parts.append(_table(rows))
+        parts.append(markdown_table(rows))
     results = soup.results
     if results and results.get("rows"):
         metric = results.get("metric") or "score"
@@ -378,7 +373,7 @@ def _scores(soup: SoupFolder) -> str:
             rows.append(
                 [str(row.get("name")), str(row.get("kind")), _fmt(row.get("method")), _fmt(held), _fmt(report)]
             )
-        parts.append(_table(rows))
+        parts.append(markdown_table(rows))
     if not parts:
         return "This soup has not been evaluated: its output folder records no scores."
     return "\n".join(parts)
@@ -460,7 +455,7 @@ this card was written by hfsoup {version}. License: {license_note}
 
 ## Ingredients
 
-{_table(_ingredient_rows(soup))}
+{markdown_table(_ingredient_rows(soup))}
 
 ## Scores
 

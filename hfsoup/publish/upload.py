@@ -22,14 +22,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import constants
-from ..errors import HubError, InvalidRepoIdError, PushRefusedError, UnsafePathError, option
-from ..scrub import cut, scrub
-from .card import CARD_FILE, SoupFolder, build_card, ingredient_cards, read_soup_folder
+from ..constants import CARD_FILE
+from ..errors import InvalidRepoIdError, PushRefusedError, UnsafePathError, option
+from ..hub.errors import failure, hub_errors
+from ..hub.retries import first_line
+from .card import SoupFolder, build_card, ingredient_cards, read_soup_folder, shared_base
 
 logger = logging.getLogger(__name__)
 
@@ -114,12 +115,12 @@ def push(
     """
     from huggingface_hub import HfApi
 
-    _check_repo_id(repo_id)
+    require_valid_repo_id(repo_id)
     _refuse_links(Path(output_dir))  # before a file of the folder is read
     soup = read_soup_folder(output_dir)
     token = resolve_token(token)
     api = HfApi(token=token or False)
-    with _hub_errors(repo_id, token):
+    with hub_errors("push", repo_id, token=token):
         head = _head(api, repo_id, branch or "main", must_exist=False)
         if head is None and branch:  # a new branch starts from main
             head = _head(api, repo_id, "main", must_exist=False)
@@ -137,7 +138,7 @@ def push(
     _write_card(soup.path, card)
     prov = soup.provenance
     message = commit_message or f"Upload {prov['method']} soup of {len(prov['ingredients'])} models (hfsoup)"
-    with _hub_errors(repo_id, token):
+    with hub_errors("push", repo_id, token=token):
         url = api.create_repo(repo_id, private=private, exist_ok=True)
         repo_id = url.repo_id or repo_id
         head = _head(api, repo_id, "main", must_exist=True)
@@ -180,24 +181,19 @@ class _Head:
 
 def _head(api, repo_id: str, revision: str, *, must_exist: bool) -> _Head | None:
     """The commit a branch points to and its files, or None when the repo or branch does not exist (yet)."""
-    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
-
     try:
         info = api.model_info(repo_id, revision=revision)
-    except RevisionNotFoundError:
-        return None
-    except RepositoryNotFoundError:
-        if must_exist:
-            raise
-        return None
+    except Exception as exc:
+        how = failure(exc)
+        if how == "revision" or how in ("repo", "gated") and not must_exist:
+            return None
+        raise
     return _Head(info.sha, sorted(s.rfilename for s in info.siblings or []))
 
 
 def _shared_base_exists(api, cards: list[dict | None]) -> bool:
     """Whether the base the ingredients' cards name is a model on this Hub: the card links only what exists."""
-    from .card import _shared_base
-
-    base = _shared_base(cards)
+    base = shared_base(cards)
     if base is None:
         return False
     with contextlib.suppress(Exception):
@@ -267,7 +263,7 @@ def _write_card(folder: Path, card: str) -> None:
     write_file_atomic(folder / CARD_FILE, card)
 
 
-def _check_repo_id(repo_id: str) -> None:
+def require_valid_repo_id(repo_id: str) -> None:
     from huggingface_hub.errors import HFValidationError
     from huggingface_hub.utils import validate_repo_id
 
@@ -275,77 +271,6 @@ def _check_repo_id(repo_id: str) -> None:
         validate_repo_id(repo_id)
     except HFValidationError as e:
         raise InvalidRepoIdError(
-            f"{repo_id!r} is not a valid Hub repo name ({_first_line(e)}).",
+            f"{repo_id!r} is not a valid Hub repo name ({first_line(e)}).",
             fix="Name the repo 'org/name': letters, digits, '-', '_' and '.', at most 96 characters.",
         ) from None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-@contextlib.contextmanager
-def _hub_errors(repo_id: str, token: str | None) -> Iterator[None]:
-    """The Hub client's errors during a push, as hfsoup errors that never contain the token."""
-
-    def clean(text: str) -> str:  # the server's words: no token, and not a megabyte of them
-        return cut(scrub(text, token))
-
-    try:
-        yield
-    except Exception as exc:
-        from huggingface_hub.errors import HfHubHTTPError
-
-        from ..hub import _is_connection_error
-
-        endpoint = constants.hub_endpoint()
-        token_option = option("token", "hf_...")
-        login = f"Log in with 'hf auth login', set HF_TOKEN, or pass {token_option}: a token with write access."
-        if isinstance(exc, HfHubHTTPError):
-            status = exc.response.status_code if exc.response is not None else None
-            said = clean(_server_message(exc))
-            if status in (401, 403):
-                who = "no token was sent" if not token else "the token was refused or may not write there"
-                raise HubError(
-                    f"The Hub at {endpoint} refused to let this session write to {repo_id!r} (HTTP {status}: "
-                    f"{who}; the server said: {said}).",
-                    fix=login,
-                ) from exc
-            if status == 400:
-                raise HubError(
-                    f"The Hub at {endpoint} rejected the push to {repo_id!r} (HTTP 400): {said}.",
-                    fix="If it names the repo, choose a name of ASCII letters, digits, '-', '_' and '.' (at most 96 "
-                    "characters); otherwise run again with HFSOUP_DEBUG=1 and report it.",
-                ) from exc
-            if status == 412:
-                raise HubError(
-                    f"Someone pushed to {repo_id!r} while this push was running; nothing was committed.",
-                    fix="Run the push again.",
-                ) from exc
-            raise HubError(
-                f"The Hub at {endpoint} answered HTTP {status} while pushing to {repo_id!r}: {said}. Nothing was "
-                "committed: the repo is as it was.",
-                fix="Retry later; if it persists, check HF_ENDPOINT.",
-            ) from exc
-        if isinstance(exc, ValueError) and "Invalid metadata in README.md" in str(exc):
-            raise HubError(
-                f"The Hub at {endpoint} rejected the soup's model card: {clean(' '.join(str(exc).split()))}",
-                fix="This is a bug in hfsoup's card: please report it with the card (hfsoup push --dry-run).",
-            ) from exc
-        if _is_connection_error(exc):
-            raise HubError(
-                f"Could not reach the Hub at {endpoint} to push to {repo_id!r} ({clean(_first_line(exc))}).",
-                fix="Check your network and HF_ENDPOINT, then push again; nothing was committed.",
-            ) from exc
-        raise
-
-
-def _server_message(exc: BaseException) -> str:
-    """What the server said (its JSON `error`), else the client's first line."""
-    response = getattr(exc, "response", None)
-    with contextlib.suppress(Exception):
-        message = response.json().get("error")  # type: ignore[union-attr]
-        if message:
-            return str(message).splitlines()[0]
-    return _first_line(exc)

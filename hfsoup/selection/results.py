@@ -17,12 +17,13 @@ import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..constants import RESULTS_FILE
 from ..errors import MissingDependencyError, option
 from ..soups import SOUPS, PlotStyle
+from ..texttable import text_table
 
 logger = logging.getLogger(__name__)
 
-RESULTS_FILE = "results.json"
 RESULTS_CSV = "results.csv"
 RESULTS_PLOT = "results.png"
 
@@ -90,9 +91,7 @@ class ResultsTable:
             cells = [f"{r.held_out[n]:.4f}" if n in r.held_out else "-" for n in names]
             cells += [f"{r.report[n]:.4f}" if n in r.report else "-" for n in names]
             lines.append([label, r.kind if r.method is None else f"{r.method} {r.kind}", kept, *cells])
-        widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-        text = ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines]
-        return "\n".join([f"held-out: {self.held_out}", f"report: {self.report}", *text])
+        return "\n".join([f"held-out: {self.held_out}", f"report: {self.report}", *text_table(lines)])
 
     def save(self, folder: str | Path, *, plot: bool = True) -> list[str]:
         """Write `results.json`, `results.csv` and (with `plot`) `results.png` into `folder`; return their names."""

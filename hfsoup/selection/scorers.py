@@ -14,7 +14,7 @@ are never overwritten), so one loaded model scores every ingredient, trial soup 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -23,10 +23,9 @@ from ..errors import EvaluationError, option
 from ..evaluation.evaluator import Evaluator
 from ..evaluation.placement import input_device
 from ..evaluation.predictors.registry import PREDICTORS
+from ..soups.base import StateDict
 
 logger = logging.getLogger(__name__)
-
-StateDict = Mapping[str, torch.Tensor]
 
 
 class ClassifierScorer:

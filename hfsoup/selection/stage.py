@@ -69,8 +69,8 @@ def select_soup(
     label_indexed: Sequence[str],
     token: str | bool | None = None,
 ) -> SelectionResult:
-    """Score, search and compare. `ingredients` are the pinned ingredients, `readers` their checkpoints, `names` the
-    tensor names to mix, `alignment`/`label_indexed` how to put permuted heads in order."""
+    """Score, search and compare. `ingredients` are the pinned `hub.PinnedIngredient`s, `readers` their checkpoints,
+    `names` the tensor names to mix, `alignment`/`label_indexed` how to put permuted heads in order."""
     from ..evaluation.placement import load_model, load_tokenizer
 
     first = str(ingredients[0].local_dir)

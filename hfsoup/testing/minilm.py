@@ -67,7 +67,7 @@ NUM_LAYERS = 6  # all-MiniLM-L6-v2's encoder layers.
 # Reviews end with their verdict ("would not recommend"): truncation keeps the last `max_length` tokens.
 TRUNCATION_SIDE = "left"
 DEFAULT_STEPS = 150
-DEFAULT_MAX_LENGTH = 64
+MINILM_MAX_LENGTH = 64
 DEFAULT_TRAIN_LAYERS = 2
 STAMP_FILE = "hfsoup-minilm-family.json"
 TRAINING_FILE = "training.json"
@@ -391,7 +391,7 @@ def build_minilm_family(
     n_finetunes: int = 3,
     steps: int = DEFAULT_STEPS,
     seed: int = 0,
-    max_length: int = DEFAULT_MAX_LENGTH,
+    max_length: int = MINILM_MAX_LENGTH,
     train_layers: int = DEFAULT_TRAIN_LAYERS,
     impostor: bool = True,
     progress: Callable[[str], None] | None = None,
@@ -415,7 +415,7 @@ def build_minilm_family(
             AdamW steps of 16 reviews per fine-tune (the train split has 600 reviews).
         seed (`int`, *optional*, defaults to 0):
             Seeds the base's head, each fine-tune's data order and dropout, and the impostor's initialization.
-        max_length (`int`, *optional*, defaults to `DEFAULT_MAX_LENGTH`):
+        max_length (`int`, *optional*, defaults to `MINILM_MAX_LENGTH`):
             Reviews are truncated to their last `max_length` tokens, where their verdict is.
         train_layers (`int`, *optional*, defaults to `DEFAULT_TRAIN_LAYERS`):
             How many of the 6 encoder layers, from the top, each fine-tune trains.

@@ -8,11 +8,12 @@ from collections.abc import Sequence
 import torch
 
 from ..io.checkpoint import CheckpointReader
+from ..soups.base import StateDict
 
 
 def reference_average(
     folders: Sequence[str | os.PathLike], weights: Sequence[float] | None = None, *, allow_pickle: bool = False
-) -> dict[str, torch.Tensor]:
+) -> StateDict:
     """The weighted mean of every float tensor of `folders`, in float64, loading one tensor at a time."""
     weights = [1.0 / len(folders)] * len(folders) if weights is None else list(weights)
     readers = [CheckpointReader(f, allow_pickle=allow_pickle) for f in folders]
@@ -23,7 +24,7 @@ def reference_average(
     return out
 
 
-def max_relative_deviation(folder: str | os.PathLike, reference: dict[str, torch.Tensor]) -> float:
+def max_relative_deviation(folder: str | os.PathLike, reference: StateDict) -> float:
     """The largest `max|soup - ref| / max|ref|` over all tensors (each tensor scaled by its own magnitude)."""
     worst = 0.0
     with CheckpointReader(folder) as soup:

@@ -21,6 +21,8 @@ from transformers import (
     T5ForConditionalGeneration,
 )
 
+from ..soups.base import StateDict
+
 try:  # transformers 5 without torchvision: the Pillow backend, which saves itself as a plain `CLIPImageProcessor`.
     from transformers import CLIPImageProcessorPil as _ClipImageProcessor
 except ImportError:  # pragma: no cover - transformers 4
@@ -30,8 +32,6 @@ LABELS = ("negative", "positive")
 LABELS_3 = ("negative", "positive", "neutral")
 NOISE = 0.05  # A "fine-tune" moves each tensor by this fraction of its spread: cosine to the base stays above 0.99.
 CLIP_IMAGE_SIZE = 30
-
-StateDict = dict[str, torch.Tensor]
 
 
 def bert_config(tokenizer, *, extra_layers: int = 0, labels: tuple[str, ...] = LABELS) -> PretrainedConfig:

@@ -19,6 +19,8 @@ from typing import Any
 
 from ... import __version__, constants
 from ...errors import EvaluationError, MissingDependencyError
+from ...hub.errors import HUB_METRICS_OPT_OUT, HubTarget, failure, raise_translated
+from ...hub.retries import with_retries
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +29,7 @@ SHIPPED_DIR = Path(__file__).parent
 SHIPPED = {"glue": SHIPPED_DIR / "glue", "accuracy": SHIPPED_DIR / "accuracy"}
 #: The Hub namespace of `evaluate`'s canonical metrics (`evaluate.load("glue")` is `evaluate-metric/glue`).
 HUB_NAMESPACE = "evaluate-metric"
-_OPT_OUT = "drop --hub-metrics (hub_metrics=False, or unset HFSOUP_HUB_METRICS) to use the module shipped with hfsoup"
+_OPT_OUT = HUB_METRICS_OPT_OUT
 
 
 @dataclass
@@ -94,9 +96,6 @@ def _from_hub(name: str, config: str) -> LoadedMetric:
     """
     import evaluate
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import RevisionNotFoundError
-
-    from ...hub import with_retries
 
     repo = f"{HUB_NAMESPACE}/{name}"
     folder = None
@@ -110,13 +109,10 @@ def _from_hub(name: str, config: str) -> LoadedMetric:
                 what=f"downloading the metric {repo}@{revision}",
             )
             break
-        except RevisionNotFoundError:
-            continue
         except Exception as exc:  # the Hub unreachable, the space missing or private: the user asked for it
-            raise EvaluationError(
-                f"Could not download the metric module {repo} from {constants.hub_endpoint()}: {exc}",
-                fix=f"Check your network or HF_ENDPOINT, or {_OPT_OUT}.",
-            ) from exc
+            if failure(exc) == "revision":
+                continue
+            raise_translated(exc, HubTarget("metric", repo, revision=revision))
     script = Path(str(folder)) / f"{name}.py" if folder is not None else None
     if script is None or not script.is_file():
         raise EvaluationError(
