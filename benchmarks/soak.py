@@ -110,7 +110,9 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
         evaluator = Evaluator("sst2", "validation")
         for ingredients, weights in {(tuple(r[0]), tuple(r[1])) for r in rounds}:
             out = workdir / "expected" / hashlib.sha1(repr((ingredients, weights)).encode()).hexdigest()
-            expected_soups[(ingredients, weights)] = _soup_digest(soup(list(ingredients), out, weights=weights))
+            expected_soups[(ingredients, weights)] = _soup_digest(
+                soup(list(ingredients), out, options={"weights": weights})
+            )
         for repo in repos:
             expected_evals[repo] = _eval_digest(evaluator.evaluate(repo))
     setup_s = time.perf_counter() - started
@@ -133,7 +135,7 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
         out = workdir / "out" / f"soup{i}"
         with fresh_home():
             try:
-                result = soup(ingredients, out, weights=weights)
+                result = soup(ingredients, out, options={"weights": weights})
                 digest = _soup_digest(result)
                 ok = digest == expected_soups[(tuple(ingredients), tuple(weights))]
                 counts["soups right" if ok else "wrong"] += 1

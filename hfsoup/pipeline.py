@@ -560,18 +560,12 @@ def cook_recipe(
     pushed = None
     repo_id = push_to or (recipe.push.repo_id if recipe.push else None)
     if repo_id is not None:
+        from .publish.target import Push
         from .publish.upload import push
 
-        options = recipe.push
-        pushed = push(
-            out,
-            repo_id,
-            private=options.private if options else False,
-            branch=options.branch if options else None,
-            commit_message=options.commit_message if options else None,
-            token=token,
-            dry_run=dry_run,
-        )
+        # The recipe's push options, the repo overridden by --push: the fields are push()'s keywords.
+        options = dataclasses.replace(recipe.push or Push(repo_id), repo_id=repo_id)
+        pushed = push(out, token=token, dry_run=dry_run, **dataclasses.asdict(options))
     return CookResult(out, soup_result, reused, pushed)
 
 

@@ -18,6 +18,11 @@ LISTED_IN_FULL = (
     "tests/test_localhub_access.py",
     "tests/test_metrics_source.py",
     "tests/test_errors.py",
+    "tests/test_layout.py",
+    "tests/test_layout_hub.py",
+    "tests/test_hub_errors.py",
+    "tests/test_contracts.py",
+    "tests/test_method_protocol.py",
 )
 
 

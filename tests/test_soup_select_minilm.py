@@ -51,15 +51,15 @@ def reviews_file(tmp_path_factory):
 def souped(minilm_family, reviews_file, tmp_path_factory, threads, hub):
     """One greedy soup of the 4 fine-tunes, with every baseline (the learned one by layer) in its table."""
     import hfsoup
+    from hfsoup.soups import LearnedSoup
 
+    learned = LearnedSoup(by_layer=True, steps=LEARNED_STEPS, lr=0.1)  # a baseline with its own options
     selection = hfsoup.Selection(
         task="text-classification",
         report="test",
         data_files={"test": [str(reviews_file)]},
         max_length=MAX_LENGTH,
-        by_layer=True,
-        learned_steps=LEARNED_STEPS,
-        learned_lr=0.1,
+        compare=["uniform", learned, "ensemble"],
     )
     out = tmp_path_factory.mktemp("soups") / "greedy"
     started = time.perf_counter()

@@ -6,7 +6,8 @@ import argparse
 
 from ..io.staging import write_file_atomic
 from ..options import add_flags, given
-from ..selection.options import Selection, split_files
+from ..selection.options import Selection
+from .common import TOKEN_HELP
 
 EVAL_EPILOG = """\
 examples:
@@ -17,6 +18,10 @@ examples:
   hfsoup eval google-t5/t5-small --task rte                        # T5 text-to-text: scored label words
   hfsoup eval openai/clip-vit-base-patch32 --task image-classification --dataset org/images  # zero-shot
 """
+
+
+#: The `Selection` options that `eval` takes: the data, the batching and the metric module.
+SCORING = ("dataset", "data_files", "batch_size", "max_length", "hub_metrics")
 
 
 def add(verbs: argparse._SubParsersAction) -> None:
@@ -41,30 +46,19 @@ def add(verbs: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--json", metavar="FILE", help="write the scores, the model's SHA and the data's as JSON")
     evaluate.add_argument("--predictions", metavar="FILE", help="write the predictions, in row order, as JSON")
     evaluate.add_argument(
-        "--dataset", metavar="ID[@REV]", help="another dataset repo or folder with the task's config"
-    )
-    evaluate.add_argument(
-        "--data-files",
-        nargs="+",
-        metavar="[SPLIT=]FILE",
-        help="local csv/json/parquet files instead of a dataset repo (FILE alone is the --split)",
-    )
-    evaluate.add_argument("--batch-size", type=int, default=32, metavar="N", help="examples per batch (default: 32)")
-    evaluate.add_argument(
-        "--max-length", type=int, metavar="N", help="truncate to N tokens (default: model max, <=512)"
-    )
-    evaluate.add_argument(
         "--kind",
         metavar="KIND",
         help="how to run the model, when its architecture allows several: sequence-classification, t5-text, "
         "image-classification, clip-zero-shot (default: chosen from the architecture)",
     )
-    evaluate.add_argument("--token", help="Hub token (default: HF_TOKEN or the token from 'hf auth login')")
+    evaluate.add_argument("--token", help=TOKEN_HELP)
+    # The data and batching options are the scoring options of `hfsoup soup --task`, declared once in `Selection`.
     add_flags(
         evaluate,
         Selection,
         dest="selection",
-        only=("hub_metrics",),
+        only=SCORING,
+        help={"data_files": "local csv/json/parquet files instead of a dataset repo (FILE alone is the --split)"},
     )
     evaluate.set_defaults(func=run)
 
@@ -79,18 +73,16 @@ def run(args: argparse.Namespace) -> int:
         import datasets
 
         datasets.disable_progress_bars()
+    scoring = Selection(task=args.task, report=args.split, **given(args, Selection, dest="selection"))
+    scoring.check_fields()
     report = evaluate_model(
         args.model,
         args.task,
         args.split,
-        dataset=args.dataset,
-        data_files=split_files(args.data_files, args.split) if args.data_files else None,
         limit=args.limit,
-        batch_size=args.batch_size,
-        max_length=args.max_length,
         token=args.token,
         kind=args.kind,
-        hub_metrics=given(args, Selection, dest="selection").get("hub_metrics"),
+        **{name: getattr(scoring, name) for name in SCORING},
     )
     if int(os.environ.get("RANK", "0")) != 0:  # Under torchrun every process holds the report; one prints it.
         return 0

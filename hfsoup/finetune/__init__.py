@@ -19,7 +19,6 @@ from __future__ import annotations
 from .args import sweep_from_args
 from .plan import plan_sweep
 from .sweep import (
-    FIELD_CHECKS,
     HYPERPARAMETERS,
     PUSHED_FILE,
     RUN_FILE,
@@ -33,7 +32,6 @@ from .sweep import (
 from .train import is_complete, run_sweep
 
 __all__ = [
-    "FIELD_CHECKS",
     "HYPERPARAMETERS",
     "PUSHED_FILE",
     "RUN_FILE",

@@ -7,10 +7,12 @@ number`), as a recipe's does; `make_sweep` raises them in one `SweepError`.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
+from .. import schema
 from ..errors import SweepError, quote
+from ..options import option
 
 #: The hyperparameters a sweep can vary, with their defaults (those of the model soups paper's BERT fine-tunes).
 HYPERPARAMETERS: dict[str, Any] = {
@@ -54,23 +56,69 @@ class Sweep:
         private (`bool`): make pushed repos private.
     """
 
-    base: str
-    output_dir: str
-    task: str = "text-classification"
-    dataset: str | None = None
-    data_files: dict[str, list[str]] | None = None
-    text_column: str = "text"
-    label_column: str = "label"
-    label_names: list[str] | None = None
-    grid: dict[str, list] | None = None
-    random: dict[str, Any] | None = None
-    epochs: float = 3.0
-    max_steps: int | None = None
-    batch_size: int = 32
-    max_length: int = 128
-    head_seed: int = 0
-    push_org: str | None = None
-    private: bool = False
+    base: str = option(kind=schema.custom(lambda v: _named(v, "a model ID or folder")), help="the pretrained model")
+    output_dir: str = option(kind=schema.custom(lambda v: _named(v, "a folder")), help="the sweep folder")
+    task: str = option(
+        "text-classification", kind=schema.custom(lambda v: _named(v, "a task name")), help="a GLUE task"
+    )
+    dataset: str | None = option(
+        None,
+        kind=schema.custom(
+            lambda v: None if v is None or isinstance(v, str) else f"expected a dataset repo, got {quote(v)}"
+        ),
+        help="a GLUE-shaped dataset instead of nyu-mll/glue",
+    )
+    data_files: dict[str, list[str]] | None = option(
+        None, kind=schema.custom(lambda v: _data_files_problem(v)), help="training data of text-classification"
+    )
+    text_column: str = option("text", kind=schema.custom(lambda v: _named(v, "a column name")), help="text column")
+    label_column: str = option("label", kind=schema.custom(lambda v: _named(v, "a column name")), help="label column")
+    label_names: list[str] | None = option(None, kind=schema.custom(lambda v: _label_names(v)), help="class names")
+    grid: dict[str, list] | None = option(None, kind=schema.custom(lambda v: None), help="checked by search_problems")
+    random: dict[str, Any] | None = option(None, kind=schema.custom(lambda v: None), help="checked by search_problems")
+    epochs: float = option(3.0, kind=schema.number(positive=True), help="training epochs per run")
+    max_steps: int | None = option(None, kind=schema.positive_int(optional=True), help="training steps per run")
+    batch_size: int = option(32, kind=schema.positive_int(), help="per-device training batch size")
+    max_length: int = option(128, kind=schema.positive_int(), help="truncate inputs to this many tokens")
+    head_seed: int = option(
+        0,
+        kind=schema.custom(
+            lambda v: (
+                None if not isinstance(v, bool) and isinstance(v, int) else f"expected an integer, got {quote(v)}"
+            )
+        ),
+        help="seed of the shared head's initialization",
+    )
+    push_org: str | None = option(
+        None,
+        kind=schema.custom(
+            lambda v: (
+                None
+                if v is None or (isinstance(v, str) and v and "/" not in v)
+                else f"expected an org or user name (no '/'), got {quote(v)}"
+            )
+        ),
+        help="push each run to ORG/<sweep folder>-<run name>",
+    )
+    private: bool = option(
+        False,
+        kind=schema.custom(lambda v: None if isinstance(v, bool) else f"expected true or false, got {quote(v)}"),
+        help="make pushed repos private",
+    )
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _named(value: Any, what: str) -> str | None:
+    return None if isinstance(value, str) and value else f"expected {what}, got {quote(value)}"
+
+
+def _label_names(value: Any) -> str | None:
+    if value is None or (isinstance(value, list) and len(value) >= 2 and all(isinstance(n, str) for n in value)):
+        return None
+    return f"expected a list of at least 2 class names, got {quote(value)}"
 
 
 @dataclass(frozen=True)
@@ -89,14 +137,6 @@ class Run:
         data = asdict(self)
         data.pop("name")
         return data
-
-
-@dataclass
-class _Problems:
-    items: list[tuple[str, str]] = field(default_factory=list)
-
-    def add(self, where: str, message: str) -> None:
-        self.items.append((where, message))
 
 
 def _number(value: Any) -> bool:
@@ -119,7 +159,7 @@ def _value_problem(name: str, value: Any) -> str | None:
     return None
 
 
-def _check_grid(grid: Any, where: str, problems: _Problems) -> None:
+def _check_grid(grid: Any, where: str, problems: schema.Problems) -> None:
     if not isinstance(grid, dict) or not grid:
         problems.add(where, f"expected a mapping of hyperparameter to a list of values, got {quote(grid)}")
         return
@@ -138,7 +178,7 @@ def _check_grid(grid: Any, where: str, problems: _Problems) -> None:
             problems.add(spot, f"repeats a value: {quote(values)}")
 
 
-def _check_random(random: Any, where: str, problems: _Problems) -> None:
+def _check_random(random: Any, where: str, problems: schema.Problems) -> None:
     if not isinstance(random, dict):
         problems.add(
             where, f"expected a mapping such as {{n: 8, seed: 0, learning_rate: [1e-5, 5e-5]}}, got {quote(random)}"
@@ -170,7 +210,7 @@ def _check_random(random: Any, where: str, problems: _Problems) -> None:
 
 def search_problems(grid: Any, random: Any, *, where: str = "") -> list[tuple[str, str]]:
     """Every problem of a sweep's grid or random search, each as (location, message)."""
-    problems = _Problems()
+    problems = schema.Problems()
     prefix = f"{where}." if where else ""
     if grid is not None and random is not None:
         problems.add(f"{prefix}random", "give either grid or random, not both")
@@ -181,46 +221,6 @@ def search_problems(grid: Any, random: Any, *, where: str = "") -> list[tuple[st
     if not problems.items and grid is not None and math.prod(len(v) for v in grid.values()) < 2:
         problems.add(f"{prefix}grid", "a soup needs at least 2 runs: give at least one hyperparameter two values")
     return problems.items
-
-
-def _positive_int(value: Any, optional: bool = False) -> str | None:
-    if value is None and optional:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        return f"expected a positive integer, got {quote(value)}"
-    return None
-
-
-#: Checks of the scalar fields of `Sweep` (grid and random are checked by `search_problems`).
-FIELD_CHECKS = {
-    "base": lambda v: None if isinstance(v, str) and v else f"expected a model ID or folder, got {quote(v)}",
-    "output_dir": lambda v: None if isinstance(v, str) and v else f"expected a folder, got {quote(v)}",
-    "task": lambda v: None if isinstance(v, str) and v else f"expected a task name, got {quote(v)}",
-    "dataset": lambda v: None if v is None or isinstance(v, str) else f"expected a dataset repo, got {quote(v)}",
-    "data_files": lambda v: _data_files_problem(v),
-    "text_column": lambda v: None if isinstance(v, str) and v else f"expected a column name, got {quote(v)}",
-    "label_column": lambda v: None if isinstance(v, str) and v else f"expected a column name, got {quote(v)}",
-    "label_names": lambda v: (
-        None
-        if v is None or (isinstance(v, list) and len(v) >= 2 and all(isinstance(n, str) for n in v))
-        else f"expected a list of at least 2 class names, got {quote(v)}"
-    ),
-    "grid": lambda v: None,
-    "random": lambda v: None,
-    "epochs": lambda v: None if _number(v) and v > 0 else f"expected a positive number, got {quote(v)}",
-    "max_steps": lambda v: _positive_int(v, optional=True),
-    "batch_size": _positive_int,
-    "max_length": _positive_int,
-    "head_seed": lambda v: (
-        None if not isinstance(v, bool) and isinstance(v, int) else f"expected an integer, got {quote(v)}"
-    ),
-    "push_org": lambda v: (
-        None
-        if v is None or (isinstance(v, str) and v and "/" not in v)
-        else f"expected an org or user name (no '/'), got {quote(v)}"
-    ),
-    "private": lambda v: None if isinstance(v, bool) else f"expected true or false, got {quote(v)}",
-}
 
 
 def _data_files_problem(value: Any) -> str | None:
@@ -238,37 +238,32 @@ def sweep_problems(data: Any, *, where: str = "") -> list[tuple[str, str]]:
     prefix = f"{where}." if where else ""
     if not isinstance(data, dict):
         return [(where or "sweep", f"expected a mapping of sweep settings, got {type(data).__name__}")]
-    problems: list[tuple[str, str]] = []
+    problems = schema.Problems()
+    fields = [f.name for f in schema.declared(Sweep)]
     for key in data:
-        if key not in FIELD_CHECKS:
-            at = f"{prefix}{key}" if isinstance(key, str) and len(key) <= 64 else f"{where}[{quote(key, limit=64)}]"
-            problems.append((at, f"unknown key (expected one of: {', '.join(FIELD_CHECKS)})"))
+        if key not in fields:
+            problems.add(schema.at(where, key), f"unknown key (expected one of: {', '.join(fields)})")
     for key in ("base", "output_dir"):
         if key not in data:
-            problems.append((f"{prefix}{key}", "missing (required)"))
-    for key, value in data.items():
-        if key in FIELD_CHECKS and (message := FIELD_CHECKS[key](value)):
-            problems.append((f"{prefix}{key}", message))
+            problems.add(f"{prefix}{key}", "missing (required)")
+    problems.extend(schema.field_problems(Sweep, data, where))
     if data.get("grid") is None and data.get("random") is None:
-        problems.append((f"{prefix}grid", "missing: give a grid or a random search"))
-    problems += search_problems(data.get("grid"), data.get("random"), where=where)
+        problems.add(f"{prefix}grid", "missing: give a grid or a random search")
+    problems.extend(search_problems(data.get("grid"), data.get("random"), where=where))
     task = data.get("task", "text-classification")
     # str() of a value expanded from aliases could be huge: a non-string task is reported by its check above.
     task = task.lower().replace("_", "-") if isinstance(task, str) else "text-classification"
     if task == "text-classification" and not data.get("data_files"):
-        problems.append((f"{prefix}data_files", "task text-classification needs data files with a train split"))
+        problems.add(f"{prefix}data_files", "task text-classification needs data files with a train split")
     elif task != "text-classification":
         from ..evaluation.tasks import TASKS
 
         if "".join(c for c in task if c.isalnum()) not in TASKS:
-            problems.append(
-                (
-                    f"{prefix}task",
-                    f"unknown task {quote(data.get('task'))} (expected text-classification or one of: "
-                    f"{', '.join(TASKS)})",
-                )
+            problems.add(
+                f"{prefix}task",
+                f"unknown task {quote(data.get('task'))} (expected text-classification or one of: {', '.join(TASKS)})",
             )
-    return problems
+    return problems.items
 
 
 def make_sweep(data: dict[str, Any], *, where: str = "sweep") -> Sweep:

@@ -151,11 +151,15 @@ class Selection:
         """`compare`, with the default (every baseline) filled in."""
         return list(baselines()) if self.compare is None else list(self.compare)
 
+    def check_fields(self) -> None:
+        """Refuse an option whose value is not of its kind (`InvalidSoupArgumentsError`, naming flag and keyword)."""
+        build(Selection, self, within="Selection")
+
     def check(self) -> None:
         """Refuse contradictory options before anything is downloaded."""
         from .results import require_matplotlib
 
-        build(Selection, self, within="Selection")
+        self.check_fields()
         if self.plot:
             require_matplotlib()
 

@@ -1,5 +1,7 @@
-"""Test and demo support: a local Hub-compatible server, tiny model families, a float64 soup reference.
+"""Test fixtures only: tiny model families and tokenizers, the MiniLM family, a tiny GLUE and digits dataset, a float64
+soup reference, the notebook sandbox and the network guard. The local Hub server these use is a product of its own,
+`hfsoup.localhub`; nothing outside this folder but the demo imports from it (tests/test_layout_hub.py checks).
 
-Modules are imported directly (`from hfsoup.localhub.server import LocalHubServer`) so that importing the server,
-which needs only the standard library, never pulls in torch or transformers.
+Modules are imported directly (`from hfsoup.testing.families import build_family`) so that importing one fixture
+never pulls in torch or transformers through another.
 """
