@@ -11,4 +11,6 @@ Modules:
     confine.py      paths named by data (shards, config files) kept inside their folder, never through a symlink
     guard.py        what an output folder may never be: an input, or a folder of the user's that it would destroy
     staging.py      output folders written beside their place and moved in only when complete
+    soupfolder.py   a finished soup folder read back and checked (for --overwrite, push and the card)
+    output.py       `Output`: the output folder's options (dir, dtype, shard size, overwrite), declared once
 """

@@ -119,7 +119,7 @@ def refuse_collisions(output: str | os.PathLike, protected: Iterable[Protected])
 def check_replaceable(out: Path) -> None:
     """With `--overwrite`: refuse an existing folder unless hfsoup wrote it (empty, or a finished soup and its
     card only). Anything else may be the user's, and is never deleted."""
-    from ..publish.card import read_soup_folder
+    from .soupfolder import read_soup_folder
 
     if out.is_symlink() or not any(out.iterdir()):
         return  # the link itself is replaced, never its target; an empty folder holds nothing to lose

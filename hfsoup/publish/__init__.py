@@ -11,6 +11,7 @@ Modules:
     naming.py       which ingredients are the same model, and what a local one is called in what hfsoup publishes
     card.py         `build_card`: the model card from `hfsoup.json` and `results.json` (ingredients, recipe, scores)
     upload.py       `push`: create the repo if needed, then one commit with every file and the card
+    target.py       `Push`: the push options (repo, private, branch, commit message), declared once
 """
 
 from __future__ import annotations
