@@ -14,6 +14,7 @@ from typing import Any
 
 from .. import schema
 from ..errors import quote
+from ..evaluation.splitspec import base_split, parse_split
 from ..options import build, option
 from .heldout import DEFAULT_FRACTION
 
@@ -69,8 +70,10 @@ class Selection:
         task (`str` or `Task`):
             A GLUE task name (`sst2`, ...), `text-classification` (class names from the first ingredient, data from
             `dataset` or `data_files` with `text` and `label` columns), or a `Task`.
-        report (`str`, *optional*, defaults to `"validation"`): the split the results are reported on.
-        held_out (`str`, *optional*): the split to select on; by default a seeded part of `report`.
+        report (`str`, *optional*, defaults to `"validation"`): the split the results are reported on, or a
+            `datasets` spec (`validation[50%:]`, `train[:2000]`, `train+validation`).
+        held_out (`str`, *optional*): the split (or spec) to select on; by default a seeded part of `report`. Rows
+            that two specs share are overlap, refused unless `force`.
         fraction (`float`, *optional*, defaults to 0.5), size (`int`, *optional*), seed (`int`, *optional*):
             How the held-out part is carved (`hfsoup.selection.heldout.carve`).
         dataset (`str`, *optional*), data_files (`dict[str, list[str]]`, *optional*):
@@ -91,12 +94,18 @@ class Selection:
         help="a GLUE task (sst2, mrpc, ...) or text-classification (labels from the first ingredient; data from "
         "--dataset or --data-files with text and label columns); needed by the methods that select on held-out scores",
     )
-    report: str = option("validation", kind=schema.string(), metavar="SPLIT", help="split to report on")
+    report: str = option(
+        "validation",
+        kind=schema.string(),
+        metavar="SPLIT",
+        help="split to report on, or a datasets slice such as 'validation[200:]' or 'train+validation'",
+    )
     held_out: str | None = option(
         None,
         kind=schema.string(optional=True),
         metavar="SPLIT",
-        help="split to select on (default: a seeded part of the --report split, the rest being reported)",
+        help="split to select on, or a slice such as 'validation[:200]' (default: a seeded part of the --report "
+        "split, the rest being reported)",
     )
     fraction: float = option(
         DEFAULT_FRACTION, kind=schema.fraction(), flag="--held-out-fraction", help="share of a shared split held out"
@@ -144,7 +153,7 @@ class Selection:
 
     def __post_init__(self) -> None:
         if isinstance(self.data_files, list | tuple):  # the command line's form: [SPLIT=]FILE ...
-            self.data_files = split_files(self.data_files, self.report)
+            self.data_files = split_files(self.data_files, base_split(self.report))
 
     @property
     def compared(self) -> list[Any]:
@@ -160,6 +169,9 @@ class Selection:
         from .results import require_matplotlib
 
         self.check_fields()
+        for spec in (self.report, self.held_out):  # the split syntax, before anything is downloaded
+            if spec is not None:
+                parse_split(spec)
         if self.plot:
             require_matplotlib()
 
