@@ -169,3 +169,11 @@ def test_a_recipe_takes_the_same_specs(hub, tmp_path, capsys):
     assert main(["cook", str(write_recipe(tmp_path / "bad.yaml", recipe))]) == 1
     err = capsys.readouterr().err
     assert EXPECTED in err and "Traceback" not in err and not (tmp_path / "bad").exists()
+
+
+def test_a_row_read_twice_by_one_spec_is_not_both_held_out_and_reported(hub):
+    # validation[:10]+validation[5:15] reads rows 5-9 twice: a seeded half would put some in both parts.
+    with pytest.raises(EvaluationError, match=r"share \d+ rows"):
+        parts(None, "validation[:10]+validation[5:15]")
+    held, report, _ = parts(None, "validation[:10]+validation[5:15]", force=True)
+    assert set(held) & set(report)

@@ -113,10 +113,11 @@ def carve(
             )
         share = f"{fraction:.0%}" if size is None else f"{k} of the {n} rows"
         rest = f"{1 - fraction:.0%}" if size is None else "rows"
-        return (
-            Part(report, tuple(held_rows), k, f"seeded {share} of {report} (seed {seed}, {k} rows)"),
-            Part(report, tuple(report_rows), n - k, f"the other {rest} of {report} ({n - k} rows)"),
-        )
+        held = Part(report, tuple(held_rows), k, f"seeded {share} of {report} (seed {seed}, {k} rows)")
+        report_part = Part(report, tuple(report_rows), n - k, f"the other {rest} of {report} ({n - k} rows)")
+        if keys is not None:  # a spec may read a row twice (validation[:10]+validation[5:15]): both halves may hold it
+            _refuse_overlap(held, report_part, _shared(keys[report], held, keys[report], report_part), force=force)
+        return held, report_part
     n_held, n_report = split_rows[held_out], split_rows[report]
     report_part = Part(report, None, n_report, _whole(report, n_report))
     if size is not None and size < n_held:
@@ -125,10 +126,14 @@ def carve(
     else:
         held = Part(held_out, None, n_held, _whole(held_out, n_held))
     if keys is not None:
-        held_keys = {keys[held_out][i] for i in held.rows(n_held)}
-        shared = sum(1 for i in report_part.rows(n_report) if keys[report][i] in held_keys)
-        _refuse_overlap(held, report_part, shared, force=force)
+        _refuse_overlap(held, report_part, _shared(keys[held_out], held, keys[report], report_part), force=force)
     return held, report_part
+
+
+def _shared(held_keys: Sequence[Hashable], held: Part, report_keys: Sequence[Hashable], report: Part) -> int:
+    """How many reported rows are, by identity, also held-out rows."""
+    selected = {held_keys[i] for i in held.rows(len(held_keys))}
+    return sum(1 for i in report.rows(len(report_keys)) if report_keys[i] in selected)
 
 
 def _whole(split: str, n: int) -> str:
@@ -140,7 +145,7 @@ def _refuse_overlap(held: Part, report: Part, shared: int, *, force: bool) -> No
     """Refuse (or, forced, warn about) `shared` held-out rows that are also reported."""
     if not shared:
         return
-    same = held.split == report.split
+    same = held.split == report.split and held.positions is None  # every row of one split held out
     if force:
         logger.warning(
             "selecting on %d rows that are also reported (--force): the reported scores of greedy and learned soups "
