@@ -166,7 +166,10 @@ def test_a_recipe_takes_the_same_specs(hub, tmp_path, capsys):
     assert evaluation["report"]["description"] == "validation[50%:] (16 rows)"
 
     recipe.update(name="bad", output={"dir": "bad"}, evaluation={**recipe["evaluation"], "held_out": "validation[:-]"})
-    assert main(["cook", str(write_recipe(tmp_path / "bad.yaml", recipe))]) == 1
+    bad = write_recipe(tmp_path / "bad.yaml", recipe)
+    assert main(["validate", str(bad)]) == 1  # found by validation, with its location, before anything runs
+    assert f"evaluation.held_out: Split 'validation[:-]' is not {EXPECTED}" in capsys.readouterr().err
+    assert main(["cook", str(bad)]) == 1
     err = capsys.readouterr().err
     assert EXPECTED in err and "Traceback" not in err and not (tmp_path / "bad").exists()
 

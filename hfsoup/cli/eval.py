@@ -72,11 +72,13 @@ def run(args: argparse.Namespace) -> int:
     import os
 
     from ..evaluation.evaluator import evaluate_model
+    from ..evaluation.splitspec import parse_split
 
     if args.quiet:  # datasets draws its own progress bars (preparing, tokenizing)
         import datasets
 
         datasets.disable_progress_bars()
+    parse_split(args.split)  # a malformed spec is an EvaluationError that names the syntax, before any download
     scoring = Selection(task=args.task, report=args.split, **given(args, Selection, dest="selection"))
     scoring.check_fields()
     report = evaluate_model(

@@ -14,7 +14,7 @@ from typing import Any
 
 from .. import schema
 from ..errors import quote
-from ..evaluation.splitspec import base_split, parse_split
+from ..evaluation.splitspec import base_split, parse_split, split_problem
 from ..options import build, option
 from .heldout import DEFAULT_FRACTION
 
@@ -54,6 +54,19 @@ def _compare(value: Any) -> str | None:
         if item not in known:
             return f"unknown baseline {item!r} (expected some of: {', '.join(known)})"
     return None
+
+
+def _split(*, optional: bool) -> schema.Kind:
+    """A split name or a `datasets` spec, checked where recipes are validated too (`hfsoup validate`)."""
+
+    def check(value: Any) -> str | None:
+        if value is None and optional:
+            return None
+        if not isinstance(value, str):
+            return f"expected a split name, got {schema.type_name(value)}"
+        return split_problem(value)
+
+    return schema.custom(check, metavar="SPLIT")
 
 
 def _data_files(value: Any) -> str | None:
@@ -96,13 +109,13 @@ class Selection:
     )
     report: str = option(
         "validation",
-        kind=schema.string(),
+        kind=_split(optional=False),
         metavar="SPLIT",
         help="split to report on, or a datasets slice such as 'validation[200:]' or 'train+validation'",
     )
     held_out: str | None = option(
         None,
-        kind=schema.string(optional=True),
+        kind=_split(optional=True),
         metavar="SPLIT",
         help="split to select on, or a slice such as 'validation[:200]' (default: a seeded part of the --report "
         "split, the rest being reported)",
@@ -153,7 +166,8 @@ class Selection:
 
     def __post_init__(self) -> None:
         if isinstance(self.data_files, list | tuple):  # the command line's form: [SPLIT=]FILE ...
-            self.data_files = split_files(self.data_files, base_split(self.report))
+            split = base_split(self.report) if isinstance(self.report, str) else self.report
+            self.data_files = split_files(self.data_files, split)
 
     @property
     def compared(self) -> list[Any]:
@@ -168,10 +182,10 @@ class Selection:
         """Refuse contradictory options before anything is downloaded."""
         from .results import require_matplotlib
 
-        self.check_fields()
-        for spec in (self.report, self.held_out):  # the split syntax, before anything is downloaded
-            if spec is not None:
+        for spec in (self.report, self.held_out):  # the split syntax, as the EvaluationError that names the fix
+            if isinstance(spec, str):
                 parse_split(spec)
+        self.check_fields()
         if self.plot:
             require_matplotlib()
 
