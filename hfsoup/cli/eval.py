@@ -14,6 +14,7 @@ examples:
   hfsoup eval org/ft-a --task sst2
   hfsoup eval org/ft-a@v1.0 --task mnli --json scores.json        # validation_matched and _mismatched
   hfsoup eval ./soup --task mrpc --limit 200 --data-files validation=dev.csv
+  hfsoup eval org/ft-a --task sst2 --split 'validation[:50%]'      # datasets split syntax
   torchrun --nproc_per_node 4 -m hfsoup.cli eval ./soup --task qqp  # split across processes
   hfsoup eval google-t5/t5-small --task rte                        # T5 text-to-text: scored label words
   hfsoup eval openai/clip-vit-base-patch32 --task image-classification --dataset org/images  # zero-shot
@@ -40,7 +41,10 @@ def add(verbs: argparse._SubParsersAction) -> None:
         help="cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli, or image-classification (with --dataset)",
     )
     evaluate.add_argument(
-        "--split", default="validation", help="default: validation (for mnli: both validation_matched and _mismatched)"
+        "--split",
+        default="validation",
+        help="a split, or a datasets slice such as 'validation[:50%%]' or 'train+validation' (default: validation; "
+        "for mnli: both validation_matched and _mismatched)",
     )
     evaluate.add_argument("--limit", type=int, metavar="N", help="score only the first N examples of each split")
     evaluate.add_argument("--json", metavar="FILE", help="write the scores, the model's SHA and the data's as JSON")
@@ -68,11 +72,13 @@ def run(args: argparse.Namespace) -> int:
     import os
 
     from ..evaluation.evaluator import evaluate_model
+    from ..evaluation.splitspec import parse_split
 
     if args.quiet:  # datasets draws its own progress bars (preparing, tokenizing)
         import datasets
 
         datasets.disable_progress_bars()
+    parse_split(args.split)  # a malformed spec is an EvaluationError that names the syntax, before any download
     scoring = Selection(task=args.task, report=args.split, **given(args, Selection, dest="selection"))
     scoring.check_fields()
     report = evaluate_model(

@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from ..errors import EvaluationError, option
 from ..hub.errors import HubTarget, failure, hub_errors, raise_translated
 from ..hub.retries import with_retries
 from ..scrub import cut
+from .splitspec import SplitSpec, parse_split
 from .tasks import GLUE_DATASET, Task, normalize_label
 
 logger = logging.getLogger(__name__)
@@ -47,11 +48,13 @@ def data_files_problem(value: Any) -> str | None:
 
 @dataclass
 class SplitData:
-    """One dataset split, ready to score: its rows and its references in the task's label ids (or scores)."""
+    """One dataset split (or a spec's rows of some), ready to score: its rows, its references in the task's label ids
+    (or scores), and each row's identity `(base split, row in it)`, so parts given as two specs can be compared."""
 
     name: str
     rows: Any  # datasets.Dataset
     references: list
+    keys: list[tuple[str, int]] = field(default_factory=list)
 
 
 @dataclass
@@ -71,29 +74,59 @@ def load_splits(
     limit: int | None = None,
     token: str | bool | None = None,
 ) -> tuple[list[SplitData], dict[str, Any]]:
-    """The dataset splits that `split` stands for, each checked and limited, and the data's provenance."""
-    names = task.dataset_splits(split)
-    if split.startswith("test") and dataset is None and data_files is None:
-        _refuse_unlabelled(task, split)
+    """The dataset splits that `split` stands for, each checked and limited, and the data's provenance.
+
+    `split` is a split name (MNLI's `validation` stands for two) or a `datasets` spec (`validation[:50%]`,
+    `train+validation`), read as one part whose rows keep their identity in the base splits.
+    """
+    spec = parse_split(split)
+    if dataset is None and data_files is None:
+        for base in spec.bases:
+            if base.startswith("test"):
+                _refuse_unlabelled(task, base)
     if limit is not None and limit < 1:
         raise EvaluationError(f"limit (--limit) must be at least 1, got {limit}.", fix="Drop it to use every example.")
     if data_files is not None:
         splits, provenance = _load_files(data_files)
     else:
         splits, provenance = _load_repo(task, dataset or task.dataset, token=token)
-    out = []
+    names = spec.bases if spec.sliced else task.dataset_splits(split)
     for name in names:
         if name not in splits:
-            choices = [*splits, *(a for a, targets in task.split_aliases.items() if set(targets) <= set(splits))]
+            choices = [*splits]
+            if not spec.sliced:  # an alias stands for several splits: it cannot be sliced as one
+                choices += [a for a, targets in task.split_aliases.items() if set(targets) <= set(splits)]
             raise EvaluationError(
                 f"Split {name!r} does not exist in {provenance['source']}: it has {', '.join(splits)}.",
-                fix=f"Pass one of these with {option('split', ...)}: {', '.join(choices)}.",
+                fix=f"Pass one of these with {option('split', ...)}: {', '.join(choices)}"
+                + (", or a slice of one, such as validation[:50%]." if spec.sliced else "."),
             )
-        rows = splits[name]
+    if spec.sliced:
+        parts = [_sliced(spec, splits, provenance["source"])]
+    else:
+        parts = [(name, splits[name], [(name, i) for i in range(splits[name].num_rows)]) for name in names]
+    out = []
+    for name, rows, keys in parts:
         if limit is not None:
-            rows = rows.select(range(min(limit, rows.num_rows)))
-        out.append(_checked(task, name, rows, provenance["source"]))
+            rows, keys = rows.select(range(min(limit, rows.num_rows))), keys[:limit]
+        out.append(_checked(task, name, rows, provenance["source"], keys))
     return out, provenance
+
+
+def _sliced(spec: SplitSpec, splits: dict[str, Any], source: str) -> tuple[str, Any, list[tuple[str, int]]]:
+    """The rows a sliced spec reads, as `datasets` would read them, and where each comes from."""
+    import datasets
+
+    ranges = spec.ranges({name: splits[name].num_rows for name in spec.bases})
+    pieces = [splits[base].select(range(start, stop)) for base, start, stop in ranges]
+    try:
+        rows = pieces[0] if len(pieces) == 1 else datasets.concatenate_datasets(pieces)
+    except ValueError as exc:  # the base splits' columns differ
+        raise EvaluationError(
+            f"The splits of {spec.text!r} in {source} cannot be read as one ({cut(str(exc), 200)}).",
+            fix="Join splits with the same columns, or name one split.",
+        ) from None
+    return spec.text, rows, [(base, i) for base, start, stop in ranges for i in range(start, stop)]
 
 
 def _refuse_unlabelled(task: Task, split: str) -> None:
@@ -228,7 +261,7 @@ def _raise_if_empty(exc: ValueError, source: str) -> None:
         ) from exc
 
 
-def _checked(task: Task, name: str, rows: Any, source: str) -> SplitData:
+def _checked(task: Task, name: str, rows: Any, source: str, keys: list[tuple[str, int]]) -> SplitData:
     """Check the columns, turn labels into the task's ids, drop unlabelled rows, refuse an empty split."""
     missing = [c for c in (*task.input_fields, task.label_field) if c not in rows.column_names]
     if missing:
@@ -254,7 +287,8 @@ def _checked(task: Task, name: str, rows: Any, source: str) -> SplitData:
         logger.warning("Split %s: skipping %d unlabelled rows (label -1).", name, len(references) - len(labelled))
         rows = rows.select(labelled)
         references = [references[i] for i in labelled]
-    return SplitData(name, rows, references)
+        keys = [keys[i] for i in labelled]
+    return SplitData(name, rows, references, keys)
 
 
 def _references(task: Task, name: str, rows: Any, source: str) -> list:

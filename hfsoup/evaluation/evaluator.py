@@ -89,6 +89,7 @@ class Evaluator:
             with `dataset`.
         split (`str`, *optional*, defaults to `"validation"`):
             The split to score on. MNLI's `validation` is both `validation_matched` and `validation_mismatched`.
+            A `datasets` spec (`validation[:50%]`, `train[:2000]`, `train+validation`) scores those rows as one part.
         tokenizer (`PreTrainedTokenizerBase` or `str`, *optional*):
             The tokenizer (for image models, a processor or image processor), or a folder or Hub ID to load a text
             tokenizer from. Defaults to each scored model's own; batches are kept per tokenizer, so models sharing
@@ -202,7 +203,8 @@ class Evaluator:
             )
         split = self.splits[0]
         rows = list(positions)
-        self.splits = [SplitData(split.name, split.rows.select(rows), [split.references[i] for i in rows])]
+        references, keys = [split.references[i] for i in rows], [split.keys[i] for i in rows]
+        self.splits = [SplitData(split.name, split.rows.select(rows), references, keys)]
         self._batches.clear()
 
     def batches(self, predictor: Any, tokenizer: Any) -> dict[str, list[Batch]]:
@@ -295,7 +297,8 @@ def evaluate_model(
         task (`str` or `Task`):
             A task from `hfsoup.evaluation.tasks.TASKS`.
         split (`str`, *optional*, defaults to `"validation"`):
-            The split; for MNLI `validation` scores both `validation_matched` and `validation_mismatched`.
+            The split; for MNLI `validation` scores both `validation_matched` and `validation_mismatched`; or a
+            `datasets` spec such as `validation[:50%]`.
         kind (`str`, *optional*):
             A key of `hfsoup.evaluation.predictors.registry.PREDICTORS`, to override the choice made from the model's
             architecture.

@@ -6,6 +6,9 @@ two parts never overlap unless forced, and each says how it was carved:
 - one split for both (the default, `validation`): a seeded `fraction` of its rows is held out, the rest reported;
 - two splits (`--held-out train --report validation`): all of the held-out split, or a seeded `size` of its rows.
 
+A split may be a `datasets` spec (`--held-out 'validation[:50%]' --report 'validation[50%:]'`): two specs are two
+parts, and the rows they share in their base splits (given as `keys`) are overlap, refused as above.
+
 Example:
     ```py
     >>> held, report = carve({"validation": 408}, held_out=None, report="validation")
@@ -17,9 +20,11 @@ Example:
 from __future__ import annotations
 
 import logging
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 
 from ..errors import EvaluationError, option
+from ..evaluation.splitspec import is_sliced
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +63,7 @@ def carve(
     size: int | None = None,
     seed: int = 0,
     force: bool = False,
+    keys: Mapping[str, Sequence[Hashable]] | None = None,
 ) -> tuple[Part, Part]:
     """The held-out and reporting parts.
 
@@ -72,6 +78,9 @@ def carve(
             the held-out split).
         seed (`int`, *optional*, defaults to 0): seeds the sample.
         force (`bool`, *optional*, defaults to `False`): accept held-out rows that are also reported.
+        keys (`Mapping[str, Sequence]`, *optional*): per split, each row's identity (`(base split, row)`); with it,
+            two different splits (specs such as `validation[:60%]` and `validation[50%:]`) are checked for shared
+            rows. Without it, different split names are taken to be different rows.
 
     Raises:
         `EvaluationError`: a fraction or size out of range, a part with no rows, or overlapping parts without
@@ -93,7 +102,7 @@ def carve(
             raise EvaluationError(f"Cannot hold out {k} of the {n} rows of {report}.", fix=f"Pass {_size(n)} or less.")
         if k == n:
             every = Part(report, None, n, f"all of {report} ({n} rows)")
-            _refuse_overlap(every, every, n, force=force)
+            _refuse_overlap(every, every, n, force=force)  # every row is shared
             return every, Part(report, None, n, f"all of {report} ({n} rows), the same rows as the held-out part")
         order = rng.permutation(n)
         held_rows, report_rows = sorted(order[:k].tolist()), sorted(order[k:].tolist())
@@ -104,24 +113,39 @@ def carve(
             )
         share = f"{fraction:.0%}" if size is None else f"{k} of the {n} rows"
         rest = f"{1 - fraction:.0%}" if size is None else "rows"
-        return (
-            Part(report, tuple(held_rows), k, f"seeded {share} of {report} (seed {seed}, {k} rows)"),
-            Part(report, tuple(report_rows), n - k, f"the other {rest} of {report} ({n - k} rows)"),
-        )
+        held = Part(report, tuple(held_rows), k, f"seeded {share} of {report} (seed {seed}, {k} rows)")
+        report_part = Part(report, tuple(report_rows), n - k, f"the other {rest} of {report} ({n - k} rows)")
+        if keys is not None:  # a spec may read a row twice (validation[:10]+validation[5:15]): both halves may hold it
+            _refuse_overlap(held, report_part, _shared(keys[report], held, keys[report], report_part), force=force)
+        return held, report_part
     n_held, n_report = split_rows[held_out], split_rows[report]
-    report_part = Part(report, None, n_report, f"all of {report} ({n_report} rows)")
+    report_part = Part(report, None, n_report, _whole(report, n_report))
     if size is not None and size < n_held:
         rows = tuple(sorted(rng.choice(n_held, size=size, replace=False).tolist()))
         held = Part(held_out, rows, size, f"seeded {size} of the {n_held} rows of {held_out} (seed {seed})")
     else:
-        held = Part(held_out, None, n_held, f"all of {held_out} ({n_held} rows)")
+        held = Part(held_out, None, n_held, _whole(held_out, n_held))
+    if keys is not None:
+        _refuse_overlap(held, report_part, _shared(keys[held_out], held, keys[report], report_part), force=force)
     return held, report_part
 
 
-def _refuse_overlap(held: Part, report: Part, n: int, *, force: bool) -> None:
-    shared = len(held.rows(n) & report.rows(n)) if held.split == report.split else 0
+def _shared(held_keys: Sequence[Hashable], held: Part, report_keys: Sequence[Hashable], report: Part) -> int:
+    """How many reported rows are, by identity, also held-out rows."""
+    selected = {held_keys[i] for i in held.rows(len(held_keys))}
+    return sum(1 for i in report.rows(len(report_keys)) if report_keys[i] in selected)
+
+
+def _whole(split: str, n: int) -> str:
+    # A slice names its rows itself: "validation[:50%] (204 rows)"; a split name is all of it.
+    return f"{split} ({n} rows)" if is_sliced(split) else f"all of {split} ({n} rows)"
+
+
+def _refuse_overlap(held: Part, report: Part, shared: int, *, force: bool) -> None:
+    """Refuse (or, forced, warn about) `shared` held-out rows that are also reported."""
     if not shared:
         return
+    same = held.split == report.split and held.positions is None  # every row of one split held out
     if force:
         logger.warning(
             "selecting on %d rows that are also reported (--force): the reported scores of greedy and learned soups "
@@ -132,9 +156,13 @@ def _refuse_overlap(held: Part, report: Part, n: int, *, force: bool) -> None:
     raise EvaluationError(
         f"The held-out part ({held.description}) and the reported part ({report.description}) share {shared} rows: "
         "a soup selected on the rows it is reported on looks better than it is.",
-        fix=f"Hold out part of the split ({_fraction(metavar='F')} below 1) or another split "
-        f"({_held_out('train')}), or pass {option('force', within='Selection')} to report on the selection rows "
-        "anyway (recorded).",
+        fix=(
+            f"Hold out part of the split ({_fraction(metavar='F')} below 1) or another split ({_held_out('train')})"
+            if same
+            else "Give parts without shared rows, e.g. "
+            f"{_held_out('validation[:50%]')} {option('report', 'validation[50%:]', within='Selection')}"
+        )
+        + f", or pass {option('force', within='Selection')} to report on the selection rows anyway (recorded).",
     )
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from .. import schema
 from ..errors import quote
+from ..evaluation.splitspec import base_split, parse_split, split_problem
 from ..options import build, option
 from .heldout import DEFAULT_FRACTION
 
@@ -55,6 +56,19 @@ def _compare(value: Any) -> str | None:
     return None
 
 
+def _split(*, optional: bool) -> schema.Kind:
+    """A split name or a `datasets` spec, checked where recipes are validated too (`hfsoup validate`)."""
+
+    def check(value: Any) -> str | None:
+        if value is None and optional:
+            return None
+        if not isinstance(value, str):
+            return f"expected a split name, got {schema.type_name(value)}"
+        return split_problem(value)
+
+    return schema.custom(check, metavar="SPLIT")
+
+
 def _data_files(value: Any) -> str | None:
     from ..evaluation.data import data_files_problem  # the shape every split-to-files mapping must have
 
@@ -69,8 +83,10 @@ class Selection:
         task (`str` or `Task`):
             A GLUE task name (`sst2`, ...), `text-classification` (class names from the first ingredient, data from
             `dataset` or `data_files` with `text` and `label` columns), or a `Task`.
-        report (`str`, *optional*, defaults to `"validation"`): the split the results are reported on.
-        held_out (`str`, *optional*): the split to select on; by default a seeded part of `report`.
+        report (`str`, *optional*, defaults to `"validation"`): the split the results are reported on, or a
+            `datasets` spec (`validation[50%:]`, `train[:2000]`, `train+validation`).
+        held_out (`str`, *optional*): the split (or spec) to select on; by default a seeded part of `report`. Rows
+            that two specs share are overlap, refused unless `force`.
         fraction (`float`, *optional*, defaults to 0.5), size (`int`, *optional*), seed (`int`, *optional*):
             How the held-out part is carved (`hfsoup.selection.heldout.carve`).
         dataset (`str`, *optional*), data_files (`dict[str, list[str]]`, *optional*):
@@ -91,12 +107,18 @@ class Selection:
         help="a GLUE task (sst2, mrpc, ...) or text-classification (labels from the first ingredient; data from "
         "--dataset or --data-files with text and label columns); needed by the methods that select on held-out scores",
     )
-    report: str = option("validation", kind=schema.string(), metavar="SPLIT", help="split to report on")
+    report: str = option(
+        "validation",
+        kind=_split(optional=False),
+        metavar="SPLIT",
+        help="split to report on, or a datasets slice such as 'validation[200:]' or 'train+validation'",
+    )
     held_out: str | None = option(
         None,
-        kind=schema.string(optional=True),
+        kind=_split(optional=True),
         metavar="SPLIT",
-        help="split to select on (default: a seeded part of the --report split, the rest being reported)",
+        help="split to select on, or a slice such as 'validation[:200]' (default: a seeded part of the --report "
+        "split, the rest being reported)",
     )
     fraction: float = option(
         DEFAULT_FRACTION, kind=schema.fraction(), flag="--held-out-fraction", help="share of a shared split held out"
@@ -144,7 +166,8 @@ class Selection:
 
     def __post_init__(self) -> None:
         if isinstance(self.data_files, list | tuple):  # the command line's form: [SPLIT=]FILE ...
-            self.data_files = split_files(self.data_files, self.report)
+            split = base_split(self.report) if isinstance(self.report, str) else self.report
+            self.data_files = split_files(self.data_files, split)
 
     @property
     def compared(self) -> list[Any]:
@@ -159,6 +182,9 @@ class Selection:
         """Refuse contradictory options before anything is downloaded."""
         from .results import require_matplotlib
 
+        for spec in (self.report, self.held_out):  # the split syntax, as the EvaluationError that names the fix
+            if isinstance(spec, str):
+                parse_split(spec)
         self.check_fields()
         if self.plot:
             require_matplotlib()

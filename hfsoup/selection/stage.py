@@ -145,6 +145,9 @@ def select_soup(
         table.rows.append(row)
 
     evaluation = _evaluation(task, held, parts, evaluation_metrics[method.name])
+    shared = len(set(held.splits[0].keys) & set(report.splits[0].keys))
+    if shared:  # only ever with --force: say in the provenance how many selection rows were also reported
+        evaluation["shared_rows"] = shared
     logger.info("results:\n%s", table.format_table())
     return SelectionResult(soups[method.name][0], table, evaluation, {k: record for k, (_, record) in soups.items()})
 
@@ -183,7 +186,7 @@ def _parts(task: Task, selection: Selection, *, token: str | bool | None) -> tup
             f"The metric module changed while it was loaded: {held.metric.record} then {report.metric.record}.",
             fix="Run again (or drop --hub-metrics to use the module shipped with hfsoup).",
         )
-    sizes = {}
+    sizes, keys = {}, {}
     for evaluator in (report, held):
         if len(evaluator.splits) != 1:  # MNLI's validation is two dataset splits
             names = ", ".join(s.name for s in evaluator.splits)
@@ -194,6 +197,7 @@ def _parts(task: Task, selection: Selection, *, token: str | bool | None) -> tup
                 f"{option('held_out', ..., within='Selection')}): {names}.",
             )
         sizes[evaluator.split] = len(evaluator.splits[0].references)
+        keys[evaluator.split] = evaluator.splits[0].keys  # (base split, row): two specs may share rows
     held_part, report_part = carve(
         sizes,
         held_out=selection.held_out,
@@ -202,6 +206,7 @@ def _parts(task: Task, selection: Selection, *, token: str | bool | None) -> tup
         size=selection.size,
         seed=selection.seed,
         force=selection.force,
+        keys=keys,
     )
     held.restrict(held_part.positions)
     report.restrict(report_part.positions)
