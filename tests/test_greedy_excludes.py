@@ -175,3 +175,32 @@ def test_check_tells_anti_aligned_from_independent_heads(bert, tmp_path, capsys)
     out = capsys.readouterr().out
     (line,) = [line for line in out.splitlines() if "FAIL head" in line]
     assert "swapped_labels" in line and "labels swapped or a sign flip" in line
+
+
+def test_greedy_leaves_out_an_unrelated_head_as_independent(bert, dev_csv, tmp_path):
+    unrelated = fresh_head(bert["ft2"], tmp_path / "fresh-head", seed=11)
+    out = tmp_path / "soup"
+    assert main(greedy_args([bert["ft0"], bert["ft1"], bert["ft2"], str(unrelated)], out, dev_csv)) == 0
+    provenance = read_json(out / "hfsoup.json")
+    ((excluded, reason),) = [(e["ingredient"], e["reason"]) for e in provenance["excluded"]]
+    assert Path(excluded).name == "fresh-head" and provenance["weights"][3] == 0.0
+    assert "initialized independently" in reason and "anti-aligned" not in reason
+
+
+def test_non_finite_weights_still_refuse_greedy(bert, dev_csv, tmp_path):
+    """NaN weights are no similarity verdict: the greedy soup refuses, as before, and writes nothing."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "nan-ft"
+    folder.mkdir()
+    for f in Path(bert["ft1"]).iterdir():
+        if f.is_file():
+            (folder / f.name).write_bytes(f.read_bytes())
+    tensors = load_file(folder / "model.safetensors")
+    name = next(n for n, t in tensors.items() if t.ndim == 2 and not n.startswith("classifier."))
+    tensors[name][0, 0] = torch.nan
+    save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+    out = tmp_path / "soup"
+    assert main(greedy_args([bert["ft0"], str(folder), bert["ft2"]], out, dev_csv)) == 1
+    assert not out.exists()

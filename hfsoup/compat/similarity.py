@@ -8,6 +8,10 @@ fine-tunes often start from a shared body but a freshly initialized head.
 Calibration (`benchmarks/calibrate_shared_init.py`, figures in its docstring): fine-tunes of one base score above
 0.95 (tiny families) and 0.99 (real MiniLM fine-tunes); independently initialized models of the same shape score
 within 0.05 of 0. The threshold sits in the middle of that gap.
+
+A head far below it is told apart by its sign: near 0 it is unrelated (initialized independently), strongly negative it
+points against its siblings' (trained on swapped labels, or a sign flip). When most siblings agree, each verdict names
+the one ingredient unlike them, which a method that drops ingredients (greedy) may leave out (`leave_out_outliers`).
 """
 
 from __future__ import annotations
