@@ -204,3 +204,21 @@ def test_non_finite_weights_still_refuse_greedy(bert, dev_csv, tmp_path):
     out = tmp_path / "soup"
     assert main(greedy_args([bert["ft0"], str(folder), bert["ft2"]], out, dev_csv)) == 1
     assert not out.exists()
+
+
+def test_an_excluded_first_ingredient_still_sets_the_label_order(bert, dev_csv, greedy_with_bad, tmp_path):
+    """The first ingredient is left out and the next has its labels in another order: candidates are still scored
+    in the first's label order (the one the heads are aligned to and the soup's config has), so each kept ingredient
+    scores what it scores in any other soup."""
+    out = tmp_path / "soup"
+    specs = [bert["swapped_labels"], bert["permuted_labels"], bert["ft1"], bert["ft2"]]
+    assert main(greedy_args(specs, out, dev_csv)) == 0
+    rows = {Path(r["name"]).name: r for r in read_json(out / "results.json")["rows"] if r["kind"] == "ingredient"}
+    assert rows["swapped_labels"]["excluded"]
+    reference = {Path(r["name"]).name: r for r in read_json(greedy_with_bad[0] / "results.json")["rows"]}
+    for name in ("ft1", "ft2"):
+        assert rows[name]["held_out"] == reference[name]["held_out"]
+    # permuted_labels is ft0 with its labels reordered: aligned, it scores as ft0 does.
+    assert rows["permuted_labels"]["held_out"] == reference["ft0"]["held_out"]
+    config = read_json(out / "config.json")
+    assert config["id2label"] == read_json(Path(bert["swapped_labels"]) / "config.json")["id2label"]

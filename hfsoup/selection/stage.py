@@ -69,12 +69,15 @@ def select_soup(
     label_indexed: Sequence[str],
     token: str | bool | None = None,
     excluded: Mapping[int, str] | None = None,
+    model_from: Any = None,
 ) -> SelectionResult:
     """Score, search and compare. `ingredients` are the pinned `hub.PinnedIngredient`s, `readers` their checkpoints,
     `names` the tensor names to mix, `alignment`/`label_indexed` how to put permuted heads in order.
 
     `excluded` (position -> why) are ingredients left out before the search (they failed a similarity check): they
     are neither scored nor offered to any method, get weight 0 in every soup, and appear in the table with the reason.
+    `model_from` is the ingredient whose config and tokenizer the candidates are scored with (the first by default,
+    excluded or not: the soup is written with its config, and the heads are aligned to its labels).
     """
     excluded = dict(excluded or {})
     if excluded:
@@ -88,11 +91,12 @@ def select_soup(
             alignment={new: alignment[old] for new, old in enumerate(kept) if old in alignment},
             label_indexed=label_indexed,
             token=token,
+            model_from=ingredients[0],
         )
         return _with_excluded(result, ingredients, kept, excluded)
     from ..evaluation.placement import load_model, load_tokenizer
 
-    first = str(ingredients[0].local_dir)
+    first = str((model_from or ingredients[0]).local_dir)
     model, _ = load_model(first, kind=None, token=token)
     tokenizer = load_tokenizer(first, token=token)
     task = _task(selection, model, token=token)
