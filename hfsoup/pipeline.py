@@ -18,7 +18,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__, distributed, hub
-from .compat import CompatReport, IngredientFacts, SimilarityMeter, StaticResult, check_before_download
+from .compat import (
+    CompatReport,
+    IngredientFacts,
+    SimilarityMeter,
+    StaticResult,
+    check_before_download,
+    leave_out_outliers,
+)
 from .constants import DEFAULT_MAX_SHARD_SIZE, DTYPE_NAMES, PROVENANCE_FILE
 from .errors import IncompatibleIngredientsError, InvalidSoupArgumentsError, option
 from .io import guard
@@ -211,19 +218,27 @@ def soup(
     readers = [CheckpointReader(i.local_dir, allow_pickle=allow_pickle) for i in pinned]  # type: ignore[arg-type]
     alignment = _alignment_kwargs(pinned, static)
     selected = None
+    left_out: dict[int, str] = {}
+    measured = chosen.drops_ingredients and selection is not None
+    if measured:
+        # A method that drops ingredients needs the verdicts before it searches: one weights pass measures them,
+        # the outliers are left out (weight 0), and only what else fails still refuses.
+        left_out = _leave_out(pinned, readers, report, alignment)
+        _refuse_unless_forced(report, force=force)
     if selection is not None:  # Scored before anything is written: a failure leaves no output behind.
         from .selection.stage import select_soup
 
-        excluded = set(alignment["exclude"])
+        skipped = set(alignment["exclude"])
         selected = select_soup(
             pinned,
             readers,
             method=chosen,
             selection=selection,
-            names=sorted(n for n in readers[0].structure if n not in excluded),
+            names=sorted(n for n in readers[0].structure if n not in skipped),
             alignment=alignment["alignment"],
             label_indexed=sorted(alignment["label_indexed"]),
             token=token,
+            excluded=left_out,
         )
         mixing = selected.mixing
     assert mixing is not None
@@ -238,6 +253,8 @@ def soup(
     }
     if recipe is not None:
         provenance["recipe"] = recipe
+    if left_out:
+        provenance["excluded"] = [{"ingredient": pinned[i].name, "reason": why} for i, why in sorted(left_out.items())]
     if selected is not None:
         provenance["evaluation"] = selected.evaluation
         if selected.records.get(method):
@@ -279,10 +296,12 @@ def soup(
             logger.warning("resumed: reused %d completed shards (recomputed and compared byte for byte)", reused)
         procs.barrier()  # every shard is on disk
         if procs.is_main:
-            # Shared initialization was measured in the same pass that wrote the shards; a refusal now discards them.
-            collect_meter(plan, staging, meter)
-            meter.judge(report)
-            _refuse_unless_forced(report, force=force)
+            if not measured:
+                # Shared initialization was measured in the same pass that wrote the shards; a refusal now discards
+                # them. (A method that drops ingredients had it measured, and judged, before selection.)
+                collect_meter(plan, staging, meter)
+                meter.judge(report)
+                _refuse_unless_forced(report, force=force)
             files = list(plan.files)
             if len(plan.files) > 1:
                 write_index(staging, plan.weight_map(), plan.total_size)
@@ -408,6 +427,19 @@ def check(
     measure(readers, meter, base=base_weights, **_alignment_kwargs(pinned, static))
     meter.judge(report)
     return report
+
+
+def _leave_out(
+    pinned: list[hub.PinnedIngredient], readers: list[CheckpointReader], report: CompatReport, alignment: dict
+) -> dict[int, str]:
+    """Measure shared initialization now and leave out the ingredients it blames (a minority): position -> why."""
+    meter = SimilarityMeter([i.name for i in pinned])
+    measure(readers, meter, **alignment)
+    meter.judge(report)
+    reasons = leave_out_outliers(report)
+    for name, why in reasons.items():
+        logger.info("leaving %s out of the soup: %s", name, why)  # the report's warning says so to the user
+    return {i: reasons[ingredient.name] for i, ingredient in enumerate(pinned) if ingredient.name in reasons}
 
 
 def _alignment_kwargs(pinned: list[hub.PinnedIngredient], static: StaticResult) -> dict:

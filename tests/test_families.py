@@ -72,7 +72,7 @@ def test_layout(families):
     common = ["base", "ft0", "ft1", "ft2", "impostor", "arch_mismatch", "other_tokenizer", "pickle_only", "no_weights"]
     copies = [f"{kind}-ft{i}" for kind in ("fp16", "sharded") for i in range(3)]
     for kind, family in families.items():
-        expected = common + copies + (["num_labels", "permuted_labels"] if kind == "bert" else [])
+        expected = common + copies + (["num_labels", "permuted_labels", "swapped_labels"] if kind == "bert" else [])
         assert sorted(family.folders()) == sorted(expected)
         assert all(path == family.root / name and path.is_dir() for name, path in family.folders().items())
         assert family.finetunes == [family.root / f"ft{i}" for i in range(3)]

@@ -23,6 +23,8 @@ LISTED_IN_FULL = (
     "tests/test_hub_errors.py",
     "tests/test_contracts.py",
     "tests/test_method_protocol.py",
+    "tests/test_split_syntax.py",
+    "tests/test_greedy_excludes.py",
 )
 
 

@@ -9,7 +9,7 @@ buffers. Every finding names the ingredient, what differs, and the fix.
 from __future__ import annotations
 
 from .report import CompatReport, Finding, IngredientSummary, Similarity
-from .similarity import MIN_BODY_COSINE, MIN_HEAD_COSINE, SimilarityMeter
+from .similarity import MIN_BODY_COSINE, MIN_HEAD_COSINE, SimilarityMeter, leave_out_outliers
 from .static import HEAD_PREFIXES, IngredientFacts, StaticResult, static_checks
 from .tokenizer import TokenizerFingerprint, tokenizer_fingerprint
 
@@ -37,6 +37,7 @@ __all__ = [
     "StaticResult",
     "TokenizerFingerprint",
     "check_before_download",
+    "leave_out_outliers",
     "static_checks",
     "tokenizer_fingerprint",
 ]

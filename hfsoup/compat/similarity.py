@@ -8,6 +8,10 @@ fine-tunes often start from a shared body but a freshly initialized head.
 Calibration (`benchmarks/calibrate_shared_init.py`, figures in its docstring): fine-tunes of one base score above
 0.95 (tiny families) and 0.99 (real MiniLM fine-tunes); independently initialized models of the same shape score
 within 0.05 of 0. The threshold sits in the middle of that gap.
+
+A head far below it is told apart by its sign: near 0 it is unrelated (initialized independently), strongly negative it
+points against its siblings' (trained on swapped labels, or a sign flip). When most siblings agree, each verdict names
+the one ingredient unlike them, which a method that drops ingredients (greedy) may leave out (`leave_out_outliers`).
 """
 
 from __future__ import annotations
@@ -24,6 +28,10 @@ from .static import HEAD_PREFIXES
 MIN_BODY_COSINE = 0.5
 #: Below this head cosine (with the bodies related) the heads were initialized independently.
 MIN_HEAD_COSINE = 0.5
+#: At or below this head cosine a head points against the others' (swapped labels, a sign flip), not just unrelated.
+ANTI_ALIGNED_HEAD_COSINE = -0.5
+#: The checks whose refusal blames one ingredient, which a method that drops ingredients may leave out instead.
+OUTLIER_CHECKS = ("shared-init", "head")
 
 
 class _Gram:
@@ -234,26 +242,88 @@ class SimilarityMeter:
     def _judge_heads(self, s: Similarity, report: CompatReport) -> None:
         if not s.head_cosine:
             return
-        n = len(s.names)
-        pairs = [
-            (i, j)
-            for i in range(n)
-            for j in range(i + 1, n)
-            if s.body_cosine[i][j] >= MIN_BODY_COSINE and s.head_cosine[i][j] < MIN_HEAD_COSINE
-        ]
-        if pairs:
-            worst = min(pairs, key=lambda p: s.head_cosine[p[0]][p[1]])  # type: ignore[index]
-            shown = ", ".join(f"{s.names[i]} ~ {s.names[j]}" for i, j in pairs[:4])
-            report.add(
-                "error",
-                "head",
-                None,
-                f"the classification heads were initialized independently although the bodies share a base "
-                f"(head cosine {s.head_cosine[worst[0]][worst[1]]:.3f} for {shown}); averaging unrelated heads gives "
-                "a near-random classifier",
-                "Fine-tune every ingredient from one checkpoint that already has the head (as the model soups paper "
-                f"does), or re-train the soup's head on your data after souping with {option('force')}.",
-            )
+        n, heads = len(s.names), s.head_cosine
+        related = [[s.body_cosine[i][j] >= MIN_BODY_COSINE for j in range(n)] for i in range(n)]
+        pairs = [(i, j) for i in range(n) for j in range(i + 1, n) if related[i][j] and heads[i][j] < MIN_HEAD_COSINE]
+        if not pairs:
+            return
+        # As for the body: the reference is the head most like its siblings'. When most siblings share its head,
+        # each one that does not is the suspect, named; without such a majority no ingredient can be blamed.
+        ref = max(range(n), key=lambda i: sum(heads[i][j] for j in range(n) if related[i][j]))
+        siblings = [j for j in range(n) if related[ref][j]]
+        suspects = [j for j in siblings if heads[ref][j] < MIN_HEAD_COSINE]
+        if suspects and 2 * len(suspects) < len(siblings):
+            for i in suspects:
+                others = ", ".join(f"{heads[i][j]:.3f}" for j in siblings if j != i)
+                what, harm = _head_diagnosis(heads[ref][i])
+                report.add(
+                    "error",
+                    "head",
+                    s.names[i],
+                    f"{what} (head cosine {heads[ref][i]:.3f} to {s.names[ref]}, to each sibling: {others}), "
+                    f"although its body shares their base; {harm}",
+                    _head_fix(heads[ref][i]),
+                )
+            return
+        worst = min(pairs, key=lambda p: heads[p[0]][p[1]])
+        shown = ", ".join(f"{s.names[i]} ~ {s.names[j]}" for i, j in pairs[:4])
+        cos = heads[worst[0]][worst[1]]
+        what, harm = _head_diagnosis(cos, plural=True)
+        report.add(
+            "error",
+            "head",
+            None,
+            f"{what} although the bodies share a base (head cosine {cos:.3f} for {shown}); {harm}",
+            _head_fix(cos),
+        )
+
+
+def _head_diagnosis(cos: float, *, plural: bool = False) -> tuple[str, str]:
+    """What a low head cosine means: near 0, unrelated heads; strongly negative, one head pointing against the other
+    (a fine-tune on swapped labels, or a sign flip), which no re-initialization produces."""
+    if cos <= ANTI_ALIGNED_HEAD_COSINE:
+        what = "the classification heads point in opposite directions" if plural else "its head is anti-aligned"
+        return f"{what}: labels swapped or a sign flip", "averaging opposite heads cancels the classifier"
+    what = "the classification heads were" if plural else "its classification head was"
+    return f"{what} initialized independently", "averaging unrelated heads gives a near-random classifier"
+
+
+def _head_fix(cos: float) -> str:
+    if cos <= ANTI_ALIGNED_HEAD_COSINE:
+        return (
+            "Check its id2label and the labels it was trained on (a fine-tune on swapped labels predicts the other "
+            f"class); remove it, or let a greedy soup leave it out. {option('force')} would average opposite heads."
+        )
+    return (
+        "Fine-tune every ingredient from one checkpoint that already has the head (as the model soups paper does), "
+        f"or re-train the soup's head on your data after souping with {option('force')}."
+    )
+
+
+def leave_out_outliers(report: CompatReport) -> dict[str, str]:
+    """Turn the similarity refusals that blame one ingredient into warnings, for a method that can soup without it.
+
+    Only the checks the weights decide (shared initialization, the head) name an outlier; structure, labels,
+    tokenizer and non-finite weights still refuse. The outliers must be a minority (two good fine-tunes and one bad:
+    the bad one is the one unlike the others), else nothing is left out and the report refuses as before.
+
+    Returns:
+        `dict[str, str]`: each ingredient left out, by name, and why (the findings' messages).
+    """
+    blamed: dict[str, list] = {}
+    for finding in report.errors:
+        if finding.check in OUTLIER_CHECKS and finding.ingredient is not None:
+            blamed.setdefault(finding.ingredient, []).append(finding)
+    n = len(report.similarity.names) if report.similarity is not None else len(report.ingredients)
+    if not blamed or 2 * len(blamed) >= n or n - len(blamed) < 2:
+        return {}
+    reasons = {}
+    for name, findings in blamed.items():
+        reasons[name] = "; ".join(f"{f.check}: {f.message}" for f in findings)
+        for f in findings:
+            report.findings.remove(f)
+            report.add("warning", f.check, name, f"left out of the soup: {f.message}", f.fix)
+    return reasons
 
 
 def _as_array(tensor) -> np.ndarray:  # noqa: ANN001 - a numpy array or a torch tensor

@@ -39,6 +39,14 @@ class Row:
     kept: bool | None = None
     held_out: dict[str, float] = field(default_factory=dict)
     report: dict[str, float] = field(default_factory=dict)
+    #: Why an ingredient was left out before the search (a failed similarity check); it is then not scored.
+    excluded: str | None = None
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        if self.excluded is None:  # the key appears only on the rows it concerns
+            data.pop("excluded")
+        return data
 
 
 @dataclass
@@ -74,7 +82,7 @@ class ResultsTable:
             "held_out": self.held_out,
             "report": self.report,
             "best_individual": best.name if best else None,
-            "rows": [asdict(r) for r in self.rows],
+            "rows": [r.to_dict() for r in self.rows],
             **({"metric_module": self.metric_module} if self.metric_module is not None else {}),
         }
 
@@ -86,12 +94,13 @@ class ResultsTable:
         header = ["", "kind", "kept", *(f"held-out {n}" for n in names), *(f"report {n}" for n in names)]
         lines = [header]
         for r in self.rows:
-            kept = "" if r.kept is None else ("yes" if r.kept else "no")
+            kept = "" if r.kept is None else ("yes" if r.kept else "excluded" if r.excluded else "no")
             label = r.name + (" (best individual)" if r is best else "")
             cells = [f"{r.held_out[n]:.4f}" if n in r.held_out else "-" for n in names]
             cells += [f"{r.report[n]:.4f}" if n in r.report else "-" for n in names]
             lines.append([label, r.kind if r.method is None else f"{r.method} {r.kind}", kept, *cells])
-        return "\n".join([f"held-out: {self.held_out}", f"report: {self.report}", *text_table(lines)])
+        notes = [f"excluded {r.name}: {r.excluded}" for r in self.rows if r.excluded]
+        return "\n".join([f"held-out: {self.held_out}", f"report: {self.report}", *text_table(lines), *notes])
 
     def save(self, folder: str | Path, *, plot: bool = True) -> list[str]:
         """Write `results.json`, `results.csv` and (with `plot`) `results.png` into `folder`; return their names."""
@@ -106,15 +115,18 @@ class ResultsTable:
 
     def _write_csv(self, path: Path) -> None:
         names = list(dict.fromkeys(n for r in self.rows for n in [*r.held_out, *r.report]))
+        excluded = any(r.excluded for r in self.rows)  # the column appears only when an ingredient was left out
         with path.open("w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(
                 ["name", "kind", "method", "sha", "kept", *(f"held_out/{n}" for n in names)]
                 + [f"report/{n}" for n in names]
+                + (["excluded"] if excluded else [])
             )
             for r in self.rows:
                 kept = "" if r.kept is None else str(r.kept).lower()
                 cells = [r.held_out.get(n, "") for n in names] + [r.report.get(n, "") for n in names]
+                cells += [r.excluded or ""] if excluded else []
                 writer.writerow([r.name, r.kind, r.method or "", r.sha or "", kept, *cells])
 
     def plot(self, path: str | Path) -> None:

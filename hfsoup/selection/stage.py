@@ -68,12 +68,35 @@ def select_soup(
     alignment: Mapping[int, Sequence[int]],
     label_indexed: Sequence[str],
     token: str | bool | None = None,
+    excluded: Mapping[int, str] | None = None,
+    model_from: Any = None,
 ) -> SelectionResult:
     """Score, search and compare. `ingredients` are the pinned `hub.PinnedIngredient`s, `readers` their checkpoints,
-    `names` the tensor names to mix, `alignment`/`label_indexed` how to put permuted heads in order."""
+    `names` the tensor names to mix, `alignment`/`label_indexed` how to put permuted heads in order.
+
+    `excluded` (position -> why) are ingredients left out before the search (they failed a similarity check): they
+    are neither scored nor offered to any method, get weight 0 in every soup, and appear in the table with the reason.
+    `model_from` is the ingredient whose config and tokenizer the candidates are scored with (the first by default,
+    excluded or not: the soup is written with its config, and the heads are aligned to its labels).
+    """
+    excluded = dict(excluded or {})
+    if excluded:
+        kept = [i for i in range(len(ingredients)) if i not in excluded]
+        result = select_soup(
+            [ingredients[i] for i in kept],
+            [readers[i] for i in kept],
+            method=method,
+            selection=selection,
+            names=names,
+            alignment={new: alignment[old] for new, old in enumerate(kept) if old in alignment},
+            label_indexed=label_indexed,
+            token=token,
+            model_from=ingredients[0],
+        )
+        return _with_excluded(result, ingredients, kept, excluded)
     from ..evaluation.placement import load_model, load_tokenizer
 
-    first = str(ingredients[0].local_dir)
+    first = str((model_from or ingredients[0]).local_dir)
     model, _ = load_model(first, kind=None, token=token)
     tokenizer = load_tokenizer(first, token=token)
     task = _task(selection, model, token=token)
@@ -150,6 +173,31 @@ def select_soup(
         evaluation["shared_rows"] = shared
     logger.info("results:\n%s", table.format_table())
     return SelectionResult(soups[method.name][0], table, evaluation, {k: record for k, (_, record) in soups.items()})
+
+
+def _with_excluded(
+    result: SelectionResult, ingredients: Sequence[Any], kept: Sequence[int], excluded: Mapping[int, str]
+) -> SelectionResult:
+    """The selection of the kept ingredients, laid out over all of them: weight 0 and a table row for each excluded."""
+    n = len(ingredients)
+
+    def widen(weights: Sequence[float]) -> tuple[float, ...]:
+        full = [0.0] * n
+        for new, old in enumerate(kept):
+            full[old] = float(weights[new])
+        return tuple(full)
+
+    mixing = result.mixing
+    mixing = Mixing(widen(mixing.weights), {k: widen(w) for k, w in mixing.per_tensor.items()})
+    scored = {row.name: row for row in result.table.rows if row.kind == "ingredient"}
+    rows = []
+    for i, ingredient in enumerate(ingredients):
+        if i in excluded:
+            rows.append(Row(ingredient.name, "ingredient", sha=ingredient.sha, kept=False, excluded=excluded[i]))
+        else:
+            rows.append(scored[ingredient.name])
+    result.table.rows = rows + [row for row in result.table.rows if row.kind != "ingredient"]
+    return SelectionResult(mixing, result.table, result.evaluation, result.records)
 
 
 def _task(selection: Selection, model: Any, *, token: str | bool | None) -> Task:

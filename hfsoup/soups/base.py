@@ -108,6 +108,9 @@ class SoupMethod:
     needs_states: ClassVar[bool] = False
     #: Whether the record gets the soup's mean held-out loss (methods that fit a loss, and the uniform baseline).
     records_loss: ClassVar[bool] = False
+    #: Whether the method may soup without an ingredient that fails the shared-initialization or head checks (a
+    #: search that drops what hurts): such an ingredient is then left out with weight 0 instead of refusing the soup.
+    drops_ingredients: ClassVar[bool] = False
     plot_style: ClassVar[PlotStyle] = PlotStyle()
 
     @dataclass

@@ -147,6 +147,7 @@ class GreedySoup(SoupMethod):
         "not drop, then averaged uniformly"
     )
     needs_scores: ClassVar[bool] = True
+    drops_ingredients: ClassVar[bool] = True  # the paper's greedy recipe exists to leave out what hurts
     plot_style: ClassVar[PlotStyle] = PlotStyle("*", "tab:red", 150)
 
     @dataclass

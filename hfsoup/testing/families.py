@@ -17,6 +17,8 @@ Members, by their names in `ModelFamily.folders()`:
 - `num_labels` (BERT only): a fine-tune with a fresh head for `negative`, `positive`, `neutral`.
 - `permuted_labels` (BERT only): `ft0` with its labels reordered and its head's rows permuted to match, so it computes
   the same function under the new label order.
+- `swapped_labels` (BERT only): a fine-tune whose head has its sign flipped, so it predicts the other label wherever
+  its siblings predict one (as if trained on swapped labels): the body is a sibling's, the head anti-aligned.
 - `other_tokenizer`: a fine-tune shipped with a tokenizer learned on another corpus, of the same size: every shape
   matches, the token ids do not.
 - `fp16-ft{i}`: each fine-tune in float16. `sharded-ft{i}`: each fine-tune in >= 2 safetensors shards with an index.
@@ -50,6 +52,7 @@ from .tiny_models import (
     derive_seed,
     init_model,
     load_matching,
+    negate_head,
     permute_labels,
     perturb_,
     snapshot,
@@ -102,6 +105,8 @@ _DESCRIPTIONS = {
     "arch_mismatch": "The base grown by one layer per stack, then fine-tuned: it has tensors the base lacks.",
     "num_labels": "A fine-tune with a fresh head for 3 labels where the base family has 2.",
     "permuted_labels": "`ft0` with its labels reordered and its head permuted to match: the same function.",
+    "swapped_labels": "A fine-tune whose head's sign is flipped: it predicts the other label, as if trained on "
+    "swapped labels.",
     "other_tokenizer": "A fine-tune shipped with a tokenizer of the same size learned on another corpus.",
     "fp16": "A fine-tune stored in float16.",
     "sharded": "A fine-tune stored in several safetensors shards with an index.",
@@ -201,6 +206,10 @@ def _build(kind: str, root: str | os.PathLike, *, n_finetunes: int, seed: int) -
         n_labels = permuted.config.num_labels
         permute_labels(permuted, [(j + 1) % n_labels for j in range(n_labels)])
         troublemakers["permuted_labels"] = writer.save("permuted_labels", permuted, "permuted_labels")
+    if "swapped_labels" in spec.troublemakers:
+        swapped = finetuned(copy.deepcopy(model), "swapped_labels")
+        negate_head(swapped)
+        troublemakers["swapped_labels"] = writer.save("swapped_labels", swapped, "swapped_labels")
 
     other = TOKENIZERS[kind]("other")
     other_model = finetuned(model, "other_tokenizer")

@@ -104,7 +104,7 @@ class ArchSpec:
 
 
 _COMMON = ("impostor", "arch_mismatch", "other_tokenizer", "fp16", "sharded", "pickle_only", "no_weights")
-_BERT_ONLY = ("num_labels", "permuted_labels")
+_BERT_ONLY = ("num_labels", "permuted_labels", "swapped_labels")
 ARCHS = {
     "bert": ArchSpec(BertForSequenceClassification, bert_config, "text-classification", _BERT_ONLY + _COMMON),
     "t5": ArchSpec(T5ForConditionalGeneration, t5_config, "text2text-generation", _COMMON),
@@ -162,6 +162,14 @@ def permute_labels(model: PreTrainedModel, perm: list[int]) -> None:
     old = dict(model.config.id2label)
     model.config.id2label = {new: old[prev] for new, prev in enumerate(perm)}
     model.config.label2id = {label: i for i, label in model.config.id2label.items()}
+
+
+def negate_head(model: PreTrainedModel) -> None:
+    """Flip the sign of the classification head: with two labels every prediction becomes the other label, as after
+    training on swapped labels, and the head points against its siblings' (cosine near -1)."""
+    with torch.no_grad():
+        model.classifier.weight.neg_()
+        model.classifier.bias.neg_()
 
 
 def clip_image_processor():
