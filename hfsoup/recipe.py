@@ -254,7 +254,7 @@ def _method(data: dict, n_ingredients: int, problems: schema.Problems) -> Method
         problems.add("method", f"expected a method name or a mapping, got {schema.type_name(raw)}")
         return Method()
     name = raw.get("name", "uniform")
-    if name not in SOUPS:
+    if not isinstance(name, str) or name not in SOUPS:  # a list or a mapping is no name (nor hashable)
         problems.add("method.name", f"expected one of {', '.join(SOUPS)}, got {quote(name)}")
         return Method()
     cls = SOUPS[name]
@@ -263,9 +263,10 @@ def _method(data: dict, n_ingredients: int, problems: schema.Problems) -> Method
     options: dict[str, Any] = {}
     misplaced: dict[str, dict[str, Any]] = {}
     for key, value in raw.items():
-        if key == "name" or key in own:
-            if key != "name":
-                options[key] = value
+        if key == "name":
+            continue
+        if key in own:
+            options[key] = value
         elif key in owners:
             problems.add(f"method.{key}", f"applies to the {owners[key]} method, not {name}")
             misplaced.setdefault(owners[key], {})[key] = value

@@ -186,3 +186,25 @@ def test_cook_resumes_after_a_kill_with_identical_output(families, tmp_path):
     assert len(shards) > 2 and shards == sorted(p.name for p in (tmp_path / "ref").glob("model-*.safetensors"))
     for name in shards:
         assert (out / name).read_bytes() == (tmp_path / "ref" / name).read_bytes()
+
+
+@pytest.mark.parametrize("name", [[1], {"a": 1}, 3, None])
+def test_a_method_name_that_is_no_string_is_a_located_problem(name):
+    """A list or a mapping as the method's name is unhashable: it must be reported, not crash the registry lookup."""
+    with pytest.raises(RecipeError) as info:
+        parse_recipe({"ingredients": ["org/a", "org/b"], "method": {"name": name}, "output": {"dir": "out"}})
+    assert info.value.problems[0].startswith("method.name: expected one of uniform, greedy, learned, got ")
+
+
+def test_data_files_given_as_a_list_of_non_strings_are_refused_by_their_check():
+    """`Selection(data_files=[...])` reads strings as the command line's [SPLIT=]FILE; anything else reaches the
+    field's check (one error naming flag and keyword), never a crash in the conversion."""
+    import hfsoup
+    from hfsoup.errors import InvalidSoupArgumentsError
+
+    assert hfsoup.Selection("sst2", data_files=["a.csv", "train=b.csv"]).data_files == {
+        "validation": ["a.csv"],
+        "train": ["b.csv"],
+    }
+    with pytest.raises(InvalidSoupArgumentsError, match=r"data_files: expected a mapping .*--data-files"):
+        hfsoup.Selection("sst2", data_files=[1, 2]).check_fields()

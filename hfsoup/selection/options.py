@@ -165,7 +165,8 @@ class Selection:
     )
 
     def __post_init__(self) -> None:
-        if isinstance(self.data_files, list | tuple):  # the command line's form: [SPLIT=]FILE ...
+        files = self.data_files
+        if isinstance(files, list | tuple) and all(isinstance(f, str) for f in files):  # the CLI's [SPLIT=]FILE ...
             split = base_split(self.report) if isinstance(self.report, str) else self.report
             self.data_files = split_files(self.data_files, split)
 
