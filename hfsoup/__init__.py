@@ -11,6 +11,8 @@ Example:
 
 from __future__ import annotations
 
+from .lazy import lazy_exports
+
 __version__ = "0.1.0"
 
 # Public names, imported on first use so that `import hfsoup` (and the CLI's start-up) does not pay for torch. None
@@ -69,11 +71,4 @@ _LAZY = {
 __all__ = ["__version__", *_LAZY]
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'hfsoup' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _LAZY)

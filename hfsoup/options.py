@@ -201,11 +201,13 @@ def build(cls: type, values: Any = None, *, within: str) -> Any:
     if problems:
         first = {f.name: f for f in dataclasses.fields(cls)}[problems[0][0]]
         lines = [f"{where}: {message}" for where, message in problems]
-        said = f"{len(lines)} invalid {within} options, each listed below" if len(lines) > 1 else lines[0]
+        several = len(lines) > 1
         raise InvalidSoupArgumentsError(
-            f"Invalid {within} option: {said}." if len(lines) == 1 else f"{said}.",
+            f"{len(lines)} invalid {within} options, each listed below."
+            if several
+            else f"Invalid {within} option: {lines[0]}.",
             fix=f"Pass a valid value, such as the default: {fix_for(first, within=within)}.",
-            problems=lines if len(lines) > 1 else None,
+            problems=lines if several else None,
         )
     return options
 
@@ -214,14 +216,6 @@ def as_dict(options: Any, *, recipe_only: bool = False) -> dict[str, Any]:
     """The options as data (`dataclasses.asdict`), optionally only those a recipe may set."""
     data = dataclasses.asdict(options)
     if recipe_only:
-        keep = {f.name for f in dataclasses.fields(options) if spec_of(f).recipe}
+        keep = {f.name for f in schema.declared(type(options))}
         data = {k: v for k, v in data.items() if k in keep}
     return data
-
-
-def names(cls: type) -> list[str]:
-    return [f.name for f in dataclasses.fields(cls)]
-
-
-def merged(cls: type, base: Any, changes: Mapping[str, Any]) -> Any:
-    return dataclasses.replace(base, **changes) if changes else base

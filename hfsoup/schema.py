@@ -38,9 +38,6 @@ class Problems:
     def lines(self) -> list[str]:
         return [f"{where}: {message}" for where, message in self.items]
 
-    def __bool__(self) -> bool:
-        return bool(self.items)
-
 
 def at(where: str, key: Any) -> str:
     """The location of `key` under `where`, for a problem: an odd or huge key is quoted, and cut."""

@@ -21,6 +21,8 @@ Selection (held-out parts, scorers for the soup methods) builds on this stage an
 
 from __future__ import annotations
 
+from ..lazy import lazy_exports
+
 # Public names, imported on first use, as in `hfsoup/__init__.py`: importing one module of this stage (recipes read
 # `data`) must not load all of it, and the CPU soup path must never reach a module that imports
 # torch, datasets or evaluate at its top.
@@ -41,11 +43,4 @@ _LAZY = {
 __all__ = list(_LAZY)
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _LAZY)

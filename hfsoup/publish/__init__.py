@@ -16,6 +16,8 @@ Modules:
 
 from __future__ import annotations
 
+from ..lazy import lazy_exports
+
 # Public names, imported on first use, as in `hfsoup/__init__.py`: every soup imports `naming` and `card`, and only
 # a push needs `upload`.
 _LAZY = {
@@ -29,11 +31,4 @@ _LAZY = {
 __all__ = list(_LAZY)
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _LAZY)

@@ -8,7 +8,7 @@ a differentiable loss), which the selection stage builds from the evaluator, and
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
@@ -125,13 +125,6 @@ class SoupMethod:
         self.options = build(
             type(self).Options, options if options is not None else values, within=type(self).__name__
         )
-
-    def __getattr__(self, name: str) -> Any:
-        # `GreedySoup(accept="gt").accept`: an option reads as an attribute of its method.
-        options = self.__dict__.get("options")
-        if options is not None and name in {f.name for f in fields(options)}:
-            return getattr(options, name)
-        raise AttributeError(f"{type(self).__name__!r} has no attribute {name!r}")
 
     def problems(self, n_ingredients: int) -> list[tuple[str, str]]:
         """Problems of these options for `n_ingredients` ingredients, as (option, message): checked by recipes and
