@@ -86,3 +86,33 @@ def minilm_family(tmp_path_factory):
 
     root = os.environ.get("HFSOUP_MINILM_CACHE") or tmp_path_factory.mktemp("minilm")
     return build_minilm_family(root, n_finetunes=4)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models on a busy 2-core machine: one intra-op thread is ~8x faster than two that wait on each other.
+    Modules that score tiny models ask for it with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def sst2_hub(tmp_path_factory, families):
+    """One local Hub for a test module: the tiny BERT fine-tunes ft0-ft2 and a tiny GLUE (sst2 only)."""
+    from hfsoup.localhub.server import LocalHubServer
+    from hfsoup.testing.env import use_local_hub
+    from hfsoup.testing.families import publish_family
+    from hfsoup.testing.glue import build_glue, publish_glue
+
+    root = tmp_path_factory.mktemp("sst2-hub")
+    saved_token = os.environ.pop("HF_TOKEN", None)
+    with LocalHubServer(root / "store", anonymous_writes=True) as server, use_local_hub(server.url, root / "hf_home"):
+        repo_ids = publish_family(families["bert"], members=["ft0", "ft1", "ft2"])
+        publish_glue(build_glue(root / "glue", tasks=["sst2"]))
+        yield {"ids": [repo_ids[f"ft{i}"] for i in range(3)], "family": families["bert"], "root": root}
+    if saved_token is not None:
+        os.environ["HF_TOKEN"] = saved_token

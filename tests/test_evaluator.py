@@ -28,14 +28,7 @@ from hfsoup.testing.families import publish_folder
 from hfsoup.testing.glue import ROWS, build_glue, glue_rows, publish_glue, publish_glue_metric, tiny_classifier
 from tests.test_tasks import _sklearn_glue
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models on a busy 2-core machine: one intra-op thread is ~8x faster than two that wait on each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ soup's score against the table's.
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 import torch
@@ -17,32 +16,14 @@ from safetensors.torch import load_file
 from hfsoup.cli import main
 from hfsoup.evaluation.evaluator import Evaluator
 from hfsoup.selection.heldout import carve
-from hfsoup.testing.families import publish_family
-from hfsoup.testing.glue import build_glue, publish_glue
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def hub(tmp_path_factory, families):
-    """One local Hub for the module with the tiny BERT fine-tunes and a tiny GLUE (sst2 only)."""
-    from hfsoup.localhub.server import LocalHubServer
-    from hfsoup.testing.env import use_local_hub
-
-    root = tmp_path_factory.mktemp("select")
-    saved_token = os.environ.pop("HF_TOKEN", None)
-    with LocalHubServer(root / "store", anonymous_writes=True) as server, use_local_hub(server.url, root / "hf_home"):
-        repo_ids = publish_family(families["bert"], members=["ft0", "ft1", "ft2"])
-        publish_glue(build_glue(root / "glue", tasks=["sst2"]))
-        yield {"ids": [repo_ids[f"ft{i}"] for i in range(3)], "family": families["bert"], "root": root}
-    if saved_token is not None:
-        os.environ["HF_TOKEN"] = saved_token
+def hub(sst2_hub):
+    """The tiny BERT fine-tunes and the tiny GLUE on a local Hub (`tests/conftest.py`)."""
+    return sst2_hub
 
 
 def read_json(path):

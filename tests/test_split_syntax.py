@@ -8,43 +8,25 @@ eval` writes, against those of the whole split: a slice must be the rows `datase
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
-import torch
 
 from hfsoup.cli import main
 from hfsoup.errors import EvaluationError
 from hfsoup.evaluation.tasks import get_task
 from hfsoup.selection.options import Selection
 from hfsoup.selection.stage import _parts
-from hfsoup.testing.families import publish_family
-from hfsoup.testing.glue import build_glue, publish_glue
 
-EXPECTED = "a split name, or a datasets slice such as validation[:50%]"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def hub(tmp_path_factory, families):
-    from hfsoup.localhub.server import LocalHubServer
-    from hfsoup.testing.env import use_local_hub
+def hub(sst2_hub):
+    """The tiny BERT fine-tunes and the tiny GLUE on a local Hub (`tests/conftest.py`)."""
+    return sst2_hub
 
-    root = tmp_path_factory.mktemp("splits")
-    saved_token = os.environ.pop("HF_TOKEN", None)
-    with LocalHubServer(root / "store", anonymous_writes=True) as server, use_local_hub(server.url, root / "hf_home"):
-        repo_ids = publish_family(families["bert"], members=["ft0", "ft1"])
-        publish_glue(build_glue(root / "glue", tasks=["sst2"]))
-        yield {"ids": [repo_ids["ft0"], repo_ids["ft1"]]}
-    if saved_token is not None:
-        os.environ["HF_TOKEN"] = saved_token
+
+EXPECTED = "a split name, or a datasets slice such as validation[:50%]"
 
 
 def parts(held_out, report, **options):
