@@ -208,3 +208,12 @@ def test_data_files_given_as_a_list_of_non_strings_are_refused_by_their_check():
     }
     with pytest.raises(InvalidSoupArgumentsError, match=r"data_files: expected a mapping .*--data-files"):
         hfsoup.Selection("sst2", data_files=[1, 2]).check_fields()
+
+
+def test_a_sweep_with_null_data_files_is_a_located_problem_not_a_crash():
+    """`data_files: null` in a sweep (text-classification) is a missing value, reported where it is."""
+    recipe = {"output": {"dir": "o"}, "sweep": {"base": "b", "output_dir": "s", "grid": {"seed": [0, 1]}}}
+    recipe["sweep"]["data_files"] = None
+    with pytest.raises(RecipeError) as info:
+        parse_recipe(recipe)
+    assert "sweep.data_files: task text-classification needs data files with a train split" in info.value.problems

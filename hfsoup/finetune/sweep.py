@@ -226,7 +226,9 @@ def search_problems(grid: Any, random: Any, *, where: str = "") -> list[tuple[st
 def _data_files_problem(value: Any) -> str | None:
     from ..evaluation.data import data_files_problem  # the shape every split-to-files mapping must have
 
-    if value is None or (problem := data_files_problem(value)):
+    if value is None:  # null in a recipe is "no files" (text-classification then asks for them)
+        return None
+    if problem := data_files_problem(value):
         return problem
     if "train" not in value:
         return f"needs a train split (fine-tuning trains on train only), got splits {', '.join(value) or 'none'}"
