@@ -21,8 +21,8 @@ examples:
 """
 
 
-#: The `Selection` options that `eval` takes: the data, the batching and the metric module.
-SCORING = ("dataset", "data_files", "batch_size", "max_length", "hub_metrics")
+#: The `Selection` options that `eval` takes: the model kind, the data, the batching and the metric module.
+SCORING = ("kind", "dataset", "data_files", "batch_size", "max_length", "hub_metrics")
 
 
 def add(verbs: argparse._SubParsersAction) -> None:
@@ -49,12 +49,6 @@ def add(verbs: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--limit", type=int, metavar="N", help="score only the first N examples of each split")
     evaluate.add_argument("--json", metavar="FILE", help="write the scores, the model's SHA and the data's as JSON")
     evaluate.add_argument("--predictions", metavar="FILE", help="write the predictions, in row order, as JSON")
-    evaluate.add_argument(
-        "--kind",
-        metavar="KIND",
-        help="how to run the model, when its architecture allows several: sequence-classification, t5-text, "
-        "image-classification, clip-zero-shot (default: chosen from the architecture)",
-    )
     evaluate.add_argument("--token", help=TOKEN_HELP)
     # The data and batching options are the scoring options of `hfsoup soup --task`, declared once in `Selection`.
     add_flags(
@@ -87,7 +81,6 @@ def run(args: argparse.Namespace) -> int:
         args.split,
         limit=args.limit,
         token=args.token,
-        kind=args.kind,
         **{name: getattr(scoring, name) for name in SCORING},
     )
     if int(os.environ.get("RANK", "0")) != 0:  # Under torchrun every process holds the report; one prints it.

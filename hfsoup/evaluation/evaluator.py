@@ -234,9 +234,11 @@ def _predict(model: Any, predictor: Any, prepared: Any, batches: list[Batch], de
     out: list[tuple[int, Any]] = []
     try:
         with torch.inference_mode():
+            conditioned = predictor.condition(model, prepared)  # once for these weights (CLIP: the class prompts)
             for batch in batches:
                 inputs = {k: v.to(device) for k, v in batch.inputs.items()}
-                out.extend(zip(batch.positions, predictor.predict(model, inputs, prepared), strict=True))
+                predictions = predictor.readout(predictor.scores(model, inputs, conditioned).cpu(), prepared)
+                out.extend(zip(batch.positions, predictions, strict=True))
     finally:
         model.train(was_training)
     return out

@@ -69,6 +69,18 @@ def _split(*, optional: bool) -> schema.Kind:
     return schema.custom(check, metavar="SPLIT")
 
 
+def _kinds() -> tuple[str, ...]:
+    from ..evaluation.predictors.registry import PREDICTORS  # the one table of model kinds
+
+    return tuple(PREDICTORS)
+
+
+def _kind(value: Any) -> str | None:
+    if value is None or (isinstance(value, str) and value in _kinds()):
+        return None
+    return f"expected a model kind ({', '.join(_kinds())}), got {quote(value)}"
+
+
 def _data_files(value: Any) -> str | None:
     from ..evaluation.data import data_files_problem  # the shape every split-to-files mapping must have
 
@@ -92,6 +104,8 @@ class Selection:
         dataset (`str`, *optional*), data_files (`dict[str, list[str]]`, *optional*):
             Another dataset repo or folder, or local csv/json/parquet files by split (`["FILE", "SPLIT=FILE"]` is
             read as on the command line: a FILE alone is the `report` split).
+        kind (`str`, *optional*): how the candidates are scored, a key of `PREDICTORS` (`t5-text`,
+            `clip-zero-shot`, ...); by default chosen from the first ingredient's architecture, as `hfsoup eval` does.
         batch_size (`int`, *optional*, defaults to 32), max_length (`int`, *optional*): scoring batches, truncation.
         compare (`Sequence[str | SoupMethod]`, *optional*):
             The baselines in the table: names from `SOUPS` and `"ensemble"` (all by default, none with `[]`), or
@@ -140,6 +154,12 @@ class Selection:
         None,
         kind=schema.custom(_data_files, metavar="[SPLIT=]FILE", nargs="+"),
         help="local csv/json/parquet files instead of a dataset repo (FILE alone is the --report split)",
+    )
+    kind: str | None = option(
+        None,
+        kind=schema.custom(_kind, metavar="KIND"),
+        help="how to run the model, when its architecture allows several: "
+        f"{', '.join(_kinds())} (default: chosen from the architecture)",
     )
     batch_size: int = option(DEFAULT_BATCH_SIZE, kind=schema.positive_int(), help="examples per batch")
     max_length: int | None = option(

@@ -1,156 +1,239 @@
-"""Scorers: a loaded classifier and one part of a task's data, turned into what the soup methods call.
+"""Scorers: a loaded model of any kind `hfsoup eval` knows and one part of a task's data, turned into what the soup
+methods call.
 
-`ClassifierScorer` runs the model with any weights through `torch.func.functional_call` (the model's own parameters
-are never overwritten), so one loaded model scores every ingredient, trial soup and learned mixture. It is at once:
+`ModelScorer` runs the model with any weights through `torch.func.functional_call` (the model's own parameters are
+never overwritten), so one loaded model scores every ingredient, trial soup and learned mixture. What depends on the
+kind of model comes from its predictor (`hfsoup.evaluation.predictors`): a classifier's logits in the dataset's label
+order, T5's log-likelihood of each label word, CLIP's similarity to each class prompt (re-embedded by the soup's own
+text tower). From those per-answer scores a scorer is at once:
 
 - a `Scorer`: the task's primary metric of a state dict;
 - with accuracy as the primary metric, a `SummedScorer` (`AccuracyScorer`): correct predictions batch by batch, so
   a greedy search can stop scoring a hopeless candidate;
-- a `HeldOutLoss` for the learned soup: cross-entropy (or squared error for regression), summed over a batch;
-- the source of the results table's figures: every metric of the task, from the logits, and the output ensemble's
-  (the ingredients' logits averaged).
+- a `HeldOutLoss` for the learned soup: the cross-entropy of the scores over the label set (squared error for a
+  regression head), summed over a batch;
+- the source of the results table's figures: every metric of the task, and the output ensemble's (the ingredients'
+  log-probabilities over the label set, averaged).
+
+Under `torchrun` or `accelerate launch` each process scores its share of the batches (round robin, as `hfsoup eval`
+splits them) and the scores are gathered, so every process sees every score and takes the same decisions.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
 
-from ..errors import EvaluationError, option
+from .. import distributed
+from ..errors import EvaluationError
 from ..evaluation.evaluator import Evaluator
 from ..evaluation.placement import input_device
-from ..evaluation.predictors.registry import PREDICTORS
+from ..evaluation.predictors.registry import predictor_for
 from ..soups.base import StateDict
 
 logger = logging.getLogger(__name__)
 
 
-class ClassifierScorer:
-    """Score a sequence classifier with given weights on the single split of `evaluator`.
+class _Run(torch.nn.Module):
+    """The predictor's steps as one module call, so that `functional_call` swaps a soup's weights in for all of
+    them (CLIP zero-shot runs its text tower in `condition` and its vision tower in `scores`)."""
+
+    def __init__(self, model: Any, predictor: Any, prepared: Any) -> None:
+        super().__init__()
+        self.model, self.predictor, self.prepared = model, predictor, prepared
+
+    def forward(self, batch: dict | None = None, conditioned: Any = None) -> Any:
+        if conditioned is None:
+            conditioned = self.predictor.condition(self.model, self.prepared)
+        if batch is None:
+            return conditioned
+        return self.predictor.scores(self.model, batch, conditioned)
+
+
+class ModelScorer:
+    """Score a model with given weights on the single split of `evaluator`.
 
     Args:
         evaluator (`Evaluator`):
             The task's data (one split, possibly `restrict`ed to a part) and metric.
         model (`PreTrainedModel`):
-            A loaded sequence classifier of the ingredients' architecture; it provides the code, not the weights.
-        tokenizer (`PreTrainedTokenizerBase`):
-            The ingredients' tokenizer.
+            A loaded model of the ingredients' architecture; it provides the code, not the weights.
+        tokenizer (`PreTrainedTokenizerBase` or processor):
+            The ingredients' tokenizer (an image processor or processor for image models).
+        kind (`str`, *optional*):
+            A key of `PREDICTORS`; by default chosen from the architecture, as `hfsoup eval` does.
         model_name (`str`, *optional*):
             For messages.
     """
 
     max_per_example = 1.0
 
-    def __init__(self, evaluator: Evaluator, model: Any, tokenizer: Any, *, model_name: str = "the soup") -> None:
-        predictor = PREDICTORS["sequence-classification"]
-        if not predictor.accepts([*(model.config.architectures or []), type(model).__name__]):
-            raise EvaluationError(
-                f"{model_name!r} ({type(model).__name__}) is not a sequence classifier; greedy and learned soups, "
-                "and the results table, score models with a classification head from their logits.",
-                fix=f"Soup *ForSequenceClassification fine-tunes, or use {option('method', 'uniform')} without --task "
-                "(selection=None).",
-            )
+    def __init__(
+        self,
+        evaluator: Evaluator,
+        model: Any,
+        tokenizer: Any,
+        *,
+        kind: str | None = None,
+        model_name: str = "the soup",
+    ) -> None:
+        architectures = [*(model.config.architectures or []), type(model).__name__]
+        self.predictor = predictor_for(architectures, kind=kind, model_name=model_name)
         self.evaluator, self.model, self.task = evaluator, model.eval(), evaluator.task
-        self.mapping = predictor.prepare(model, self.task, model_name=model_name, tokenizer=tokenizer)
+        self.prepared = self.predictor.prepare(model, self.task, model_name=model_name, tokenizer=tokenizer)
+        self.answers = self.predictor.answers(self.prepared)
         (self.split,) = evaluator.splits
-        self._batches = evaluator.batches(predictor, tokenizer)[self.split.name]
+        self._batches = evaluator.batches(self.predictor, tokenizer)[self.split.name]
+        self.processes = distributed.current()
+        self._mine = self._batches[self.processes.rank :: self.processes.world_size]
         self.num_examples = len(self.split.references)
         self.references = torch.tensor(self.split.references)
         self.device = input_device(model)
         self.primary = self.task.primary_metric
-        if not self.task.is_regression:  # dataset label id -> the model's output id, for the loss
-            self.targets = torch.empty_like(self.mapping)
-            self.targets[self.mapping] = torch.arange(len(self.mapping))
-        names = set(model.state_dict())
-        self._names = names
+        self.targets = self._targets()
+        self._run = _Run(model, self.predictor, self.prepared)
+        self._names = set(model.state_dict())
+
+    def _targets(self) -> torch.Tensor | None:
+        """Each example's answer column, for the cross-entropy; `None` for a regression head."""
+        if self.answers is None:
+            return None
+        if self.task.is_regression:  # numbers as answers (T5's stsb): the answer nearest the reference
+            values = torch.tensor(self.answers, dtype=torch.float64)
+            return (self.references.double()[:, None] - values[None, :]).abs().argmin(dim=1)
+        column = {answer: i for i, answer in enumerate(self.answers)}
+        return torch.tensor([column[int(r)] for r in self.split.references])
 
     # ---- running the model ----
 
-    def _logits(self, state: StateDict, batch: Any) -> torch.Tensor:
+    def _call(self, state: StateDict, batch: Any = None, conditioned: Any = None) -> Any:
         unknown = [name for name in state if name not in self._names]
         if unknown:
             raise EvaluationError(
                 f"The ingredients' tensors {unknown[:3]} are not parameters of {type(self.model).__name__}.",
                 fix="Soup checkpoints saved by transformers' save_pretrained.",
             )
-        inputs = {k: v.to(self.device) for k, v in batch.inputs.items()}
-        return torch.func.functional_call(self.model, dict(state), args=(), kwargs=inputs).logits.float()
+        inputs = None if batch is None else {k: v.to(self.device) for k, v in batch.inputs.items()}
+        params = {f"model.{name}": tensor for name, tensor in state.items()}
+        return torch.func.functional_call(
+            self._run, params, args=(), kwargs={"batch": inputs, "conditioned": conditioned}
+        )
 
-    def logits(self, state: StateDict) -> torch.Tensor:
-        """The logits of every example, in the split's row order: `(num_examples, num_outputs)`."""
-        out: torch.Tensor | None = None
+    def scores(self, state: StateDict) -> torch.Tensor:
+        """The scores of every example, in the split's row order: `(num_examples, num_answers)`."""
         with torch.inference_mode():
-            for batch in self._batches:
-                logits = self._logits(state, batch).cpu()
-                if out is None:
-                    out = torch.empty(self.num_examples, logits.shape[-1])
-                out[batch.positions] = logits
-        assert out is not None
+            conditioned = self._call(state)  # once for these weights
+            parts = [(batch.positions, self._call(state, batch, conditioned).float().cpu()) for batch in self._mine]
+        if self.processes.world_size > 1:
+            import torch.distributed as dist
+
+            gathered: list[Any] = [None] * self.processes.world_size
+            dist.all_gather_object(gathered, parts)
+            parts = [part for rank in gathered for part in rank]
+        out: torch.Tensor | None = None
+        for positions, scores in parts:
+            if out is None:
+                out = torch.empty(self.num_examples, scores.shape[-1])
+            out[list(positions)] = scores
+        if out is None:
+            raise EvaluationError(f"No examples to score in {self.split.name}.", fix="Hold out a part with rows.")
         return out
 
-    def predictions(self, logits: torch.Tensor) -> list:
-        if self.task.is_regression:
-            return logits[:, 0].tolist()
-        return self.mapping[logits.argmax(dim=-1)].tolist()
+    def predictions(self, scores: torch.Tensor) -> list:
+        return self.predictor.readout(scores, self.prepared)
+
+    def ensemble(self, scores: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The output ensemble's scores: the ingredients' log-probabilities over the label set, averaged (a
+        regression head's outputs, averaged)."""
+        stacked = torch.stack(list(scores))
+        if self.answers is None:
+            return stacked.mean(dim=0)
+        return stacked.log_softmax(dim=-1).mean(dim=0)
 
     # ---- metrics ----
 
-    def metrics(self, logits: torch.Tensor) -> dict[str, float]:
-        """Every metric of the task for these logits (ingredients', a soup's, or an ensemble's averaged ones)."""
-        computed = self.evaluator.metric.compute(self.predictions(logits), self.split.references)
+    def metrics(self, scores: torch.Tensor) -> dict[str, float]:
+        """Every metric of the task for these scores (an ingredient's, a soup's, or the ensemble's)."""
+        computed = self.evaluator.metric.compute(self.predictions(scores), self.split.references)
         return {name: float(value) for name, value in computed.items()}
 
-    def primary_of(self, logits: torch.Tensor) -> float:
+    def primary_of(self, scores: torch.Tensor) -> float:
         """The primary metric, computed as `__call__` computes it (for accuracy: correct / examples)."""
-        return self.metrics(logits)[self.primary]
+        return self.metrics(scores)[self.primary]
 
     def __call__(self, state: StateDict) -> float:
-        return self.primary_of(self.logits(state))
+        return self.primary_of(self.scores(state))
 
     # ---- the learned soup's objective ----
 
     def batches(self) -> list:
-        return self._batches
+        """This process's batches (all of them in one process); `sum_across` adds up what the processes computed."""
+        return self._mine
 
     def loss(self, state: StateDict, batch: Any) -> torch.Tensor:
-        logits = self._logits(state, batch)
+        scores = self._call(state, batch).float()
         positions = torch.tensor(batch.positions)
-        if self.task.is_regression:
-            references = self.references[positions].to(logits.device, torch.float32)
-            return torch.nn.functional.mse_loss(logits[:, 0], references, reduction="sum")
-        targets = self.targets[self.references[positions]].to(logits.device)
-        return torch.nn.functional.cross_entropy(logits, targets, reduction="sum")
+        if self.targets is None:
+            references = self.references[positions].to(scores.device, torch.float32)
+            return torch.nn.functional.mse_loss(scores[:, 0], references, reduction="sum")
+        return torch.nn.functional.cross_entropy(scores, self.targets[positions].to(scores.device), reduction="sum")
 
-    def mean_loss(self, logits: torch.Tensor) -> float:
-        """The mean held-out loss of these logits, as `loss` computes it."""
-        if self.task.is_regression:
-            return torch.nn.functional.mse_loss(logits[:, 0], self.references.float()).item()
-        return torch.nn.functional.cross_entropy(logits, self.targets[self.references]).item()
+    def sum_across(self, value: torch.Tensor) -> torch.Tensor:
+        """`value` summed over the processes (itself in one process): the learned soup's loss and gradient."""
+        if self.processes.world_size == 1:
+            return value
+        import torch.distributed as dist
+
+        total = value.detach().cpu().clone()
+        dist.all_reduce(total)
+        return total.to(value.device)
+
+    def mean_loss(self, scores: torch.Tensor) -> float:
+        """The mean held-out loss of these scores, as `loss` computes it."""
+        if self.targets is None:
+            return torch.nn.functional.mse_loss(scores[:, 0], self.references.float()).item()
+        return torch.nn.functional.cross_entropy(scores, self.targets).item()
 
 
-class AccuracyScorer(ClassifierScorer):
-    """A `ClassifierScorer` whose primary metric is accuracy: a `SummedScorer`, counted batch by batch."""
+class AccuracyScorer(ModelScorer):
+    """A `ModelScorer` whose primary metric is accuracy: a `SummedScorer`, counted batch by batch."""
 
     def partial_sums(self, state: StateDict) -> Iterator[tuple[float, int]]:
+        """Per batch, in the batches' order: correct predictions and examples. Processes score a round of batches
+        at once (one each) and share the counts, so every process yields the same sums in the same order."""
+        answers = torch.tensor(self.answers)
+        world, rank = self.processes.world_size, self.processes.rank
         with torch.inference_mode():
-            for batch in self._batches:
-                predicted = self.mapping[self._logits(state, batch).argmax(dim=-1).cpu()]
-                correct = (predicted == self.references[torch.tensor(batch.positions)]).sum().item()
-                yield float(correct), len(batch.positions)
+            conditioned = self._call(state)
+            for start in range(0, len(self._batches), world):
+                counts = torch.zeros(world, 2, dtype=torch.float64)
+                if start + rank < len(self._batches):
+                    batch = self._batches[start + rank]
+                    predicted = answers[self._call(state, batch, conditioned).argmax(dim=-1).cpu()]
+                    correct = (predicted == self.references[torch.tensor(batch.positions)]).sum().item()
+                    counts[rank] = torch.tensor([float(correct), float(len(batch.positions))])
+                if world > 1:
+                    import torch.distributed as dist
 
-    def primary_of(self, logits: torch.Tensor) -> float:
-        correct = (self.mapping[logits.argmax(dim=-1)] == self.references).sum().item()
-        return float(correct) / self.num_examples
+                    dist.all_reduce(counts)
+                for correct, examples in counts[: len(self._batches) - start].tolist():
+                    yield correct, int(examples)
+
+    def primary_of(self, scores: torch.Tensor) -> float:
+        predicted = torch.tensor(self.answers)[scores.argmax(dim=-1)]
+        return float((predicted == self.references).sum().item()) / self.num_examples
 
     def __call__(self, state: StateDict) -> float:
         return sum(s for s, _ in self.partial_sums(state)) / self.num_examples
 
 
-def make_scorer(evaluator: Evaluator, model: Any, tokenizer: Any, *, model_name: str = "the soup") -> ClassifierScorer:
-    """An `AccuracyScorer` when the task ranks by accuracy, else a `ClassifierScorer`."""
+def make_scorer(
+    evaluator: Evaluator, model: Any, tokenizer: Any, *, kind: str | None = None, model_name: str = "the soup"
+) -> ModelScorer:
+    """An `AccuracyScorer` when the task ranks by accuracy, else a `ModelScorer`."""
     summed = evaluator.task.primary_metric == "accuracy" and not evaluator.task.is_regression
-    cls = AccuracyScorer if summed else ClassifierScorer
-    return cls(evaluator, model, tokenizer, model_name=model_name)
+    cls = AccuracyScorer if summed else ModelScorer
+    return cls(evaluator, model, tokenizer, kind=kind, model_name=model_name)

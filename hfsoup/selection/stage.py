@@ -95,28 +95,36 @@ def select_soup(
         )
         return _with_excluded(result, ingredients, kept, excluded)
     from ..evaluation.placement import load_model, load_tokenizer
+    from ..evaluation.predictors.registry import predictor_for
 
     first = str((model_from or ingredients[0]).local_dir)
-    model, _ = load_model(first, kind=None, token=token)
-    tokenizer = load_tokenizer(first, token=token)
+    model, _ = load_model(first, kind=selection.kind, token=token)
+    # The kind of model, as `hfsoup eval` chooses it (`kind` overrides): how it is scored, what its tokenizer is.
+    predictor = predictor_for(
+        [*(model.config.architectures or []), type(model).__name__],
+        kind=selection.kind,
+        model_name=ingredients[0].name,
+    )
+    tokenizer = load_tokenizer(first, token=token, loader=predictor.load_tokenizer)
     task = _task(selection, model, token=token)
     held, report, parts = _parts(task, selection, token=token)
-    held_scorer = make_scorer(held, model, tokenizer, model_name=ingredients[0].name)
-    report_scorer = make_scorer(report, model, tokenizer, model_name=ingredients[0].name)
+    held_scorer = make_scorer(held, model, tokenizer, kind=predictor.name, model_name=ingredients[0].name)
+    report_scorer = make_scorer(report, model, tokenizer, kind=predictor.name, model_name=ingredients[0].name)
+    logger.info("scoring %s models (%s) on %s", predictor.name, type(model).__name__, task.name)
     loaders = [state_loader(reader, names, alignment.get(i), label_indexed) for i, reader in enumerate(readers)]
     methods = methods_to_run(method, selection)
     labels = [i.name for i in ingredients]
 
     # Every ingredient on both parts; all of them stay in memory only when a method needs them at once.
     keep_states = any(m.needs_states for m in methods.values())
-    states, held_logits, report_logits = [], [], []
+    states, held_scores, report_scores = [], [], []
     for i, load in enumerate(loaders):
         state = load()
-        held_logits.append(held_scorer.logits(state))
-        report_logits.append(report_scorer.logits(state))
+        held_scores.append(held_scorer.scores(state))
+        report_scores.append(report_scorer.scores(state))
         if keep_states:
             states.append(state)
-        logger.info("scored %s: held-out %s", labels[i], f"{held_scorer.primary_of(held_logits[-1]):.4f}")
+        logger.info("scored %s: held-out %s", labels[i], f"{held_scorer.primary_of(held_scores[-1]):.4f}")
     table = ResultsTable(
         task.primary_metric, parts[0].description, parts[1].description, metric_module=dict(held.metric.record)
     )
@@ -127,8 +135,8 @@ def select_soup(
                 labels[i],
                 "ingredient",
                 sha=ingredient.sha,
-                held_out=held_scorer.metrics(held_logits[i]),
-                report=report_scorer.metrics(report_logits[i]),
+                held_out=held_scorer.metrics(held_scores[i]),
+                report=report_scorer.metrics(report_scores[i]),
             )
         )
 
@@ -137,7 +145,7 @@ def select_soup(
         loaders=loaders,
         scorer=held_scorer,
         objective=held_scorer,
-        scores=[held_scorer.primary_of(logits) for logits in held_logits],
+        scores=[held_scorer.primary_of(scores) for scores in held_scores],
         states=states if keep_states else None,
         device=held_scorer.device,
     )
@@ -149,22 +157,22 @@ def select_soup(
         if outcome.kept is not None:
             for i, row in enumerate(table.rows[:n]):
                 row.kept = i in outcome.kept
-        held_out_logits, report_out_logits = held_scorer.logits(state), report_scorer.logits(state)
+        held_out_scores, report_out_scores = held_scorer.scores(state), report_scorer.scores(state)
         del state
         record = dict(outcome.record)
         if soup_method.records_loss:
-            record.setdefault("held_out_loss", held_scorer.mean_loss(held_out_logits))
+            record.setdefault("held_out_loss", held_scorer.mean_loss(held_out_scores))
         row = Row(f"{name} soup", "soup", method=name)
-        row.held_out = held_scorer.metrics(held_out_logits)
-        row.report = report_scorer.metrics(report_out_logits)
+        row.held_out = held_scorer.metrics(held_out_scores)
+        row.report = report_scorer.metrics(report_out_scores)
         table.rows.append(row)
         soups[name] = (outcome.mixing, record)
         evaluation_metrics[name] = {"held_out": row.held_out, "report": row.report}
     del states, context
     if ENSEMBLE in selection.compared:
         row = Row(ENSEMBLE, ENSEMBLE)
-        row.held_out = held_scorer.metrics(torch.stack(held_logits).mean(dim=0))
-        row.report = report_scorer.metrics(torch.stack(report_logits).mean(dim=0))
+        row.held_out = held_scorer.metrics(held_scorer.ensemble(held_scores))
+        row.report = report_scorer.metrics(report_scorer.ensemble(report_scores))
         table.rows.append(row)
 
     evaluation = _evaluation(task, held, parts, evaluation_metrics[method.name])

@@ -172,7 +172,12 @@ class SummedScorer(Protocol):
 
 
 class HeldOutLoss(Protocol):
-    """A differentiable held-out objective, batch by batch: what a learned soup minimizes."""
+    """A differentiable held-out objective, batch by batch: what a learned soup minimizes.
+
+    Split across processes, `batches` are this process's share and the objective may define
+    `sum_across(tensor) -> tensor`, the sum over the processes, which the learned soup applies to its loss and
+    gradient; without it the batches are taken to be all of them.
+    """
 
     num_examples: int
 

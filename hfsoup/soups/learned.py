@@ -152,6 +152,8 @@ class LearnedSoup(SoupMethod):
         logits = torch.zeros(shape, device=device, requires_grad=True)
         optimizer = torch.optim.Adam([logits], lr=self.options.lr)
         batches = list(objective.batches())
+        # An objective split across processes sums their parts (`ModelScorer.sum_across`); one alone is the whole.
+        across = getattr(objective, "sum_across", lambda value: value)
 
         def mixed(weights: torch.Tensor) -> dict:
             out = dict(others)
@@ -184,7 +186,11 @@ class LearnedSoup(SoupMethod):
                 used = [k for k in float_names if leaves[k].grad is not None]
                 if used:
                     torch.autograd.backward([state[k] for k in used], [leaves[k].grad for k in used])
-            return total / objective.num_examples
+                if logits.grad is None:  # no batch here (more processes than batches): a zero contribution
+                    logits.grad = torch.zeros_like(logits)
+                # Several processes: each scored its share of the batches; the gradient and loss are their sums.
+                logits.grad = across(logits.grad)
+            return float(across(torch.tensor(total, dtype=torch.float64))) / objective.num_examples
 
         history: list[float] = []
         best = (float("inf"), 0, logits.detach().clone())

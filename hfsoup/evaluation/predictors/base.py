@@ -1,11 +1,12 @@
 """The predictor protocol (`Predictor`) and the sequence-classification predictor the other kinds build on.
 
-The registry of kinds, `PREDICTORS`, is in `registry.py`; see its docstring for the four steps.
+The registry of kinds, `PREDICTORS`, is in `registry.py`; see its docstring for the steps.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ..tasks import Task, label_mapping
@@ -39,8 +40,20 @@ class Predictor:
         return AutoTokenizer.from_pretrained(path, trust_remote_code=False)
 
     def prepare(self, model: Any, task: Task, *, model_name: str, tokenizer: Any = None) -> Any:
-        """Check that `model` can be evaluated on `task`; return what `predict` needs (e.g. a label mapping).
-        `tokenizer` is what `encode` receives (a text-to-text model encodes its answers with it)."""
+        """Check that `model` can be evaluated on `task`; return what the other steps need and what does not depend
+        on the model's weights (a label mapping, the answers' token ids, the class prompts tokenized): made once,
+        whatever weights are scored afterwards. `tokenizer` is what `encode` receives."""
+        raise NotImplementedError
+
+    def condition(self, model: Any, prepared: Any) -> Any:
+        """What `scores` needs that depends on the model's weights (CLIP zero-shot: the class embeddings, from the
+        text tower), computed once per set of weights scored; `prepared` itself by default. Runs inside the same
+        call as `scores` when a soup's weights are swapped in, so it must reach the weights only through `model`."""
+        return prepared
+
+    def answers(self, prepared: Any) -> list | None:
+        """The prediction each column of `scores` stands for (dataset label ids, or numbers such as T5's stsb
+        answers); `None` for a regression head, whose one column is the prediction itself."""
         raise NotImplementedError
 
     def encode(self, examples: dict[str, list], *, task: Task, tokenizer: Any, max_length: int) -> dict[str, list]:
@@ -56,13 +69,51 @@ class Predictor:
         """Encoded examples to one batch of tensors, padded to the longest (dynamic padding)."""
         return dict(tokenizer.pad(features, return_tensors="pt"))
 
-    def predict(self, model: Any, batch: dict[str, Any], prepared: Any) -> list:
-        """One prediction per example: the dataset's label id, or a float score for regression."""
+    def scores(self, model: Any, batch: dict[str, Any], conditioned: Any) -> Any:
+        """One padded batch to a float32 tensor `(examples, len(answers))`: how strongly the model gives each
+        answer, as logits or log-likelihoods (higher is likelier; a softmax over a row gives the model's
+        distribution over the label set). Differentiable in the model's weights: a learned soup's objective is the
+        cross-entropy of these scores, and the output ensemble averages their log-softmax."""
         raise NotImplementedError
+
+    def readout(self, scores: Any, prepared: Any) -> list:
+        """One prediction per row of `scores`: the answer scored highest, or a regression head's value."""
+        values = self.answers(prepared)
+        if values is None:
+            return scores[:, 0].tolist()
+        return [values[i] for i in scores.argmax(dim=-1).tolist()]
+
+    def predict(self, model: Any, batch: dict[str, Any], prepared: Any) -> list:
+        """One prediction per example of a batch, with the model's weights as they are (`condition` is recomputed:
+        callers scoring many batches call `condition` once and `scores`/`readout` per batch)."""
+        return self.readout(self.scores(model, batch, self.condition(model, prepared)).detach().cpu(), prepared)
+
+
+def head_order(mapping: Any) -> Any:
+    """The model output of each dataset label id: the inverse of `mapping` (model output id -> dataset label id)."""
+    import torch
+
+    order = torch.empty_like(mapping)
+    order[mapping] = torch.arange(len(mapping))
+    return order
+
+
+@dataclass(frozen=True)
+class Head:
+    """How a classification head's outputs read in the dataset's label space.
+
+    Attributes:
+        order (`torch.Tensor`): the model output of each dataset label id, so `logits[:, order]` is in label order.
+        regression (`bool`): a one-output regression head (its output is the prediction).
+    """
+
+    order: Any
+    regression: bool = False
 
 
 class SequenceClassificationPredictor(Predictor):
-    """Models with a classification (or regression) head: BERT-style encoders, `T5ForSequenceClassification`, ..."""
+    """Models with a classification (or regression) head: BERT-style encoders, GPT-2, RoBERTa, DeBERTa,
+    `T5ForSequenceClassification`, ...: scored by their logits, reordered into the dataset's label order."""
 
     name = "sequence-classification"
     auto_class_name = "AutoModelForSequenceClassification"
@@ -70,7 +121,7 @@ class SequenceClassificationPredictor(Predictor):
     def accepts(self, architectures: list[str]) -> bool:
         return any(arch.endswith("ForSequenceClassification") for arch in architectures)
 
-    def prepare(self, model: Any, task: Task, *, model_name: str, tokenizer: Any = None) -> Any:
+    def prepare(self, model: Any, task: Task, *, model_name: str, tokenizer: Any = None) -> Head:
         import torch
 
         mapping, assumed = label_mapping(dict(model.config.id2label), task, model_name=model_name)
@@ -84,10 +135,34 @@ class SequenceClassificationPredictor(Predictor):
             )
         elif mapping != list(range(len(mapping))):
             logger.info("Model %s orders its labels differently from %s; mapping them by name.", model_name, task.name)
-        return torch.tensor(mapping)
+        if tokenizer is not None:
+            _pad_with_eos(model, tokenizer, model_name=model_name)
+        return Head(head_order(torch.tensor(mapping)), regression=task.is_regression)
 
-    def predict(self, model: Any, batch: dict[str, Any], prepared: Any) -> list:
-        logits = model(**batch).logits
-        if logits.shape[-1] == 1:  # Regression: prepare() let a one-output head through only for such a task.
-            return logits[:, 0].float().cpu().tolist()
-        return prepared[logits.argmax(dim=-1).cpu()].tolist()
+    def answers(self, prepared: Head) -> list | None:
+        return None if prepared.regression else list(range(len(prepared.order)))
+
+    def scores(self, model: Any, batch: dict[str, Any], conditioned: Head) -> Any:
+        logits = model(**batch).logits.float()
+        if conditioned.regression:
+            return logits
+        return logits[:, conditioned.order.to(logits.device)]
+
+
+def _pad_with_eos(model: Any, tokenizer: Any, *, model_name: str) -> None:
+    """Let a decoder-only classifier without a pad token (GPT-2) be scored in padded batches.
+
+    Such a model reads its prediction at the last token that is not padding, found by `config.pad_token_id`; with
+    none it refuses batches of more than one example. Its end-of-sequence token is the usual stand-in (what
+    `transformers`' own examples set): padding after the text, it is never the last real token.
+    """
+    if getattr(tokenizer, "pad_token", True) is not None and model.config.pad_token_id is not None:
+        return
+    eos = getattr(tokenizer, "eos_token", None)
+    if tokenizer.pad_token is None:
+        if eos is None:
+            return  # nothing to pad with; batches of one still work, larger ones get transformers' own error
+        tokenizer.pad_token = eos
+        logger.info("Model %s has no pad token; padding its batches with its end-of-sequence token.", model_name)
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id

@@ -9,11 +9,12 @@ paper: each class name is put into several prompt templates, the text embeddings
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ...errors import EvaluationError, option
 from ..tasks import Task
-from .base import Predictor, SequenceClassificationPredictor
+from .base import Head, Predictor, SequenceClassificationPredictor
 
 logger = logging.getLogger(__name__)
 
@@ -79,17 +80,42 @@ class ImageClassificationPredictor(_ImageInputs):
 
         return AutoImageProcessor.from_pretrained(path, trust_remote_code=False)
 
-    def prepare(self, model: Any, task: Task, *, model_name: str, tokenizer: Any = None) -> Any:
-        # The label checks of a text classifier hold for an image classifier as they are.
-        return SequenceClassificationPredictor.prepare(self, model, task, model_name=model_name)
+    def prepare(self, model: Any, task: Task, *, model_name: str, tokenizer: Any = None) -> Head:
+        if task.is_regression or not task.image_field:
+            raise EvaluationError(
+                f"An image classifier ({model_name!r}) classifies images; task {task.name!r} is not an image task.",
+                fix=f"Use {_IMAGE_TASK}.",
+            )
+        # The label checks of a text classifier hold for an image classifier as they are (no tokenizer to pad).
+        return _HEADS.prepare(model, task, model_name=model_name)
 
-    def predict(self, model: Any, batch: dict[str, Any], prepared: Any) -> list:
-        logits = model(pixel_values=batch["pixel_values"].to(model.dtype)).logits
-        return prepared[logits.argmax(dim=-1).cpu()].tolist()
+    def answers(self, prepared: Head) -> list | None:
+        return _HEADS.answers(prepared)
+
+    def scores(self, model: Any, batch: dict[str, Any], conditioned: Head) -> Any:
+        logits = model(pixel_values=batch["pixel_values"].to(model.dtype)).logits.float()
+        return logits[:, conditioned.order.to(logits.device)]
+
+
+_HEADS = SequenceClassificationPredictor()
+
+
+@dataclass(frozen=True)
+class ClassPrompts:
+    """The class names in their prompt templates, tokenized once: `inputs` holds `len(labels) * templates` prompts,
+    class by class."""
+
+    inputs: dict[str, Any]
+    templates: int
+    labels: int
 
 
 class CLIPZeroShotPredictor(_ImageInputs):
-    """`CLIPModel` as a zero-shot classifier of the task's class names, put through prompt templates."""
+    """`CLIPModel` as a zero-shot classifier of the task's class names, put through prompt templates.
+
+    The prompts are tokenized once (`prepare`); their embeddings come from the model's own text tower, so they are
+    computed again for every set of weights scored (`condition`): a soup's text tower embeds the classes anew.
+    """
 
     name = "clip-zero-shot"
     auto_class_name = "CLIPModel"
@@ -103,10 +129,7 @@ class CLIPZeroShotPredictor(_ImageInputs):
 
         return AutoProcessor.from_pretrained(path, trust_remote_code=False)
 
-    def prepare(self, model: Any, task: Task, *, model_name: str, tokenizer: Any = None) -> Any:
-        """The class embeddings, `(num_classes, dim)`: computed once per evaluation, for the model as it is now."""
-        import torch
-
+    def prepare(self, model: Any, task: Task, *, model_name: str, tokenizer: Any = None) -> ClassPrompts:
         if task.is_regression or not task.image_field:
             raise EvaluationError(
                 f"CLIP zero-shot classifies images into named classes; task {task.name!r} is not such a task.",
@@ -119,21 +142,28 @@ class CLIPZeroShotPredictor(_ImageInputs):
                 fix="Pass a CLIP processor (or a folder holding one) as tokenizer=.",
             )
         templates = CLIP_TEMPLATES.get(task.dataset.rstrip("/").rsplit("/", 1)[-1], CLIP_TEMPLATES["default"])
-        device = next(model.parameters()).device
-        embeddings = []
-        with torch.no_grad():
-            for label in task.label_names:
-                prompts = [template.format(class_name(label)) for template in templates]
-                inputs = text_tokenizer(prompts, padding=True, truncation=True, return_tensors="pt").to(device)
-                pooled = model.text_model(**inputs).pooler_output
-                per_template = torch.nn.functional.normalize(model.text_projection(pooled).float(), dim=-1)
-                embeddings.append(torch.nn.functional.normalize(per_template.mean(dim=0), dim=-1))
-        return torch.stack(embeddings)
+        prompts = [template.format(class_name(label)) for label in task.label_names for template in templates]
+        inputs = text_tokenizer(prompts, padding=True, truncation=True, return_tensors="pt")
+        return ClassPrompts(dict(inputs), len(templates), len(task.label_names))
 
-    def predict(self, model: Any, batch: dict[str, Any], prepared: Any) -> list:
+    def answers(self, prepared: ClassPrompts) -> list | None:
+        return list(range(prepared.labels))
+
+    def condition(self, model: Any, prepared: ClassPrompts) -> Any:
+        """The class embeddings, `(num_classes, dim)`: each class's prompts embedded, normalized, averaged over the
+        templates and normalized again; then times CLIP's logit scale, so that the scores are CLIP's logits."""
+        import torch
+
+        device = next(model.parameters()).device
+        inputs = {k: v.to(device) for k, v in prepared.inputs.items()}
+        pooled = model.text_model(**inputs).pooler_output
+        per_prompt = torch.nn.functional.normalize(model.text_projection(pooled).float(), dim=-1)
+        per_class = per_prompt.reshape(prepared.labels, prepared.templates, -1).mean(dim=1)
+        return torch.nn.functional.normalize(per_class, dim=-1) * model.logit_scale.float().exp()
+
+    def scores(self, model: Any, batch: dict[str, Any], conditioned: Any) -> Any:
         import torch
 
         pooled = model.vision_model(pixel_values=batch["pixel_values"].to(model.dtype)).pooler_output
         images = torch.nn.functional.normalize(model.visual_projection(pooled).float(), dim=-1)
-        # CLIP's logit scale multiplies every similarity alike: it changes no argmax, so it is left out.
-        return (images @ prepared.to(images.device).T).argmax(dim=-1).cpu().tolist()
+        return images @ conditioned.to(images.device).T

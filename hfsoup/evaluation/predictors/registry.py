@@ -1,16 +1,22 @@
 """Predictors: how one kind of model turns a task's examples into predictions.
 
 The evaluator does the shared work (load the data, tokenize once, batch by length, place the model, split across
-processes, gather, compute the metric); a predictor supplies the four steps that depend on the kind of model:
+processes, gather, compute the metric), and so does the selection stage's scorer, which runs the same steps with a
+soup's weights swapped in; a predictor supplies the steps that depend on the kind of model:
 
 1. `accepts(architectures)`: is a model of these classes my kind? (`predictor_for` takes the first that says yes)
-2. `prepare(model, task)`: check the model fits the task (labels, heads) and return what `predict` needs.
+2. `prepare(model, task)`: check the model fits the task (labels, heads) and return what the other steps need that
+   does not depend on the weights (a label mapping, the answers' token ids, the class prompts tokenized).
 3. `encode(examples, ...)`: a batch of raw dataset rows to model inputs; runs once per dataset and tokenizer, through
    `datasets.map`, so its output is cached on disk. Must depend only on its arguments.
-4. `predict(model, batch, prepared)`: one padded batch to one prediction per example, in the dataset's label space.
+4. `scores(model, batch, conditioned)`: one padded batch to a score per answer (`answers(prepared)`: the dataset's
+   label ids, or T5's stsb numbers), differentiable in the weights: predictions are the best-scored answers, the
+   learned soup minimizes their cross-entropy, the output ensemble averages their log-softmax. `condition(model,
+   prepared)`, by default `prepared`, computes once per set of weights what `scores` needs from the weights (CLIP
+   zero-shot: the class embeddings).
 
-Adding a kind of model (T5 text-to-text, CLIP zero-shot) is adding a class (subclassing
-`predictor_base.Predictor`) and a line in `PREDICTORS`.
+Adding a kind of model is adding a class (subclassing `base.Predictor`) and a line in `PREDICTORS`; the evaluator,
+greedy and learned soups and the results table then score it.
 """
 
 from __future__ import annotations

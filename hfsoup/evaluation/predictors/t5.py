@@ -105,13 +105,18 @@ class T5TextToTextPredictor(Predictor):
         texts = [template.format(**dict(zip(task.text_fields, row, strict=True))) for row in rows]
         return dict(tokenizer(texts, truncation=True, max_length=max_length))
 
-    def predict(self, model: Any, batch: dict[str, Any], prepared: Candidates) -> list:
+    def answers(self, prepared: Candidates) -> list | None:
+        return list(prepared.values)
+
+    def scores(self, model: Any, batch: dict[str, Any], conditioned: Candidates) -> Any:
+        """Each answer's log-likelihood, `(examples, answers)`: the sum of its target tokens' log-probabilities,
+        end-of-sequence included; the encoder runs once per batch, the decoder once per answer."""
         import torch
 
         mask = batch["attention_mask"]
         encoded = model.get_encoder()(input_ids=batch["input_ids"], attention_mask=mask)
         scores = []
-        for target in prepared.targets:  # One decoder pass per answer, over the whole batch.
+        for target in conditioned.targets:  # One decoder pass per answer, over the whole batch.
             labels = target.to(mask.device).unsqueeze(0).expand(mask.shape[0], -1)
             logits = model(
                 encoder_outputs=encoded,
@@ -120,5 +125,4 @@ class T5TextToTextPredictor(Predictor):
             ).logits
             log_probs = logits.float().log_softmax(dim=-1).gather(-1, labels.unsqueeze(-1)).squeeze(-1)
             scores.append(log_probs.sum(dim=-1))
-        best = torch.stack(scores, dim=1).argmax(dim=1).cpu().tolist()
-        return [prepared.values[i] for i in best]
+        return torch.stack(scores, dim=1)
