@@ -18,7 +18,7 @@ from ..evaluation.splitspec import base_split, parse_split, split_problem
 from ..options import build, option
 from .heldout import DEFAULT_FRACTION
 
-#: Compared besides every method in `SOUPS`: the output ensemble (the ingredients' logits averaged).
+#: Compared besides every method in `SOUPS`: the output ensemble (the ingredients' log-probabilities averaged).
 ENSEMBLE = "ensemble"
 DEFAULT_BATCH_SIZE = 32
 
