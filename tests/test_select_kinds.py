@@ -2,10 +2,10 @@
 
 One loaded model scores every ingredient and trial soup (`torch.func.functional_call`), so for each kind (a BERT
 sequence classifier, a decoder-only GPT-2 classifier without a pad token, T5 as text-to-text, CLIP zero-shot, a
-`CLIPForImageClassification`) the scores of B's weights in A's model must be those of B loaded on its own, and its
-predictions those of `hfsoup eval` (the evaluator path, checked against plain transformers in the predictor tests).
-CLIP zero-shot re-embeds the class prompts with each candidate's text tower; the learned soup's objective is the
-cross-entropy of the same scores, and its gradient reaches every tower; the output ensemble averages
+`CLIPForImageClassification`, a ViT) the scores of B's weights in A's model must be those of B loaded on its own,
+and its predictions those of `hfsoup eval` (the evaluator path, checked against plain transformers in the predictor
+tests). CLIP zero-shot re-embeds the class prompts with each candidate's text tower; the learned soup's objective is
+the cross-entropy of the same scores, and its gradient reaches every tower; the output ensemble averages
 log-probabilities over the label set.
 """
 
@@ -77,17 +77,58 @@ def clip_classifiers(tmp_path_factory, families) -> list[Path]:
     return [tiny_clip_classifier(clip[name], root / name, seed=i) for i, name in enumerate(("ft0", "ft1"))]
 
 
-def _pair(kind: str, families, gpt2, clip_classifiers) -> tuple[Path, Path]:
+@pytest.fixture(scope="module")
+def vits(tmp_path_factory) -> list[Path]:
+    """Two tiny `ViTForImageClassification`s (one seed apart) for the digits, with a Pillow image processor."""
+    from transformers import ViTConfig, ViTForImageClassification
+
+    try:
+        from transformers import ViTImageProcessorPil as Processor
+    except ImportError:  # pragma: no cover - transformers 4
+        from transformers import ViTImageProcessor as Processor
+    from hfsoup.testing.digits import DIGIT_NAMES
+    from hfsoup.testing.tiny_models import CLIP_IMAGE_SIZE
+
+    root = tmp_path_factory.mktemp("vit")
+    folders = []
+    for seed in (0, 1):
+        config = ViTConfig(
+            image_size=CLIP_IMAGE_SIZE,
+            patch_size=15,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=37,
+            id2label=dict(enumerate(DIGIT_NAMES)),
+            label2id={name: i for i, name in enumerate(DIGIT_NAMES)},
+        )
+        config.architectures = ["ViTForImageClassification"]
+        torch.manual_seed(seed)
+        folder = root / f"vit-{seed}"
+        ViTForImageClassification(config).save_pretrained(folder)
+        size = {"height": CLIP_IMAGE_SIZE, "width": CLIP_IMAGE_SIZE}
+        Processor(size=size).save_pretrained(folder)
+        folders.append(folder)
+    return folders
+
+
+def _pair(kind: str, families, gpt2, clip_classifiers, vits) -> tuple[Path, Path]:
     if kind == "gpt2":
         return gpt2[0], gpt2[1]
     if kind == "clip-classifier":
         return clip_classifiers[0], clip_classifiers[1]
+    if kind == "vit":
+        return vits[0], vits[1]
     folders = families[kind].folders()
     return folders["ft0"], folders["ft1"]
 
 
+def _images(kind: str) -> bool:
+    return kind.startswith("clip") or kind == "vit"
+
+
 def _evaluator(kind: str, data) -> Evaluator:
-    if kind.startswith("clip"):
+    if _images(kind):
         return Evaluator("image-classification", dataset=str(data["digits"]), batch_size=8)
     return Evaluator("sst2", data_files={"validation": [str(data["csv"])]}, batch_size=5)
 
@@ -111,12 +152,13 @@ KINDS = {
     "t5": "t5-text",
     "clip": "clip-zero-shot",
     "clip-classifier": "image-classification",
+    "vit": "image-classification",
 }
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
-def test_weights_swapped_in_score_as_the_model_loaded_alone(kind, families, gpt2, clip_classifiers, data):
-    a, b = _pair(kind, families, gpt2, clip_classifiers)
+def test_weights_swapped_in_score_as_the_model_loaded_alone(kind, families, gpt2, clip_classifiers, vits, data):
+    a, b = _pair(kind, families, gpt2, clip_classifiers, vits)
     evaluator = _evaluator(kind, data)
     scorer_a, scorer_b = _scorer(a, evaluator), _scorer(b, evaluator)
     assert scorer_a.predictor.name == KINDS[kind]
@@ -130,8 +172,8 @@ def test_weights_swapped_in_score_as_the_model_loaded_alone(kind, families, gpt2
     report = evaluate_model(
         str(b),
         evaluator.task,
-        dataset=str(data["digits"]) if kind.startswith("clip") else None,
-        data_files=None if kind.startswith("clip") else {"validation": [str(data["csv"])]},
+        dataset=str(data["digits"]) if _images(kind) else None,
+        data_files=None if _images(kind) else {"validation": [str(data["csv"])]},
         batch_size=3,
     )
     assert scorer_a.predictions(swapped) == report.results[0].predictions

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from .. import distributed
-from ..errors import EvaluationError
+from ..errors import EvaluationError, option
 from ..evaluation.evaluator import Evaluator
 from ..evaluation.placement import input_device
 from ..evaluation.predictors.registry import predictor_for
@@ -96,6 +96,7 @@ class ModelScorer:
         self.targets = self._targets()
         self._run = _Run(model, self.predictor, self.prepared)
         self._names = set(model.state_dict())
+        self._renamed, self._converted = checkpoint_names(model)
 
     def _targets(self) -> torch.Tensor | None:
         """Each example's answer column, for the cross-entropy; `None` for a regression head."""
@@ -110,6 +111,15 @@ class ModelScorer:
     # ---- running the model ----
 
     def _call(self, state: StateDict, batch: Any = None, conditioned: Any = None) -> Any:
+        converted = [name for name in state if name in self._converted]
+        if converted:
+            raise EvaluationError(
+                f"transformers does not load tensors such as {converted[0]!r} of {type(self.model).__name__} as "
+                "they are stored (it fuses or splits them at load), so hfsoup cannot swap a soup's weights into the "
+                "loaded model to score it.",
+                fix=f"Soup them without a task ({option('method', 'uniform')}), then score the soup with hfsoup eval.",
+            )
+        state = {self._renamed.get(name, name): tensor for name, tensor in state.items()}
         unknown = [name for name in state if name not in self._names]
         if unknown:
             raise EvaluationError(
@@ -196,6 +206,35 @@ class ModelScorer:
         if self.targets is None:
             return torch.nn.functional.mse_loss(scores[:, 0], self.references.float()).item()
         return torch.nn.functional.cross_entropy(scores, self.targets).item()
+
+
+def checkpoint_names(model: Any) -> tuple[dict[str, str], set[str]]:
+    """How the model's checkpoint names its tensors, where transformers renames them at load (transformers 5 loads
+    ViT's `vit.encoder.layer.0.attention.attention.key.weight` as `vit.layers.0.attention.k_proj.weight`): the
+    checkpoint name -> parameter name of every renamed tensor, and the checkpoint names of tensors it converts
+    (fuses, splits), which no renaming reaches. Found by transformers' own reversal of its load-time conversion (what
+    `save_pretrained` writes), matched to the parameters by storage: a renamed tensor is the parameter itself."""
+    try:
+        from transformers.core_model_loading import revert_weight_conversion
+    except ImportError:  # transformers 4 loads every checkpoint as it is stored
+        return {}, set()
+    runtime = model.state_dict()
+    reverted = revert_weight_conversion(model, dict(runtime))
+    if reverted is runtime or set(reverted) == set(runtime):
+        return {}, set()
+
+    def where(tensor: torch.Tensor) -> tuple:
+        return tensor.data_ptr(), tuple(tensor.shape), tuple(tensor.stride()), tensor.dtype
+
+    names = {where(tensor): name for name, tensor in runtime.items()}
+    renamed, converted = {}, set()
+    for name, tensor in reverted.items():
+        found = names.get(where(tensor)) if isinstance(tensor, torch.Tensor) else None
+        if found is None:
+            converted.add(name)
+        elif found != name:
+            renamed[name] = found
+    return renamed, converted
 
 
 class AccuracyScorer(ModelScorer):
