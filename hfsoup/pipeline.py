@@ -611,10 +611,16 @@ def _made_by(out: Path, recipe: dict) -> bool:
 
 
 def _comparable(recipe: object) -> object:
-    """A recipe record as compared: the method with only its own options. Before methods declared their options,
-    `hfsoup.json` recorded every method's options at their defaults (`{name: greedy, accept: ge, steps: 20, ...}`);
-    a soup cooked then is still this recipe's soup."""
-    if not isinstance(recipe, dict) or not isinstance(recipe.get("method"), dict):
+    """A recipe record as compared: the method with only its own options, and one reported set as a string. Before
+    methods declared their options, `hfsoup.json` recorded every method's options at their defaults (`{name: greedy,
+    accept: ge, steps: 20, ...}`); a soup cooked then is still this recipe's soup. `report: [validation]` is
+    `report: validation`, the only form before several sets could be reported."""
+    if not isinstance(recipe, dict):
+        return recipe
+    evaluation = recipe.get("evaluation")
+    if isinstance(evaluation, dict) and isinstance(evaluation.get("report"), list) and len(evaluation["report"]) == 1:
+        recipe = {**recipe, "evaluation": {**evaluation, "report": evaluation["report"][0]}}
+    if not isinstance(recipe.get("method"), dict):
         return recipe
     from .soups import SOUPS
 
