@@ -166,8 +166,8 @@ def reported_sets(evaluation: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def eval_results(soup: SoupFolder, *, task_type: str | None) -> list:
-    """`EvalResult`s for the soup's own scores (hfsoup.json `evaluation`): each reported set (its dataset, split and
-    commit), then the held-out part.
+    """`EvalResult`s for the soup's own scores (hfsoup.json `evaluation`): each reported set (its dataset and split,
+    and with several sets its commit), then the held-out part.
 
     Held-out scores are marked as such in `metric_name`: they chose the ingredients, so they are not unbiased.
     """
@@ -181,6 +181,7 @@ def eval_results(soup: SoupFolder, *, task_type: str | None) -> list:
     task = str(evaluation.get("task") or "")
     task_type = task_type or ("image-classification" if "image" in task else "text-classification")
     parts = [(entry, "") for entry in reported_sets(evaluation)]
+    several = len(parts) > 1
     parts.append(({**own, **(evaluation.get("held_out") or {})}, " (held-out)"))
     results = []
     for part, suffix in parts:
@@ -197,7 +198,8 @@ def eval_results(soup: SoupFolder, *, task_type: str | None) -> list:
                     dataset_name=f"{dataset} ({config})" if config else dataset,
                     dataset_config=config,
                     dataset_split=part.get("split"),
-                    dataset_revision=part.get("dataset_sha") or None,
+                    # Several sets, several datasets: each names its commit (one set's card is as it was).
+                    dataset_revision=(part.get("dataset_sha") or None) if several else None,
                     metric_type=metric,
                     metric_name=f"{metric}{suffix}",
                     metric_value=float(value),

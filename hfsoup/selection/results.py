@@ -11,8 +11,8 @@ with the model card (see `RESULTS_FILE`):
                "held_out": {...metrics}, "report": {...metrics of the first set},
                "reports": {"<set>": {...metrics}, ...}}, ...]}
 
-`reports` (every set, in-distribution first) is absent from files written before soups were reported on several
-sets; `report` is always the first set's.
+`reports` (every set, in-distribution first) is written only for several sets: a soup reported on one set writes
+what it wrote before (`report` is always the first set's).
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ RESULTS_PLOT = "results.png"
 class Row:
     """One line of the table: an ingredient, a soup or the ensemble, with its metrics on every part.
 
-    `report` holds the first reported set's metrics; `reports` every set's, by set name, in order (empty for a table
-    of one unnamed reported part)."""
+    `report` holds the first reported set's metrics; `reports`, when there are several sets, every set's by set name,
+    in order (empty for one reported set)."""
 
     name: str
     kind: str  # "ingredient" | "soup" | "ensemble"
@@ -111,7 +111,7 @@ class ResultsTable:
             "metric": self.metric,
             "held_out": self.held_out,
             "report": self.report,
-            **({"reports": [dict(entry) for entry in self.reports]} if self.reports else {}),
+            **({"reports": [dict(entry) for entry in self.reports]} if self.shifted else {}),
             "best_individual": best.name if best else None,
             "rows": [r.to_dict() for r in self.rows],
             **({"metric_module": self.metric_module} if self.metric_module is not None else {}),

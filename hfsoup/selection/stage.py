@@ -314,9 +314,11 @@ def _same_data(a: Evaluator, b: Evaluator) -> bool:
 
 
 def _report_on(row: Row, sets: Sequence[str], metrics: Sequence[dict[str, float]]) -> None:
-    """A row's scores on every reported set; `report` stays the first (in-distribution) set's, as before sets."""
-    row.reports = dict(zip(sets, metrics, strict=True))
+    """A row's scores on every reported set: `report` is the first (in-distribution) set's; `reports`, with several
+    sets, every set's (one set writes exactly what it wrote before sets: tests/test_contracts.py pins it)."""
     row.report = dict(metrics[0])
+    if len(sets) > 1:
+        row.reports = dict(zip(sets, metrics, strict=True))
 
 
 def state_loader(
@@ -364,7 +366,8 @@ def _evaluation(
     task: Task, held: Evaluator, reports: Sequence[Evaluator], parts: list[Part], sets: Sequence[str], metrics: dict
 ) -> dict:
     """The `evaluation` entry of `hfsoup.json`: the soup's own scores and where they come from. `report` is the first
-    (in-distribution) set, as before there were several; `reports` is every set, each with its dataset."""
+    (in-distribution) set, as before there were several; with several, `reports` is every set, each with its
+    dataset."""
     source, config = _source(held.dataset)
     selected = set(held.splits[0].keys)
     reported = []
@@ -393,8 +396,9 @@ def _evaluation(
         "metric_module": dict(held.metric.record),  # which implementation computed every score below
         "held_out": {"split": parts[0].split, "description": parts[0].description, "metrics": metrics["held_out"]},
         "report": {"split": parts[1].split, "description": parts[1].description, "metrics": reported[0]["metrics"]},
-        "reports": reported,
     }
+    if len(reported) > 1:  # one set: the keys it had before sets (tests/test_contracts.py pins them)
+        evaluation["reports"] = reported
     if "shared_rows" in reported[0]:
         evaluation["shared_rows"] = reported[0]["shared_rows"]
     return evaluation
