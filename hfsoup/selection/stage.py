@@ -1,10 +1,10 @@
 """The selection stage of the pipeline: score the ingredients, run the soup methods, and lay out the results table.
 
 Runs after the ingredients are fetched and before the soup is written. It carves the task's data into a held-out part
-(where soups are selected) and a reported part (never used for selection), scores every ingredient on both, runs the
-chosen method and the baselines (every method in `SOUPS` through the same `run(context)`, and the output ensemble),
-and returns the mixing weights that the streaming engine then writes, with the table and the provenance that go
-beside them. Nothing here writes files.
+(where soups are selected) and one reported part per reported set (never used for selection: the methods get only
+the held-out scorer), scores every ingredient on each, runs the chosen method and the baselines (every method in
+`SOUPS` through the same `run(context)`, and the output ensemble), and returns the mixing weights that the streaming
+engine then writes, with the table and the provenance that go beside them. Nothing here writes files.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ class SelectionResult:
 
     Attributes:
         mixing (`Mixing`): the chosen method's weights.
-        table (`ResultsTable`): every ingredient, soup and the ensemble on both parts.
+        table (`ResultsTable`): every ingredient, soup and the ensemble on the held-out part and each reported set.
         evaluation (`dict`): the chosen soup's own scores and where they come from.
         records (`dict[str, dict]`): per soup scored, its method's record (the greedy decisions, the learned weights
             and losses, the held-out loss).
