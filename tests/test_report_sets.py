@@ -88,6 +88,21 @@ def test_the_report_flag_repeats_and_a_set_names_its_dataset():
     assert parse_report_set("validation[10:20]").dataset is None
     one = build_parser().parse_args(["soup", "a/b", "c/d", "-o", "x", "--task", "sst2"])
     assert method_and_selection(one)[1].report == "validation"  # the default is still one split
+    # A data file given without a split name is the first (in-distribution) set's split.
+    selection = Selection("sst2", ["validation[50%:]", f"{SHIFTED}:test"], data_files=["dev.csv"])
+    assert selection.data_files == {"validation": ["dev.csv"]}
+
+
+def test_the_cli_prints_a_column_per_set(hub, tmp_path, capsys):
+    out = tmp_path / "uniform"
+    args = ["soup", *hub["ids"], "-o", str(out), "--task", "sst2", "--compare", "none", "--no-plot"]
+    assert main([*args, "--report", "validation", "--report", f"{SHIFTED}:validation"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = next(line for line in lines if "held-out accuracy" in line).split()
+    assert header[-6:] == ["held-out", "accuracy", "validation", "accuracy", f"{SHIFTED}:validation", "accuracy"]
+    soup_line = [line for line in lines if line.startswith("uniform soup")][-1].split()  # the table's, not the summary
+    reports = read_json(out / "results.json")["rows"][-1]["reports"]
+    assert soup_line[-2:] == [f"{reports[s]['accuracy']:.4f}" for s in ("validation", f"{SHIFTED}:validation")]
 
 
 def test_three_sets_give_three_columns_everywhere(hub, shifted_soup, capsys):
