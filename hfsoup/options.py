@@ -144,6 +144,8 @@ def add_flags(
             )
             continue
         extra: dict[str, Any] = {"nargs": spec.kind.nargs} if spec.kind.nargs else {}
+        if spec.kind.append:  # `--report a --report b` -> ["a", "b"]; absent, no attribute (argparse.SUPPRESS)
+            extra["action"] = "append"
         if default is MISSING and required is not False:
             extra["required"] = True
         parser.add_argument(

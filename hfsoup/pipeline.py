@@ -612,15 +612,19 @@ def _made_by(out: Path, recipe: dict) -> bool:
 
 def _comparable(recipe: object) -> object:
     """A recipe record as compared: the method with only its own options, the evaluation without the options left
-    at None (absent from records written before they existed). Before methods declared their options,
-    `hfsoup.json` recorded every method's options at their defaults (`{name: greedy, accept: ge, steps: 20, ...}`);
-    a soup cooked then is still this recipe's soup."""
+    at None (absent from records written before they existed), and one reported set as a string. Before methods
+    declared their options, `hfsoup.json` recorded every method's options at their defaults (`{name: greedy, accept:
+    ge, steps: 20, ...}`); a soup cooked then is still this recipe's soup. `report: [validation]` is `report:
+    validation`, the only form before several sets could be reported."""
     if not isinstance(recipe, dict):
         return recipe
     evaluation = recipe.get("evaluation")
     if isinstance(evaluation, dict):
         # An option added since (`kind`) is absent from older records: there, absent means its default, None.
-        recipe = {**recipe, "evaluation": {k: v for k, v in evaluation.items() if v is not None}}
+        evaluation = {k: v for k, v in evaluation.items() if v is not None}
+        if isinstance(evaluation.get("report"), list) and len(evaluation["report"]) == 1:
+            evaluation["report"] = evaluation["report"][0]
+        recipe = {**recipe, "evaluation": evaluation}
     if not isinstance(recipe.get("method"), dict):
         return recipe
     from .soups import SOUPS

@@ -69,6 +69,7 @@ class Kind:
     parse: Callable[[str], Any] | None = None
     metavar: str = "VALUE"
     nargs: str | None = None  # "+": the flag takes several values (a list)
+    append: bool = False  # the flag may be repeated, each time adding one value to a list (argparse's "append")
 
 
 def _is_int(value: Any) -> bool:
@@ -196,9 +197,14 @@ def size() -> Kind:
 
 
 def custom(
-    check: Check, *, parse: Callable[[str], Any] | None = str, metavar: str = "VALUE", nargs: str | None = None
+    check: Check,
+    *,
+    parse: Callable[[str], Any] | None = str,
+    metavar: str = "VALUE",
+    nargs: str | None = None,
+    append: bool = False,
 ) -> Kind:
-    return Kind(check, parse, metavar, nargs)
+    return Kind(check, parse, metavar, nargs, append)
 
 
 # ---- building an options dataclass from data ----

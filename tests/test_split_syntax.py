@@ -31,7 +31,7 @@ EXPECTED = "a split name, or a datasets slice such as validation[:50%]"
 
 def parts(held_out, report, **options):
     held, reported, described = _parts(get_task("sst2"), Selection("sst2", report, held_out, **options), token=None)
-    return held.splits[0].keys, reported.splits[0].keys, described
+    return held.splits[0].keys, reported[0].splits[0].keys, described
 
 
 def greedy(hub, out, *flags):

@@ -26,6 +26,8 @@ examples:
       --held-out-size 1000 --report validation
   hfsoup soup ./ft-a ./ft-b -o soup/ --method greedy --task text-classification --data-files test=reviews.jsonl \\
       --report test --max-length 128
+  hfsoup soup org/ft-a org/ft-b org/ft-c -o soup/ --method greedy --task sst2 --report validation \\
+      --report org/sst2-shifted:validation          # distribution shift: one column per reported set
 """
 
 
@@ -60,8 +62,8 @@ def add(verbs: argparse._SubParsersAction) -> None:
     group = soup.add_argument_group(
         "scoring and selection",
         "With --task, every ingredient, every soup method and the output ensemble are scored on a held-out part "
-        "(where soups are selected) and a reported part (never used for selection); the table is printed and written "
-        "to the output folder (results.json, results.csv, results.png).",
+        "(where soups are selected) and each reported set (never used for selection); the table is printed and "
+        "written to the output folder (results.json, results.csv, results.png).",
     )
     add_flags(group, Selection, dest="selection", required=False)
     soup.set_defaults(func=run)

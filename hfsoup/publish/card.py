@@ -152,8 +152,22 @@ def _name(ingredient: dict[str, Any]) -> str:
     return str(ingredient.get("repo_id") or ingredient.get("spec") or ingredient.get("folder"))
 
 
+def reported_sets(evaluation: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every set the soup is reported on, in-distribution first, each with its dataset: hfsoup.json `evaluation`'s
+    `reports`, or for a soup scored before several sets could be reported, its one `report` (of its dataset)."""
+    found = evaluation.get("reports")
+    if isinstance(found, list) and found and all(isinstance(entry, dict) for entry in found):
+        return found
+    part = evaluation.get("report")
+    if not isinstance(part, dict):
+        return []
+    dataset = {k: evaluation.get(k) for k in ("dataset", "dataset_config", "dataset_sha")}
+    return [{"name": part.get("split"), **dataset, **part}]
+
+
 def eval_results(soup: SoupFolder, *, task_type: str | None) -> list:
-    """`EvalResult`s for the soup's own scores (hfsoup.json `evaluation`): the report split, then the held-out one.
+    """`EvalResult`s for the soup's own scores (hfsoup.json `evaluation`): each reported set (its dataset and split,
+    and with several sets its commit), then the held-out part.
 
     Held-out scores are marked as such in `metric_name`: they chose the ingredients, so they are not unbiased.
     """
@@ -162,13 +176,17 @@ def eval_results(soup: SoupFolder, *, task_type: str | None) -> list:
     evaluation = soup.evaluation
     if not evaluation:
         return []
-    dataset = str(evaluation.get("dataset") or evaluation.get("task"))
-    config = evaluation.get("dataset_config")
+    own = {"dataset": evaluation.get("dataset"), "dataset_config": evaluation.get("dataset_config")}
+    own["dataset_sha"] = evaluation.get("dataset_sha")
     task = str(evaluation.get("task") or "")
     task_type = task_type or ("image-classification" if "image" in task else "text-classification")
+    parts = [(entry, "") for entry in reported_sets(evaluation)]
+    several = len(parts) > 1
+    parts.append(({**own, **(evaluation.get("held_out") or {})}, " (held-out)"))
     results = []
-    for which, suffix in (("report", ""), ("held_out", " (held-out)")):
-        part = evaluation.get(which) or {}
+    for part, suffix in parts:
+        dataset = str(part.get("dataset") or evaluation.get("task"))
+        config = part.get("dataset_config")
         for metric, value in (part.get("metrics") or {}).items():
             if not isinstance(value, int | float):
                 continue
@@ -180,6 +198,8 @@ def eval_results(soup: SoupFolder, *, task_type: str | None) -> list:
                     dataset_name=f"{dataset} ({config})" if config else dataset,
                     dataset_config=config,
                     dataset_split=part.get("split"),
+                    # Several sets, several datasets: each names its commit (one set's card is as it was).
+                    dataset_revision=(part.get("dataset_sha") or None) if several else None,
                     metric_type=metric,
                     metric_name=f"{metric}{suffix}",
                     metric_value=float(value),
@@ -243,9 +263,23 @@ def _fmt(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else ("—" if value is None else str(value))
 
 
+def _result_sets(results: dict[str, Any]) -> list[str]:
+    """The sets a results.json reports on, when there are several (one column each); empty for one reported part."""
+    entries = results.get("reports")
+    if not isinstance(entries, list) or len(entries) < 2:
+        return []
+    return [str(entry.get("name")) for entry in entries if isinstance(entry, dict)]
+
+
+def _on(row: dict[str, Any], name: str) -> dict[str, Any]:
+    reports = row.get("reports")
+    return (reports.get(name) if isinstance(reports, dict) else None) or {}
+
+
 def _ingredient_rows(soup: SoupFolder) -> list[list[str]]:
     prov, results = soup.provenance, soup.results or {}
     metric = results.get("metric") or (soup.evaluation or {}).get("metric")
+    sets = _result_sets(results)
     rows_by_key: dict[str, dict[str, Any]] = {}
     for row in results.get("rows") or []:
         if row.get("kind") == "ingredient":
@@ -254,7 +288,7 @@ def _ingredient_rows(soup: SoupFolder) -> list[list[str]]:
                     rows_by_key.setdefault(str(key), row)
     header = ["#", "ingredient", "commit", "weight"]
     if metric:
-        header += [f"held-out {metric}", f"report {metric}"]
+        header += [f"held-out {metric}", *([f"{name} {metric}" for name in sets] or [f"report {metric}"])]
     table = [[*header, "kept"]]
     weights = prov.get("weights") or []
     for i, ingredient in enumerate(prov["ingredients"]):
@@ -274,7 +308,11 @@ def _ingredient_rows(soup: SoupFolder) -> list[list[str]]:
             _fmt(weight),
         ]
         if metric:
-            line += [_fmt((row.get("held_out") or {}).get(metric)), _fmt((row.get("report") or {}).get(metric))]
+            line.append(_fmt((row.get("held_out") or {}).get(metric)))
+            if sets:
+                line += [_fmt(_on(row, name).get(metric)) for name in sets]
+            else:
+                line.append(_fmt((row.get("report") or {}).get(metric)))
         table.append([*line, "—" if kept is None else ("kept" if kept else "dropped")])
     return table
 
@@ -289,26 +327,42 @@ def _scores(soup: SoupFolder) -> str:
         parts.append(
             f"Task `{evaluation.get('task')}` on {dataset}; primary metric: {evaluation.get('metric')}{module}.\n"
         )
-        metrics = sorted({m for w in ("held_out", "report") for m in (evaluation.get(w) or {}).get("metrics", {})})
+        # (what the split column shows, the part, its role): several sets are named as given, their dataset too.
+        held = evaluation.get("held_out") or {}
+        shown = [(held.get("split"), held, "held-out (chooses ingredients)")] if held else []
+        sets = reported_sets(evaluation)
+        if len(sets) > 1:
+            shown += [
+                (e.get("name"), e, "reporting" + (" (in-distribution)" if i == 0 else "")) for i, e in enumerate(sets)
+            ]
+        elif evaluation.get("report"):
+            shown.append((evaluation["report"].get("split"), evaluation["report"], "reporting"))
+        metrics = sorted({m for _, part, _ in shown for m in part.get("metrics") or {}})
         rows = [["split", "role", "rows", *metrics]]
-        for which, role in (("held_out", "held-out (chooses ingredients)"), ("report", "reporting")):
-            part = evaluation.get(which)
-            if part:
-                scores = [_fmt((part.get("metrics") or {}).get(m)) for m in metrics]
-                rows.append([f"`{part.get('split')}`", role, part.get("description") or "—", *scores])
+        for name, part, role in shown:
+            scores = [_fmt((part.get("metrics") or {}).get(m)) for m in metrics]
+            rows.append([f"`{name}`", role, part.get("description") or "—", *scores])
         parts.append(markdown_table(rows))
     results = soup.results
     if results and results.get("rows"):
         metric = results.get("metric") or "score"
-        parts.append(
-            f"\nEvery model scored ({metric}; held-out: {results.get('held_out') or '—'}; "
-            f"report: {results.get('report') or '—'}):\n"
-        )
-        rows = [["model", "kind", "method", "held-out", "report"]]
+        sets = _result_sets(results)
+        if sets:
+            described = "; ".join(f"{e.get('name')}: {e.get('description') or '—'}" for e in results["reports"])
+            parts.append(
+                f"\nEvery model scored ({metric}; held-out: {results.get('held_out') or '—'}; {described}):\n"
+            )
+        else:
+            parts.append(
+                f"\nEvery model scored ({metric}; held-out: {results.get('held_out') or '—'}; "
+                f"report: {results.get('report') or '—'}):\n"
+            )
+        rows = [["model", "kind", "method", "held-out", *(sets or ["report"])]]
         for row in results["rows"]:
-            held, report = (row.get("held_out") or {}).get(metric), (row.get("report") or {}).get(metric)
+            held = (row.get("held_out") or {}).get(metric)
+            reported = [_on(row, name).get(metric) for name in sets] or [(row.get("report") or {}).get(metric)]
             rows.append(
-                [str(row.get("name")), str(row.get("kind")), _fmt(row.get("method")), _fmt(held), _fmt(report)]
+                [str(row.get("name")), str(row.get("kind")), _fmt(row.get("method")), _fmt(held), *map(_fmt, reported)]
             )
         parts.append(markdown_table(rows))
     if not parts:

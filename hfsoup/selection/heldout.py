@@ -130,6 +130,30 @@ def carve(
     return held, report_part
 
 
+def whole(label: str, split: str, n: int) -> Part:
+    """Every row of a further reported set (`carve` makes the first): `all of train (8 rows)`."""
+    return Part(split, None, n, _whole(label, n))
+
+
+def refuse_shared(
+    held: Part,
+    held_keys: Sequence[Hashable],
+    report: Part,
+    report_keys: Sequence[Hashable],
+    *,
+    force: bool = False,
+) -> int:
+    """How many rows of `report` (a further reported set of the same data) are held-out rows, by identity; refused
+    unless `force`, as `carve` refuses its own overlap.
+
+    Raises:
+        `EvaluationError`: shared rows without `force`.
+    """
+    shared = _shared(held_keys, held, report_keys, report)
+    _refuse_overlap(held, report, shared, force=force)
+    return shared
+
+
 def _shared(held_keys: Sequence[Hashable], held: Part, report_keys: Sequence[Hashable], report: Part) -> int:
     """How many reported rows are, by identity, also held-out rows."""
     selected = {held_keys[i] for i in held.rows(len(held_keys))}

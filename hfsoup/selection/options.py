@@ -81,6 +81,76 @@ def _kind(value: Any) -> str | None:
     return f"expected a model kind ({', '.join(_kinds())}), got {quote(value)}"
 
 
+#: What one reported set is, as every refusal says.
+REPORT_FORM = (
+    "SPLIT (a split of the task's dataset, or a datasets slice such as validation[50%:]) or DATASET:SPLIT (a split "
+    "of another dataset repo or folder with the task's config, such as org/name@v1:validation)"
+)
+
+
+@dataclass(frozen=True)
+class ReportSet:
+    """One set the results are reported on: a split (or spec) of the selection's dataset, or of another dataset.
+
+    Attributes:
+        label (`str`): the set as given (`validation[50%:]`, `org/shifted@v1:validation`): its name in every output.
+        split (`str`): the split or `datasets` spec.
+        dataset (`str`, *optional*): another dataset repo (`org/name[@revision]`) or folder; `None` for the
+            selection's own dataset (`Selection.dataset`, `data_files`, or the task's).
+    """
+
+    label: str
+    split: str
+    dataset: str | None = None
+
+
+def parse_report_set(text: str) -> ReportSet:
+    """`SPLIT` or `DATASET:SPLIT`: the text before the first `[` (a slice may hold `:`), cut at its last `:`.
+
+    Example:
+        ```py
+        >>> parse_report_set("org/x@v1:validation[:50%]")
+        ReportSet(label='org/x@v1:validation[:50%]', split='validation[:50%]', dataset='org/x@v1')
+        ```
+    """
+    head, bracket, rest = text.partition("[")
+    dataset, colon, split = head.rpartition(":")
+    if not colon:
+        return ReportSet(text, text)
+    return ReportSet(text, split + bracket + rest, dataset)
+
+
+def report_set_problem(value: Any) -> str | None:
+    """Why `value` is not one reported set (`REPORT_FORM`), or None."""
+    if not isinstance(value, str):
+        return f"expected {REPORT_FORM}, got {schema.type_name(value)}"
+    found = parse_report_set(value)
+    if found.dataset is not None and (not found.dataset.strip() or not found.split.strip()):
+        return f"expected {REPORT_FORM}, got {quote(value)}"
+    return split_problem(found.split)
+
+
+def _report(value: Any) -> str | None:
+    """One reported set, or a non-empty list of them whose first is a split of the selection's own dataset."""
+    values = value if isinstance(value, list | tuple) else [value]
+    if not values:
+        return f"expected one or more reported sets, each {REPORT_FORM}, got an empty list"
+    for i, item in enumerate(values):
+        if (problem := report_set_problem(item)) is not None:
+            return problem if len(values) == 1 else f"set {i + 1} ({quote(item)}): {problem}"
+    first = parse_report_set(values[0])
+    if first.dataset is not None:
+        return (
+            "the first reported set is the in-distribution one, where the held-out part comes from: a split of the "
+            f"selection's own dataset, got {quote(values[0])} (make {quote(first.dataset)} the selection's dataset, "
+            f"--dataset or the dataset key, and report on {quote(first.split)} first)"
+        )
+    repeated = [v for i, v in enumerate(values) if v in values[:i]]
+    if repeated:
+        return f"{quote(repeated[0])} is reported twice"
+    return None
+
+
 def _data_files(value: Any) -> str | None:
     from ..evaluation.data import data_files_problem  # the shape every split-to-files mapping must have
 
@@ -95,15 +165,18 @@ class Selection:
         task (`str` or `Task`):
             A GLUE task name (`sst2`, ...), `text-classification` (class names from the first ingredient, data from
             `dataset` or `data_files` with `text` and `label` columns), or a `Task`.
-        report (`str`, *optional*, defaults to `"validation"`): the split the results are reported on, or a
-            `datasets` spec (`validation[50%:]`, `train[:2000]`, `train+validation`).
-        held_out (`str`, *optional*): the split (or spec) to select on; by default a seeded part of `report`. Rows
-            that two specs share are overlap, refused unless `force`.
+        report (`str` or `list[str]`, *optional*, defaults to `"validation"`): the set the results are reported on,
+            or several (`["validation", "org/shifted:validation"]`, the paper's distribution shift). Each is a split
+            or `datasets` spec of the task's data (`validation[50%:]`, `train[:2000]`, `train+validation`), or
+            `DATASET:SPLIT` of another dataset repo or folder with the task's config. The first is the
+            in-distribution set, of the task's own data: the held-out part is carved from it by default.
+        held_out (`str`, *optional*): the split (or spec) to select on; by default a seeded part of the first
+            reported set. Rows that it shares with any reported set are overlap, refused unless `force`.
         fraction (`float`, *optional*, defaults to 0.5), size (`int`, *optional*), seed (`int`, *optional*):
             How the held-out part is carved (`hfsoup.selection.heldout.carve`).
         dataset (`str`, *optional*), data_files (`dict[str, list[str]]`, *optional*):
             Another dataset repo or folder, or local csv/json/parquet files by split (`["FILE", "SPLIT=FILE"]` is
-            read as on the command line: a FILE alone is the `report` split).
+            read as on the command line: a FILE alone is the first `report` split).
         kind (`str`, *optional*): how the candidates are scored, a key of `PREDICTORS` (`t5-text`,
             `clip-zero-shot`, ...); by default chosen from the first ingredient's architecture, as `hfsoup eval` does.
         batch_size (`int`, *optional*, defaults to 32), max_length (`int`, *optional*): scoring batches, truncation.
@@ -121,18 +194,19 @@ class Selection:
         help="a GLUE task (sst2, mrpc, ...) or text-classification (labels from the first ingredient; data from "
         "--dataset or --data-files with text and label columns); needed by the methods that select on held-out scores",
     )
-    report: str = option(
+    report: str | list[str] = option(
         "validation",
-        kind=_split(optional=False),
-        metavar="SPLIT",
-        help="split to report on, or a datasets slice such as 'validation[200:]' or 'train+validation'",
+        kind=schema.custom(_report, metavar="[DATASET:]SPLIT", append=True),
+        help="split to report on, or a datasets slice such as 'validation[200:]' or 'train+validation'; repeat it to "
+        "report on several sets, the first in-distribution, the others of the task's data or DATASET:SPLIT of "
+        "another dataset (org/shifted:validation)",
     )
     held_out: str | None = option(
         None,
         kind=_split(optional=True),
         metavar="SPLIT",
-        help="split to select on, or a slice such as 'validation[:200]' (default: a seeded part of the --report "
-        "split, the rest being reported)",
+        help="split to select on, or a slice such as 'validation[:200]' (default: a seeded part of the first "
+        "--report split, the rest being reported)",
     )
     fraction: float = option(
         DEFAULT_FRACTION, kind=schema.fraction(), flag="--held-out-fraction", help="share of a shared split held out"
@@ -153,7 +227,7 @@ class Selection:
     data_files: Any = option(
         None,
         kind=schema.custom(_data_files, metavar="[SPLIT=]FILE", nargs="+"),
-        help="local csv/json/parquet files instead of a dataset repo (FILE alone is the --report split)",
+        help="local csv/json/parquet files instead of a dataset repo (FILE alone is the first --report split)",
     )
     kind: str | None = option(
         None,
@@ -187,8 +261,15 @@ class Selection:
     def __post_init__(self) -> None:
         files = self.data_files
         if isinstance(files, list | tuple) and all(isinstance(f, str) for f in files):  # the CLI's [SPLIT=]FILE ...
-            split = base_split(self.report) if isinstance(self.report, str) else self.report
+            first = self.report[0] if isinstance(self.report, list | tuple) and self.report else self.report
+            split = base_split(parse_report_set(first).split) if isinstance(first, str) else first
             self.data_files = split_files(self.data_files, split)
+
+    @property
+    def report_sets(self) -> list[ReportSet]:
+        """`report` as sets, the in-distribution one first."""
+        values = self.report if isinstance(self.report, list | tuple) else [self.report]
+        return [parse_report_set(v) for v in values]
 
     @property
     def compared(self) -> list[Any]:
@@ -203,7 +284,9 @@ class Selection:
         """Refuse contradictory options before anything is downloaded."""
         from .results import require_matplotlib
 
-        for spec in (self.report, self.held_out):  # the split syntax, as the EvaluationError that names the fix
+        reported = self.report if isinstance(self.report, list | tuple) else [self.report]
+        specs = [parse_report_set(r).split if isinstance(r, str) else r for r in reported]
+        for spec in (*specs, self.held_out):  # the split syntax, as the EvaluationError that names the fix
             if isinstance(spec, str):
                 parse_split(spec)
         self.check_fields()

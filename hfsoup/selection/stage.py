@@ -1,10 +1,10 @@
 """The selection stage of the pipeline: score the ingredients, run the soup methods, and lay out the results table.
 
 Runs after the ingredients are fetched and before the soup is written. It carves the task's data into a held-out part
-(where soups are selected) and a reported part (never used for selection), scores every ingredient on both, runs the
-chosen method and the baselines (every method in `SOUPS` through the same `run(context)`, and the output ensemble),
-and returns the mixing weights that the streaming engine then writes, with the table and the provenance that go
-beside them. Nothing here writes files.
+(where soups are selected) and one reported part per reported set (never used for selection: the methods get only
+the held-out scorer), scores every ingredient on each, runs the chosen method and the baselines (every method in
+`SOUPS` through the same `run(context)`, and the output ensemble), and returns the mixing weights that the streaming
+engine then writes, with the table and the provenance that go beside them. Nothing here writes files.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from ..errors import EvaluationError, option
 from ..evaluation.evaluator import Evaluator
 from ..evaluation.tasks import TEXT_CLASSIFICATION, Task, get_task, text_classification_task
 from ..soups import SOUPS, Mixing, SoupContext, SoupMethod, make_method
-from .heldout import Part, carve, duplicate_inputs
+from .heldout import Part, carve, duplicate_inputs, refuse_shared, whole
 from .options import ENSEMBLE, Selection
 from .results import ResultsTable, Row
 from .scorers import make_scorer
@@ -34,7 +34,7 @@ class SelectionResult:
 
     Attributes:
         mixing (`Mixing`): the chosen method's weights.
-        table (`ResultsTable`): every ingredient, soup and the ensemble on both parts.
+        table (`ResultsTable`): every ingredient, soup and the ensemble on the held-out part and each reported set.
         evaluation (`dict`): the chosen soup's own scores and where they come from.
         records (`dict[str, dict]`): per soup scored, its method's record (the greedy decisions, the learned weights
             and losses, the held-out loss).
@@ -107,38 +107,45 @@ def select_soup(
     )
     tokenizer = load_tokenizer(first, token=token, loader=predictor.load_tokenizer)
     task = _task(selection, model, token=token)
-    held, report, parts = _parts(task, selection, token=token)
+    held, reports, parts = _parts(task, selection, token=token)
     held_scorer = make_scorer(held, model, tokenizer, kind=predictor.name, model_name=ingredients[0].name)
-    report_scorer = make_scorer(report, model, tokenizer, kind=predictor.name, model_name=ingredients[0].name)
+    # One scorer per reported set; the methods below only ever get the held-out one.
+    report_scorers = [
+        make_scorer(r, model, tokenizer, kind=predictor.name, model_name=ingredients[0].name) for r in reports
+    ]
+    sets = [s.label for s in selection.report_sets]
     logger.info("scoring %s models (%s) on %s", predictor.name, type(model).__name__, task.name)
     loaders = [state_loader(reader, names, alignment.get(i), label_indexed) for i, reader in enumerate(readers)]
     methods = methods_to_run(method, selection)
     labels = [i.name for i in ingredients]
 
-    # Every ingredient on both parts; all of them stay in memory only when a method needs them at once.
+    # Every ingredient on every part; all of them stay in memory only when a method needs them at once.
     keep_states = any(m.needs_states for m in methods.values())
-    states, held_scores, report_scores = [], [], []
+    states, held_scores = [], []
+    # Per reported set, its scorer and every ingredient's scores on it.
+    per_set: list[tuple[Any, list[torch.Tensor]]] = [(scorer, []) for scorer in report_scorers]
     for i, load in enumerate(loaders):
         state = load()
         held_scores.append(held_scorer.scores(state))
-        report_scores.append(report_scorer.scores(state))
+        for scorer, scores in per_set:
+            scores.append(scorer.scores(state))
         if keep_states:
             states.append(state)
         logger.info("scored %s: held-out %s", labels[i], f"{held_scorer.primary_of(held_scores[-1]):.4f}")
     table = ResultsTable(
-        task.primary_metric, parts[0].description, parts[1].description, metric_module=dict(held.metric.record)
+        task.primary_metric,
+        parts[0].description,
+        parts[1].description,
+        metric_module=dict(held.metric.record),
+        reports=[
+            {"name": label, "description": part.description} for label, part in zip(sets, parts[1:], strict=True)
+        ],
     )
     n = len(loaders)
     for i, ingredient in enumerate(ingredients):
-        table.rows.append(
-            Row(
-                labels[i],
-                "ingredient",
-                sha=ingredient.sha,
-                held_out=held_scorer.metrics(held_scores[i]),
-                report=report_scorer.metrics(report_scores[i]),
-            )
-        )
+        row = Row(labels[i], "ingredient", sha=ingredient.sha, held_out=held_scorer.metrics(held_scores[i]))
+        _report_on(row, sets, [scorer.metrics(scores[i]) for scorer, scores in per_set])
+        table.rows.append(row)
 
     context = SoupContext(
         names=labels,
@@ -157,28 +164,26 @@ def select_soup(
         if outcome.kept is not None:
             for i, row in enumerate(table.rows[:n]):
                 row.kept = i in outcome.kept
-        held_out_scores, report_out_scores = held_scorer.scores(state), report_scorer.scores(state)
+        held_out_scores = held_scorer.scores(state)
+        reported = [scorer.metrics(scorer.scores(state)) for scorer in report_scorers]
         del state
         record = dict(outcome.record)
         if soup_method.records_loss:
             record.setdefault("held_out_loss", held_scorer.mean_loss(held_out_scores))
         row = Row(f"{name} soup", "soup", method=name)
         row.held_out = held_scorer.metrics(held_out_scores)
-        row.report = report_scorer.metrics(report_out_scores)
+        _report_on(row, sets, reported)
         table.rows.append(row)
         soups[name] = (outcome.mixing, record)
-        evaluation_metrics[name] = {"held_out": row.held_out, "report": row.report}
+        evaluation_metrics[name] = {"held_out": row.held_out, "reports": list(reported)}
     del states, context
     if ENSEMBLE in selection.compared:
         row = Row(ENSEMBLE, ENSEMBLE)
         row.held_out = held_scorer.metrics(held_scorer.ensemble(held_scores))
-        row.report = report_scorer.metrics(report_scorer.ensemble(report_scores))
+        _report_on(row, sets, [scorer.metrics(scorer.ensemble(scores)) for scorer, scores in per_set])
         table.rows.append(row)
 
-    evaluation = _evaluation(task, held, parts, evaluation_metrics[method.name])
-    shared = len(set(held.splits[0].keys) & set(report.splits[0].keys))
-    if shared:  # only ever with --force: say in the provenance how many selection rows were also reported
-        evaluation["shared_rows"] = shared
+    evaluation = _evaluation(task, held, reports, parts, sets, evaluation_metrics[method.name])
     logger.info("results:\n%s", table.format_table())
     return SelectionResult(soups[method.name][0], table, evaluation, {k: record for k, (_, record) in soups.items()})
 
@@ -224,8 +229,15 @@ def _task(selection: Selection, model: Any, *, token: str | bool | None) -> Task
     return get_task(selection.task, dataset=selection.dataset, token=token)
 
 
-def _parts(task: Task, selection: Selection, *, token: str | bool | None) -> tuple[Evaluator, Evaluator, list[Part]]:
-    """Evaluators restricted to the held-out and reported parts, and the parts."""
+def _parts(
+    task: Task, selection: Selection, *, token: str | bool | None
+) -> tuple[Evaluator, list[Evaluator], list[Part]]:
+    """Evaluators restricted to the held-out part and to each reported set's part, and the parts (held-out first).
+
+    The first reported set is carved with the held-out part (`carve`); every other set is reported whole, and its rows
+    that are held-out rows (same data, by row identity) are refused unless `force`. Another dataset's rows are other
+    rows; its inputs that repeat held-out ones are only warned about, as across two splits of one dataset.
+    """
     options = {
         "dataset": selection.dataset,
         "data_files": selection.data_files,
@@ -234,16 +246,23 @@ def _parts(task: Task, selection: Selection, *, token: str | bool | None) -> tup
         "token": token,
         "hub_metrics": selection.hub_metrics,
     }
-    report = Evaluator(task, selection.report, **options)
-    held_split = selection.held_out or selection.report
-    held = Evaluator(task, held_split, **options)
-    if held.metric.record != report.metric.record:  # the Hub's space got a new commit between the two downloads
-        raise EvaluationError(
-            f"The metric module changed while it was loaded: {held.metric.record} then {report.metric.record}.",
-            fix="Run again (or drop --hub-metrics to use the module shipped with hfsoup).",
+    sets = selection.report_sets
+    reports = [
+        Evaluator(
+            task, s.split, **(options if s.dataset is None else {**options, "dataset": s.dataset, "data_files": None})
         )
-    sizes, keys = {}, {}
-    for evaluator in (report, held):
+        for s in sets
+    ]
+    held_split = selection.held_out or sets[0].split
+    held = Evaluator(task, held_split, **options)
+    same = [_same_data(held, evaluator) for evaluator in reports]  # their rows are compared by identity
+    for evaluator in reports:
+        if held.metric.record != evaluator.metric.record:  # the Hub's space got a new commit between two downloads
+            raise EvaluationError(
+                f"The metric module changed while it was loaded: {held.metric.record} then {evaluator.metric.record}.",
+                fix="Run again (or drop --hub-metrics to use the module shipped with hfsoup).",
+            )
+    for evaluator in (*reports, held):
         if len(evaluator.splits) != 1:  # MNLI's validation is two dataset splits
             names = ", ".join(s.name for s in evaluator.splits)
             raise EvaluationError(
@@ -252,35 +271,64 @@ def _parts(task: Task, selection: Selection, *, token: str | bool | None) -> tup
                 fix=f"Name one of them with {option('report', ..., within='Selection')} (and "
                 f"{option('held_out', ..., within='Selection')}): {names}.",
             )
-        sizes[evaluator.split] = len(evaluator.splits[0].references)
-        keys[evaluator.split] = evaluator.splits[0].keys  # (base split, row): two specs may share rows
+    # (base split, row) of every row, before any part is carved: two specs may share rows.
+    keys = {e.split: e.splits[0].keys for e in (reports[0], held)}
     held_part, report_part = carve(
-        sizes,
+        {split: len(rows) for split, rows in keys.items()},
         held_out=selection.held_out,
-        report=selection.report,
+        report=sets[0].split,
         fraction=selection.fraction,
         size=selection.size,
         seed=selection.seed,
         force=selection.force,
         keys=keys,
     )
+    parts = [held_part, report_part]
+    # Inputs repeated across two splits (or datasets) are other rows, but the same texts: warned about, not refused.
+    repeats = [(sets[0], reports[0])] if held_part.split != report_part.split else []
+    for s, evaluator, ours in zip(sets[1:], reports[1:], same[1:], strict=True):
+        part = whole(s.label, s.split, len(evaluator.splits[0].references))
+        shared = 0
+        if ours:  # rows of another dataset are other rows, whatever their (split, row) numbers
+            shared = refuse_shared(held_part, keys[held_split], part, evaluator.splits[0].keys, force=selection.force)
+        if not shared:  # shared rows, forced, were already warned about
+            repeats.append((s, evaluator))
+        parts.append(part)
     held.restrict(held_part.positions)
-    report.restrict(report_part.positions)
-    if held_part.split != report_part.split:
-        inputs = list(task.input_fields)
+    reports[0].restrict(report_part.positions)
+    inputs = list(task.input_fields)
+    held_inputs = list(zip(*(held.splits[0].rows[f] for f in inputs), strict=True))
+    for s, evaluator in repeats:
         repeated = duplicate_inputs(
-            list(zip(*(held.splits[0].rows[f] for f in inputs), strict=True)),
-            list(zip(*(report.splits[0].rows[f] for f in inputs), strict=True)),
+            held_inputs, list(zip(*(evaluator.splits[0].rows[f] for f in inputs), strict=True))
         )
         if repeated:
             logger.warning(
                 "%d reported examples have the same inputs as held-out ones (%s and %s repeat some texts)",
                 repeated,
                 held_part.split,
-                report_part.split,
+                s.label,
             )
-    logger.info("held-out: %s; report: %s", held_part.description, report_part.description)
-    return held, report, [held_part, report_part]
+    logger.info("held-out: %s; report: %s", held_part.description, "; ".join(p.description for p in parts[1:]))
+    return held, reports, parts
+
+
+def _same_data(a: Evaluator, b: Evaluator) -> bool:
+    """Whether two evaluators read one dataset (at one commit): a set naming the selection's own dataset is that
+    data, and its rows are the held-out rows by (split, row); another dataset's are other rows."""
+
+    def which(dataset: dict) -> dict:
+        return {k: v for k, v in dataset.items() if k not in ("source", "revision")}
+
+    return which(a.dataset) == which(b.dataset)
+
+
+def _report_on(row: Row, sets: Sequence[str], metrics: Sequence[dict[str, float]]) -> None:
+    """A row's scores on every reported set: `report` is the first (in-distribution) set's; `reports`, with several
+    sets, every set's (one set writes exactly what it wrote before sets: tests/test_contracts.py pins it)."""
+    row.report = dict(metrics[0])
+    if len(sets) > 1:
+        row.reports = dict(zip(sets, metrics, strict=True))
 
 
 def state_loader(
@@ -318,21 +366,52 @@ def _mixed(ingredients: Sequence[Any], mixing: Mixing) -> dict:
     return out
 
 
-def _evaluation(task: Task, held: Evaluator, parts: list[Part], metrics: dict) -> dict:
-    """The `evaluation` entry of `hfsoup.json`: the soup's own scores and where they come from."""
-    dataset = held.dataset
+def _source(dataset: dict) -> tuple[str, str | None]:
+    """A dataset's name for people and its config (data files have none)."""
     source = dataset.get("id") or ", ".join(f for files in dataset.get("data_files", {}).values() for f in files)
-    config = dataset.get("config") if dataset.get("id") else None
-    return {
+    return source, dataset.get("config") if dataset.get("id") else None
+
+
+def _evaluation(
+    task: Task, held: Evaluator, reports: Sequence[Evaluator], parts: list[Part], sets: Sequence[str], metrics: dict
+) -> dict:
+    """The `evaluation` entry of `hfsoup.json`: the soup's own scores and where they come from. `report` is the first
+    (in-distribution) set, as before there were several; with several, `reports` is every set, each with its
+    dataset."""
+    source, config = _source(held.dataset)
+    selected = set(held.splits[0].keys)
+    reported = []
+    for label, evaluator, part, scores in zip(sets, reports, parts[1:], metrics["reports"], strict=True):
+        set_source, set_config = _source(evaluator.dataset)
+        entry = {
+            "name": label,
+            "dataset": set_source,
+            "dataset_config": set_config,
+            "dataset_sha": evaluator.dataset.get("sha"),
+            "split": part.split,
+            "description": part.description,
+            "metrics": scores,
+        }
+        # Only ever with --force: say in the provenance how many selection rows were also reported.
+        shared = len(selected & set(evaluator.splits[0].keys)) if _same_data(held, evaluator) else 0
+        if shared:
+            entry["shared_rows"] = shared
+        reported.append(entry)
+    evaluation = {
         "task": task.name if task.dataset != "nyu-mll/glue" else f"glue/{task.name}",
         "dataset": source,
         "dataset_config": config,
-        "dataset_sha": dataset.get("sha"),
+        "dataset_sha": held.dataset.get("sha"),
         "metric": task.primary_metric,
         "metric_module": dict(held.metric.record),  # which implementation computed every score below
         "held_out": {"split": parts[0].split, "description": parts[0].description, "metrics": metrics["held_out"]},
-        "report": {"split": parts[1].split, "description": parts[1].description, "metrics": metrics["report"]},
+        "report": {"split": parts[1].split, "description": parts[1].description, "metrics": reported[0]["metrics"]},
     }
+    if len(reported) > 1:  # one set: the keys it had before sets (tests/test_contracts.py pins them)
+        evaluation["reports"] = reported
+    if "shared_rows" in reported[0]:
+        evaluation["shared_rows"] = reported[0]["shared_rows"]
+    return evaluation
 
 
 __all__ = ["Selection", "SelectionResult", "methods_to_run", "select_soup", "state_loader"]
