@@ -89,6 +89,16 @@ class ModelScorer:
         self._batches = evaluator.batches(self.predictor, tokenizer)[self.split.name]
         self.processes = distributed.current()
         self._mine = self._batches[self.processes.rank :: self.processes.world_size]
+        logger.info(  # the held-out and the reported part each say how they are split
+            "process %d/%d: %d of the %d batches of %s (%d rows)",
+            self.processes.rank,
+            self.processes.world_size,
+            len(self._mine),
+            len(self._batches),
+            self.split.name,
+            len(self.split.references),
+            extra=distributed.EVERY_PROCESS,
+        )
         self.num_examples = len(self.split.references)
         self.references = torch.tensor(self.split.references)
         self.device = input_device(model)
