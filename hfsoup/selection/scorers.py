@@ -244,19 +244,22 @@ class AccuracyScorer(ModelScorer):
         world, rank = self.processes.world_size, self.processes.rank
         with torch.inference_mode():
             conditioned = self._call(state)
-            for start in range(0, len(self._batches), world):
-                counts = torch.zeros(world, 2, dtype=torch.float64)
-                if start + rank < len(self._batches):
-                    batch = self._batches[start + rank]
+        for start in range(0, len(self._batches), world):
+            # Inference mode per round, not across the yields: the caller's code between them runs as it would.
+            counts: tuple[float, int] | None = None
+            if start + rank < len(self._batches):
+                batch = self._batches[start + rank]
+                with torch.inference_mode():
                     predicted = answers[self._call(state, batch, conditioned).argmax(dim=-1).cpu()]
-                    correct = (predicted == self.references[torch.tensor(batch.positions)]).sum().item()
-                    counts[rank] = torch.tensor([float(correct), float(len(batch.positions))])
-                if world > 1:
-                    import torch.distributed as dist
+                correct = (predicted == self.references[torch.tensor(batch.positions)]).sum().item()
+                counts = (float(correct), len(batch.positions))
+            rounds = [counts]
+            if world > 1:  # objects, not a tensor all-reduce: NCCL reduces only tensors on the GPU
+                import torch.distributed as dist
 
-                    dist.all_reduce(counts)
-                for correct, examples in counts[: len(self._batches) - start].tolist():
-                    yield correct, int(examples)
+                rounds = [None] * world
+                dist.all_gather_object(rounds, counts)
+            yield from (c for c in rounds if c is not None)  # the last round may not reach every process
 
     def primary_of(self, scores: torch.Tensor) -> float:
         predicted = torch.tensor(self.answers)[scores.argmax(dim=-1)]
