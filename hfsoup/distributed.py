@@ -6,9 +6,15 @@ pay for it at start-up.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+#: `extra=` of a log record that every process shows (what it did itself, e.g. its share of the batches). Below
+#: WARNING, other records are shown by the main process only (`OnlyMainInfo`): the processes take the same
+#: decisions, so one account of them is enough.
+EVERY_PROCESS = {"every_process": True}
 
 
 @dataclass
@@ -28,6 +34,19 @@ class Processes:
     def mine(self, n_items: int) -> list[int]:
         """The items (shards) this process works on: round robin, so sizes even out."""
         return list(range(self.rank, n_items, self.world_size))
+
+
+def launched_rank() -> int:
+    """This process's rank as the launcher set it (0 without one), without starting any communication."""
+    return int(os.environ.get("RANK", "0"))
+
+
+class OnlyMainInfo(logging.Filter):
+    """For a handler of a process other than the main one: warnings and errors, and the records marked
+    `EVERY_PROCESS`; the rest is the main process's to tell."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or getattr(record, "every_process", False)
 
 
 def current() -> Processes:

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
 import traceback
 from collections.abc import Sequence
 
-from .. import __version__, scrub
+from .. import __version__, distributed, scrub
 from ..constants import debug
 from ..errors import HfsoupError
 from . import check, demo, finetune, hub, push, recipe, soup
@@ -61,12 +62,18 @@ def _configure_logging(args: argparse.Namespace) -> logging.Handler:
     scrub.remember(getattr(args, "token", None))
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(scrub.ScrubbingFormatter("%(levelname)s %(name)s: %(message)s"))
+    quiet = args.quiet
+    if distributed.launched_rank() != 0:  # under torchrun: the main process tells the story, each its own share
+        handler.addFilter(distributed.OnlyMainInfo())
+        quiet = True
+        # datasets reads this when it is imported (later, by the verb), as it draws bars of its own
+        os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     logger.addHandler(handler)
     logger.setLevel(level)
     # Python warnings (from hfsoup or the libraries) go through the same scrubbing handler, not straight to stderr.
     logging.captureWarnings(True)
     logging.getLogger("py.warnings").addHandler(handler)
-    if args.quiet:
+    if quiet:  # one set of progress bars: the main process's
         from huggingface_hub.utils import disable_progress_bars
 
         disable_progress_bars()

@@ -63,8 +63,8 @@ def add(verbs: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import json
-    import os
 
+    from .. import distributed
     from ..evaluation.evaluator import evaluate_model
     from ..evaluation.splitspec import parse_split
 
@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         token=args.token,
         **{name: getattr(scoring, name) for name in SCORING},
     )
-    if int(os.environ.get("RANK", "0")) != 0:  # Under torchrun every process holds the report; one prints it.
+    if distributed.launched_rank() != 0:  # Under torchrun every process holds the report; one prints it.
         return 0
     print(report.format_table())
     if args.json:

@@ -7,6 +7,7 @@ import argparse
 import logging
 from typing import Any
 
+from .. import distributed
 from ..errors import InvalidSoupArgumentsError
 from ..io.output import Output
 from ..options import add_flags, flags_given, given
@@ -117,6 +118,8 @@ def run(args: argparse.Namespace) -> int:
         resume=args.resume,
         selection=selection,
     )
+    if distributed.launched_rank() != 0:  # Under torchrun every process holds the result; one reports it.
+        return 0
     if result.report is not None:
         for finding in result.report.findings:
             if finding.level != "info":

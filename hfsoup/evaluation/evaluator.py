@@ -180,6 +180,7 @@ class Evaluator:
                 len(mine),
                 len(batches[split.name]),
                 split.name,
+                extra=distributed.EVERY_PROCESS,
             )
             predictions = _gather(_predict(model, predictor, prepared, mine, device), split, self.processes)
             metrics = self.metric.compute(predictions, split.references)

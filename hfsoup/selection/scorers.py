@@ -36,6 +36,10 @@ from ..soups.base import StateDict
 
 logger = logging.getLogger(__name__)
 
+#: The learned soup's gradient is a sum over at most this many groups of consecutive held-out batches, one backward
+#: pass through the mixing each: as many whatever the number of processes, so that their sums are the same.
+LEARNED_GROUPS = 64
+
 
 class _Run(torch.nn.Module):
     """The predictor's steps as one module call, so that `functional_call` swaps a soup's weights in for all of
@@ -89,6 +93,16 @@ class ModelScorer:
         self._batches = evaluator.batches(self.predictor, tokenizer)[self.split.name]
         self.processes = distributed.current()
         self._mine = self._batches[self.processes.rank :: self.processes.world_size]
+        logger.info(  # the held-out and the reported part each say how they are split
+            "process %d/%d: %d of the %d batches of %s (%d rows)",
+            self.processes.rank,
+            self.processes.world_size,
+            len(self._mine),
+            len(self._batches),
+            self.split.name,
+            len(self.split.references),
+            extra=distributed.EVERY_PROCESS,
+        )
         self.num_examples = len(self.split.references)
         self.references = torch.tensor(self.split.references)
         self.device = input_device(model)
@@ -179,9 +193,18 @@ class ModelScorer:
 
     # ---- the learned soup's objective ----
 
+    def batch_groups(self) -> list[list]:
+        """This process's groups of batches for the learned soup (all of them in one process).
+
+        The batches are cut into at most `LEARNED_GROUPS` runs of consecutive batches, however many processes there
+        are, and the runs are dealt round robin: each run's gradient is then the same sum in any number of processes.
+        """
+        world, rank = self.processes.world_size, self.processes.rank
+        return [[self._batches[i] for i in group] for group in _groups(len(self._batches))[rank::world]]
+
     def batches(self) -> list:
-        """This process's batches (all of them in one process); `sum_across` adds up what the processes computed."""
-        return self._mine
+        """This process's batches for the learned soup, its groups' one after the other."""
+        return [batch for group in self.batch_groups() for batch in group]
 
     def loss(self, state: StateDict, batch: Any) -> torch.Tensor:
         scores = self._call(state, batch).float()
@@ -191,15 +214,22 @@ class ModelScorer:
             return torch.nn.functional.mse_loss(scores[:, 0], references, reduction="sum")
         return torch.nn.functional.cross_entropy(scores, self.targets[positions].to(scores.device), reduction="sum")
 
-    def sum_across(self, value: torch.Tensor) -> torch.Tensor:
-        """`value` summed over the processes (itself in one process): the learned soup's loss and gradient."""
-        if self.processes.world_size == 1:
-            return value
-        import torch.distributed as dist
+    def sum_in_order(self, values: Sequence[torch.Tensor]) -> torch.Tensor:
+        """One value per group of `batch_groups` (this process's), summed with every other process's in the groups'
+        order: the learned soup's loss and gradient, the same floating-point sum in any number of processes."""
+        values = [value.detach().cpu() for value in values]
+        world = self.processes.world_size
+        if world > 1:
+            import torch.distributed as dist
 
-        total = value.detach().cpu().clone()
-        dist.all_reduce(total)
-        return total.to(value.device)
+            gathered: list[Any] = [None] * world
+            dist.all_gather_object(gathered, values)
+            # Group k went to process k % world, as its (k // world)-th.
+            values = [gathered[k % world][k // world] for k in range(len(_groups(len(self._batches))))]
+        total = values[0]
+        for value in values[1:]:
+            total = total + value
+        return total
 
     def mean_loss(self, scores: torch.Tensor) -> float:
         """The mean held-out loss of these scores, as `loss` computes it."""
@@ -237,6 +267,12 @@ def checkpoint_names(model: Any) -> tuple[dict[str, str], set[str]]:
     return renamed, converted
 
 
+def _groups(n_batches: int) -> list[range]:
+    """`n_batches` cut into at most `LEARNED_GROUPS` runs of consecutive batches, as even as can be."""
+    k = min(n_batches, LEARNED_GROUPS)
+    return [range(i * n_batches // k, (i + 1) * n_batches // k) for i in range(k)]
+
+
 class AccuracyScorer(ModelScorer):
     """A `ModelScorer` whose primary metric is accuracy: a `SummedScorer`, counted batch by batch."""
 
@@ -247,19 +283,22 @@ class AccuracyScorer(ModelScorer):
         world, rank = self.processes.world_size, self.processes.rank
         with torch.inference_mode():
             conditioned = self._call(state)
-            for start in range(0, len(self._batches), world):
-                counts = torch.zeros(world, 2, dtype=torch.float64)
-                if start + rank < len(self._batches):
-                    batch = self._batches[start + rank]
+        for start in range(0, len(self._batches), world):
+            # Inference mode per round, not across the yields: the caller's code between them runs as it would.
+            counts: tuple[float, int] | None = None
+            if start + rank < len(self._batches):
+                batch = self._batches[start + rank]
+                with torch.inference_mode():
                     predicted = answers[self._call(state, batch, conditioned).argmax(dim=-1).cpu()]
-                    correct = (predicted == self.references[torch.tensor(batch.positions)]).sum().item()
-                    counts[rank] = torch.tensor([float(correct), float(len(batch.positions))])
-                if world > 1:
-                    import torch.distributed as dist
+                correct = (predicted == self.references[torch.tensor(batch.positions)]).sum().item()
+                counts = (float(correct), len(batch.positions))
+            rounds = [counts]
+            if world > 1:  # objects, not a tensor all-reduce: NCCL reduces only tensors on the GPU
+                import torch.distributed as dist
 
-                    dist.all_reduce(counts)
-                for correct, examples in counts[: len(self._batches) - start].tolist():
-                    yield correct, int(examples)
+                rounds = [None] * world
+                dist.all_gather_object(rounds, counts)
+            yield from (c for c in rounds if c is not None)  # the last round may not reach every process
 
     def primary_of(self, scores: torch.Tensor) -> float:
         predicted = torch.tensor(self.answers)[scores.argmax(dim=-1)]

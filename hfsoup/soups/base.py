@@ -174,9 +174,10 @@ class SummedScorer(Protocol):
 class HeldOutLoss(Protocol):
     """A differentiable held-out objective, batch by batch: what a learned soup minimizes.
 
-    Split across processes, `batches` are this process's share and the objective may define
-    `sum_across(tensor) -> tensor`, the sum over the processes, which the learned soup applies to its loss and
-    gradient; without it the batches are taken to be all of them.
+    Split across processes, the objective defines `batch_groups()`, this process's groups of batches, and
+    `sum_in_order(values) -> tensor`, one value per group of this process's summed with every other process's in the
+    groups' order: the learned soup sums its loss and gradient per group, then over the groups with it. Without them
+    `batches` are all of them, one group.
     """
 
     num_examples: int

@@ -151,9 +151,12 @@ class LearnedSoup(SoupMethod):
         shape = (n, len(float_names)) if self.options.by_layer else (n, 1)
         logits = torch.zeros(shape, device=device, requires_grad=True)
         optimizer = torch.optim.Adam([logits], lr=self.options.lr)
-        batches = list(objective.batches())
-        # An objective split across processes sums their parts (`ModelScorer.sum_across`); one alone is the whole.
-        across = getattr(objective, "sum_across", lambda value: value)
+        # The gradient is summed over groups of consecutive batches, then over the groups in their order. Split
+        # across processes (`ModelScorer.batch_groups`), each process has its groups and `sum_in_order` gathers
+        # every group's sum: the very sums of one process, so Adam (which makes a step of `lr` out of a gradient
+        # however small) takes the same steps. One group of every batch for an objective that has none.
+        groups = objective.batch_groups() if hasattr(objective, "batch_groups") else [list(objective.batches())]
+        in_order = getattr(objective, "sum_in_order", sum_in_order)
 
         def mixed(weights: torch.Tensor) -> dict:
             out = dict(others)
@@ -167,30 +170,35 @@ class LearnedSoup(SoupMethod):
             return out
 
         def full_loss(train: bool) -> float:
-            """The mean held-out loss at the current logits; with `train`, gradients accumulate on the logits.
+            """The mean held-out loss at the current logits; with `train`, the logits get its gradient.
 
-            The soup is mixed once per pass: the batches' gradients collect on a detached copy of the mixed tensors,
-            then flow back through the mixing to the logits in one backward pass.
+            The soup is mixed once per pass: a group's batches' gradients collect on a detached copy of the mixed
+            tensors, then flow back through the mixing to the logits in one backward pass per group.
             """
             with torch.set_grad_enabled(train):
                 state = mixed(torch.softmax(logits, dim=0))
-            leaves = {k: v.detach().requires_grad_(train and k not in others) for k, v in state.items()}
-            total = 0.0
-            for batch in batches:
-                with torch.set_grad_enabled(train):
-                    loss = objective.loss(leaves, batch)
-                    if train:
-                        (loss / objective.num_examples).backward()
-                total += float(loss.detach())
+            losses, grads = [], []
+            for group in groups:
+                leaves = {k: v.detach().requires_grad_(train and k not in others) for k, v in state.items()}
+                total = 0.0
+                for batch in group:
+                    with torch.set_grad_enabled(train):
+                        loss = objective.loss(leaves, batch)
+                        if train:
+                            (loss / objective.num_examples).backward()
+                    total += float(loss.detach())
+                losses.append(torch.tensor(total, dtype=torch.float64))
+                if train:
+                    used = [k for k in float_names if leaves[k].grad is not None]
+                    grad = torch.zeros_like(logits)
+                    if used:
+                        (grad,) = torch.autograd.grad(
+                            [state[k] for k in used], logits, [leaves[k].grad for k in used], retain_graph=True
+                        )
+                    grads.append(grad.detach())
             if train:
-                used = [k for k in float_names if leaves[k].grad is not None]
-                if used:
-                    torch.autograd.backward([state[k] for k in used], [leaves[k].grad for k in used])
-                if logits.grad is None:  # no batch here (more processes than batches): a zero contribution
-                    logits.grad = torch.zeros_like(logits)
-                # Several processes: each scored its share of the batches; the gradient and loss are their sums.
-                logits.grad = across(logits.grad)
-            return float(across(torch.tensor(total, dtype=torch.float64))) / objective.num_examples
+                logits.grad = in_order(grads).to(logits.device)
+            return float(in_order(losses)) / objective.num_examples
 
         history: list[float] = []
         best = (float("inf"), 0, logits.detach().clone())
@@ -216,6 +224,14 @@ class LearnedSoup(SoupMethod):
             ", ".join(f"{name} {w:.3f}" for name, w in zip(names, summary, strict=True)),
         )
         return LearnedResult(names, summary, per_tensor, self.options.by_layer, history[0], best[0], history, best[1])
+
+
+def sum_in_order(values: Sequence[Any]) -> Any:
+    """`values[0] + values[1] + ...`, added in that order (one process's `sum_in_order`)."""
+    total = values[0]
+    for value in values[1:]:
+        total = total + value
+    return total
 
 
 def place(states: Sequence[StateDict], names: Sequence[str]) -> list[dict]:
