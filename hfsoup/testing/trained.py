@@ -150,6 +150,7 @@ class TrainedHub:
     digits_dataset: str
     ids: dict[str, dict[str, str]]  # family -> member -> repo id
     folders: dict[str, Path] = field(default_factory=dict)  # repo id -> local folder
+    endpoint: str = ""  # the Hub they were published to
 
     def good(self, family: str) -> list[str]:
         """The good fine-tunes of `family`, `ft0`, `ft1`, ..., in order."""
@@ -397,4 +398,7 @@ def publish_trained(fixtures: TrainedFixtures, *, api=None) -> TrainedHub:
         for member, folder in family.folders().items():
             repo_id = publish_folder(folder, f"{DEFAULT_ORG}/{name}-{member}", api=api)
             ids[name][member], folders[repo_id] = repo_id, folder
-    return TrainedHub(SENTIMENT_REPO, DIGITS_REPO, ids, folders)
+    from huggingface_hub import constants
+
+    endpoint = api.endpoint if api is not None else constants.ENDPOINT
+    return TrainedHub(SENTIMENT_REPO, DIGITS_REPO, ids, folders, endpoint)
