@@ -88,6 +88,50 @@ def minilm_family(tmp_path_factory):
     return build_minilm_family(root, n_finetunes=4)
 
 
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """The trained tiny families (T5 on a learnable sst2, a CLIP digit classifier, CLIP zero-shot) and their datasets,
+    built once per session: `hfsoup.testing.trained.TrainedFixtures` (about half a minute on 2 busy cores)."""
+    from hfsoup.testing.trained import build_trained
+
+    return build_trained(tmp_path_factory.mktemp("trained"))
+
+
+@pytest.fixture(scope="session")
+def trained_server(tmp_path_factory, trained):
+    """A local Hub holding every trained fixture, published once and serving for the whole session.
+
+    Yields `(server, TrainedHub)`. It does not point the clients at itself: `trained_hub` does, per module.
+    """
+    from hfsoup.localhub.server import LocalHubServer
+    from hfsoup.testing.env import use_local_hub
+    from hfsoup.testing.trained import publish_trained
+
+    root = tmp_path_factory.mktemp("trained-hub")
+    with LocalHubServer(root / "store", anonymous_writes=True) as server:
+        with use_local_hub(server.url, root / "publish_home"):
+            ids = publish_trained(trained)
+        yield server, ids
+
+
+@pytest.fixture(scope="module")
+def trained_hub(tmp_path_factory, trained_server):
+    """For one test module: every Hugging Face client on the trained fixtures' Hub, with a fresh cache and no token.
+
+    Yields `hfsoup.testing.trained.TrainedHub`: `.good("t5-sst2")`, `.swapped("t5-sst2")`, `.ids`,
+    `.sentiment_dataset` (`--task sst2 --dataset ...`), `.digits_dataset` (`--task image-classification --dataset
+    ...`), and `.folders` (repo id -> local folder).
+    """
+    from hfsoup.testing.env import use_local_hub
+
+    server, ids = trained_server
+    saved_token = os.environ.pop("HF_TOKEN", None)
+    with use_local_hub(server.url, tmp_path_factory.mktemp("trained-home") / "hf_home"):
+        yield ids
+    if saved_token is not None:
+        os.environ["HF_TOKEN"] = saved_token
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """Tiny models on a busy 2-core machine: one intra-op thread is ~8x faster than two that wait on each other.

@@ -26,6 +26,7 @@ LISTED_IN_FULL = (
     "tests/test_split_syntax.py",
     "tests/test_greedy_excludes.py",
     "tests/test_select_processes.py",
+    "tests/test_trained_fixtures.py",
 )
 
 

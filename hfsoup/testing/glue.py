@@ -18,6 +18,7 @@ Example:
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -57,10 +58,11 @@ def _pick(rng: np.random.Generator, kind: str) -> str:
     return words[rng.integers(len(words))]
 
 
-def glue_splits(task: Task) -> dict[str, int]:
-    """The splits of a task's config, as in the real GLUE (MNLI's are matched and mismatched), with their sizes."""
+def glue_splits(task: Task, sizes: dict[str, int] | None = None) -> dict[str, int]:
+    """The splits of a task's config, as in the real GLUE (MNLI's are matched and mismatched), with their sizes
+    (`sizes` per split, `ROWS` by default)."""
     splits = {}
-    for split, rows in ROWS.items():
+    for split, rows in (sizes or ROWS).items():
         for name in task.dataset_splits(split):
             splits[name] = rows
     return splits
@@ -90,7 +92,21 @@ def glue_rows(task: Task, split: str, n: int, *, seed: int = 0) -> dict[str, lis
     return {**columns, "label": labels, "idx": list(range(n))}
 
 
-def build_glue(root: str | os.PathLike, *, tasks: list[str] | None = None, seed: int = 0) -> Path:
+#: Makes the rows of one split: `(task, split, n, seed=...)` to columns, as `glue_rows` does.
+RowMaker = Callable[..., dict[str, list]]
+
+
+def build_glue(
+    root: str | os.PathLike,
+    *,
+    tasks: list[str] | None = None,
+    seed: int = 0,
+    sizes: dict[str, int] | None = None,
+    make_rows: RowMaker = glue_rows,
+    pretty_name: str = "GLUE (tiny, synthetic)",
+    description: str = "Random sentences and labels in the shape of `nyu-mll/glue`, built by "
+    "`hfsoup.testing.glue.build_glue` for tests.",
+) -> Path:
     """Write a GLUE-shaped dataset folder: `{config}/{split}-00000-of-00001.parquet` and a README with `configs:`.
 
     Args:
@@ -100,6 +116,12 @@ def build_glue(root: str | os.PathLike, *, tasks: list[str] | None = None, seed:
             The GLUE configs to write; all of `TASKS` by default.
         seed (`int`, *optional*, defaults to 0):
             Seeds the sentences and labels.
+        sizes (`dict[str, int]`, *optional*):
+            Rows per split (`train`, `validation`, `test`); `ROWS` by default.
+        make_rows (`RowMaker`, *optional*, defaults to `glue_rows`):
+            Writes each split's rows; `hfsoup.testing.sentiment.sentiment_rows` gives labels a model can learn.
+        pretty_name (`str`, *optional*), description (`str`, *optional*):
+            The dataset card's title and body.
 
     Returns:
         `Path`: `root`.
@@ -112,23 +134,18 @@ def build_glue(root: str | os.PathLike, *, tasks: list[str] | None = None, seed:
         task = TASKS[name]
         features = glue_features(task)
         files, split_infos = [], []
-        for split, n in glue_splits(task).items():
+        for split, n in glue_splits(task, sizes).items():
             path = root / task.config / f"{split}-00000-of-00001.parquet"
             path.parent.mkdir(parents=True, exist_ok=True)
-            rows = glue_rows(task, split, n, seed=seed)
+            rows = make_rows(task, split, n, seed=seed)
             table = datasets.Dataset.from_dict(rows, features=features)
             table.to_parquet(str(path))
             files.append({"split": split, "path": f"{task.config}/{split}-*"})
             split_infos.append({"name": split, "num_bytes": table.data.nbytes, "num_examples": n})
         configs.append({"config_name": task.config, "data_files": files})
         infos.append({"config_name": task.config, "features": features._to_yaml_list(), "splits": split_infos})
-    card = {"pretty_name": "GLUE (tiny, synthetic)", "configs": configs, "dataset_info": infos}
-    write_dataset_card(
-        root,
-        card,
-        "# A tiny GLUE\n\nRandom sentences and labels in the shape of `nyu-mll/glue`, built by "
-        "`hfsoup.testing.glue.build_glue` for tests.",
-    )
+    card = {"pretty_name": pretty_name, "configs": configs, "dataset_info": infos}
+    write_dataset_card(root, card, f"# {pretty_name}\n\n{description}")
     return root
 
 
