@@ -95,3 +95,19 @@ def test_a_missing_matplotlib_is_named_with_the_fix(tmp_path, monkeypatch):
     assert "hfsoup[plot]" in info.value.fix and "--no-plot" in info.value.fix
     (tmp_path / "x").mkdir()
     assert table().save(tmp_path / "x", plot=False) == ["results.json", "results.csv"]
+
+
+def test_duplicate_inputs_compares_images_by_their_pixels():
+    from PIL import Image
+
+    from hfsoup.selection.heldout import duplicate_inputs
+
+    def image(value: int) -> Image.Image:
+        return Image.new("RGB", (4, 4), (value, 0, 0))
+
+    held = [(image(1),), (image(2),)]
+    report = [(image(2),), (image(3),), (image(2),)]  # PIL images are unhashable: compared by their pixels
+    assert duplicate_inputs(held, report) == 2
+    # Mixed fields and datasets' undecoded form: {"bytes", "path"}.
+    held = [("a", {"bytes": b"\x89PNG1", "path": None}), ("b", [1, 2])]
+    assert duplicate_inputs(held, [("a", {"bytes": b"\x89PNG1", "path": None}), ("b", [1, 3])]) == 1

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from ..errors import EvaluationError, option
 from ..evaluation.splitspec import is_sliced
@@ -191,9 +192,30 @@ def _refuse_overlap(held: Part, report: Part, shared: int, *, force: bool) -> No
 
 
 def duplicate_inputs(held_rows: list[tuple], report_rows: list[tuple]) -> int:
-    """How many reported examples have the same inputs as a held-out one (datasets may repeat texts across splits)."""
-    held = set(held_rows)
-    return sum(1 for row in report_rows if row in held)
+    """How many reported examples have the same inputs as a held-out one (datasets may repeat texts across splits;
+    an image is the same when its pixels are)."""
+    held = {tuple(map(_identity, row)) for row in held_rows}
+    return sum(1 for row in report_rows if tuple(map(_identity, row)) in held)
+
+
+def _identity(value: Any) -> Hashable:
+    """A field's value as something to compare: itself when hashable; an image (PIL, or `datasets`' undecoded
+    `{"bytes", "path"}`) by a digest of its pixels or bytes; lists and mappings element by element."""
+    import hashlib
+
+    if hasattr(value, "tobytes") and hasattr(value, "size") and hasattr(value, "mode"):  # a PIL image
+        return ("image", value.mode, tuple(value.size), hashlib.sha256(value.tobytes()).hexdigest())
+    if isinstance(value, dict):
+        return tuple(sorted((str(k), _identity(v)) for k, v in value.items()))
+    if isinstance(value, list | tuple):
+        return tuple(_identity(v) for v in value)
+    if isinstance(value, bytes | bytearray):
+        return hashlib.sha256(value).hexdigest()
+    try:
+        hash(value)
+    except TypeError:
+        return repr(value)
+    return value
 
 
 # The held-out options as fixes name them; Selection calls two of them by shorter names than their flags.
