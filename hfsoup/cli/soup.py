@@ -29,6 +29,10 @@ examples:
       --report test --max-length 128
   hfsoup soup org/ft-a org/ft-b org/ft-c -o soup/ --method greedy --task sst2 --report validation \\
       --report org/sst2-shifted:validation          # distribution shift: one column per reported set
+  hfsoup soup org/t5-a org/t5-b org/t5-c -o soup/ --method greedy --task sst2 \\
+      --held-out 'validation[:50%]' --report 'validation[50%:]'   # T5 as text-to-text: label words scored
+  hfsoup soup org/clip-a org/clip-b org/clip-c -o soup/ --method greedy --task image-classification \\
+      --dataset org/images                          # CLIP zero-shot, or a classifier head (ViT, ...)
 """
 
 
