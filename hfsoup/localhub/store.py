@@ -289,9 +289,11 @@ class Repo:
     def grant_blob(self, sha256: str) -> None:
         write_atomic(self.dir / "lfs" / sha256, b"")
 
-    def squash(self, branch: str, message: str) -> str:
-        """Replace the history of `branch` by one commit holding its files (`super_squash_history`)."""
+    def squash(self, branch: str, message: str) -> set[str]:
+        """Replace the history of `branch` by one commit holding its files (`super_squash_history`); returns the
+        blobs only the replaced history named, for `HubStore.collect`."""
         with self.lock:
+            before = self.blob_refs()
             ref = self.branch_ref(branch)
             if not ref.startswith("refs/heads/"):
                 raise EndpointError(400, f"Invalid rev id: {branch} (only a branch's history can be squashed)")
@@ -299,7 +301,26 @@ class Repo:
             title, _, body = message.partition("\n")
             sha = self.write_commit(parents=[], files=files, title=title or "Super-squash", message=body.strip())
             self._write_refs({**self.refs(), ref: sha})
-            return sha
+            self._prune_commits()
+            dropped = before - self.blob_refs()
+            for sha256 in dropped:  # they were committed: no upload awaits its commit, the grant may go
+                (self.dir / "lfs" / sha256).unlink(missing_ok=True)
+            return dropped
+
+    def _prune_commits(self) -> None:
+        """Delete the commits no ref reaches (the history a squash replaced; what tags and pull requests still
+        reach stays), so that the blobs only they named can be collected."""
+        reachable: set[str] = set()
+        pending = list(self.refs().values())
+        while pending:
+            sha = pending.pop()
+            if sha not in reachable:
+                reachable.add(sha)
+                pending += self.commit(sha)["parents"]
+        for path in (self.dir / "commits").glob("*.json"):
+            if path.stem not in reachable:
+                path.unlink(missing_ok=True)
+        self.store._forget(self.dir)
 
     def blob_refs(self, *, markers_newer_than: float | None = None) -> set[str]:
         """Every blob a commit of this repo names, and (when given a time) those uploaded to it since then, whose

@@ -31,6 +31,7 @@ from .protocol import (
     get_field,
     json_response,
     open_repo,
+    open_repo_to_propose,
     repo_url,
 )
 from .store import DEFAULT_BRANCH, EndpointError, Repo, check_repo_id, file_entry, lfs_entry, parse_count
@@ -99,7 +100,8 @@ def duplicate_repo(req: Request, repo_type: str, repo_id: str) -> Response:
     private = source.private if visibility is None else visibility == "private"
     url = repo_url(req, repo_type, target)
     try:
-        req.store.duplicate(repo_type, repo_id, target, private=private)
+        with req.store.writing():  # a collection listing repos meanwhile must see the copy or its source whole
+            req.store.duplicate(repo_type, repo_id, target, private=private)
     except EndpointError as err:
         if err.status == 409:  # `duplicate_repo(exist_ok=True)` reads the url of the 409
             err.extra["url"] = url
@@ -117,7 +119,8 @@ def move_repo(req: Request) -> Response:
     source, target = get_field(data, "fromRepo", str, ""), check_repo_id(get_field(data, "toRepo", str, ""))
     open_repo(req, repo_type, source, write=True)
     req.check_write(target.split("/")[0], f"create a {repo_type}")
-    req.store.move(repo_type, source, target)
+    with req.store.writing():  # a collection must not miss the repo while it moves from one folder to another
+        req.store.move(repo_type, source, target)
     return json_response({})
 
 
@@ -126,9 +129,7 @@ def super_squash(req: Request, repo_type: str, repo_id: str, segments: list[str]
     blobs only the old history named are removed."""
     repo = open_repo(req, repo_type, repo_id, write=True)
     message = get_field(req.json(), "message", str, "") or "Super-squash"
-    before = repo.blob_refs()
-    repo.squash(unquote("/".join(segments)), message[:65536])
-    req.store.collect(before - repo.blob_refs())
+    req.store.collect(repo.squash(unquote("/".join(segments)), message[:65536]))
     return json_response({})
 
 
@@ -183,8 +184,9 @@ def delete_tag(req: Request, repo_type: str, repo_id: str, segments: list[str]) 
 
 # Upload protocol -------------------------------------------------------------------------------------------------
 def preupload(req: Request, repo_type: str, repo_id: str, segments: list[str]) -> Response:
-    repo = open_repo(req, repo_type, repo_id, write=True)
-    sha = repo.resolve(unquote("/".join(segments)))
+    rev = unquote("/".join(segments))
+    repo = open_repo_to_propose(req, repo_type, repo_id, rev, create_pr=req.flag("create_pr"))
+    sha = repo.resolve(rev)
     files = repo.commit(sha)["files"]
     attributes = files.get(".gitattributes")
     patterns = _lfs_patterns(req.store.blobs.read(attributes["sha256"]).decode() if attributes else "")
@@ -231,8 +233,10 @@ def lfs_batch(req: Request, repo_type: str, repo_id: str) -> Response:
     operation = data.get("operation")
     if operation not in ("upload", "download"):
         raise EndpointError(400, f"Unsupported LFS operation {str(operation)[:50]!r}: expected 'upload' or 'download'")
-    if operation == "upload":
-        req.check_write(repo_id.split("/")[0], f"update this {repo_type}")
+    if operation == "upload":  # a reader may upload for a pull request (no ref, or a refs/pr/N of theirs)
+        ref = data.get("ref")
+        name = ref.get("name") if isinstance(ref, dict) else None
+        open_repo_to_propose(req, repo_type, repo_id, name if isinstance(name, str) else None, create_pr=False)
     repo_key = f"{repo_type}/{repo_id}"
     objects = []
     for obj in get_field(data, "objects", list, []):
@@ -302,8 +306,8 @@ def lfs_get(req: Request, oid: str, size: str) -> Response:
 
 
 def commit(req: Request, repo_type: str, repo_id: str, segments: list[str]) -> Response:
-    repo = open_repo(req, repo_type, repo_id, write=True)
     create_pr = req.flag("create_pr")
+    repo = open_repo_to_propose(req, repo_type, repo_id, unquote("/".join(segments)), create_pr=create_pr)
     with req.store.writing():  # from the first blob stored to the branch moved: no collection in between
         header, operations = _parse_commit(req, repo)
         summary = get_field(header, "summary", str, "")
