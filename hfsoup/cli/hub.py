@@ -107,8 +107,21 @@ def run_serve(args: argparse.Namespace) -> int:
         timeout=args.timeout,
         max_connections=args.max_connections,
     )
-    server.start()
-    print(f"Local Hub serving {server.root} at {server.url}")
+    handler = _log_requests(quiet=args.quiet_requests)  # before the first request can come
+    try:
+        server.start()
+        _print_banner(args, server.root, server.url, token, tokens)
+        server.serve_forever()
+    except KeyboardInterrupt:  # Ctrl-C (or SIGTERM) is how a server stops: one line, not the soup's staging message
+        print("Local Hub stopped.", flush=True)
+    finally:
+        server.stop()
+        _stop_logging_requests(handler)
+    return 0
+
+
+def _print_banner(args: argparse.Namespace, root: object, url: str, token: str | None, tokens: dict) -> None:
+    print(f"Local Hub serving {root} at {url}")
     if args.anonymous_writes:
         print("WARNING: --anonymous-writes: anyone on this machine may create, change and delete any repo.")
     if token is not None:
@@ -118,17 +131,8 @@ def run_serve(args: argparse.Namespace) -> int:
     else:
         print(f"Tokens from {args.token_file}: {len(tokens)}")
     hint = "the write token above" if token is not None else "your token"
-    print(f"Point clients at it with: export HF_ENDPOINT={server.url} HF_HUB_DISABLE_XET=1 HF_TOKEN=<{hint}>")
+    print(f"Point clients at it with: export HF_ENDPOINT={url} HF_HUB_DISABLE_XET=1 HF_TOKEN=<{hint}>")
     print("Press Ctrl-C to stop.", flush=True)
-    handler = _log_requests(quiet=args.quiet_requests)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:  # Ctrl-C (or SIGTERM) is how a server stops: one line, not the soup's staging message
-        print("Local Hub stopped.", flush=True)
-    finally:
-        server.stop()
-        _stop_logging_requests(handler)
-    return 0
 
 
 def _log_requests(*, quiet: bool) -> logging.Handler | None:

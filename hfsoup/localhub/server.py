@@ -2,7 +2,10 @@
 
 It speaks enough of the Hugging Face Hub protocol for the real clients (`huggingface_hub`, `transformers`,
 `datasets`, `evaluate`) pointed at it through `HF_ENDPOINT` to create model, dataset and space repos, upload
-(regular and LFS files), branch, tag, list and download. Repos persist under `root` (see `hub_store`), so a
+(regular and LFS files), branch, tag, list and download, list repos (the model tree's tags included), duplicate,
+move and squash them, and open, discuss and merge pull requests (the README's local-Hub table lists every call).
+Blobs no repo names any more are removed when a repo is deleted or squashed (`HubStore.collect`); each request
+answered is one INFO line on the `hfsoup.localhub.requests` logger. Repos persist under `root` (see `hub_store`), so a
 server restarted on the same root serves the same repos. Stdlib only.
 
 Uploads of LFS files must not go to Xet storage, which this server does not speak: set `HF_HUB_DISABLE_XET=1`
