@@ -190,7 +190,7 @@ def test_hf_repos_ls_lists_the_tokens_repos_with_their_storage(hub, alice, bob, 
 
 
 # Repos -----------------------------------------------------------------------------------------------------------
-def test_duplicate_repo_copies_branches_tags_and_history(hub, alice, bob):
+def test_duplicate_repo_copies_branches_tags_and_history(hub, alice, bob, tmp_path):
     alice.create_repo("alice/model")
     put(alice, "alice/model", "w.bin", WEIGHTS)
     alice.create_tag("alice/model", tag="v1")
@@ -208,9 +208,11 @@ def test_duplicate_repo_copies_branches_tags_and_history(hub, alice, bob):
     assert bob.duplicate_repo("alice/model", exist_ok=True).repo_id == "bob/model"
     put(bob, "bob/model", "extra.txt", b"bob's")
     assert "extra.txt" not in alice.list_repo_files("alice/model")
+    hf_cli(hub, tmp_path, ALICE, "repos", "duplicate", "alice/model", "team/cli-copy")  # the `hf` CLI's way
+    assert alice.model_info("team/cli-copy").sha == alice.model_info("alice/model").sha
 
 
-def test_move_repo_renames_and_transfers_with_history_and_discussions(hub, alice, bob):
+def test_move_repo_renames_and_transfers_with_history_and_discussions(hub, alice, bob, tmp_path):
     alice.create_repo("alice/old")
     sha = put(alice, "alice/old", "config.json", b"{}")
     alice.create_discussion("alice/old", title="Keep me")
@@ -227,6 +229,8 @@ def test_move_repo_renames_and_transfers_with_history_and_discussions(hub, alice
     assert status_of(bob.move_repo, "team/new", "bob/mine") == 403
     assert status_of(alice.move_repo, "team/new", "bob/mine") == 403
     assert alice.model_info("team/new").sha == sha
+    hf_cli(hub, tmp_path, ALICE, "repos", "move", "team/new", "alice/back")  # the `hf` CLI's way
+    assert alice.model_info("alice/back").sha == sha and [r.id for r in alice.list_models(author="team")] == []
 
 
 def test_super_squash_history_leaves_one_commit_and_frees_the_old_blobs(hub, alice):
