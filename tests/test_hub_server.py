@@ -305,7 +305,10 @@ def test_readme_card_data_and_validate_yaml(api):
     api.create_repo("org/model")
     _upload(api, "org/model", "README.md", README.encode())
     info = api.model_info("org/model")
-    assert info.card_data.license == "apache-2.0" and info.tags == ["tiny"]
+    assert info.card_data.license == "apache-2.0" and info.tags == [
+        "tiny",
+        "license:apache-2.0",
+    ]  # as the Hub derives them
     RepoCard(README).validate()
     with pytest.raises(ValueError, match="Invalid metadata"):
         _upload(api, "org/model", "README.md", b"---\nkey: [unclosed\n---\n")

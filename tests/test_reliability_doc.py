@@ -16,6 +16,7 @@ LISTED_IN_FULL = (
     "tests/test_attack_outputs.py",
     "tests/test_attack_parsers.py",
     "tests/test_localhub_access.py",
+    "tests/test_localhub_api.py",
     "tests/test_metrics_source.py",
     "tests/test_errors.py",
     "tests/test_layout.py",

@@ -1,10 +1,16 @@
-"""`hfsoup hub serve`: the local Hub-compatible server (hfsoup.localhub), for air-gapped teams and tests."""
+"""`hfsoup hub serve` and `hfsoup hub gc`: the local Hub-compatible server (hfsoup.localhub), for air-gapped teams
+and tests, and the removal of the blobs no repo names any more."""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import sys
 
 from ..errors import HfsoupError
+
+#: The logger `hfsoup.localhub.server` writes one line per request to (not imported here: `hfsoup --help` stays light).
+REQUEST_LOGGER = "hfsoup.localhub.requests"
 
 HUB_EPILOG = """\
 examples:
@@ -12,6 +18,7 @@ examples:
   hfsoup hub serve --root ./hub-store --user me --org team   # the token may also write to team/...
   hfsoup hub serve --root ./hub-store --token-file tokens.json
   HF_ENDPOINT=http://127.0.0.1:8080 HF_HUB_DISABLE_XET=1 HF_TOKEN=hf_... hf upload me/name ./folder
+  hfsoup hub gc --root ./hub-store                           # remove blobs no repo names any more
 
 A token file (chmod 600) maps tokens to users and the organizations they may write to:
   {"tokens": [{"token": "hf_...", "user": "alice", "orgs": ["team"]}, {"token": "hf_...", "user": "bob"}]}
@@ -19,7 +26,13 @@ A token file (chmod 600) maps tokens to users and the organizations they may wri
 
 
 def add(verbs: argparse._SubParsersAction) -> None:
-    hub = verbs.add_parser("hub", help="a local Hub-compatible server", epilog=HUB_EPILOG)
+    hub = verbs.add_parser(
+        "hub",
+        help="a local Hub-compatible server",
+        description="A local Hub-compatible server, and the upkeep of its store.",
+        epilog=HUB_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,  # the examples, one a line
+    )
     hub_verbs = hub.add_subparsers(dest="hub_command", metavar="HUB_COMMAND", required=True)
     serve = hub_verbs.add_parser(
         "serve",
@@ -43,7 +56,26 @@ def add(verbs: argparse._SubParsersAction) -> None:
     serve.add_argument("--max-upload-gb", type=float, default=50, help="largest upload, in GiB (default: 50)")
     serve.add_argument("--timeout", type=float, default=30, help="seconds a connection may stall (default: 30)")
     serve.add_argument("--max-connections", type=int, default=64, help="connections served at once (default: 64)")
+    serve.add_argument(
+        "--quiet", dest="quiet_requests", action="store_true", help="no log line per request (default: one each)"
+    )
     serve.set_defaults(func=run_serve)
+    gc = hub_verbs.add_parser(
+        "gc",
+        help="remove blobs no repo names",
+        description="Remove the stored files that no commit of any repo names (the server does so on delete; run it "
+        "after repos were removed by hand). Safe while a server runs on the same folder.",
+        epilog=HUB_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    gc.add_argument("--root", required=True, metavar="DIR", help="the store of `hfsoup hub serve`")
+    gc.add_argument(
+        "--grace-minutes",
+        type=float,
+        default=60,
+        help="keep uploads this recent whose commit has not come yet (default: 60)",
+    )
+    gc.set_defaults(func=run_gc)
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -75,8 +107,21 @@ def run_serve(args: argparse.Namespace) -> int:
         timeout=args.timeout,
         max_connections=args.max_connections,
     )
-    server.start()
-    print(f"Local Hub serving {server.root} at {server.url}")
+    handler = _log_requests(quiet=args.quiet_requests)  # before the first request can come
+    try:
+        server.start()
+        _print_banner(args, server.root, server.url, token, tokens)
+        server.serve_forever()
+    except KeyboardInterrupt:  # Ctrl-C (or SIGTERM) is how a server stops: one line, not the soup's staging message
+        print("Local Hub stopped.", flush=True)
+    finally:
+        server.stop()
+        _stop_logging_requests(handler)
+    return 0
+
+
+def _print_banner(args: argparse.Namespace, root: object, url: str, token: str | None, tokens: dict) -> None:
+    print(f"Local Hub serving {root} at {url}")
     if args.anonymous_writes:
         print("WARNING: --anonymous-writes: anyone on this machine may create, change and delete any repo.")
     if token is not None:
@@ -86,12 +131,48 @@ def run_serve(args: argparse.Namespace) -> int:
     else:
         print(f"Tokens from {args.token_file}: {len(tokens)}")
     hint = "the write token above" if token is not None else "your token"
-    print(f"Point clients at it with: export HF_ENDPOINT={server.url} HF_HUB_DISABLE_XET=1 HF_TOKEN=<{hint}>")
+    print(f"Point clients at it with: export HF_ENDPOINT={url} HF_HUB_DISABLE_XET=1 HF_TOKEN=<{hint}>")
     print("Press Ctrl-C to stop.", flush=True)
-    try:
-        server.serve_forever()
-    finally:
-        server.stop()
+
+
+def _log_requests(*, quiet: bool) -> logging.Handler | None:
+    """One line per request on stderr (method, path, status, bytes, ms), unless `quiet`."""
+    if quiet:
+        return None
+    from .. import scrub
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(scrub.ScrubbingFormatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
+    requests = logging.getLogger(REQUEST_LOGGER)
+    requests.addHandler(handler)
+    requests.setLevel(logging.INFO)
+    requests.propagate = False  # its own format, not the "INFO hfsoup...:" of hfsoup's handler
+    return handler
+
+
+def _stop_logging_requests(handler: logging.Handler | None) -> None:
+    if handler is not None:
+        requests = logging.getLogger(REQUEST_LOGGER)
+        requests.removeHandler(handler)
+        requests.setLevel(logging.NOTSET)
+        requests.propagate = True
+
+
+def run_gc(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..localhub.store import HubStore
+
+    root = Path(args.root)
+    if not (root / "repos").is_dir():
+        raise HfsoupError(
+            f"{root} is not a local Hub store (it has no repos/ folder).",
+            fix="Pass the --root that `hfsoup hub serve` was given.",
+        )
+    if args.grace_minutes < 0:
+        raise HfsoupError("--grace-minutes must not be negative.", fix="Pass 0 or more, e.g. --grace-minutes 60.")
+    removed, freed = HubStore(root).collect(grace_seconds=args.grace_minutes * 60)
+    print(f"Removed {removed} blob{'s' if removed != 1 else ''} no repo names ({freed / (1 << 20):.1f} MiB freed).")
     return 0
 
 

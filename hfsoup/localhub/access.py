@@ -5,6 +5,8 @@ The rules follow the Hub's:
 - a write (create or delete a repo, commit, preupload, LFS upload, branches, tags, settings) needs a token whose
   user owns the repo's namespace or belongs to it as an organization; no token is a 401 ("Invalid username or
   password."), another namespace a 403;
+- any token that may read a repo may open a pull request on it (`create_commit(create_pr=True)`, its LFS uploads),
+  push to `refs/pr/N` of its own open pull requests, open discussions and comment; merging is a write;
 - a private repo is readable only by its namespace's user and members; to anyone else it looks missing (404
   `RepoNotFound`, or 401 without a token), as on the Hub;
 - an unknown token is refused on every request (401 "Invalid credentials in Authorization header");

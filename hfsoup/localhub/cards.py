@@ -10,6 +10,7 @@ Messages follow the Hub's style: the offending field's path in quotes, then what
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Any
 
 # https://huggingface.co/docs/hub/repositories-licenses
@@ -101,3 +102,33 @@ def _result_errors(result: Any, where: str) -> list[str]:
         elif metric.get("value") is None or isinstance(metric["value"], dict | list | bool):
             errors.append(f'"{here}.value" must be a number or a string')
     return errors
+
+
+def derived_tags(repo_type: str, card: dict[str, Any], files: Iterable[str]) -> list[str]:
+    """The tags the Hub gives a repo from its card: the card's `tags`, then (models) `library_name`, `pipeline_tag`,
+    `license:`, `dataset:`, the languages, and the model tree's `base_model:<id>` and `base_model:<relation>:<id>`.
+
+    The relation is the card's `base_model_relation` when it states one, else inferred as the Hub does: an adapter
+    config makes `adapter`, several bases `merge`, anything else `finetune` (see shared/HUB-NOTES.md).
+    """
+    tags: list[str] = []
+
+    def strings(value: Any) -> list[str]:
+        values = [value] if isinstance(value, str) else value if isinstance(value, list) else []
+        return [v for v in values if isinstance(v, str) and v]
+
+    tags += strings(card.get("tags"))
+    if repo_type == "model":
+        tags += strings(card.get("library_name")) + strings(card.get("pipeline_tag"))
+    tags += [f"license:{v}" for v in strings(card.get("license"))]
+    tags += [f"dataset:{v}" for v in strings(card.get("datasets"))] if repo_type == "model" else []
+    tags += strings(card.get("language"))
+    bases = [b for b in strings(card.get("base_model")) if _REPO_ID_RE.match(b)]
+    if repo_type == "model" and bases:
+        relation = card.get("base_model_relation")
+        if relation not in BASE_MODEL_RELATIONS:
+            names = {path.rsplit("/", 1)[-1] for path in files}
+            relation = "adapter" if "adapter_config.json" in names else "merge" if len(bases) > 1 else "finetune"
+        for base in bases:
+            tags += [f"base_model:{base}", f"base_model:{relation}:{base}"]
+    return list(dict.fromkeys(tags))

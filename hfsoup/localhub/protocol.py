@@ -152,6 +152,30 @@ def open_repo(req: Request, repo_type: str, repo_id: str, *, write: bool = False
     return repo
 
 
+def open_repo_to_propose(req: Request, repo_type: str, repo_id: str, rev: str | None, *, create_pr: bool) -> Repo:
+    """The repo, if this request may commit to `rev` of it: its owners may; so may, as on the Hub, any reader with a
+    token who opens a pull request (`create_pr`), or who commits to `refs/pr/N` of an open pull request of theirs.
+    `rev` None: a reader's LFS upload that names no ref (what `create_commit(create_pr=True)` sends)."""
+    repo = open_repo(req, repo_type, repo_id)
+    try:
+        req.check_write(repo_id.split("/")[0], f"update this {repo_type}")
+    except EndpointError:
+        if req.user is None or not (create_pr or rev is None or _own_open_pr(repo, rev, req.user.name)):
+            raise
+    return repo
+
+
+def _own_open_pr(repo: Repo, rev: str, user: str) -> bool:
+    number = rev.removeprefix("refs/pr/")
+    if not rev.startswith("refs/pr/") or not number.isdigit() or len(number) > 9:
+        return False
+    try:
+        record = repo.discussion(int(number))
+    except EndpointError:
+        return False
+    return record["author"] == user and record["status"] == "open"
+
+
 def repo_url(req: Request, repo_type: str, repo_id: str) -> str:
     """The repo's web URL as the Hub spells it (`RepoUrl` and `CommitInfo` parse the type and id back out of it)."""
     return f"{req.base_url}/{URL_PREFIXES[repo_type]}{repo_id}"

@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlencode
 
 from .access import ANY_NAMESPACE, BAD_TOKEN_MESSAGE
+from .cards import derived_tags
 from .protocol import Request, Response, file_response, front_matter, get_field, json_response, open_repo, split_rev
 from .store import DEFAULT_BRANCH, EndpointError, Repo, lfs_pointer, parse_count
 
@@ -43,13 +44,24 @@ def whoami(req: Request) -> Response:
 def repo_info(req: Request, repo_type: str, repo_id: str, rev_segments: list[str] | None = None) -> Response:
     repo = open_repo(req, repo_type, repo_id)
     sha = repo.resolve(unquote("/".join(rev_segments)) if rev_segments else DEFAULT_BRANCH)
+    info = repo_summary(repo, sha)
+    # `expand=...` asks for a subset of fields, as on the Hub; unknown names are simply absent.
+    expand = req.query.get("expand", []) + req.query.get("expand[]", [])
+    if expand:
+        info = {key: value for key, value in info.items() if key in {"_id", "id", *expand}}
+    return json_response(info)
+
+
+def repo_summary(repo: Repo, sha: str) -> dict[str, Any]:
+    """What `model_info` (`dataset_info`, `space_info`) answers for `repo` at commit `sha`: every field we know;
+    listings (`hub_listing`) pick from it."""
     commit = repo.commit(sha)
     files: Files = commit["files"]
     meta = repo.meta
     info: dict[str, Any] = {
-        "_id": hashlib.sha1(f"{repo_type}/{repo_id}".encode()).hexdigest()[:24],
-        "id": repo_id,
-        "author": repo_id.split("/")[0],
+        "_id": hashlib.sha1(f"{repo.type}/{repo.id}".encode()).hexdigest()[:24],
+        "id": repo.id,
+        "author": repo.id.split("/")[0],
         "sha": sha,
         "lastModified": commit["date"],
         "createdAt": meta["createdAt"],
@@ -58,6 +70,7 @@ def repo_info(req: Request, repo_type: str, repo_id: str, rev_segments: list[str
         "disabled": False,
         "downloads": 0,
         "likes": 0,
+        "trendingScore": 0,
         "tags": [],
         "siblings": [_sibling(path, files[path]) for path in sorted(files)],
         "usedStorage": sum(entry["size"] for entry in files.values()),
@@ -65,17 +78,12 @@ def repo_info(req: Request, repo_type: str, repo_id: str, rev_segments: list[str
     card = _card_data(repo, files)
     if card is not None:
         info["cardData"] = card
-        tags = card.get("tags")
-        info["tags"] = [str(t) for t in tags] if isinstance(tags, list) else []
-        if repo_type == "model":
+        if repo.type == "model":
             info.update({key: card[key] for key in ("library_name", "pipeline_tag") if isinstance(card.get(key), str)})
-    if repo_type == "space":
+    info["tags"] = derived_tags(repo.type, card or {}, files)
+    if repo.type == "space":
         info["sdk"] = meta.get("sdk")
-    # `expand=...` asks for a subset of fields, as on the Hub; unknown names are simply absent.
-    expand = req.query.get("expand", []) + req.query.get("expand[]", [])
-    if expand:
-        info = {key: value for key, value in info.items() if key in {"_id", "id", *expand}}
-    return json_response(info)
+    return info
 
 
 def _sibling(path: str, entry: dict[str, Any]) -> dict[str, Any]:

@@ -2,7 +2,10 @@
 
 It speaks enough of the Hugging Face Hub protocol for the real clients (`huggingface_hub`, `transformers`,
 `datasets`, `evaluate`) pointed at it through `HF_ENDPOINT` to create model, dataset and space repos, upload
-(regular and LFS files), branch, tag, list and download. Repos persist under `root` (see `hub_store`), so a
+(regular and LFS files), branch, tag, list and download, list repos (the model tree's tags included), duplicate,
+move and squash them, and open, discuss and merge pull requests (the README's local-Hub table lists every call).
+Blobs no repo names any more are removed when a repo is deleted or squashed (`HubStore.collect`); each request
+answered is one INFO line on the `hfsoup.localhub.requests` logger. Repos persist under `root` (see `hub_store`), so a
 server restarted on the same root serves the same repos. Stdlib only.
 
 Uploads of LFS files must not go to Xet storage, which this server does not speak: set `HF_HUB_DISABLE_XET=1`
@@ -34,6 +37,8 @@ from typing import IO, Any, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from ..errors import HfsoupError
+from . import discussions as hub_discussions
+from . import listing as hub_listing
 from . import reads as hub_reads
 from . import writes as hub_writes
 from .access import AccessPolicy, HubUser
@@ -41,6 +46,9 @@ from .protocol import Request, Response, error_response
 from .store import EndpointError, HubStore, parse_count
 
 logger = logging.getLogger(__name__)
+#: One line per request answered, at INFO: method, path (no query string), status, body bytes, milliseconds.
+#: `hfsoup hub serve` shows them unless `--quiet`; a library user turns them on with `logging`.
+request_logger = logging.getLogger("hfsoup.localhub.requests")
 
 _REPO_TYPES = {"models": "model", "datasets": "dataset", "spaces": "space"}
 _CHUNK = 1 << 20
@@ -63,13 +71,23 @@ _REPO_API: dict[tuple[str, str | None], Endpoint] = {
     ("PUT", "settings"): hub_writes.update_settings,
     ("POST", "preupload"): hub_writes.preupload,
     ("POST", "commit"): hub_writes.commit,
+    ("POST", "duplicate"): hub_writes.duplicate_repo,
+    ("POST", "super-squash"): hub_writes.super_squash,
+    ("GET", "discussions"): hub_discussions.discussions_get,
+    ("POST", "discussions"): hub_discussions.discussions_post,
 }
-_NO_TAIL = {"refs", "settings", None}  # actions whose endpoint takes no trailing segments
+_ORG_REPOS = ["settings", "repositories"]  # /api/organizations/{org}/settings/repositories
+_NO_TAIL = {"refs", "settings", "duplicate", None}  # actions whose endpoint takes no trailing segments
 _API: dict[tuple[str, str], Endpoint] = {
     ("GET", "whoami-v2"): hub_reads.whoami,
     ("POST", "repos/create"): hub_writes.create_repo,
     ("DELETE", "repos/delete"): hub_writes.delete_repo,
     ("POST", "validate-yaml"): hub_writes.validate_yaml,
+    ("POST", "repos/move"): hub_writes.move_repo,
+    ("GET", "models"): hub_listing.list_models,
+    ("GET", "datasets"): hub_listing.list_datasets,
+    ("GET", "spaces"): hub_listing.list_spaces,
+    ("GET", "settings/repositories"): hub_listing.user_repos,
 }
 
 
@@ -93,6 +111,13 @@ def route(method: str, path: str) -> tuple[Endpoint, list[Any], bool]:
         rest = segments[1:]
         if (method, "/".join(rest)) in _API:
             return _API[(method, "/".join(rest))], [], False
+        if (
+            method == "GET"
+            and len(rest) == 4
+            and rest[0] == "organizations"
+            and rest[2:] == ["settings", "repositories"]
+        ):
+            return hub_listing.user_repos, [unquote(rest[1])], False
         if len(rest) >= 3 and rest[0] in _REPO_TYPES:
             action, tail = (rest[3] if len(rest) > 3 else None), rest[4:]
             endpoint = _REPO_API.get((method, action))
@@ -210,6 +235,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
 
     def _handle(self) -> None:
         hub = self.server.hub
+        started = time.monotonic()
         url = urlsplit(self.path)
         host = self.headers.get("Host") or ""
         scheme, _, token = self.headers.get("Authorization", "").partition(" ")
@@ -259,7 +285,11 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             if hub.faults:
                 response = hub.faults.after(request, response)
             hub.record(
-                self.command, unquote(url.path), response.status, 0 if self.command == "HEAD" else response.length
+                self.command,
+                unquote(url.path),
+                response.status,
+                0 if self.command == "HEAD" else response.length,
+                ms=(time.monotonic() - started) * 1000,
             )
             self._send(response)
         except TimeoutError:
@@ -393,6 +423,11 @@ class TrafficLog(deque):
 
     def __getitem__(self, index: Any) -> Any:
         return list(self)[index] if isinstance(index, slice) else super().__getitem__(index)
+
+
+def _printable(path: str) -> str:
+    """A path fit for one log line: control characters (a newline would forge another line) escaped."""
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in path)
 
 
 def _is_loopback(host: str) -> bool:
@@ -534,9 +569,11 @@ class LocalHubServer:
         bound = ipaddress.ip_address(self._httpd.server_address[0])
         return address == bound or bound.is_unspecified or (bound.is_loopback and address.is_loopback)
 
-    def record(self, method: str, path: str, status: int, nbytes: int) -> None:
+    def record(self, method: str, path: str, status: int, nbytes: int, *, ms: float = 0.0) -> None:
         with self._traffic_lock:
             self.traffic.append((method, path, status, nbytes))
+        # The path only: never the query (signed LFS URLs carry their signature there) nor a header (tokens).
+        request_logger.info("%s %s %d %dB %.0fms", method, _printable(path)[:300], status, nbytes, ms)
 
     def bytes_served(self, suffix: str = "") -> int:
         """Body bytes sent for GET requests whose path ends with `suffix` (e.g. ".safetensors")."""

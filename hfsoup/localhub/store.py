@@ -18,6 +18,7 @@ where it was. Commits to one repo are serialized by a per-repo lock.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -288,9 +289,125 @@ class Repo:
     def grant_blob(self, sha256: str) -> None:
         write_atomic(self.dir / "lfs" / sha256, b"")
 
+    def squash(self, branch: str, message: str) -> set[str]:
+        """Replace the history of `branch` by one commit holding its files (`super_squash_history`); returns the
+        blobs only the replaced history named, for `HubStore.collect`."""
+        with self.lock:
+            before = self.blob_refs()
+            ref = self.branch_ref(branch)
+            if not ref.startswith("refs/heads/"):
+                raise EndpointError(400, f"Invalid rev id: {branch} (only a branch's history can be squashed)")
+            files = self.commit(self.refs()[ref])["files"]
+            title, _, body = message.partition("\n")
+            sha = self.write_commit(parents=[], files=files, title=title or "Super-squash", message=body.strip())
+            self._write_refs({**self.refs(), ref: sha})
+            self._prune_commits()
+            dropped = before - self.blob_refs()
+            for sha256 in dropped:  # they were committed: no upload awaits its commit, the grant may go
+                (self.dir / "lfs" / sha256).unlink(missing_ok=True)
+            return dropped
+
+    def _prune_commits(self) -> None:
+        """Delete the commits no ref reaches (the history a squash replaced; what tags and pull requests still
+        reach stays), so that the blobs only they named can be collected."""
+        reachable: set[str] = set()
+        pending = list(self.refs().values())
+        while pending:
+            sha = pending.pop()
+            if sha not in reachable:
+                reachable.add(sha)
+                pending += self.commit(sha)["parents"]
+        for path in (self.dir / "commits").glob("*.json"):
+            if path.stem not in reachable:
+                path.unlink(missing_ok=True)
+        self.store._forget(self.dir)
+
+    def blob_refs(self, *, markers_newer_than: float | None = None) -> set[str]:
+        """Every blob a commit of this repo names, and (when given a time) those uploaded to it since then, whose
+        commit may still be on its way."""
+        found: set[str] = set()
+        for path in (self.dir / "commits").glob("*.json"):
+            try:
+                found.update(entry["sha256"] for entry in self.store.read_commit(path)["files"].values())
+            except (OSError, ValueError):  # a commit file removed under us (repo deleted): nothing it names counts
+                continue
+        if markers_newer_than is not None:
+            for marker in (self.dir / "lfs").glob("*"):
+                try:
+                    if marker.stat().st_mtime >= markers_newer_than or marker.name in found:
+                        found.add(marker.name)
+                    else:  # an upload never committed, long ago: its grant goes, and the blob with it
+                        marker.unlink(missing_ok=True)
+                except OSError:
+                    continue
+        return found
+
     def new_pr_ref(self) -> str:
+        return f"refs/pr/{self.next_discussion_num()}"
+
+    # Discussions and pull requests ---------------------------------------------------------------------------------
+    def next_discussion_num(self) -> int:
+        """Discussions and pull requests share one numbering, as on the Hub: PR 3 is discussion 3 and `refs/pr/3`."""
         numbers = [int(ref.rsplit("/", 1)[1]) for ref in self.refs() if ref.startswith("refs/pr/")]
-        return f"refs/pr/{max(numbers, default=0) + 1}"
+        numbers += [int(p.stem) for p in (self.dir / "discussions").glob("*.json") if p.stem.isdigit()]
+        return max(numbers, default=0) + 1
+
+    def discussion_nums(self) -> list[int]:
+        return sorted(int(p.stem) for p in (self.dir / "discussions").glob("*.json") if p.stem.isdigit())
+
+    def discussion(self, num: int) -> dict[str, Any]:
+        try:
+            return json.loads((self.dir / "discussions" / f"{num}.json").read_text())
+        except (FileNotFoundError, ValueError):
+            raise EndpointError(404, f"Discussion {num} not found in {self.id}") from None
+
+    def save_discussion(self, record: dict[str, Any]) -> None:
+        with self.lock:
+            write_atomic(self.dir / "discussions" / f"{record['num']}.json", json.dumps(record, indent=1).encode())
+
+    def open_discussion(
+        self,
+        num: int | None,
+        *,
+        title: str,
+        description: str,
+        author: str,
+        pull_request: bool,
+        base: str | None = None,
+        base_sha: str | None = None,
+        commit: tuple[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """Record a new discussion (or pull request), its description as the first comment; returns it."""
+        with self.lock:
+            num = self.next_discussion_num() if num is None else num
+            record: dict[str, Any] = {
+                "num": num,
+                "title": title,
+                "status": "open",
+                "isPullRequest": pull_request,
+                "author": author,
+                "createdAt": utc_now(),
+                "events": [],
+            }
+            if pull_request:
+                record.update({"base": base, "baseSha": base_sha, "mergeCommitId": None})
+            record["events"].append(discussion_event("comment", author, comment_data(description, author)))
+            if commit is not None:
+                record["events"].append(discussion_event("commit", author, {"subject": commit[1], "oid": commit[0]}))
+            self.save_discussion(record)
+            return record
+
+    def add_discussion_event(self, num: int, kind: str, author: str, data: dict[str, Any]) -> dict[str, Any]:
+        with self.lock:
+            record = self.discussion(num)
+            event = discussion_event(kind, author, data)
+            record["events"].append(event)
+            if kind == "status-change":
+                record["status"] = data["status"]
+            elif kind == "title-change":
+                record["title"] = data["to"]
+            self.save_discussion(record)
+            return event
 
     # Commits ------------------------------------------------------------------------------------------------------
     def commit(self, sha: str) -> dict[str, Any]:
@@ -322,10 +439,13 @@ class Repo:
         message: str,
         parent: str | None,
         create_pr: bool = False,
+        author: str = "hfsoup-local",
     ) -> tuple[str, str]:
         """Commit `operations` on branch `rev` atomically; return the new commit SHA and the ref that moved.
 
         Operations are `("add", path, entry)`, `("delete_file", path, None)` and `("delete_folder", path, None)`.
+        With `create_pr`, the commit goes to a new `refs/pr/N` instead, and pull request N (a discussion) records
+        it, with `rev` as the branch it proposes to change.
         """
         with self.lock:
             ref = self.branch_ref(rev)
@@ -348,11 +468,37 @@ class Repo:
                         )
                     for p in doomed:
                         del files[p]
+            base_ref = ref
             if create_pr:
                 ref = self.new_pr_ref()
             sha = self.write_commit(parents=[head], files=files, title=title, message=message)
+            if create_pr:  # the pull request exists before its ref does: a listed ref/pr/N always has its record
+                self.open_discussion(
+                    int(ref.rsplit("/", 1)[1]),
+                    title=title,
+                    description=message,
+                    author=author,
+                    pull_request=True,
+                    base=base_ref,
+                    base_sha=head,
+                    commit=(sha, title),
+                )
+            elif ref.startswith("refs/pr/") and (self.dir / "discussions" / f"{ref.rsplit('/', 1)[1]}.json").is_file():
+                self.add_discussion_event(int(ref.rsplit("/", 1)[1]), "commit", author, {"subject": title, "oid": sha})
             self._write_refs({**self.refs(), ref: sha})  # The one step that makes the commit visible.
             return sha, ref
+
+
+def discussion_event(kind: str, author: str, data: dict[str, Any]) -> dict[str, Any]:
+    """One event of a discussion as the Hub serialises it (`huggingface_hub.community.deserialize_event` reads it)."""
+    return {"id": os.urandom(12).hex(), "type": kind, "createdAt": utc_now(), "author": {"name": author}, "data": data}
+
+
+def comment_data(text: str, author: str) -> dict[str, Any]:
+    import html
+
+    latest = {"raw": text, "html": f"<p>{html.escape(text)}</p>", "updatedAt": utc_now(), "author": {"name": author}}
+    return {"edited": False, "hidden": False, "latest": latest, "numEdits": 0, "history": [latest]}
 
 
 class HubStore:
@@ -366,6 +512,7 @@ class HubStore:
         self._locks_guard = threading.Lock()
         self._commit_cache: dict[Path, dict[str, Any]] = {}
         self._claim: IO[bytes] | None = None
+        self._gc_fallback = threading.Lock()
 
     def claim(self) -> bool:
         """Mark this store as served by this process and clean what crashed uploads left; False (and nothing
@@ -433,11 +580,107 @@ class HubStore:
             repo._write_refs({f"refs/heads/{DEFAULT_BRANCH}": sha})  # Written last: the repo exists from here on.
         return repo
 
-    def delete(self, repo_type: str, repo_id: str) -> None:
+    def delete(self, repo_type: str, repo_id: str) -> set[str]:
+        """Delete a repo; returns the blobs it named, which `collect` removes unless another repo names them."""
         repo = self.get(repo_type, repo_id)
         with repo.lock:
+            named = repo.blob_refs() | {p.name for p in (repo.dir / "lfs").glob("*")}
             # Hide the repo first (its refs), then remove the rest; blobs stay, other repos may share them.
             (repo.dir / "refs.json").unlink()
             shutil.rmtree(repo.dir, ignore_errors=True)
+        self._forget(repo.dir)
+        return named
+
+    def _forget(self, folder: Path) -> None:
         with self._locks_guard:
-            self._commit_cache = {p: c for p, c in self._commit_cache.items() if repo.dir not in p.parents}
+            self._commit_cache = {p: c for p, c in self._commit_cache.items() if folder not in p.parents}
+
+    def repos(self, repo_type: str | None = None) -> Iterator[Repo]:
+        """Every repo of the store (of `repo_type`, if given), in id order."""
+        for kind in [repo_type] if repo_type else REPO_TYPES:
+            base = self.root / "repos" / f"{kind}s"
+            for refs in sorted(base.glob("*/*/refs.json")):
+                namespace, name = refs.parent.parent.name, refs.parent.name
+                if check_namespace(namespace) and check_namespace(name):
+                    yield Repo(self, kind, f"{namespace}/{name}")
+
+    def duplicate(self, repo_type: str, from_id: str, to_id: str, *, private: bool) -> Repo:
+        """A new repo `to_id` with the branches, tags and history of `from_id` (blobs are shared, not copied)."""
+        source = self.get(repo_type, from_id)
+        target = Repo(self, repo_type, check_repo_id(to_id))
+        with target.lock:
+            if (target.dir / "refs.json").is_file():
+                raise EndpointError(409, f"You already created this {repo_type} repo: {to_id}")
+            shutil.rmtree(target.dir, ignore_errors=True)  # what a deleted repo of that name may have left
+            with source.lock:
+                refs = {
+                    ref: sha for ref, sha in source.refs().items() if ref.startswith(("refs/heads/", "refs/tags/"))
+                }
+                shutil.copytree(source.dir / "commits", target.dir / "commits")
+                meta = {**source.meta, "id": to_id, "private": private, "createdAt": utc_now()}
+            meta.pop("gated", None)
+            write_atomic(target.dir / "repo.json", json.dumps(meta, indent=1).encode())
+            target._write_refs(refs)  # last: the repo exists from here on
+        return target
+
+    def move(self, repo_type: str, from_id: str, to_id: str) -> Repo:
+        """Rename `from_id` to `to_id` (another name, or another namespace), with its history and discussions."""
+        source = self.get(repo_type, from_id)
+        target = Repo(self, repo_type, check_repo_id(to_id))
+        if source.dir == target.dir:
+            raise EndpointError(400, f"Cannot move {from_id} onto itself")
+        first, second = sorted([source, target], key=lambda r: str(r.dir))
+        with first.lock, second.lock:  # in path order: two moves in opposite directions cannot deadlock
+            if (target.dir / "refs.json").is_file():
+                raise EndpointError(409, f"You already created this {repo_type} repo: {to_id}")
+            source.refs()  # 404 if it was deleted meanwhile
+            shutil.rmtree(target.dir, ignore_errors=True)
+            target.dir.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(source.dir, target.dir)
+            target.update_meta(id=to_id)
+        self._forget(source.dir)
+        return target
+
+    # Garbage collection -------------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """Held (shared) by every request that stores blobs or names them in a commit; `collect` takes it alone, in
+        this process and in any other (`hfsoup hub gc` next to a running server), so it never removes a blob that a
+        commit in flight is about to name."""
+        with self._gc_lock(shared=True):
+            yield
+
+    @contextlib.contextmanager
+    def _gc_lock(self, *, shared: bool) -> Iterator[None]:
+        try:
+            import fcntl
+        except ImportError:  # no flock (Windows): serialise in this process only
+            with self._gc_fallback:
+                yield
+            return
+        with open(self.root / ".gc.lock", "ab") as handle:
+            fcntl.flock(handle, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+            yield  # closing the file releases the lock
+
+    def collect(self, candidates: set[str] | None = None, *, grace_seconds: float = 3600) -> tuple[int, int]:
+        """Remove the blobs no repo names (only among `candidates`, if given): none of their commits, on any ref or
+        in any history, and no upload of the last `grace_seconds` awaiting its commit. Returns (blobs, bytes)."""
+        if candidates is not None and not candidates:
+            return 0, 0
+        with self._gc_lock(shared=False):
+            cutoff = time.time() - grace_seconds
+            named: set[str] = set()
+            for repo in self.repos():
+                named |= repo.blob_refs(markers_newer_than=cutoff)
+            if candidates is None:
+                stored = [p for p in self.blobs.root.glob("??/*") if not p.name.startswith(".")]
+            else:
+                stored = [self.blobs.path(sha) for sha in candidates]
+            removed = freed = 0
+            for path in stored:
+                if path.name in named or not path.is_file():
+                    continue
+                size = path.stat().st_size
+                path.unlink(missing_ok=True)
+                removed, freed = removed + 1, freed + size
+            return removed, freed

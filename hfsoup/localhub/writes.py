@@ -31,9 +31,10 @@ from .protocol import (
     get_field,
     json_response,
     open_repo,
+    open_repo_to_propose,
     repo_url,
 )
-from .store import DEFAULT_BRANCH, EndpointError, Repo, file_entry, lfs_entry, parse_count
+from .store import DEFAULT_BRANCH, EndpointError, Repo, check_repo_id, file_entry, lfs_entry, parse_count
 
 # Files the Hub would refuse as regular git blobs: large ones, binary ones, and these extensions.
 LFS_THRESHOLD = 10 * 1024 * 1024
@@ -77,9 +78,58 @@ def create_repo(req: Request) -> Response:
 
 
 def delete_repo(req: Request) -> Response:
+    """Delete a repo, then the blobs it alone named: deleting every repo that used a file frees its disk space."""
     repo_type, repo_id = _repo_from_body(req, req.json())
     open_repo(req, repo_type, repo_id, write=True)
-    req.store.delete(repo_type, repo_id)
+    named = req.store.delete(repo_type, repo_id)
+    req.store.collect(named)
+    return json_response({})
+
+
+def duplicate_repo(req: Request, repo_type: str, repo_id: str) -> Response:
+    """`POST /api/{type}s/{id}/duplicate` `{repository, visibility}`: a copy of its branches, tags and history."""
+    open_repo(req, repo_type, repo_id)
+    data = req.json()
+    target = get_field(data, "repository", str, "")
+    check_repo_id(target)
+    req.check_write(target.split("/")[0], f"create a {repo_type}")
+    visibility = get_field(data, "visibility", str)
+    if visibility not in (None, "public", "private"):
+        raise EndpointError(400, "'visibility' must be 'public' or 'private'")
+    source = req.store.get(repo_type, repo_id)
+    private = source.private if visibility is None else visibility == "private"
+    url = repo_url(req, repo_type, target)
+    try:
+        with req.store.writing():  # a collection listing repos meanwhile must see the copy or its source whole
+            req.store.duplicate(repo_type, repo_id, target, private=private)
+    except EndpointError as err:
+        if err.status == 409:  # `duplicate_repo(exist_ok=True)` reads the url of the 409
+            err.extra["url"] = url
+        raise
+    return json_response({"url": url, "filesCopyPending": False})
+
+
+def move_repo(req: Request) -> Response:
+    """`POST /api/repos/move` `{fromRepo, toRepo, type}`: rename a repo or hand it to another namespace the token
+    may write to."""
+    data = req.json()
+    repo_type = get_field(data, "type", str, "model")
+    if repo_type not in URL_PREFIXES:
+        raise EndpointError(400, f"Invalid repo type {repo_type[:50]!r}, expected one of {sorted(URL_PREFIXES)}")
+    source, target = get_field(data, "fromRepo", str, ""), check_repo_id(get_field(data, "toRepo", str, ""))
+    open_repo(req, repo_type, source, write=True)
+    req.check_write(target.split("/")[0], f"create a {repo_type}")
+    with req.store.writing():  # a collection must not miss the repo while it moves from one folder to another
+        req.store.move(repo_type, source, target)
+    return json_response({})
+
+
+def super_squash(req: Request, repo_type: str, repo_id: str, segments: list[str]) -> Response:
+    """`POST /api/{type}s/{id}/super-squash/{branch}` `{message}`: one commit instead of the branch's history; the
+    blobs only the old history named are removed."""
+    repo = open_repo(req, repo_type, repo_id, write=True)
+    message = get_field(req.json(), "message", str, "") or "Super-squash"
+    req.store.collect(repo.squash(unquote("/".join(segments)), message[:65536]))
     return json_response({})
 
 
@@ -134,8 +184,9 @@ def delete_tag(req: Request, repo_type: str, repo_id: str, segments: list[str]) 
 
 # Upload protocol -------------------------------------------------------------------------------------------------
 def preupload(req: Request, repo_type: str, repo_id: str, segments: list[str]) -> Response:
-    repo = open_repo(req, repo_type, repo_id, write=True)
-    sha = repo.resolve(unquote("/".join(segments)))
+    rev = unquote("/".join(segments))
+    repo = open_repo_to_propose(req, repo_type, repo_id, rev, create_pr=req.flag("create_pr"))
+    sha = repo.resolve(rev)
     files = repo.commit(sha)["files"]
     attributes = files.get(".gitattributes")
     patterns = _lfs_patterns(req.store.blobs.read(attributes["sha256"]).decode() if attributes else "")
@@ -182,8 +233,10 @@ def lfs_batch(req: Request, repo_type: str, repo_id: str) -> Response:
     operation = data.get("operation")
     if operation not in ("upload", "download"):
         raise EndpointError(400, f"Unsupported LFS operation {str(operation)[:50]!r}: expected 'upload' or 'download'")
-    if operation == "upload":
-        req.check_write(repo_id.split("/")[0], f"update this {repo_type}")
+    if operation == "upload":  # a reader may upload for a pull request (no ref, or a refs/pr/N of theirs)
+        ref = data.get("ref")
+        name = ref.get("name") if isinstance(ref, dict) else None
+        open_repo_to_propose(req, repo_type, repo_id, name if isinstance(name, str) else None, create_pr=False)
     repo_key = f"{repo_type}/{repo_id}"
     objects = []
     for obj in get_field(data, "objects", list, []):
@@ -232,8 +285,9 @@ def lfs_put(req: Request, oid: str, size: str) -> Response:
     declared = req.headers.get("Content-Length")
     if declared is not None and parse_count(declared) not in (None, length):
         raise EndpointError(400, f"The upload announces {declared} bytes, the object has {length}")
-    req.store.blobs.put_stream(req.read, sha256=sha256, size=length)  # checked even if stored: proof of possession
-    repo.grant_blob(sha256)
+    with req.store.writing():  # a collection running now must not take the blob before its grant is written
+        req.store.blobs.put_stream(req.read, sha256=sha256, size=length)  # checked even if stored: proof of possession
+        repo.grant_blob(sha256)
     return Response(200, headers={"ETag": f'"{sha256}"'})
 
 
@@ -252,18 +306,20 @@ def lfs_get(req: Request, oid: str, size: str) -> Response:
 
 
 def commit(req: Request, repo_type: str, repo_id: str, segments: list[str]) -> Response:
-    repo = open_repo(req, repo_type, repo_id, write=True)
-    header, operations = _parse_commit(req, repo)
     create_pr = req.flag("create_pr")
-    summary = get_field(header, "summary", str, "")
-    sha, ref = repo.apply(
-        unquote("/".join(segments)),
-        operations,
-        title=summary,
-        message=get_field(header, "description", str, ""),
-        parent=get_field(header, "parentCommit", str),
-        create_pr=create_pr,
-    )
+    repo = open_repo_to_propose(req, repo_type, repo_id, unquote("/".join(segments)), create_pr=create_pr)
+    with req.store.writing():  # from the first blob stored to the branch moved: no collection in between
+        header, operations = _parse_commit(req, repo)
+        summary = get_field(header, "summary", str, "")
+        sha, ref = repo.apply(
+            unquote("/".join(segments)),
+            operations,
+            title=summary,
+            message=get_field(header, "description", str, ""),
+            parent=get_field(header, "parentCommit", str),
+            create_pr=create_pr,
+            author=req.user.name if req.user is not None else LOCAL_USER,
+        )
     url = repo_url(req, repo_type, repo_id)
     pr_url = f"{url}/discussions/{ref.rsplit('/', 1)[1]}" if create_pr else None
     return json_response(
