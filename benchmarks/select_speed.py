@@ -56,6 +56,15 @@ FAMILY_TITLES = {"t5": "T5 (t5-text) on sst2", "clip": "CLIP zero-shot (clip-zer
 BUILD_VERSION = 1  # bump when what build() writes changes, so cached builds are redone
 CONTENDERS = ("hfsoup", "fresh")
 PHASES = ("data", "encode", "model load", "soup write", "rest")  # "model load": its tokenizer or processor too
+# The wrapped functions, by name, as the per-call line of the report names them.
+CALLS = {
+    "__init__": "Evaluator()",
+    "encode": "encode",
+    "make_batches": "make_batches",
+    "load_model": "load_model",
+    "load_tokenizer": "load_tokenizer",
+    "write_soup": "trial soup write",
+}
 ENV = {
     **os.environ,
     "HF_HUB_OFFLINE": "1",
@@ -120,6 +129,7 @@ class Phases:
 
     def __init__(self) -> None:
         self.seconds = dict.fromkeys(PHASES, 0.0)
+        self.calls: dict[str, list[float]] = {}  # per function name, each call's seconds
         self.passes = 0
 
     def wrap(self, module: object, name: str, phase: str) -> None:
@@ -130,7 +140,9 @@ class Phases:
             try:
                 return original(*args, **kwargs)
             finally:
-                self.seconds[phase] += time.perf_counter() - start
+                seconds = time.perf_counter() - start
+                self.seconds[phase] += seconds
+                self.calls.setdefault(name, []).append(seconds)
 
         setattr(module, name, timed)
 
@@ -161,11 +173,18 @@ def child(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     import datasets
+
+    # One-off imports that either contender pays on its first evaluator and its first model (`evaluate`, which the
+    # shipped metric modules use, brings transformers.pipelines: 3-7 s on 2 busy cores), made before the clock starts
+    # so that `select` times the selection; they are in the `imports` and `process` columns.
+    import evaluate  # noqa: F401
+    import transformers
     from transformers.utils import logging as transformers_logging
 
     import hfsoup
     from hfsoup.selection import stage
 
+    getattr(transformers, {"t5": "T5ForConditionalGeneration", "clip": "CLIPModel"}[args.family])
     datasets.disable_progress_bars()
     transformers_logging.set_verbosity_error()
     layout = json.loads(args.layout)
@@ -215,6 +234,7 @@ def child(args: argparse.Namespace) -> None:
                 "soup": soup_seconds,
                 "phases": phases.seconds,
                 "passes": phases.passes,
+                "calls": phases.calls,
                 **outcome,
             }
         )
@@ -246,7 +266,9 @@ def fresh_greedy(folders: list[str], options: dict, out: Path, phases: Phases, r
     def write_soup(members: list[str], target: Path) -> None:
         start = time.perf_counter()
         hfsoup.soup(members, target, method="uniform", overwrite=True)
-        phases.seconds["soup write"] += time.perf_counter() - start
+        seconds = time.perf_counter() - start
+        phases.seconds["soup write"] += seconds
+        phases.calls.setdefault("write_soup", []).append(seconds)
 
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
@@ -358,18 +380,32 @@ def report(family: str, runs: dict[str, list[dict]], args: argparse.Namespace) -
         f"\n{FAMILY_TITLES[family]}: {N_INGREDIENTS} ingredients, {args.rows} rows (half held out), batch size "
         f"{args.batch_size}, {args.threads} torch thread(s), median of {args.runs}"
     )
-    header = ["contender", "select s", "x hfsoup", "soup() s", "process s", "passes", "trial ex.", *PHASES]
+    header = ["contender", "select s", "x hfsoup", "soup() s", "imports s", "process s", "passes", "trial ex."]
+    header += [*PHASES]
     print(" ".join(f"{h:>10}" for h in header))
     for contender in CONTENDERS:
         first = runs[contender][0]
         cells = [contender, f"{med(contender, 'select'):.2f}", f"{med(contender, 'select') / base:.2f}"]
-        cells += [f"{med(contender, 'soup'):.2f}", f"{med(contender, 'wall'):.2f}", str(first["passes"])]
+        cells += [f"{med(contender, 'soup'):.2f}", f"{med(contender, 'imports'):.2f}", f"{med(contender, 'wall'):.2f}"]
+        cells += [str(first["passes"])]
         cells += [f"{first['examples_scored']}/{first['examples_full']}"]
         cells += [f"{med_phase(contender, p):.2f}" for p in PHASES]
         print(" ".join(f"{c:>10}" for c in cells))
     for contender in CONTENDERS:
         walls = ", ".join(f"{r['select']:.2f} s ({r['other']:.1f})" for r in runs[contender])
         print(f"  {contender} runs, select (cores busy elsewhere): {walls}")
+    for contender in CONTENDERS:
+        typical = sorted(runs[contender], key=lambda r: r["select"])[len(runs[contender]) // 2]  # the median run
+        calls = typical["calls"]
+        parts = []
+        for name, label in CALLS.items():
+            seconds = calls.get(name, [])
+            if len(seconds) == 1:
+                parts.append(f"{label} 1 x {seconds[0]:.2f}")
+            elif seconds:
+                later = statistics.median(seconds[1:])
+                parts.append(f"{label} {len(seconds)} x (first {seconds[0]:.2f}, then {later:.3f})")
+        print(f"  {contender} calls, s (median run): " + "; ".join(parts))
     ours, theirs = runs["hfsoup"][0], runs["fresh"][0]
     print(f"  greedy order (ingredient indices, best first): hfsoup {ours['order']}, fresh {theirs['order']}")
     print(f"  kept: hfsoup {ours['kept']}, fresh {theirs['kept']}")
