@@ -202,9 +202,9 @@ def child(args: argparse.Namespace) -> None:
         original, select = stage.select_soup, {}
 
         def timed_select(*a, **k):
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             result = original(*a, **k)
-            select["seconds"] = time.perf_counter() - start
+            select["seconds"], select["cpu"] = time.perf_counter() - start, time.process_time() - cpu
             return result
 
         stage.select_soup = timed_select
@@ -222,15 +222,17 @@ def child(args: argparse.Namespace) -> None:
             "held_out": result.results.row("greedy soup").held_out,
             "report": result.results.row("greedy soup").report,
         }
-        select_seconds = select["seconds"]
+        select_seconds, select_cpu = select["seconds"], select["cpu"]
     else:
-        outcome, select_seconds, soup_seconds = fresh_greedy(folders, options, out, phases, layout["rows"])
+        outcome, select_seconds, select_cpu = fresh_greedy(folders, options, out, phases, layout["rows"])
+        soup_seconds = select_seconds
     phases.seconds["rest"] = select_seconds - sum(phases.seconds[p] for p in PHASES if p != "rest")
     Path(args.result).write_text(
         json.dumps(
             {
                 "imports": imports,
                 "select": select_seconds,
+                "select_cpu": select_cpu,
                 "soup": soup_seconds,
                 "phases": phases.seconds,
                 "passes": phases.passes,
@@ -242,7 +244,8 @@ def child(args: argparse.Namespace) -> None:
 
 
 def fresh_greedy(folders: list[str], options: dict, out: Path, phases: Phases, rows: int) -> tuple[dict, float, float]:
-    """The greedy search, every score from a fresh evaluator on a folder; returns the outcome and its seconds."""
+    """The greedy search, every score from a fresh evaluator on a folder; returns the outcome, its wall and CPU
+    seconds (its final soup is the last trial written: its `soup()` time is its selection time)."""
     import shutil
 
     import hfsoup
@@ -272,7 +275,7 @@ def fresh_greedy(folders: list[str], options: dict, out: Path, phases: Phases, r
 
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     alone = [fresh_score(f, "held_out") for f in folders]
     reported = [fresh_score(f, "report") for f in folders]
     primary = "accuracy"
@@ -290,7 +293,7 @@ def fresh_greedy(folders: list[str], options: dict, out: Path, phases: Phases, r
             current, soup_dir, soup_scores = trial_held[primary], str(trial), {"held_out": trial_held}
     if "report" not in soup_scores:  # the greedy soup on the reported half, as hfsoup's table has it
         soup_scores["report"] = fresh_score(soup_dir, "report")
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     n_trials = len(folders) - 1
     outcome = {
         "kept": sorted(kept),
@@ -299,7 +302,7 @@ def fresh_greedy(folders: list[str], options: dict, out: Path, phases: Phases, r
         "examples_full": n_trials * len(positions["held_out"]),
         **soup_scores,
     }
-    return outcome, seconds, seconds
+    return outcome, seconds, cpu
 
 
 # ---------------------------------------------------------------------------------------------------- the parent
@@ -375,25 +378,27 @@ def report(family: str, runs: dict[str, list[dict]], args: argparse.Namespace) -
     def med_phase(contender: str, phase: str) -> float:
         return statistics.median(r["phases"][phase] for r in runs[contender])
 
-    base = med("hfsoup", "select")
+    base, base_cpu = med("hfsoup", "select"), med("hfsoup", "select_cpu")
     print(
         f"\n{FAMILY_TITLES[family]}: {N_INGREDIENTS} ingredients, {args.rows} rows (half held out), batch size "
         f"{args.batch_size}, {args.threads} torch thread(s), median of {args.runs}"
     )
-    header = ["contender", "select s", "x hfsoup", "soup() s", "imports s", "process s", "passes", "trial ex."]
+    header = ["contender", "select s", "x hfsoup", "CPU s", "x hfsoup", "soup() s", "imports s", "process s"]
+    header += ["passes", "trial ex."]
     header += [*PHASES]
     print(" ".join(f"{h:>10}" for h in header))
     for contender in CONTENDERS:
         first = runs[contender][0]
         cells = [contender, f"{med(contender, 'select'):.2f}", f"{med(contender, 'select') / base:.2f}"]
+        cells += [f"{med(contender, 'select_cpu'):.2f}", f"{med(contender, 'select_cpu') / base_cpu:.2f}"]
         cells += [f"{med(contender, 'soup'):.2f}", f"{med(contender, 'imports'):.2f}", f"{med(contender, 'wall'):.2f}"]
         cells += [str(first["passes"])]
         cells += [f"{first['examples_scored']}/{first['examples_full']}"]
         cells += [f"{med_phase(contender, p):.2f}" for p in PHASES]
         print(" ".join(f"{c:>10}" for c in cells))
     for contender in CONTENDERS:
-        walls = ", ".join(f"{r['select']:.2f} s ({r['other']:.1f})" for r in runs[contender])
-        print(f"  {contender} runs, select (cores busy elsewhere): {walls}")
+        walls = ", ".join(f"{r['select']:.2f} s ({r['select_cpu']:.2f}, {r['other']:.1f})" for r in runs[contender])
+        print(f"  {contender} runs, select wall (CPU s, cores busy elsewhere): {walls}")
     for contender in CONTENDERS:
         typical = sorted(runs[contender], key=lambda r: r["select"])[len(runs[contender]) // 2]  # the median run
         calls = typical["calls"]
