@@ -27,10 +27,11 @@ both halves. Each runs as its own process, in turn, round after round:
 Both read the same warm datasets cache (an untimed warm-up run of each fills it): tokenized and preprocessed splits
 are read back from it by a fresh evaluator, as when `hfsoup eval` runs again on the same data.
 
-Reported per family and contender, medians over `--runs`: process wall time, `select` and `soup()` seconds, the ratio
-fresh / hfsoup, the full passes over a part of the data (forward passes over held-out or reported rows: an early-
-stopped candidate counts as one), the held-out examples scored for the trials, and where the time went (data loading,
-tokenization/preprocessing and batching, model loading, trial soup writes, the rest: the forward passes and Python).
+Reported per family and contender, medians over `--runs`: `select` wall and CPU seconds and their ratio fresh /
+hfsoup, `soup()` seconds, the child's imports before the clock and its whole process wall time, the full passes over
+a part of the data (forward passes over held-out or reported rows: an early-stopped candidate counts as one), the
+held-out examples scored for the trials, and where the time went (data loading, tokenization/preprocessing and
+batching, model loading, trial soup writes, the rest: the forward passes and Python).
 The kept ingredients must be the same for both contenders; the script says so loudly when they are not.
 """
 
