@@ -60,6 +60,9 @@ def resolve(
         files = sorted(n for n in names if n in SUPPORT_FILES)
         return PinnedIngredient(ref, None, layout, files, local_dir=ref.path)
 
+    if constants.hub_offline():  # nothing to ask: the cache is the Hub, and a miss is final (never retried)
+        return _resolve_from_cache(ref, allow_pickle=allow_pickle)
+
     from huggingface_hub import HfApi
 
     with ingredient_errors(ref):
@@ -79,6 +82,28 @@ def resolve(
             checksums[sibling.rfilename] = ("git-sha1", sibling.blob_id)
     logger.info("resolved %s to %s", ref.spec, info.sha)
     return PinnedIngredient(ref, info.sha, layout, files, checksums=checksums)
+
+
+def _resolve_from_cache(ref: IngredientRef, *, allow_pickle: bool) -> PinnedIngredient:
+    """Pin a Hub ingredient to the snapshot the Hub cache holds for its revision, asking the Hub nothing.
+
+    The cache names each blob by the checksum the Hub listed for it when it was downloaded (the LFS sha256, or the git
+    blob id), so the files are verified on those as an online fetch would be.
+    """
+    from huggingface_hub import snapshot_download
+
+    with ingredient_errors(ref):
+        folder = Path(snapshot_download(ref.repo_id, revision=ref.revision, local_files_only=True))
+    names = sorted(p.name for p in folder.iterdir() if p.is_file())
+    layout = _check_layout(ref.spec, weights_layout(names), allow_pickle=allow_pickle)
+    checksums = {}
+    for name in names:
+        blob = Path(os.path.realpath(folder / name)).name
+        if len(blob) in (40, 64) and all(c in "0123456789abcdef" for c in blob):
+            checksums[name] = ("sha256" if len(blob) == 64 else "git-sha1", blob)
+    logger.info("HF_HUB_OFFLINE: resolved %s to %s from the Hub cache", ref.spec, folder.name)
+    files = [n for n in names if n in SUPPORT_FILES]
+    return PinnedIngredient(ref, folder.name, layout, files, checksums=checksums)
 
 
 def ingredient_errors(ref: IngredientRef):  # noqa: ANN201 - hub_errors' context manager
