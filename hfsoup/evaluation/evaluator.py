@@ -136,7 +136,9 @@ class Evaluator:
         self.batch_size, self.max_length, self.token = batch_size, max_length, token
         self.processes = distributed.current()
         with _main_first(self.processes):
-            self.task = resolve_task(task, labels_from=labels_from, dataset=dataset, data_files=data_files, token=token)
+            self.task = resolve_task(
+                task, labels_from=labels_from, dataset=dataset, data_files=data_files, token=token
+            )
             self.splits, self.dataset = load_splits(
                 self.task, split, dataset=dataset, data_files=data_files, limit=limit, token=token
             )

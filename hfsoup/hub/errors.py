@@ -188,10 +188,11 @@ def _model(exc: BaseException, how: Failure | None, target: HubTarget) -> Hfsoup
             fix="The repo may have changed during the download; run the command again.",
         )
     if how == "offline":
+        revision = target.revision or "main"
         return HubError(
-            f"Ingredient {spec!r} (revision {target.revision or 'main'}) is not in the Hugging Face cache "
-            f"({constants.hub_cache()}), and HF_HUB_OFFLINE is set, so the Hub was not asked.",
-            fix=f"Download it once with network access: 'hf download {repo_id} --revision {target.revision or 'main'}' "
+            f"Ingredient {spec!r} (revision {revision}) is not in the Hugging Face cache ({constants.hub_cache()}), "
+            "and HF_HUB_OFFLINE is set, so the Hub was not asked.",
+            fix=f"Download it once with network access: 'hf download {repo_id} --revision {revision}' "
             "(or run this command once online), then rerun; or unset HF_HUB_OFFLINE; or name the model by its "
             "local folder.",
         )

@@ -3,8 +3,9 @@
 `huggingface_hub` resumes a file download whose connection dropped and checks its size, but it retries no API call
 (repo info, headers) and no file answered with HTTP 5xx. So every Hub call hfsoup makes goes through `with_retries`,
 which tries again on what a rerun would likely get past: HTTP 408, 429 and 5xx, timeouts, dropped connections, a
-truncated or damaged answer; never with `HF_HUB_OFFLINE` set, where the same call fails the same way. When it gives up it records on the exception how many tries were made, so the one Hub
-error translator (`hub.errors`) can say so.
+truncated or damaged answer; never with `HF_HUB_OFFLINE` set, where the same call fails the same way. When it
+gives up it records on the exception how many tries were made, so the one Hub error translator (`hub.errors`) can
+say so.
 """
 
 from __future__ import annotations
