@@ -240,3 +240,33 @@ def test_a_failed_demo_leaves_nothing_behind(tmp_path, monkeypatch, hf_home):
     with pytest.raises(KeyboardInterrupt):
         hfsoup.demo.run_demo(fast=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hf_home"]
+
+
+# --- item 8: -q/-v after the verb, the results table once ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "verbose", "quiet"),
+    [
+        (["-q", "soup", "a", "b", "-o", "x"], 0, True),
+        (["soup", "a", "b", "-o", "x", "-q"], 0, True),
+        (["soup", "-vv", "a", "b", "-o", "x"], 2, False),
+        (["-v", "eval", "a", "--task", "sst2"], 1, False),
+        (["hub", "serve", "--root", "r", "-v"], 1, False),
+        (["check", "a", "b"], 0, False),
+    ],
+)
+def test_verbosity_flags_work_before_and_after_the_verb(argv, verbose, quiet):
+    from hfsoup.cli import build_parser
+
+    args = build_parser().parse_args(argv)
+    assert (args.verbose, args.quiet) == (verbose, quiet)
+
+
+def test_soup_with_v_prints_the_results_table_once(families, reviews_csv, tmp_path, capsys, hf_home):
+    folders = [str(f) for f in families["bert"].finetunes[:2]]
+    argv = ["soup", *folders, "-o", str(tmp_path / "soup"), "--method", "greedy", "--task", "text-classification"]
+    assert main([*argv, "--data-files", f"validation={reviews_csv}", "--no-plot", "-v"]) == 0
+    captured = capsys.readouterr()
+    assert "INFO" in captured.err  # -v after the verb took effect
+    assert (captured.out + captured.err).count("held-out accuracy") == 1

@@ -92,29 +92,20 @@ def method_and_selection(args: argparse.Namespace) -> tuple[Any, Selection | Non
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..pipeline import soup
-
     method, selection = method_and_selection(args)
     if args.quiet and selection is not None:  # datasets draws its own progress bars (preparing, tokenizing)
         import datasets
 
         datasets.disable_progress_bars()
     output = Output(**given(args, Output, dest="output"))
-    result = soup(
-        args.ingredients,
-        output.dir,
-        method=method,
-        dtype=output.dtype,
-        max_shard_size=output.max_shard_size,
-        overwrite=output.overwrite,
-        allow_pickle=args.allow_pickle,
-        token=args.token,
-        device=args.device,
-        force=args.force,
-        align_labels=not args.no_align_labels,
-        resume=args.resume,
-        selection=selection,
-    )
+    # The selection stage logs the results table (at INFO, for library users); this command prints it below, so with
+    # -v it would appear twice.
+    stage_logger = logging.getLogger("hfsoup.selection.stage")
+    stage_logger.addFilter(_not_the_table)
+    try:
+        result = _soup(args, method, selection, output)
+    finally:
+        stage_logger.removeFilter(_not_the_table)
     if result.report is not None:
         for finding in result.report.findings:
             if finding.level != "info":
@@ -133,3 +124,28 @@ def run(args: argparse.Namespace) -> int:
     if result.results is not None:
         print(result.results.format_table())
     return 0
+
+
+def _soup(args: argparse.Namespace, method: Any, selection: Selection | None, output: Output) -> Any:
+    from ..pipeline import soup
+
+    return soup(
+        args.ingredients,
+        output.dir,
+        method=method,
+        dtype=output.dtype,
+        max_shard_size=output.max_shard_size,
+        overwrite=output.overwrite,
+        allow_pickle=args.allow_pickle,
+        token=args.token,
+        device=args.device,
+        force=args.force,
+        align_labels=not args.no_align_labels,
+        resume=args.resume,
+        selection=selection,
+    )
+
+
+def _not_the_table(record: logging.LogRecord) -> bool:
+    """A logging filter: drops the selection stage's record of the results table, which `run` prints itself."""
+    return not (isinstance(record.msg, str) and record.msg.startswith("results:"))
