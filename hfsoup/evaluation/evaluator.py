@@ -404,4 +404,4 @@ def score(model: Any, task: str | Task, split: str = "validation", **options: An
     return evaluate_model(model, task, split, **options).metrics()
 
 
-__all__ = ["EvalReport", "EvaluationError", "Evaluator", "SplitResult", "evaluate_model", "model_labels", "score"]
+__all__ = ["EvalReport", "EvaluationError", "Evaluator", "SplitResult", "evaluate_model", "score"]
