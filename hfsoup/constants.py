@@ -59,6 +59,17 @@ def hub_retry_wait() -> float:
     return max(0.0, float(os.environ.get("HFSOUP_HUB_RETRY_WAIT", "1")))
 
 
+def hub_offline() -> bool:
+    """`HF_HUB_OFFLINE=1`, as `huggingface_hub` read it: Hub ingredients come from the Hub cache, and a miss is an
+    error at once (never retried)."""
+    try:
+        from huggingface_hub import constants
+
+        return bool(constants.HF_HUB_OFFLINE)
+    except ImportError:  # pragma: no cover - huggingface_hub is a dependency
+        return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUE
+
+
 def hub_cache() -> str:
     """The Hugging Face Hub cache folder (`HF_HUB_CACHE`, as `huggingface_hub` read it)."""
     try:

@@ -12,12 +12,16 @@ Hub ID (one pinned to a commit SHA), checks every tensor against an independent 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+from . import __version__
 
 logger = logging.getLogger(__name__)
 
@@ -33,56 +37,141 @@ def default_cache() -> Path:
     return Path(root) / "demo-minilm"
 
 
+#: Where the demo keeps its results by default: a folder of the current one, so they are easy to find and open.
+DEFAULT_WORKDIR = "hfsoup-demo"
+#: What the demo writes at the top of its results folder; it marks the folder as the demo's own finished output.
+DEMO_RECORD = "hfsoup-demo.json"
+#: Everything a finished results folder may hold: what `--overwrite` may replace without losing anything of the user's.
+_DEMO_ENTRIES = {DEMO_RECORD, "recipe.yaml", "soup", "drug-reviews"}
+
+
 def run_demo(
     *,
     workdir: str | os.PathLike | None = None,
     report: Callable[[str], None] = logger.info,
     fast: bool = False,
     cache: str | os.PathLike | None = None,
+    overwrite: bool = False,
 ) -> dict:
-    """Run the offline demo and return what it measured.
+    """Run the offline demo, keep its results in `workdir` and return what it measured.
+
+    The results (the soup folder with its `results.json`, `results.png`, model card and `hfsoup.json`, the recipe
+    that made it, the reviews it was scored on and `hfsoup-demo.json`) are written into a hidden sibling folder and
+    moved into place only when the demo has finished; the local Hub and its cache live in a temporary folder,
+    deleted at the end.
 
     Args:
-        workdir (`str` or `os.PathLike`, *optional*):
-            Where to keep the local Hub, its cache and the soup; a temporary folder (deleted at the end) by default.
+        workdir (`str` or `os.PathLike`, *optional*, defaults to `"hfsoup-demo"`):
+            The results folder. It may not exist yet, or be empty; an earlier run's results are replaced only with
+            `overwrite`, and a folder hfsoup demo did not write never is (nor the current or home folder, a root).
         report (`Callable[[str], None]`, *optional*):
             Called with each line of the running commentary (the CLI passes `print`).
         fast (`bool`, *optional*, defaults to `False`):
             Tiny seeded models instead of real MiniLM fine-tunes: the same path in seconds.
         cache (`str` or `os.PathLike`, *optional*):
             Where the MiniLM fine-tunes are trained once and reused (default: `default_cache()`).
+        overwrite (`bool`, *optional*, defaults to `False`):
+            Replace the results of an earlier demo run in `workdir`.
 
     Returns:
         `dict`: the soup folder, the ingredients with their SHAs and, for the real demo, the results table's rows.
     """
-    if workdir is None:
-        with tempfile.TemporaryDirectory(prefix="hfsoup-demo-") as tmp:
-            result = _run(Path(tmp), report, fast, cache)
-        report("(The demo worked in a temporary folder, now deleted; pass --workdir DIR to keep its files.)")
-        return result
-    Path(workdir).mkdir(parents=True, exist_ok=True)
-    return _run(Path(workdir), report, fast, cache)
+    from .io.staging import fresh_staging, open_up, staging_path
+
+    out = check_demo_output(DEFAULT_WORKDIR if workdir is None else workdir, overwrite=overwrite)
+    staging = staging_path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fresh_staging(staging, resume=False)
+
+    def shown(line: str) -> None:  # paths as they will be once the results are moved into place
+        report(line.replace(str(staging), str(out)))
+
+    try:
+        with tempfile.TemporaryDirectory(prefix="hfsoup-demo-") as scratch:
+            result = _run(Path(scratch), staging, shown, fast, cache)
+        result["output_dir"] = str(out / "soup")
+        record = {"hfsoup_demo": __version__, "fast": fast, **result}
+        (staging / DEMO_RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        open_up(staging)
+        check_demo_output(out, overwrite=overwrite)  # something may have appeared there meanwhile
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.hfsoup-old-", dir=out.parent))
+            os.replace(out, old / out.name)
+            os.replace(staging, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    kept = ["the model", "its card README.md", "hfsoup.json"]
+    kept += [name for name in ("results.json", "results.png") if (out / "soup" / name).is_file()]
+    report(f"Results kept in {out}: soup/ ({', '.join(kept)}), recipe.yaml and {DEMO_RECORD}.")
+    return result
 
 
-def _run(workdir: Path, report: Callable[[str], None], fast: bool, cache: str | os.PathLike | None) -> dict:
+def check_demo_output(workdir: str | os.PathLike, *, overwrite: bool) -> Path:
+    """The demo's results folder, absolute, or an error saying why it may not be written and what to do instead.
+
+    A folder that does not exist or is empty is fine. One holding an earlier demo run's results (`hfsoup-demo.json`
+    and nothing the demo does not write) is replaced only with `overwrite`; anything else never is. The current
+    folder, the home folder, a root and the Hugging Face cache are refused as `hfsoup soup -o` refuses them.
+    """
+    from .errors import OutputExistsError
+    from .io import guard
+
+    out = Path(workdir).expanduser().absolute()
+    guard.refuse_collisions(out, [])
+    if out.exists() and not out.is_dir():
+        raise OutputExistsError(f"{out} exists and is a file, not a folder.", fix="Name another with --workdir DIR.")
+    if not out.exists() or not any(out.iterdir()):
+        return out
+    own = is_demo_output(out)
+    if not own:
+        raise OutputExistsError(
+            f"{out} exists and was not written by hfsoup demo (it has no {DEMO_RECORD}, or holds other files); "
+            "the demo never replaces it, with or without --overwrite.",
+            fix="Keep the results elsewhere with --workdir DIR, or move that folder away yourself.",
+        )
+    if not overwrite:
+        raise OutputExistsError(
+            f"{out} holds the results of an earlier hfsoup demo; the demo never replaces them unless asked.",
+            fix="Rerun with --overwrite to replace them, or keep both with --workdir DIR (the fine-tunes are cached, "
+            "so a rerun skips the training).",
+        )
+    return out
+
+
+def is_demo_output(folder: Path) -> bool:
+    """Whether `folder` holds a finished demo's results: its record parses, and nothing the demo does not write."""
+    try:
+        record = json.loads((folder / DEMO_RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    if not isinstance(record, dict) or "hfsoup_demo" not in record or (folder / DEMO_RECORD).is_symlink():
+        return False
+    return all(entry.name in _DEMO_ENTRIES and not entry.is_symlink() for entry in folder.iterdir())
+
+
+def _run(
+    scratch: Path, results: Path, report: Callable[[str], None], fast: bool, cache: str | os.PathLike | None
+) -> dict:
     from .localhub.server import LocalHubServer
     from .testing.env import use_local_hub
 
     start = time.perf_counter()
     with (
-        LocalHubServer(workdir / "hub", anonymous_writes=True) as server,
-        use_local_hub(server.url, workdir / "hf_home"),
+        LocalHubServer(scratch / "hub", anonymous_writes=True) as server,
+        use_local_hub(server.url, scratch / "hf_home"),
     ):
         steps = 5 if fast else 6
-        report(f"[1/{steps}] Local Hub running at {server.url} (store: {workdir / 'hub'})")
+        report(f"[1/{steps}] Local Hub running at {server.url} (store: {scratch / 'hub'}, deleted at the end)")
         if fast:
-            return _fast_steps(workdir, server.url, report, start)
-        return _minilm_steps(workdir, Path(cache) if cache else default_cache(), report, start)
+            return _fast_steps(scratch, results, server.url, report, start)
+        return _minilm_steps(scratch, results, Path(cache) if cache else default_cache(), report, start)
 
 
-def _minilm_steps(workdir: Path, cache: Path, report: Callable[[str], None], start: float) -> dict:
-    import json
-
+def _minilm_steps(scratch: Path, results: Path, cache: Path, report: Callable[[str], None], start: float) -> dict:
     import torch
     from huggingface_hub import HfApi
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -98,7 +187,7 @@ def _minilm_steps(workdir: Path, cache: Path, report: Callable[[str], None], sta
     repos = publish_family(family, org=DEMO_ORG, members=members)
     ingredients = [repos[f"ft{i}"] for i in range(N_FINETUNES)]
     reviews = drug_reviews()
-    data = workdir / "drug-reviews"
+    data = results / "drug-reviews"  # kept: `hfsoup eval` can score the soup on it again
     data.mkdir(exist_ok=True)
     # The reviews' test split (379 reviews no fine-tune saw): half of it selects the soup, the other half reports.
     rows = "".join(json.dumps({"text": r["text"], "label": LABEL_NAMES[r["label"]]}) + "\n" for r in reviews.test)
@@ -125,7 +214,7 @@ def _minilm_steps(workdir: Path, cache: Path, report: Callable[[str], None], sta
     }
     import yaml
 
-    recipe_path = workdir / "recipe.yaml"
+    recipe_path = results / "recipe.yaml"
     recipe_path.write_text(f"# hfsoup cook {recipe_path}\n" + yaml.safe_dump(recipe, sort_keys=False))
     report(f"[4/6] Cooking {recipe_path}: check, greedy soup selected on held-out reviews, uniform soup, ensemble")
     cooked = cook_recipe(recipe_path)
@@ -180,7 +269,7 @@ def _every_50_steps(report: Callable[[str], None]) -> Callable[[str], None]:
     return progress
 
 
-def _fast_steps(workdir: Path, endpoint: str, report: Callable[[str], None], start: float) -> dict:
+def _fast_steps(scratch: Path, results: Path, endpoint: str, report: Callable[[str], None], start: float) -> dict:
     import torch
     from huggingface_hub import HfApi
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -189,7 +278,7 @@ def _fast_steps(workdir: Path, endpoint: str, report: Callable[[str], None], sta
     from .testing.families import build_family, publish_family
     from .testing.reference import max_relative_deviation, reference_average
 
-    family = build_family("bert", workdir / "family", n_finetunes=3, seed=0)
+    family = build_family("bert", scratch / "family", n_finetunes=3, seed=0)
     repos = publish_family(family, org="hfsoup-demo", members=["base", "ft0", "ft1", "ft2"])
     ingredients = [repos[f"ft{i}"] for i in range(3)]
     report(f"[2/5] Published a tiny BERT base and 3 fine-tunes: {', '.join(ingredients)}")
@@ -197,7 +286,7 @@ def _fast_steps(workdir: Path, endpoint: str, report: Callable[[str], None], sta
     # Pin one ingredient by commit SHA, as a user reproducing a soup would.
     sha = HfApi().model_info(ingredients[2]).sha
     specs = [ingredients[0], ingredients[1], f"{ingredients[2]}@{sha}"]
-    out = workdir / "soup"
+    out = results / "soup"
     result = soup(specs, out, overwrite=True)
     report(f"[3/5] Souped {len(specs)} ingredients by Hub ID into {result.output_dir}")
     for ingredient in result.ingredients:

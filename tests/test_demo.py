@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -39,3 +40,18 @@ def test_the_real_demo_cooks_a_greedy_soup_at_least_as_good_as_the_best_fine_tun
     assert {"uniform soup", "ensemble"} <= set(rows)
     assert result["reloaded_identical"]
     assert any(line.startswith("[6/6] Reloaded from the Hub") for line in lines)
+
+    # What the demo kept, scored again from the command line (issue 16): the whole test file is the held-out part and
+    # the reported part, so the soup's accuracy on it is theirs weighted by their sizes.
+    kept = tmp_path / "demo"
+    out = tmp_path / "eval.json"
+    reviews = kept / "drug-reviews" / "test.jsonl"
+    argv = ["eval", str(kept / "soup"), "--task", "text-classification", "--data-files", f"test={reviews}"]
+    assert main([*argv, "--max-length", "64", "--json", str(out)]) == 0
+    score = json.loads(out.read_text())["results"][0]
+    table = json.loads((kept / "soup" / "results.json").read_text())
+    sizes = [int(re.search(r"(\d+) rows", table[part]).group(1)) for part in ("held_out", "report")]
+    assert sum(sizes) == score["num_examples"]
+    soup = rows["greedy soup"]
+    correct = soup["held_out"]["accuracy"] * sizes[0] + soup["report"]["accuracy"] * sizes[1]
+    assert score["metrics"]["accuracy"] * score["num_examples"] == pytest.approx(correct, abs=1e-6)

@@ -48,13 +48,38 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"hfsoup {__version__}")
-    verbosity = parser.add_mutually_exclusive_group()
-    verbosity.add_argument("-v", "--verbose", action="count", default=0, help="more output (-vv for debug)")
-    verbosity.add_argument("-q", "--quiet", action="store_true", help="errors only, no progress bars")
+    _add_verbosity(parser, default=0)
     verbs = parser.add_subparsers(dest="command", metavar="COMMAND")
     for verb in VERBS:
         verb.add(verbs)
+    _verbosity_everywhere(verbs)
     return parser
+
+
+def _add_verbosity(parser: argparse.ArgumentParser, *, default: object) -> None:
+    verbosity = parser.add_mutually_exclusive_group()
+    verbosity.add_argument("-v", "--verbose", action="count", default=default, help="more output (-vv for debug)")
+    verbosity.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=False if default == 0 else default,
+        help="errors only, no progress bars",
+    )
+
+
+def _verbosity_everywhere(verbs: argparse._SubParsersAction) -> None:
+    """`-v`/`-q` after the verb too (`hfsoup soup -v ...`), as people type them. A verb's copy has no default, so
+    `hfsoup -q soup ...` keeps the `-q` given before the verb instead of having it reset by the verb's parser."""
+    seen: set[int] = set()
+    for sub in verbs.choices.values():
+        if id(sub) in seen:  # an alias names the same parser
+            continue
+        seen.add(id(sub))
+        _add_verbosity(sub, default=argparse.SUPPRESS)
+        for action in sub._actions:
+            if isinstance(action, argparse._SubParsersAction):  # `hfsoup hub serve -v`
+                _verbosity_everywhere(action)
 
 
 def _configure_logging(args: argparse.Namespace) -> logging.Handler:

@@ -11,9 +11,20 @@ def add(verbs: argparse._SubParsersAction) -> None:
         help="offline end-to-end demo on a local Hub",
         description="Offline, on an in-process local Hub: fine-tune all-MiniLM-L6-v2 four ways on real drug reviews "
         "(cached after the first run), publish them, cook a greedy-soup recipe by Hub ID (check, soup, table, card, "
-        "push) and reload the soup from the Hub. --fast: the same path with tiny models, in seconds.",
+        "push) and reload the soup from the Hub; the results (soup, card, table, plot, recipe) are kept in "
+        "./hfsoup-demo. --fast: the same path with tiny models, in seconds.",
     )
-    demo.add_argument("--workdir", metavar="DIR", help="keep the demo's files here (default: a temporary folder)")
+    demo.add_argument(
+        "--workdir",
+        metavar="DIR",
+        help="keep the demo's results here (default: ./hfsoup-demo); the local Hub and "
+        "its cache live in a temporary folder, deleted at the end",
+    )
+    demo.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the results of an earlier demo run in the folder (never a folder the demo did not write)",
+    )
     demo.add_argument("--fast", action="store_true", help="tiny seeded models instead of real MiniLM fine-tunes")
     demo.add_argument("--cache", metavar="DIR", help="where the MiniLM fine-tunes are kept (default: ~/.cache/hfsoup)")
     demo.set_defaults(func=run)
@@ -22,5 +33,5 @@ def add(verbs: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..demo import run_demo
 
-    run_demo(workdir=args.workdir, report=print, fast=args.fast, cache=args.cache)
+    run_demo(workdir=args.workdir, report=print, fast=args.fast, cache=args.cache, overwrite=args.overwrite)
     return 0

@@ -18,6 +18,7 @@ examples:
   torchrun --nproc_per_node 4 -m hfsoup.cli eval ./soup --task qqp  # split across processes
   hfsoup eval google-t5/t5-small --task rte                        # T5 text-to-text: scored label words
   hfsoup eval openai/clip-vit-base-patch32 --task image-classification --dataset org/images  # zero-shot
+  hfsoup eval ./soup --task text-classification --data-files test=reviews.jsonl   # classes: the model's id2label
 """
 
 
@@ -28,7 +29,7 @@ SCORING = ("kind", "dataset", "data_files", "batch_size", "max_length", "hub_met
 def add(verbs: argparse._SubParsersAction) -> None:
     evaluate = verbs.add_parser(
         "eval",
-        help="score a model on a GLUE task",
+        help="score a model on a GLUE task, or text or image classification",
         description="Score a model (Hub ID, org/name@revision or folder) on a task's split; print a table.",
         epilog=EVAL_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -38,13 +39,13 @@ def add(verbs: argparse._SubParsersAction) -> None:
         "--task",
         required=True,
         metavar="TASK",
-        help="cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli, or image-classification (with --dataset)",
+        help="cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli, image-classification (with --dataset), or "
+        "text-classification (with --dataset or --data-files; the classes are the model's id2label)",
     )
     evaluate.add_argument(
         "--split",
-        default="validation",
-        help="a split, or a datasets slice such as 'validation[:50%%]' or 'train+validation' (default: validation; "
-        "for mnli: both validation_matched and _mismatched)",
+        help="a split, or a datasets slice such as 'validation[:50%%]' or 'train+validation' (default: the one split "
+        "of --data-files, else validation; for mnli: both validation_matched and _mismatched)",
     )
     evaluate.add_argument("--limit", type=int, metavar="N", help="score only the first N examples of each split")
     evaluate.add_argument("--json", metavar="FILE", help="write the scores, the model's SHA and the data's as JSON")
@@ -72,13 +73,16 @@ def run(args: argparse.Namespace) -> int:
         import datasets
 
         datasets.disable_progress_bars()
-    parse_split(args.split)  # a malformed spec is an EvaluationError that names the syntax, before any download
-    scoring = Selection(task=args.task, report=args.split, **given(args, Selection, dest="selection"))
+    split = args.split or "validation"
+    parse_split(split)  # a malformed spec is an EvaluationError that names the syntax, before any download
+    scoring = Selection(task=args.task, report=split, **given(args, Selection, dest="selection"))
     scoring.check_fields()
+    if args.split is None and scoring.data_files and len(scoring.data_files) == 1:
+        split = next(iter(scoring.data_files))  # `--data-files test=FILE` is scored on test without --split test
     report = evaluate_model(
         args.model,
         args.task,
-        args.split,
+        split,
         limit=args.limit,
         token=args.token,
         **{name: getattr(scoring, name) for name in SCORING},

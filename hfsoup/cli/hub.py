@@ -56,9 +56,6 @@ def add(verbs: argparse._SubParsersAction) -> None:
     serve.add_argument("--max-upload-gb", type=float, default=50, help="largest upload, in GiB (default: 50)")
     serve.add_argument("--timeout", type=float, default=30, help="seconds a connection may stall (default: 30)")
     serve.add_argument("--max-connections", type=int, default=64, help="connections served at once (default: 64)")
-    serve.add_argument(
-        "--quiet", dest="quiet_requests", action="store_true", help="no log line per request (default: one each)"
-    )
     serve.set_defaults(func=run_serve)
     gc = hub_verbs.add_parser(
         "gc",
@@ -107,7 +104,8 @@ def run_serve(args: argparse.Namespace) -> int:
         timeout=args.timeout,
         max_connections=args.max_connections,
     )
-    handler = _log_requests(quiet=args.quiet_requests)  # before the first request can come
+    # -q/--quiet (before or after the verb, as everywhere) also silences the line per request.
+    handler = _log_requests(quiet=args.quiet)  # before the first request can come
     try:
         server.start()
         _print_banner(args, server.root, server.url, token, tokens)

@@ -24,12 +24,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .. import __version__, distributed
-from ..errors import EvaluationError
+from ..errors import EvaluationError, option
 from ..texttable import text_table
 from .data import Batch, SplitData, encode, load_splits, make_batches, preprocessing_fingerprint
 from .placement import input_device, load_model, load_tokenizer
 from .predictors.registry import predictor_for
-from .tasks import Task, get_task
+from .tasks import TEXT_CLASSIFICATION, Task, get_task, text_classification_task
 
 logger = logging.getLogger(__name__)
 
@@ -85,8 +85,8 @@ class Evaluator:
 
     Args:
         task (`str` or `Task`):
-            A name from `hfsoup.evaluation.tasks.TASKS` (`"sst2"`, `"mnli"`, ...), or `"image-classification"`
-            with `dataset`.
+            A name from `hfsoup.evaluation.tasks.TASKS` (`"sst2"`, `"mnli"`, ...), `"image-classification"` with
+            `dataset`, or `"text-classification"` with `dataset` or `data_files` and `labels_from`.
         split (`str`, *optional*, defaults to `"validation"`):
             The split to score on. MNLI's `validation` is both `validation_matched` and `validation_mismatched`.
             A `datasets` spec (`validation[:50%]`, `train[:2000]`, `train+validation`) scores those rows as one part.
@@ -109,6 +109,10 @@ class Evaluator:
         hub_metrics (`bool`, *optional*):
             Score with the Hub's `evaluate-metric/<name>` module (Python code downloaded from `HF_ENDPOINT` and run)
             instead of the one shipped with hfsoup; defaults to `HFSOUP_HUB_METRICS`. See `hfsoup.evaluation.metrics`.
+        labels_from (`str`, `os.PathLike` or `PreTrainedModel`, *optional*):
+            For `"text-classification"`: the model whose `id2label` names the classes, in id order (a Hub ID or
+            folder has only its config read; `evaluate_model` passes the model it scores). Models scored later are
+            matched to these names, as for GLUE.
     """
 
     def __init__(
@@ -124,14 +128,17 @@ class Evaluator:
         max_length: int | None = None,
         token: str | bool | None = None,
         hub_metrics: bool | None = None,
+        labels_from: Any = None,
     ) -> None:
         from .metrics import load_metric
 
-        self.task = get_task(task, dataset=dataset, token=token) if isinstance(task, str) else task
         self.split = split
         self.batch_size, self.max_length, self.token = batch_size, max_length, token
         self.processes = distributed.current()
         with _main_first(self.processes):
+            self.task = resolve_task(
+                task, labels_from=labels_from, dataset=dataset, data_files=data_files, token=token
+            )
             self.splits, self.dataset = load_splits(
                 self.task, split, dataset=dataset, data_files=data_files, limit=limit, token=token
             )
@@ -227,6 +234,60 @@ class Evaluator:
         return self._batches[key]
 
 
+def resolve_task(
+    task: str | Task,
+    *,
+    labels_from: Any = None,
+    dataset: str | None = None,
+    data_files: dict[str, list[str]] | None = None,
+    token: str | bool | None = None,
+) -> Task:
+    """The `Task` named `task` (see `get_task`); `text-classification` with the class names of `labels_from`.
+
+    The data is checked before the model is read: text-classification has no data of its own, so a call without
+    `dataset` or `data_files` fails at once, naming both.
+    """
+    if not isinstance(task, str):
+        return task
+    if task.lower().replace("_", "-") != TEXT_CLASSIFICATION:
+        return get_task(task, dataset=dataset, token=token)
+    if dataset is None and not data_files:
+        raise EvaluationError(
+            "Task text-classification has no data of its own.",
+            fix=f"Name a dataset with {option('dataset', 'org/name')}, or local files with --data-files SPLIT=FILE "
+            "(data_files={SPLIT: [FILE]}); csv, json(l) or parquet with a text column and a label column (class "
+            "names or ids in the model's id2label order).",
+        )
+    if labels_from is None:
+        raise EvaluationError(
+            "Task text-classification takes its class names from a model, and none was named.",
+            fix="Pass labels_from=MODEL (a Hub ID, folder or loaded model) to Evaluator, or a Task made by "
+            "text_classification_task(label_names); evaluate_model and 'hfsoup eval' use the model they score.",
+        )
+    source = dataset or ", ".join(f for files in (data_files or {}).values() for f in files)
+    return text_classification_task(model_labels(labels_from, token=token), dataset=source)
+
+
+def model_labels(model: Any, *, token: str | bool | None = None) -> list[str]:
+    """A classifier's class names in id order, from its `id2label`: a loaded model's config, or the `config.json` of
+    a Hub ID (`org/name@revision`) or folder, read without its weights."""
+    config = getattr(model, "config", None)
+    if config is None:
+        from transformers import AutoConfig
+
+        from ..hub import fetch, resolve
+
+        folder = fetch(resolve(str(model), token=token), token=token, weights=False)
+        config = AutoConfig.from_pretrained(folder, trust_remote_code=False)
+    id2label = {int(i): str(name) for i, name in (getattr(config, "id2label", None) or {}).items()}
+    if not id2label:  # pragma: no cover - transformers gives every config LABEL_0 and LABEL_1
+        raise EvaluationError(
+            f"Model {model!r} names no classes (its config has no id2label), so text-classification has none.",
+            fix="Set id2label in its config.json, or pass a Task made by text_classification_task(label_names).",
+        )
+    return [id2label[i] for i in sorted(id2label)]
+
+
 def _predict(model: Any, predictor: Any, prepared: Any, batches: list[Batch], device: Any) -> list[tuple[int, Any]]:
     import torch
 
@@ -298,7 +359,8 @@ def evaluate_model(
         model (`str`, `os.PathLike` or `PreTrainedModel`):
             `org/name`, `org/name@revision`, a local folder, or a loaded model (scored where it is).
         task (`str` or `Task`):
-            A task from `hfsoup.evaluation.tasks.TASKS`.
+            A task from `hfsoup.evaluation.tasks.TASKS`, `"image-classification"` (with `dataset`), or
+            `"text-classification"` (with `dataset` or `data_files`), whose class names are the model's `id2label`.
         split (`str`, *optional*, defaults to `"validation"`):
             The split; for MNLI `validation` scores both `validation_matched` and `validation_mismatched`; or a
             `datasets` spec such as `validation[:50%]`.
@@ -333,6 +395,7 @@ def evaluate_model(
         max_length=max_length,
         token=token,
         hub_metrics=hub_metrics,
+        labels_from=model,
     )
     return evaluator.evaluate(model, kind=kind)
 

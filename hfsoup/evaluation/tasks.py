@@ -162,7 +162,8 @@ def text_classification_task(
 def get_task(name: str, *, dataset: str | None = None, token: str | bool | None = None) -> Task:
     """The task called `name` (case-insensitive; `sst-2` and `SST2` both work), or an `EvaluationError`.
 
-    `image-classification` is the one task not in `TASKS`: its labels are those of `dataset`, read from the Hub.
+    `image-classification` is not in `TASKS`: its labels are those of `dataset`, read from the Hub. Nor is
+    `text-classification`, whose labels are a model's (`hfsoup.evaluation.evaluator.resolve_task`).
     """
     if name.lower().replace("_", "-") == IMAGE_CLASSIFICATION:
         if dataset is None:
@@ -173,9 +174,10 @@ def get_task(name: str, *, dataset: str | None = None, token: str | bool | None 
         return image_classification_task(dataset, token=token)
     if name.lower().replace("_", "-") == TEXT_CLASSIFICATION:
         raise EvaluationError(
-            "Task text-classification takes its class names from the models being scored.",
-            fix="Use it with 'hfsoup soup ... --task text-classification --data-files ...' (the names come from the "
-            "first ingredient's id2label), or pass text_classification_task(label_names) from Python.",
+            "Task text-classification takes its class names from the model being scored.",
+            fix="Score it with evaluate_model(MODEL, 'text-classification', data_files=...) or "
+            "Evaluator('text-classification', labels_from=MODEL, ...), which read the model's id2label; or pass "
+            "text_classification_task(label_names).",
         )
     key = re.sub(r"[^a-z0-9]", "", name.lower())
     if key not in TASKS:

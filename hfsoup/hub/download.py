@@ -60,6 +60,9 @@ def resolve(
         files = sorted(n for n in names if n in SUPPORT_FILES)
         return PinnedIngredient(ref, None, layout, files, local_dir=ref.path)
 
+    if constants.hub_offline():  # nothing to ask: the cache is the Hub, and a miss is final (never retried)
+        return _resolve_from_cache(ref, allow_pickle=allow_pickle)
+
     from huggingface_hub import HfApi
 
     with ingredient_errors(ref):
@@ -79,6 +82,46 @@ def resolve(
             checksums[sibling.rfilename] = ("git-sha1", sibling.blob_id)
     logger.info("resolved %s to %s", ref.spec, info.sha)
     return PinnedIngredient(ref, info.sha, layout, files, checksums=checksums)
+
+
+def _resolve_from_cache(ref: IngredientRef, *, allow_pickle: bool) -> PinnedIngredient:
+    """Pin a Hub ingredient to the snapshot the Hub cache holds for its revision, asking the Hub nothing.
+
+    The revision is looked up as `huggingface_hub` records it (`refs/<revision>`, which hfsoup also writes when it
+    downloads by SHA), or is a commit SHA with a snapshot. The cache names each blob by the checksum the Hub listed for
+    it (the LFS sha256, or the git blob id), so the files are verified on those as an online fetch would be.
+    """
+    with ingredient_errors(ref):
+        folder = _cached_snapshot(ref)
+    names = sorted(p.name for p in folder.iterdir() if p.is_file())
+    layout = _check_layout(ref.spec, weights_layout(names), allow_pickle=allow_pickle)
+    checksums = {}
+    for name in names:
+        blob = Path(os.path.realpath(folder / name)).name
+        if len(blob) in (40, 64) and all(c in "0123456789abcdef" for c in blob):
+            checksums[name] = ("sha256" if len(blob) == 64 else "git-sha1", blob)
+    logger.info("HF_HUB_OFFLINE: resolved %s to %s from the Hub cache", ref.spec, folder.name)
+    files = [n for n in names if n in SUPPORT_FILES]
+    return PinnedIngredient(ref, folder.name, layout, files, checksums=checksums)
+
+
+def _cached_snapshot(ref: IngredientRef, sha: str | None = None) -> Path:
+    """The cache's snapshot folder of `ref` at `sha` (default: the commit its revision was last pinned to);
+    `LocalEntryNotFoundError` when the cache has none, which `hub.errors` words for `HF_HUB_OFFLINE`."""
+    from huggingface_hub.errors import LocalEntryNotFoundError
+    from huggingface_hub.file_download import repo_folder_name
+
+    root = Path(constants.hub_cache()) / repo_folder_name(repo_id=ref.repo_id, repo_type="model")
+    revision = ref.revision or "main"
+    if sha is None:
+        if ".." in revision.split("/") or revision.startswith("/"):  # a name, never a path out of the cache
+            raise LocalEntryNotFoundError(f"revision {revision!r} of {ref.repo_id} is not in the cache")
+        recorded = root / "refs" / revision
+        sha = recorded.read_text().strip() if recorded.is_file() else revision
+    folder = root / "snapshots" / sha
+    if not (len(sha) == 40 and all(c in "0123456789abcdef" for c in sha) and folder.is_dir()):
+        raise LocalEntryNotFoundError(f"{ref.repo_id} at {revision} is not in the cache ({root})")
+    return folder
 
 
 def ingredient_errors(ref: IngredientRef):  # noqa: ANN201 - hub_errors' context manager
@@ -102,7 +145,14 @@ def fetch(ingredient: PinnedIngredient, *, token: str | bool | None = None, weig
         if weights and layout.index_file:
             weight_files = [layout.index_file, *shard_names(ingredient, token=token)]
         wanted = [*ingredient.files, *weight_files]
-        folder = Path(snapshot_download(ref.repo_id, revision=ingredient.sha, allow_patterns=wanted, token=token))
+        if constants.hub_offline():  # the snapshot resolve found; a file it lacks is a miss, worded as one
+            folder = _cached_snapshot(ref, ingredient.sha)
+            if any(not (folder / name).is_file() for name in wanted):
+                from huggingface_hub.errors import LocalEntryNotFoundError
+
+                raise LocalEntryNotFoundError(f"{ref.repo_id} at {ingredient.sha} is only partly in the cache")
+        else:
+            folder = Path(snapshot_download(ref.repo_id, revision=ingredient.sha, allow_patterns=wanted, token=token))
         _verify(ingredient, folder, wanted)
         roots = allowed_roots(folder)
         for name in wanted:  # each lands in this repo's own blob store, never elsewhere on the disk
@@ -112,6 +162,7 @@ def fetch(ingredient: PinnedIngredient, *, token: str | bool | None = None, weig
     with ingredient_errors(ref):
         try:
             ingredient.local_dir = with_retries(download, what=f"downloading {ref.spec}")
+            _remember_revision(ref, ingredient)
         except ChecksumMismatch as e:
             raise CorruptDownloadError(
                 f"{e} in ingredient {ref.spec!r} at {ingredient.sha} did not match the checksum the Hub lists for "
@@ -121,6 +172,27 @@ def fetch(ingredient: PinnedIngredient, *, token: str | bool | None = None, weig
                 "retry on another network or machine; raise HFSOUP_HUB_RETRIES to try more times.",
             ) from e
     return ingredient.local_dir
+
+
+def _remember_revision(ref: IngredientRef, ingredient: PinnedIngredient) -> None:
+    """Record in the Hub cache which commit the ingredient's revision (`main`, a tag) was pinned to, as
+    `huggingface_hub` does when it downloads by revision: hfsoup downloads by SHA, and without the record an
+    `HF_HUB_OFFLINE` run could not find the snapshot by the name the user gives."""
+    revision, sha = ref.revision or "main", ingredient.sha
+    if sha is None or revision == sha or ".." in revision.split("/") or revision.startswith("/"):
+        return
+    from huggingface_hub.file_download import repo_folder_name
+
+    path = Path(constants.hub_cache()) / repo_folder_name(repo_id=ref.repo_id, repo_type="model") / "refs" / revision
+    try:
+        if path.is_file() and path.read_text() == sha:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staged = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        staged.write_text(sha)
+        os.replace(staged, path)  # readers never see half a SHA
+    except OSError as exc:  # a read-only shared cache: only offline reuse is lost
+        logger.debug("could not record %s -> %s in the Hub cache: %s", ref.spec, sha, exc)
 
 
 def shard_names(ingredient: PinnedIngredient, *, token: str | bool | None) -> list[str]:

@@ -78,6 +78,7 @@ def failure(exc: BaseException) -> Failure | None:
         EntryNotFoundError,
         GatedRepoError,
         HfHubHTTPError,
+        LocalEntryNotFoundError,
         OfflineModeIsEnabled,
         RepositoryNotFoundError,
         RevisionNotFoundError,
@@ -91,14 +92,16 @@ def failure(exc: BaseException) -> Failure | None:
         return "repo"
     if isinstance(exc, RevisionNotFoundError):
         return "revision"
+    # Offline, a miss in the cache is the client's LocalEntryNotFoundError (an EntryNotFoundError): not a file the
+    # Hub lacks, but one hfsoup may not ask it for.
+    if isinstance(exc, OfflineModeIsEnabled) or (isinstance(exc, LocalEntryNotFoundError) and constants.hub_offline()):
+        return "offline"
     if isinstance(exc, EntryNotFoundError):
         return "file"
-    if isinstance(exc, OfflineModeIsEnabled):
-        return "offline"
     if isinstance(exc, HfHubHTTPError):
         return "http"
-    if is_connection_error(exc):
-        return "connection"
+    if is_connection_error(exc):  # offline, `datasets` says OfflineModeIsEnabled with a ConnectionError of its own
+        return "offline" if constants.hub_offline() else "connection"
     if is_damaged(exc):
         return "damaged"
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -185,9 +188,13 @@ def _model(exc: BaseException, how: Failure | None, target: HubTarget) -> Hfsoup
             fix="The repo may have changed during the download; run the command again.",
         )
     if how == "offline":
+        revision = target.revision or "main"
         return HubError(
-            f"Ingredient {spec!r} must be resolved on the Hub, but HF_HUB_OFFLINE is set.",
-            fix="Unset HF_HUB_OFFLINE, or name the ingredient by its downloaded local folder.",
+            f"Ingredient {spec!r} (revision {revision}) is not in the Hugging Face cache ({constants.hub_cache()}), "
+            "and HF_HUB_OFFLINE is set, so the Hub was not asked.",
+            fix=f"Download it once with network access: 'hf download {repo_id} --revision {revision}' "
+            "(or run this command once online), then rerun; or unset HF_HUB_OFFLINE; or name the model by its "
+            "local folder.",
         )
     if how == "http":
         status = http_status(exc) or "?"
@@ -241,8 +248,11 @@ def _dataset(exc: BaseException, how: Failure | None, target: HubTarget) -> Hfso
         )
     if how == "offline":
         return HubError(
-            f"Dataset {target.name} must be read from the Hub, but HF_HUB_OFFLINE is set.",
-            fix=f"Unset HF_HUB_OFFLINE, or pass the split's files with {_DATA_FILES}.",
+            f"Dataset {target.name} (revision {target.revision or 'main'}) is not in the Hugging Face cache, and "
+            "HF_HUB_OFFLINE is set, so the Hub was not asked.",
+            fix=f"Download it once with network access: 'hf download {repo_id} --repo-type dataset --revision "
+            f"{target.revision or 'main'}' (or run this command once online), then rerun; or unset HF_HUB_OFFLINE; "
+            f"or pass the split's files with {_DATA_FILES}.",
         )
     if _is_http(exc):
         return HubError(

@@ -32,9 +32,10 @@ def remote_structure(ingredient: PinnedIngredient, *, token: str | bool | None =
     """Tensor names, dtypes and shapes from the safetensors headers on the Hub (Range reads, no weights download),
     checked by the same rules as a local file (`checkpoint.structure_from_header`).
 
-    Returns `None` when the headers cannot be read remotely (pickle weights); the caller then reads them after fetch.
+    Returns `None` when the headers cannot be read remotely (pickle weights, or `HF_HUB_OFFLINE`, where the files are
+    in the Hub cache); the caller then reads them after fetch.
     """
-    if ingredient.ref.is_local or ingredient.layout.format != "safetensors":
+    if ingredient.ref.is_local or ingredient.layout.format != "safetensors" or constants.hub_offline():
         return None
     ref = ingredient.ref
     structure: StructureMap = {}

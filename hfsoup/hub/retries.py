@@ -3,8 +3,9 @@
 `huggingface_hub` resumes a file download whose connection dropped and checks its size, but it retries no API call
 (repo info, headers) and no file answered with HTTP 5xx. So every Hub call hfsoup makes goes through `with_retries`,
 which tries again on what a rerun would likely get past: HTTP 408, 429 and 5xx, timeouts, dropped connections, a
-truncated or damaged answer. When it gives up it records on the exception how many tries were made, so the one Hub
-error translator (`hub.errors`) can say so.
+truncated or damaged answer; never with `HF_HUB_OFFLINE` set, where the same call fails the same way. When it
+gives up it records on the exception how many tries were made, so the one Hub error translator (`hub.errors`) can
+say so.
 """
 
 from __future__ import annotations
@@ -87,8 +88,12 @@ def is_damaged(exc: BaseException) -> bool:
 
 def is_transient(exc: BaseException) -> bool:
     """Whether trying `exc`'s call again may succeed (see `with_retries`)."""
-    from huggingface_hub.errors import HfHubHTTPError
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
 
+    # Offline, a call that needs the network fails the same way every time (OfflineModeIsEnabled is a
+    # ConnectionError): retrying would only make the user wait for the same answer.
+    if isinstance(exc, OfflineModeIsEnabled | LocalEntryNotFoundError) or constants.hub_offline():
+        return False
     if isinstance(exc, HfHubHTTPError):
         return http_status(exc) in TRANSIENT_STATUS
     return is_damaged(exc) or is_connection_error(exc)

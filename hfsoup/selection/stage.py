@@ -184,7 +184,8 @@ def select_soup(
         table.rows.append(row)
 
     evaluation = _evaluation(task, held, reports, parts, sets, evaluation_metrics[method.name])
-    logger.info("results:\n%s", table.format_table())
+    # At DEBUG: `hfsoup soup` prints the table itself (at INFO it would show twice with -v); the result holds it.
+    logger.debug("results:\n%s", table.format_table())
     return SelectionResult(soups[method.name][0], table, evaluation, {k: record for k, (_, record) in soups.items()})
 
 
