@@ -174,6 +174,12 @@ def parse_recipe(data: Any, *, source: str | os.PathLike | None = None) -> Recip
     evaluation = None
     if data.get("evaluation") is not None:
         evaluation = schema.section(data["evaluation"], "evaluation", Evaluation, problems, required=("task",))
+    if SOUPS[method.name].needs_base and not data.get("base"):
+        problems.add(
+            "base",
+            f"the {method.name} method merges task vectors (each fine-tune minus the base): name the "
+            "pretrained model the ingredients were fine-tuned from",
+        )
     if SOUPS[method.name].needs_scores and evaluation is None and "evaluation" not in data:
         problems.add("evaluation", f"the {method.name} method selects on held-out data: give evaluation.task")
 
@@ -199,7 +205,8 @@ def parse_recipe(data: Any, *, source: str | os.PathLike | None = None) -> Recip
         ingredients=[_relative(i, base_dir) for i in ingredients],
         output=output,  # type: ignore[arg-type]
         name=data.get("name"),
-        base=data.get("base"),
+        # A local base is relative to the recipe's folder, like a local ingredient.
+        base=_relative(Ingredient(data["base"]), base_dir).id if isinstance(data.get("base"), str) else None,
         method=method,
         evaluation=evaluation,
         push=push,

@@ -4,15 +4,16 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 from typing import Any
 
 from ..errors import InvalidSoupArgumentsError
 from ..io.output import Output
-from ..options import add_flags, flags_given, given
+from ..options import add_flags, flag_of, flags_given, given
 from ..selection.options import Selection
 from ..soups import SOUPS
-from .common import ingredient_args
+from .common import base_arg, ingredient_args
 
 logger = logging.getLogger("hfsoup")
 
@@ -28,6 +29,9 @@ examples:
       --report test --max-length 128
   hfsoup soup org/ft-a org/ft-b org/ft-c -o soup/ --method greedy --task sst2 --report validation \\
       --report org/sst2-shifted:validation          # distribution shift: one column per reported set
+  hfsoup soup org/ft-a org/ft-b -o soup/ --method ties --base org/pretrained --density 0.2
+  hfsoup soup org/ft-a org/ft-b -o soup/ --method slerp --t 0.3
+  hfsoup soup org/clip-ft -o soup/ --method wise-ft --base openai/clip-vit-base-patch32 --alpha 0.5
 """
 
 
@@ -40,6 +44,7 @@ def add(verbs: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ingredient_args(soup)
+    base_arg(soup)
     add_flags(soup, Output, dest="output")
     methods = "; ".join(f"{name}: {cls.description}" for name, cls in SOUPS.items())
     soup.add_argument(
@@ -58,7 +63,9 @@ def add(verbs: argparse._SubParsersAction) -> None:
     )
     for name, cls in SOUPS.items():
         group = soup.add_argument_group(f"{name} method", f"{cls.description} (also for the {name} baseline)")
-        add_flags(group, cls.Options, dest=f"method.{name}")
+        # Options several methods share (--weights, --scale, --density) are one flag, made by the first method
+        # that declares it; `method_and_selection` hands its value to whichever method is chosen.
+        add_flags(group, cls.Options, dest=f"method.{name}", skip=set(shared_flags(name)))
     group = soup.add_argument_group(
         "scoring and selection",
         "With --task, every ingredient, every soup method and the output ensemble are scored on a held-out part "
@@ -69,6 +76,38 @@ def add(verbs: argparse._SubParsersAction) -> None:
     soup.set_defaults(func=run)
 
 
+def shared_flags(name: str) -> dict[str, str]:
+    """The options of method `name` whose flag an earlier method in `SOUPS` already makes: field -> that method."""
+    import dataclasses
+
+    from ..options import flag_of, spec_of
+
+    first: dict[str, str] = {}
+    shared: dict[str, str] = {}
+    for other, cls in SOUPS.items():
+        for f in dataclasses.fields(cls.Options):
+            if not spec_of(f).cli:
+                continue
+            flag = flag_of(f)
+            if other == name and first.get(flag, name) != name:
+                shared[f.name] = first[flag]
+            first.setdefault(flag, other)
+        if other == name:
+            return shared
+    return shared
+
+
+def _typed(args: argparse.Namespace, name: str) -> dict[str, Any]:
+    """The options typed for method `name`, its shared flags' values included."""
+    cls = SOUPS[name]
+    typed = given(args, cls.Options, dest=f"method.{name}")
+    for field, owner in shared_flags(name).items():
+        key = f"method.{owner}.{field}"
+        if hasattr(args, key):
+            typed[field] = getattr(args, key)
+    return typed
+
+
 def method_and_selection(args: argparse.Namespace) -> tuple[Any, Selection | None]:
     """The chosen method with the options typed for it, and the selection.
 
@@ -76,8 +115,9 @@ def method_and_selection(args: argparse.Namespace) -> tuple[Any, Selection | Non
     method's, and baselines run with their defaults (the Python API takes baselines with options:
     `Selection(compare=[GreedySoup(accept="gt")])`)."""
     chosen = SOUPS[args.method]
+    own = {flag_of(f) for f in dataclasses.fields(chosen.Options)}
     for name, cls in SOUPS.items():
-        flags = flags_given(args, cls.Options, dest=f"method.{name}")
+        flags = [f for f in flags_given(args, cls.Options, dest=f"method.{name}") if f not in own]
         if name == args.method or not flags:
             continue
         finds = f"; a {args.method} soup finds its own weights from held-out scores" if chosen.needs_scores else ""
@@ -87,7 +127,7 @@ def method_and_selection(args: argparse.Namespace) -> tuple[Any, Selection | Non
             fix=f"Drop {flags[0]}, or use --method {name}. To compare a baseline with other options than its "
             f"defaults, pass it as an object from Python: Selection(compare=[{cls.__name__}(...)]).",
         )
-    method = chosen(given(args, chosen.Options, dest=f"method.{args.method}"))
+    method = chosen(_typed(args, args.method))
     typed = given(args, Selection, dest="selection")
     selection = Selection(**typed, force=args.force) if typed.get("task") is not None else None
     return method, selection
@@ -116,6 +156,7 @@ def run(args: argparse.Namespace) -> int:
         align_labels=not args.no_align_labels,
         resume=args.resume,
         selection=selection,
+        base=args.base,
     )
     if result.report is not None:
         for finding in result.report.findings:
