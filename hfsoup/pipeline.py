@@ -35,7 +35,7 @@ from .io.staging import check_output, staged_output
 from .publish import naming
 from .publish.card import local_card_metadata
 from .selection.results import RESULTS_FILE, ResultsTable
-from .soups import SoupContext, SoupMethod, make_method
+from .soups import SOUPS, SoupContext, SoupMethod, make_method
 from .soups.engine import BaseWeights, collect_meter, measure, plan_soup, resolve_device, write_shards
 
 if TYPE_CHECKING:
@@ -174,9 +174,12 @@ def soup(
     """
     # Everything that depends only on the arguments is checked first: no network, no disk.
     specs = [os.fspath(i) for i in ingredients]
-    if len(specs) < 2:
+    fewest = getattr(method, "min_ingredients", None) or getattr(SOUPS.get(method), "min_ingredients", 2)  # type: ignore[arg-type]
+    if len(specs) < fewest or not specs:
+        alone = " (WiSE-FT takes one fine-tune and --base)" if fewest == 2 else ""
         raise InvalidSoupArgumentsError(
-            f"A soup needs at least two ingredients; got {len(specs)} ({', '.join(specs) or 'none'}).",
+            f"A soup needs at least {'two ingredients' if fewest == 2 else 'one ingredient'}; got {len(specs)} "
+            f"({', '.join(specs) or 'none'}){alone}.",
             fix="Name two or more fine-tuned models of the same base, e.g. hfsoup soup org/ft-a org/ft-b -o out/.",
         )
     repeated = sorted({s for s in specs if specs.count(s) > 1})

@@ -150,8 +150,8 @@ def parse_recipe(data: Any, *, source: str | os.PathLike | None = None) -> Recip
     if not isinstance(raw, list):
         problems.add("ingredients", f"expected a list, got {schema.type_name(raw)}")
         raw = []
-    elif "ingredients" in data and len(raw) < 2:
-        problems.add("ingredients", f"a soup needs at least 2 ingredients, got {len(raw)}")
+    elif "ingredients" in data and len(raw) < max(_fewest(data.get("method")), 1):
+        problems.add("ingredients", f"a soup needs at least {_fewest(data.get('method'))} ingredients, got {len(raw)}")
     for i, item in enumerate(raw):
         spot = f"ingredients[{i}]"
         if isinstance(item, str):
@@ -233,6 +233,13 @@ def parse_recipe(data: Any, *, source: str | os.PathLike | None = None) -> Recip
             problems=problems.lines(),
         )
     return recipe
+
+
+def _fewest(method: Any) -> int:
+    """The fewest ingredients the recipe's method takes (2, or 1 for WiSE-FT); 2 when the method is malformed."""
+    name = method.get("name", "uniform") if isinstance(method, dict) else method
+    cls = SOUPS.get(name) if isinstance(name, str) else None
+    return cls.min_ingredients if cls is not None else 2
 
 
 def _ingredient(item: Any, where: str, problems: schema.Problems) -> Ingredient | None:

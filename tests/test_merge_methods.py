@@ -218,6 +218,32 @@ def test_slerp_layer_schedule(families, tmp_path):
     )
 
 
+def test_wise_ft_of_one_fine_tune(families, tmp_path, capsys):
+    # The usual WiSE-FT: one fine-tuned CLIP and the zero-shot model it came from.
+    family = families["clip"]
+    out = tmp_path / "soup"
+    args = ["soup", str(family.finetunes[0]), "-o", str(out), "--method", "wise-ft", "--base", str(family.base)]
+    assert main([*args, "--alpha", "0.4"]) == 0
+    expected = ref_wise_ft(weights_of(family.base), [weights_of(family.finetunes[0])], 0.4)
+    assert deviation(out, expected) < TOLERANCE
+    capsys.readouterr()
+    assert main(["soup", str(family.finetunes[0]), "-o", str(tmp_path / "alone")]) == 1
+    assert "at least two ingredients; got 1" in capsys.readouterr().err
+
+
+def test_a_base_leaves_the_uniform_soup_alone_and_is_measured(families, tmp_path):
+    family = families["t5"]
+    plain = hfsoup.soup(family.finetunes, tmp_path / "plain")
+    based = hfsoup.soup(family.finetunes, tmp_path / "based", base=family.base)
+    assert (plain.output_dir / "model.safetensors").read_bytes() == (
+        based.output_dir / "model.safetensors"
+    ).read_bytes()
+    similarity = based.report.similarity
+    assert similarity.base and len(similarity.body_cosine_to_base) == 3
+    assert min(similarity.body_cosine_to_base) > 0.9  # fine-tunes of this base
+    assert json.loads((based.output_dir / "hfsoup.json").read_text())["base"]["folder"] == "base"
+
+
 def _correlated(root: Path, n: int = 3) -> tuple[Path, list[Path]]:
     """A base and fine-tunes whose task vectors share a direction (cosine about 0.5): Model Stock's t is far from 0."""
     rng = np.random.default_rng(0)

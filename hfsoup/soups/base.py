@@ -128,6 +128,8 @@ class SoupMethod:
     #: weighted averages of the ingredients. The merges relative to the base or tensor by tensor cannot be scored
     #: yet; they are left out of the default baselines and refused with a task.
     scorable: ClassVar[bool] = True
+    #: The fewest ingredients the method takes (WiSE-FT interpolates one fine-tune with the base).
+    min_ingredients: ClassVar[int] = 2
     plot_style: ClassVar[PlotStyle] = PlotStyle()
 
     @dataclass

@@ -33,6 +33,7 @@ class WiseFT(SoupMethod):
         "(Wortsman et al., 2022)"
     )
     needs_base: ClassVar[bool] = True
+    min_ingredients: ClassVar[int] = 1
     scorable: ClassVar[bool] = False  # scoring merges is not supported yet (issue 17, item 9)
     plot_style: ClassVar[PlotStyle] = PlotStyle("h", "tab:cyan")
 
