@@ -25,6 +25,7 @@ LISTED_IN_FULL = (
     "tests/test_method_protocol.py",
     "tests/test_split_syntax.py",
     "tests/test_greedy_excludes.py",
+    "tests/test_merge_methods.py",
 )
 
 
