@@ -180,6 +180,12 @@ def parse_recipe(data: Any, *, source: str | os.PathLike | None = None) -> Recip
             f"the {method.name} method merges task vectors (each fine-tune minus the base): name the "
             "pretrained model the ingredients were fine-tuned from",
         )
+    if not SOUPS[method.name].scorable and data.get("evaluation") is not None:
+        problems.add(
+            "evaluation",
+            f"the {method.name} method cannot be scored on a task yet: drop evaluation and score the soup with "
+            "hfsoup eval",
+        )
     if SOUPS[method.name].needs_scores and evaluation is None and "evaluation" not in data:
         problems.add("evaluation", f"the {method.name} method selects on held-out data: give evaluation.task")
 

@@ -406,6 +406,9 @@ def test_recipe_with_a_base(families, tmp_path, capsys):
     with pytest.raises(RecipeError) as info:
         parse_recipe({**recipe, "method": {"name": "slerp"}}, source=path)
     assert info.value.problems == ["method.method: slerp interpolates exactly 2 ingredients, got 3"]
+    with pytest.raises(RecipeError) as info:
+        parse_recipe({**recipe, "evaluation": {"task": "sst2"}}, source=path)
+    assert info.value.problems[0].startswith("evaluation: the ties method cannot be scored on a task yet")
 
 
 # ---- bad input: one paragraph, exit 1, nothing downloaded ----------------------------------------------------------
@@ -464,3 +467,13 @@ def test_api_refuses_a_missing_base_before_touching_the_ingredients(tmp_path):
     missing = [tmp_path / "nowhere-a", tmp_path / "nowhere-b"]  # not even there: the base is asked for first
     with pytest.raises(InvalidSoupArgumentsError, match="no base was given"):
         hfsoup.soup(missing, tmp_path / "out", method="task-arithmetic")
+
+
+def test_merges_are_not_scored_yet(families, tmp_path, capsys):
+    family = families["bert"]
+    args = ["soup", *map(str, family.finetunes), "-o", str(tmp_path / "out"), "--task", "sst2"]
+    assert main([*args, "--method", "ties", "--base", str(family.base)]) == 1
+    assert "A ties soup cannot be scored on a task yet" in capsys.readouterr().err
+    assert main([*args, "--method", "greedy", "--compare", "uniform,slerp"]) == 1
+    assert "The slerp method cannot be a scored baseline yet" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
