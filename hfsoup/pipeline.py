@@ -61,6 +61,7 @@ class SoupResult:
         evaluation (`dict`, *optional*): with a `selection`, the soup's own scores (the `evaluation` of `hfsoup.json`).
         method_record (`dict`): the greedy soup's decisions or the learned soup's weights and losses.
         records (`dict[str, dict]`): with a `selection`, the record of every soup scored (the baselines' too).
+        base (`dict`, *optional*): with `base=`, the base model's record (what was asked for, its commit SHA).
     """
 
     output_dir: Path
@@ -73,6 +74,7 @@ class SoupResult:
     evaluation: dict | None = None
     method_record: dict = field(default_factory=dict)
     records: dict[str, dict] = field(default_factory=dict)
+    base: dict | None = None
 
     @property
     def provenance_path(self) -> Path:
@@ -407,6 +409,7 @@ def soup(
         selected.evaluation if selected else None,
         selected.records.get(method, {}) if selected else {},
         selected.records if selected else {},
+        provenance.get("base"),
     )
 
 

@@ -376,6 +376,7 @@ def test_shared_flags_reach_the_chosen_method(families, tmp_path, capsys):
     out = tmp_path / "soup"
     args = ["soup", *map(str, family.finetunes), "-o", str(out), "--base", str(family.base)]
     assert main([*args, "--method", "task-arithmetic", "--weights", "1,0.5,-0.25", "--scale", "0.8"]) == 0
+    assert "  base    base  (local folder base)" in capsys.readouterr().out
     base, thetas = weights_of(family.base), [weights_of(f) for f in family.finetunes]
     assert deviation(out, ref_task_arithmetic(base, thetas, [1.0, 0.5, -0.25], 0.8)) < TOLERANCE
     card = str(hfsoup.build_card(hfsoup.read_soup_folder(out), repo_id="me/ta"))

@@ -171,6 +171,9 @@ def run(args: argparse.Namespace) -> int:
     for ingredient, weight in zip(result.ingredients, result.weights, strict=True):
         pinned = ingredient.get("sha") or f"local folder {ingredient.get('folder')}"
         print(f"  {weight:.4f}  {ingredient['spec']}  ({pinned})")
+    if result.base is not None:
+        pinned = result.base.get("sha") or f"local folder {result.base.get('folder')}"
+        print(f"  base    {result.base['spec']}  ({pinned})")
     for line in method.summary(result.method_record):
         print(f"  {line}")
     if result.results is not None:
