@@ -478,3 +478,47 @@ def test_merges_are_not_scored_yet(families, tmp_path, capsys):
     assert main([*args, "--method", "greedy", "--compare", "uniform,slerp"]) == 1
     assert "The slerp method cannot be a scored baseline yet" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+GPU_METHODS = ["task-arithmetic", "ties", "dare-ties", "slerp", "model-stock", "wise-ft"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("method", GPU_METHODS)
+def test_gpu_merge_matches_the_definition(families, tmp_path, method):
+    # The linear combinations go through the GPU's accumulator; the result is still the definition's.
+    _torch_accumulated(families, tmp_path, method, device="cuda")
+
+
+@pytest.mark.parametrize("method", GPU_METHODS)
+def test_the_torch_accumulator_path_matches_the_definition(families, tmp_path, monkeypatch, method):
+    # Where there is no GPU: the same torch accumulator a GPU soup uses, on the CPU device, through every merge.
+    from hfsoup.soups import engine, kernels
+
+    calls = []
+
+    class Counted(kernels.TorchAccumulator):
+        def __call__(self, blocks, weights):
+            calls.append(len(blocks))
+            return super().__call__(blocks, weights)
+
+    monkeypatch.setattr(engine, "accumulator", lambda device: Counted("cpu"))
+    _torch_accumulated(families, tmp_path, method, device="cpu")
+    assert calls  # every final combination went through it
+
+
+def _torch_accumulated(families, tmp_path, method, *, device):
+    family = families["bert"]
+    folders = family.finetunes[:2] if method == "slerp" else family.finetunes
+    base_arg = None if method == "slerp" else family.base
+    result = hfsoup.soup(folders, tmp_path / "soup", method=method, base=base_arg, device=device)
+    base, thetas = weights_of(family.base), [weights_of(f) for f in folders]
+    expected = {
+        "task-arithmetic": lambda: ref_task_arithmetic(base, thetas),
+        "ties": lambda: ref_ties(base, thetas),
+        "dare-ties": lambda: ref_dare(base, thetas, 0.2, 0, ties=True),
+        "slerp": lambda: ref_slerp(thetas[0], thetas[1], 0.5),
+        "model-stock": lambda: ref_model_stock(base, thetas),
+        "wise-ft": lambda: ref_wise_ft(base, thetas, 0.5),
+    }[method]()
+    assert deviation(result.output_dir, expected) < TOLERANCE

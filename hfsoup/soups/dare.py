@@ -63,7 +63,7 @@ class DareMerge(TensorMerge):
                 merged = np.zeros_like(base_block)
                 for d, w in zip(dropped, self.weights, strict=True):
                     merged += w * d
-            yield base_block + self.scale * merged
+            yield inputs.accumulate([base_block, merged], [1.0, self.scale])  # float64, as decided
 
 
 class DareLinear(SoupMethod):

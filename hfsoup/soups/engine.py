@@ -6,6 +6,11 @@ Accumulation is in float32 (float64 inputs keep float64) so that averaging fp16 
 at every addition; the result is cast once, at the end. Work is split by output shard, which is what lets several
 processes share it and a rerun resume it. On the CPU nothing here imports torch; a GPU takes the arithmetic through
 `kernels.TorchAccumulator`.
+
+The merges defined relative to a base model add its block to the sum (`Mixing.base_weight`: task arithmetic,
+WiSE-FT) or replace the sum by a per-tensor `merge.TensorMerge` (TIES, DARE, SLERP, Model Stock), which reads the same
+memory-mapped blocks and hands its final combinations to the same accumulator. The plain weighted sum's loop is the
+one it always was.
 """
 
 from __future__ import annotations

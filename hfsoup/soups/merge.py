@@ -8,9 +8,10 @@ tensors, memory-mapped, read block by block. A merge that needs a whole-tensor f
 statistics pass, then the output pass), so it still never holds an ingredient; only TIES's top-k threshold reads one
 ingredient's task vector of one tensor whole (`TensorInputs.whole`), one ingredient at a time.
 
-The decisions (top-k, sign election, the masks, SLERP's parallel fallback) are made in float64, so that they are
-the decisions of a float64 transcription of the definitions; the final linear combinations of SLERP and Model Stock go
-through the engine's accumulator (the GPU's when there is one), in float32 (float64 inputs keep float64).
+The decisions (top-k, sign election, the masks, SLERP's parallel fallback) are made in float64 numpy on the CPU, so
+that they are the decisions of a float64 transcription of the definitions; every final combination goes through the
+engine's accumulator (the GPU's when there is one): SLERP's and Model Stock's in float32 (float64 inputs keep
+float64), TIES's and DARE's `base + scale * merged` in float64.
 """
 
 from __future__ import annotations

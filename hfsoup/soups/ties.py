@@ -42,7 +42,7 @@ class TiesMerge(TensorMerge):
             assert base_block is not None
             deltas = [b - base_block for b in blocks]
             trimmed = [np.where(np.abs(d) >= t, d, 0.0) for d, t in zip(deltas, thresholds, strict=True)]
-            yield base_block + self.scale * elect(trimmed)
+            yield inputs.accumulate([base_block, elect(trimmed)], [1.0, self.scale])  # float64, as decided
 
 
 class TiesSoup(SoupMethod):
