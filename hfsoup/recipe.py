@@ -279,7 +279,11 @@ def _method(data: dict, n_ingredients: int, problems: schema.Problems) -> Method
         return Method()
     cls = SOUPS[name]
     own = {f.name for f in schema.declared(cls.Options)}
-    owners = {f.name: other for other, c in SOUPS.items() if other != name for f in schema.declared(c.Options)}
+    owners: dict[str, str] = {}  # an option several methods share is named by the first that declares it
+    for other, c in SOUPS.items():
+        for f in schema.declared(c.Options):
+            if other != name:
+                owners.setdefault(f.name, other)
     options: dict[str, Any] = {}
     misplaced: dict[str, dict[str, Any]] = {}
     for key, value in raw.items():
