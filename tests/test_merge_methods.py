@@ -522,3 +522,14 @@ def _torch_accumulated(families, tmp_path, method, *, device):
         "wise-ft": lambda: ref_wise_ft(base, thetas, 0.5),
     }[method]()
     assert deviation(result.output_dir, expected) < TOLERANCE
+
+
+def test_an_ingredient_not_from_the_base_is_refused(families, tmp_path, capsys):
+    # The base is measured against every ingredient, as `hfsoup check --base` does: the impostor is named.
+    bert = families["bert"]
+    out = tmp_path / "out"
+    args = ["soup", str(bert.finetunes[0]), str(bert.troublemakers["impostor"]), "-o", str(out)]
+    assert main([*args, "--method", "task-arithmetic", "--base", str(bert.base)]) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert "impostor: was not fine-tuned from" in err and "Traceback" not in err
+    assert not out.exists()
