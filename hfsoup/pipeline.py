@@ -35,7 +35,7 @@ from .io.staging import check_output, staged_output
 from .publish import naming
 from .publish.card import local_card_metadata
 from .selection.results import RESULTS_FILE, ResultsTable
-from .soups import SoupContext, SoupMethod, make_method
+from .soups import SOUPS, SoupContext, SoupMethod, make_method
 from .soups.engine import BaseWeights, collect_meter, measure, plan_soup, resolve_device, write_shards
 
 if TYPE_CHECKING:
@@ -61,6 +61,7 @@ class SoupResult:
         evaluation (`dict`, *optional*): with a `selection`, the soup's own scores (the `evaluation` of `hfsoup.json`).
         method_record (`dict`): the greedy soup's decisions or the learned soup's weights and losses.
         records (`dict[str, dict]`): with a `selection`, the record of every soup scored (the baselines' too).
+        base (`dict`, *optional*): with `base=`, the base model's record (what was asked for, its commit SHA).
     """
 
     output_dir: Path
@@ -73,6 +74,7 @@ class SoupResult:
     evaluation: dict | None = None
     method_record: dict = field(default_factory=dict)
     records: dict[str, dict] = field(default_factory=dict)
+    base: dict | None = None
 
     @property
     def provenance_path(self) -> Path:
@@ -106,6 +108,7 @@ def soup(
     resume: bool = False,
     selection: Selection | None = None,
     recipe: dict | None = None,
+    base: str | os.PathLike | None = None,
 ) -> SoupResult:
     """Average fine-tuned models named by Hub ID or folder into a new checkpoint folder.
 
@@ -146,6 +149,12 @@ def soup(
             `.csv`, `.png`).
         recipe (`dict`, *optional*):
             The recipe this soup was cooked from (`Recipe.to_dict()`), recorded in `hfsoup.json` and the model card.
+        base (`str`, *optional*):
+            The shared pretrained model (Hub ID or folder), required by the methods defined by task vectors
+            (`needs_base`: task-arithmetic, ties, dare-linear, dare-ties, model-stock, wise-ft). It is pinned, its
+            shapes checked against the ingredients' before any download, fetched, measured against every ingredient
+            (shared initialization) and recorded in `hfsoup.json`. Its tensor names may lack the task model's prefix
+            (a bare `BertModel`); a tensor it lacks (the classifier) is the ingredients' mean.
 
     Under `accelerate launch` or `torchrun`, the processes split the output shards between them (so use a
     `max_shard_size` that gives at least one shard per process); the output is identical to a single process's.
@@ -167,9 +176,12 @@ def soup(
     """
     # Everything that depends only on the arguments is checked first: no network, no disk.
     specs = [os.fspath(i) for i in ingredients]
-    if len(specs) < 2:
+    fewest = getattr(method, "min_ingredients", None) or getattr(SOUPS.get(method), "min_ingredients", 2)  # type: ignore[arg-type]
+    if len(specs) < fewest or not specs:
+        alone = " (WiSE-FT takes one fine-tune and --base)" if fewest == 2 else ""
         raise InvalidSoupArgumentsError(
-            f"A soup needs at least two ingredients; got {len(specs)} ({', '.join(specs) or 'none'}).",
+            f"A soup needs at least {'two ingredients' if fewest == 2 else 'one ingredient'}; got {len(specs)} "
+            f"({', '.join(specs) or 'none'}){alone}.",
             fix="Name two or more fine-tuned models of the same base, e.g. hfsoup soup org/ft-a org/ft-b -o out/.",
         )
     repeated = sorted({s for s in specs if specs.count(s) > 1})
@@ -181,14 +193,36 @@ def soup(
         )
     chosen = make_method(method, options)
     method = chosen.name
+    if chosen.needs_base and base is None:
+        raise InvalidSoupArgumentsError(
+            f"A {method} soup is defined relative to the pretrained model the ingredients were fine-tuned from "
+            "(their task vectors are each fine-tune minus it), and no base was given.",
+            fix=f"Name it: {option('base', 'org/pretrained', within='hfsoup.soup')} (a Hub ID or a folder; the "
+            "recipe key is base:).",
+        )
     if chosen.needs_scores and selection is None:
         raise InvalidSoupArgumentsError(
             f"A {method} soup is selected by held-out scores, so it needs a task to score on.",
             fix=f"Name the task to score on: {option('task', 'sst2', within='selection=Selection')}.",
         )
     # A method that needs no data decides now, before any download (and its errors come first).
-    mixing = None if chosen.needs_scores else chosen.run(SoupContext(names=specs)).mixing
+    decided = None if chosen.needs_scores else chosen.run(SoupContext(names=specs))
+    mixing = None if decided is None else decided.mixing
+    merge = None if decided is None else decided.merge
+    # What the options mean for this many ingredients (after `run`, whose own checks say more where it has them).
+    for key, message in chosen.problems(len(specs)):
+        raise InvalidSoupArgumentsError(
+            f"Invalid {method} soup: {message}.",
+            fix=f"Check the {key} option against the {len(specs)} ingredients given (see hfsoup soup --help).",
+        )
+    if selection is not None and not chosen.scorable:
+        raise InvalidSoupArgumentsError(
+            f"A {method} soup cannot be scored on a task yet: scoring knows weighted averages of the ingredients, "
+            "and this method merges relative to the base or tensor by tensor.",
+            fix="Drop --task (and the other scoring options), and score the soup afterwards with hfsoup eval.",
+        )
     if selection is not None:
+        selection = _scorable_baselines(selection)
         selection.check()
     out_dtype = _parse_dtype(dtype)
     device = resolve_device(device)  # a missing GPU is refused before any work
@@ -198,24 +232,38 @@ def soup(
         raise InvalidSoupArgumentsError(f"Invalid --max-shard-size: {e}.") from e
     refs = [hub.parse_ingredient(spec) for spec in specs]  # local only: a Hub ID is not looked up yet
     naming.refuse_same_folder(specs, [ref.path for ref in refs])
+    base_ref = None if base is None else hub.parse_ingredient(os.fspath(base))
     data_files = [f for fs in ((selection.data_files or {}) if selection else {}).values() for f in _listed(fs)]
-    protected = guard.inputs_protected(
-        [(s, r.path) for s, r in zip(specs, refs, strict=True) if r.path], files=data_files
-    )
+    local_inputs = [(s, r.path) for s, r in zip(specs, refs, strict=True) if r.path]
+    if base_ref is not None and base_ref.path is not None:
+        local_inputs.append((os.fspath(base), base_ref.path))
+    protected = guard.inputs_protected(local_inputs, files=data_files)
     out = check_output(output_dir, overwrite=overwrite, protected=protected)
     # What the soup publishes names a local folder by its place under the current folder, or its name alone.
     labels = naming.local_labels(specs, base=Path.cwd(), local=[ref.is_local for ref in refs])
     refs = [replace(ref, spec=label) if ref.is_local else ref for ref, label in zip(refs, labels, strict=True)]
+    if base_ref is not None and base_ref.is_local:
+        label = naming.local_labels([os.fspath(base)], base=Path.cwd(), local=[True])[0]
+        base_ref = replace(base_ref, spec=label)
 
     pinned = [hub.resolve(ref, token=token, allow_pickle=allow_pickle) for ref in refs]
     naming.refuse_same_commit(specs, [(i.ref.repo_id, i.sha) if i.sha else None for i in pinned])  # type: ignore[misc]
     facts = _gather_facts(pinned, token=token, allow_pickle=allow_pickle)
     report, static = check_before_download(facts, align_labels=align_labels)
     _refuse_unless_forced(report, force=force)  # before a single weight file is downloaded
+    base_pinned = None
+    if base_ref is not None:
+        base_pinned = hub.resolve(base_ref, token=token, allow_pickle=allow_pickle)
+        _gather_facts([base_pinned], token=token, allow_pickle=allow_pickle)  # its headers: no weights yet
+        _check_base_shapes(base_pinned, pinned[0], method)
 
     for ingredient in pinned:
         hub.fetch(ingredient, token=token)
     readers = [CheckpointReader(i.local_dir, allow_pickle=allow_pickle) for i in pinned]  # type: ignore[arg-type]
+    base_weights = None
+    if base_pinned is not None:
+        base_reader = CheckpointReader(hub.fetch(base_pinned, token=token), allow_pickle=allow_pickle)
+        base_weights = BaseWeights.open(base_reader, readers[0].structure)
     alignment = _alignment_kwargs(pinned, static)
     selected = None
     left_out: dict[int, str] = {}
@@ -253,6 +301,23 @@ def soup(
     }
     if recipe is not None:
         provenance["recipe"] = recipe
+    if base_pinned is not None:
+        provenance["base"] = _provenance(base_pinned)
+        missing = sorted(
+            n
+            for n, m in readers[0].structure.items()
+            if m.is_float and base_weights.get_array(n) is None  # type: ignore[union-attr]
+        )
+        if missing:
+            provenance["base"]["missing_tensors"] = missing
+            if chosen.needs_base:
+                logger.warning(
+                    "the base lacks %d of the soup's tensors (e.g. %s): they are the ingredients' mean",
+                    len(missing),
+                    missing[0],
+                )
+    if decided is not None and decided.record and selection is None:
+        provenance[method] = decided.record  # the options it was made with, for the card's command
     if left_out:
         provenance["excluded"] = [{"ingredient": pinned[i].name, "reason": why} for i, why in sorted(left_out.items())]
     if selected is not None:
@@ -262,15 +327,22 @@ def soup(
         baselines = {name: record for name, record in selected.records.items() if name != method and record}
         if baselines:  # the baselines' greedy decisions and learned weights, for the results table's rows
             provenance["baselines"] = baselines
+    identity = [_identity(i) for i in pinned] + [method, list(mixing.weights), mixing.per_tensor, alignment]
+    if base_pinned is not None or merge is not None:  # only then: the fingerprints of earlier soups stay as they were
+        identity += [
+            None if base_pinned is None else _identity(base_pinned),
+            mixing.base_weight,
+            provenance.get(method),
+        ]
     plan = plan_soup(
         readers,
         dtype=out_dtype,
         max_shard_size=shard_bytes,
         exclude=alignment.pop("exclude"),
-        identity=[_identity(i) for i in pinned] + [method, list(mixing.weights), mixing.per_tensor, alignment],
+        identity=identity,
     )
     procs = distributed.current()
-    meter = SimilarityMeter([i.name for i in pinned])
+    meter = SimilarityMeter([i.name for i in pinned], base=None if base_pinned is None else base_pinned.name)
     with staged_output(out, overwrite=overwrite, resume=resume, is_main=procs.is_main, protected=protected) as staging:
         procs.barrier()  # the main process has prepared the staging folder
         try:
@@ -284,6 +356,8 @@ def soup(
                 device=device,
                 metadata={"hfsoup_method": method},
                 resume=resume,
+                base=base_weights,
+                merge=merge,
                 **alignment,
             )
         except IncompatibleIngredientsError as e:
@@ -320,6 +394,8 @@ def soup(
     procs.barrier()  # the output is in place before any process returns
     for reader in readers:
         reader.close()
+    if base_weights is not None:
+        base_weights.reader.close()
     files = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
     logger.info("wrote a %s soup of %d ingredients to %s", method, len(pinned), out)
     return SoupResult(
@@ -333,7 +409,60 @@ def soup(
         selected.evaluation if selected else None,
         selected.records.get(method, {}) if selected else {},
         selected.records if selected else {},
+        provenance.get("base"),
     )
+
+
+def _scorable_baselines(selection: Selection) -> Selection:
+    """The selection with its default baselines limited to the methods it can score (the weighted averages); a
+    baseline named that it cannot score is refused."""
+    from .selection.options import ENSEMBLE
+    from .soups import SOUPS
+
+    if selection.compare is None:
+        return replace(selection, compare=[n for n, cls in SOUPS.items() if cls.scorable] + [ENSEMBLE])
+    for item in selection.compare:
+        cls = type(item) if isinstance(item, SoupMethod) else SOUPS.get(item)
+        if cls is not None and not cls.scorable:
+            raise InvalidSoupArgumentsError(
+                f"The {cls.name} method cannot be a scored baseline yet: scoring knows weighted averages of the "
+                "ingredients, and this method merges relative to the base or tensor by tensor.",
+                fix=f"Leave {cls.name} out of {option('compare', metavar='LIST', within='Selection')}; make its soup "
+                "alone and score it with hfsoup eval.",
+            )
+    return selection
+
+
+def _check_base_shapes(base: hub.PinnedIngredient, first: hub.PinnedIngredient, method: str) -> None:
+    """Refuse a base whose tensors do not have the ingredients' shapes (from the headers, before any download).
+    Names map as in `BaseWeights` (a bare `BertModel` base lacks the task model's `bert.` prefix)."""
+    names = [n for n, m in first.structure.items() if m.is_float]
+    mapped = {n: b for n in names if (b := _base_name(n, base.structure)) is not None}
+    if not mapped:
+        raise IncompatibleIngredientsError(
+            f"The base {base.name!r} shares no tensor with the ingredients (e.g. the ingredients' {names[0]!r} is not "
+            "in it, with or without its first name component), so it cannot be the model they were fine-tuned from.",
+            fix="Name the pretrained model the ingredients were fine-tuned from (their cards' base_model).",
+        )
+    for name, other in sorted(mapped.items()):
+        mine, theirs = list(first.structure[name].shape), list(base.structure[other].shape)
+        if mine != theirs:
+            raise IncompatibleIngredientsError(
+                f"The base {base.name!r} has tensor {other!r} of shape {theirs}, where the ingredients' {name!r} has "
+                f"shape {mine}: a {method} soup subtracts the base from each ingredient, tensor by tensor, so the "
+                "shapes must be the same.",
+                fix="Name the pretrained model the ingredients were fine-tuned from (their cards' base_model), "
+                "with the same vocabulary and layer sizes.",
+            )
+
+
+def _base_name(name: str, structure: StructureMap) -> str | None:
+    """The base's name for the soup's tensor `name` (the rule of `BaseWeights.open`), or None."""
+    if name in structure:
+        return name
+    if "." in name and name.split(".", 1)[1] in structure:
+        return name.split(".", 1)[1]
+    return None
 
 
 def _listed(files: str | Sequence[str]) -> list[str]:
@@ -588,6 +717,7 @@ def cook_recipe(
             resume=True,  # shards completed by an interrupted run of this recipe are reused (recomputed and compared)
             selection=replace(recipe.evaluation, hub_metrics=hub_metrics) if recipe.evaluation else None,
             recipe=as_data,
+            base=recipe.base,
         )
     pushed = None
     repo_id = push_to or (recipe.push.repo_id if recipe.push else None)

@@ -150,8 +150,8 @@ def parse_recipe(data: Any, *, source: str | os.PathLike | None = None) -> Recip
     if not isinstance(raw, list):
         problems.add("ingredients", f"expected a list, got {schema.type_name(raw)}")
         raw = []
-    elif "ingredients" in data and len(raw) < 2:
-        problems.add("ingredients", f"a soup needs at least 2 ingredients, got {len(raw)}")
+    elif "ingredients" in data and len(raw) < max(_fewest(data.get("method")), 1):
+        problems.add("ingredients", f"a soup needs at least {_fewest(data.get('method'))} ingredients, got {len(raw)}")
     for i, item in enumerate(raw):
         spot = f"ingredients[{i}]"
         if isinstance(item, str):
@@ -174,6 +174,18 @@ def parse_recipe(data: Any, *, source: str | os.PathLike | None = None) -> Recip
     evaluation = None
     if data.get("evaluation") is not None:
         evaluation = schema.section(data["evaluation"], "evaluation", Evaluation, problems, required=("task",))
+    if SOUPS[method.name].needs_base and not data.get("base"):
+        problems.add(
+            "base",
+            f"the {method.name} method merges task vectors (each fine-tune minus the base): name the "
+            "pretrained model the ingredients were fine-tuned from",
+        )
+    if not SOUPS[method.name].scorable and data.get("evaluation") is not None:
+        problems.add(
+            "evaluation",
+            f"the {method.name} method cannot be scored on a task yet: drop evaluation and score the soup with "
+            "hfsoup eval",
+        )
     if SOUPS[method.name].needs_scores and evaluation is None and "evaluation" not in data:
         problems.add("evaluation", f"the {method.name} method selects on held-out data: give evaluation.task")
 
@@ -199,7 +211,8 @@ def parse_recipe(data: Any, *, source: str | os.PathLike | None = None) -> Recip
         ingredients=[_relative(i, base_dir) for i in ingredients],
         output=output,  # type: ignore[arg-type]
         name=data.get("name"),
-        base=data.get("base"),
+        # A local base is relative to the recipe's folder, like a local ingredient.
+        base=_relative(Ingredient(data["base"]), base_dir).id if isinstance(data.get("base"), str) else None,
         method=method,
         evaluation=evaluation,
         push=push,
@@ -226,6 +239,13 @@ def parse_recipe(data: Any, *, source: str | os.PathLike | None = None) -> Recip
             problems=problems.lines(),
         )
     return recipe
+
+
+def _fewest(method: Any) -> int:
+    """The fewest ingredients the recipe's method takes (2, or 1 for WiSE-FT); 2 when the method is malformed."""
+    name = method.get("name", "uniform") if isinstance(method, dict) else method
+    cls = SOUPS.get(name) if isinstance(name, str) else None
+    return cls.min_ingredients if cls is not None else 2
 
 
 def _ingredient(item: Any, where: str, problems: schema.Problems) -> Ingredient | None:
@@ -259,7 +279,11 @@ def _method(data: dict, n_ingredients: int, problems: schema.Problems) -> Method
         return Method()
     cls = SOUPS[name]
     own = {f.name for f in schema.declared(cls.Options)}
-    owners = {f.name: other for other, c in SOUPS.items() if other != name for f in schema.declared(c.Options)}
+    owners: dict[str, str] = {}  # an option several methods share is named by the first that declares it
+    for other, c in SOUPS.items():
+        for f in schema.declared(c.Options):
+            if other != name:
+                owners.setdefault(f.name, other)
     options: dict[str, Any] = {}
     misplaced: dict[str, dict[str, Any]] = {}
     for key, value in raw.items():

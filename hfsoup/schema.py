@@ -143,6 +143,17 @@ def fraction() -> Kind:
     return Kind(check, float, "F")
 
 
+def unit() -> Kind:
+    """A number from 0 to 1, both included (an interpolation factor)."""
+
+    def check(v: Any) -> str | None:
+        if not _is_number(v) or not 0 <= v <= 1:
+            return f"expected a number from 0 to 1, got {quote(v)}"
+        return None
+
+    return Kind(check, float, "T")
+
+
 def _comma_numbers(text: str) -> list[float]:
     try:
         return [float(w) for w in text.split(",") if w.strip()]
@@ -163,6 +174,21 @@ def weights() -> Kind:
         return None
 
     return Kind(check, _comma_numbers, "W1,W2,...")
+
+
+def numbers(*, check_each: Check | None = None, what: str = "numbers") -> Kind:
+    """A list of finite numbers (`1,0.5,-1` on the command line), each passing `check_each`; None allowed."""
+
+    def check(v: Any) -> str | None:
+        if v is None:
+            return None
+        if not isinstance(v, list | tuple) or not v:
+            return f"expected a list of {what}, got {type_name(v)}"
+        if any(not _is_number(w) or (check_each is not None and check_each(w)) for w in v):
+            return f"expected {what}, got {quote(v)}"
+        return None
+
+    return Kind(check, _comma_numbers, "X1,X2,...")
 
 
 def strings(*, optional: bool = True) -> Kind:

@@ -17,6 +17,7 @@ from hfsoup.cli import main
 from hfsoup.errors import RecipeError
 from hfsoup.io.staging import staging_path
 from hfsoup.recipe import load_recipe, parse_recipe
+from hfsoup.soups import SOUPS
 from hfsoup.testing.families import publish_family
 from hfsoup.testing.glue import build_glue, publish_glue
 
@@ -193,7 +194,8 @@ def test_a_method_name_that_is_no_string_is_a_located_problem(name):
     """A list or a mapping as the method's name is unhashable: it must be reported, not crash the registry lookup."""
     with pytest.raises(RecipeError) as info:
         parse_recipe({"ingredients": ["org/a", "org/b"], "method": {"name": name}, "output": {"dir": "out"}})
-    assert info.value.problems[0].startswith("method.name: expected one of uniform, greedy, learned, got ")
+    assert info.value.problems[0].startswith(f"method.name: expected one of {', '.join(SOUPS)}, got ")
+    assert ", ".join(SOUPS).startswith("uniform, greedy, learned, ")
 
 
 def test_data_files_given_as_a_list_of_non_strings_are_refused_by_their_check():

@@ -28,6 +28,7 @@ LISTED_IN_FULL = (
     "tests/test_greedy_excludes.py",
     "tests/test_select_processes.py",
     "tests/test_trained_fixtures.py",
+    "tests/test_merge_methods.py",
 )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..io.staging import write_file_atomic
-from .common import ingredient_args
+from .common import base_arg, ingredient_args
 
 CHECK_EPILOG = """\
 examples:
@@ -24,7 +24,7 @@ def add(verbs: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ingredient_args(check)
-    check.add_argument("--base", metavar="MODEL", help="the pretrained model they should all be fine-tuned from")
+    base_arg(check)
     check.add_argument(
         "--json", nargs="?", const="-", metavar="FILE", help="write the report as JSON (to FILE, or stdout)"
     )

@@ -19,6 +19,17 @@ def ingredient_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+BASE_HELP = (
+    "the pretrained model (Hub ID or folder) the ingredients were fine-tuned from: pinned, fetched and checked like "
+    "an ingredient; required by the methods defined by task vectors (theta_i - base)"
+)
+
+
+def base_arg(parser: argparse.ArgumentParser) -> None:
+    """`--base MODEL`, the one declaration `soup` and `check` share (a recipe's `base:` key)."""
+    parser.add_argument("--base", metavar="MODEL", help=BASE_HELP)
+
+
 def print_push(result) -> None:  # noqa: ANN001 - a publish.upload.PushResult (imported lazily)
     if result.unchanged:
         print(f"{result.repo_id} (branch {result.branch}) already holds this soup: nothing to commit.")

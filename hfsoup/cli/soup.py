@@ -4,16 +4,17 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 from typing import Any
 
 from .. import distributed
 from ..errors import InvalidSoupArgumentsError
 from ..io.output import Output
-from ..options import add_flags, flags_given, given
+from ..options import add_flags, flag_of, flags_given, given
 from ..selection.options import Selection
 from ..soups import SOUPS
-from .common import ingredient_args
+from .common import base_arg, ingredient_args
 
 logger = logging.getLogger("hfsoup")
 
@@ -33,6 +34,9 @@ examples:
       --held-out 'validation[:50%]' --report 'validation[50%:]'   # T5 as text-to-text: label words scored
   hfsoup soup org/clip-a org/clip-b org/clip-c -o soup/ --method greedy --task image-classification \\
       --dataset org/images                          # CLIP zero-shot, or a classifier head (ViT, ...)
+  hfsoup soup org/ft-a org/ft-b -o soup/ --method ties --base org/pretrained --density 0.2
+  hfsoup soup org/ft-a org/ft-b -o soup/ --method slerp --t 0.3
+  hfsoup soup org/clip-ft -o soup/ --method wise-ft --base openai/clip-vit-base-patch32 --alpha 0.5
 """
 
 
@@ -45,6 +49,7 @@ def add(verbs: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ingredient_args(soup)
+    base_arg(soup)
     add_flags(soup, Output, dest="output")
     methods = "; ".join(f"{name}: {cls.description}" for name, cls in SOUPS.items())
     soup.add_argument(
@@ -63,7 +68,9 @@ def add(verbs: argparse._SubParsersAction) -> None:
     )
     for name, cls in SOUPS.items():
         group = soup.add_argument_group(f"{name} method", f"{cls.description} (also for the {name} baseline)")
-        add_flags(group, cls.Options, dest=f"method.{name}")
+        # Options several methods share (--weights, --scale, --density) are one flag, made by the first method
+        # that declares it; `method_and_selection` hands its value to whichever method is chosen.
+        add_flags(group, cls.Options, dest=f"method.{name}", skip=set(shared_flags(name)))
     group = soup.add_argument_group(
         "scoring and selection",
         "With --task, every ingredient, every soup method and the output ensemble are scored on a held-out part "
@@ -74,6 +81,38 @@ def add(verbs: argparse._SubParsersAction) -> None:
     soup.set_defaults(func=run)
 
 
+def shared_flags(name: str) -> dict[str, str]:
+    """The options of method `name` whose flag an earlier method in `SOUPS` already makes: field -> that method."""
+    import dataclasses
+
+    from ..options import flag_of, spec_of
+
+    first: dict[str, str] = {}
+    shared: dict[str, str] = {}
+    for other, cls in SOUPS.items():
+        for f in dataclasses.fields(cls.Options):
+            if not spec_of(f).cli:
+                continue
+            flag = flag_of(f)
+            if other == name and first.get(flag, name) != name:
+                shared[f.name] = first[flag]
+            first.setdefault(flag, other)
+        if other == name:
+            return shared
+    return shared
+
+
+def _typed(args: argparse.Namespace, name: str) -> dict[str, Any]:
+    """The options typed for method `name`, its shared flags' values included."""
+    cls = SOUPS[name]
+    typed = given(args, cls.Options, dest=f"method.{name}")
+    for field, owner in shared_flags(name).items():
+        key = f"method.{owner}.{field}"
+        if hasattr(args, key):
+            typed[field] = getattr(args, key)
+    return typed
+
+
 def method_and_selection(args: argparse.Namespace) -> tuple[Any, Selection | None]:
     """The chosen method with the options typed for it, and the selection.
 
@@ -81,8 +120,9 @@ def method_and_selection(args: argparse.Namespace) -> tuple[Any, Selection | Non
     method's, and baselines run with their defaults (the Python API takes baselines with options:
     `Selection(compare=[GreedySoup(accept="gt")])`)."""
     chosen = SOUPS[args.method]
+    own = {flag_of(f) for f in dataclasses.fields(chosen.Options)}
     for name, cls in SOUPS.items():
-        flags = flags_given(args, cls.Options, dest=f"method.{name}")
+        flags = [f for f in flags_given(args, cls.Options, dest=f"method.{name}") if f not in own]
         if name == args.method or not flags:
             continue
         finds = f"; a {args.method} soup finds its own weights from held-out scores" if chosen.needs_scores else ""
@@ -92,7 +132,7 @@ def method_and_selection(args: argparse.Namespace) -> tuple[Any, Selection | Non
             fix=f"Drop {flags[0]}, or use --method {name}. To compare a baseline with other options than its "
             f"defaults, pass it as an object from Python: Selection(compare=[{cls.__name__}(...)]).",
         )
-    method = chosen(given(args, chosen.Options, dest=f"method.{args.method}"))
+    method = chosen(_typed(args, args.method))
     typed = given(args, Selection, dest="selection")
     selection = Selection(**typed, force=args.force) if typed.get("task") is not None else None
     return method, selection
@@ -121,6 +161,7 @@ def run(args: argparse.Namespace) -> int:
         align_labels=not args.no_align_labels,
         resume=args.resume,
         selection=selection,
+        base=args.base,
     )
     if distributed.launched_rank() != 0:  # Under torchrun every process holds the result; one reports it.
         return 0
@@ -137,6 +178,9 @@ def run(args: argparse.Namespace) -> int:
     for ingredient, weight in zip(result.ingredients, result.weights, strict=True):
         pinned = ingredient.get("sha") or f"local folder {ingredient.get('folder')}"
         print(f"  {weight:.4f}  {ingredient['spec']}  ({pinned})")
+    if result.base is not None:
+        pinned = result.base.get("sha") or f"local folder {result.base.get('folder')}"
+        print(f"  base    {result.base['spec']}  ({pinned})")
     for line in method.summary(result.method_record):
         print(f"  {line}")
     if result.results is not None:

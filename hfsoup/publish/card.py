@@ -391,6 +391,8 @@ def _recipe(prov: dict[str, Any]) -> tuple[str, str]:
     for i in prov["ingredients"]:
         specs.append(f"{i['repo_id']}@{i['sha']}" if i.get("repo_id") and i.get("sha") else str(i.get("spec")))
     command = ["hfsoup soup", *specs, "-o soup/", f"--method {prov['method']}"]
+    if isinstance(prov.get("base"), dict):
+        command.append(f"--base {_pinned_spec(prov['base'])}")
     weights = prov.get("weights") or []
     if (method := SOUPS.get(prov["method"])) is not None:
         command += method().command_args(prov)
@@ -405,8 +407,19 @@ def _recipe(prov: dict[str, Any]) -> tuple[str, str]:
         "config_from": prov.get("config_from"),
         "ingredients": [{k: v for k, v in i.items() if k != "weights_format"} for i in prov["ingredients"]],
     }
+    if isinstance(prov.get("base"), dict):
+        recipe["base"] = {k: v for k, v in prov["base"].items() if k not in ("weights_format", "missing_tensors")}
+    if isinstance(prov.get(prov["method"]), dict) and prov["method"] not in ("greedy", "learned"):
+        recipe["options"] = prov[prov["method"]]
     text = yaml.safe_dump(recipe, sort_keys=False, width=1000)
     return f"# {' '.join(command)}\n{text}", " \\\n    ".join(command)
+
+
+def _pinned_spec(record: dict[str, Any]) -> str:
+    """An ingredient's (or the base's) record as the spec that names exactly it: `org/name@sha`, or its spec."""
+    if record.get("repo_id") and record.get("sha"):
+        return f"{record['repo_id']}@{record['sha']}"
+    return str(record.get("spec"))
 
 
 def _compatibility(prov: dict[str, Any]) -> str:
@@ -438,6 +451,9 @@ def _body(soup: SoupFolder, *, model_name: str, base: str | None, license_note: 
     recipe, command = _recipe(prov)
     how = SOUPS[method].description if method in SOUPS else f"the '{method}' method"
     base_line = f" They share the base model [{base}](/{base})." if base else ""
+    if isinstance(prov.get("base"), dict):
+        merged_from = _pinned_spec(prov["base"])
+        base_line += f" The soup is computed relative to the base model `{merged_from}` (`--base`)."
     return f"""# {model_name}
 
 A **{method} model soup** ({PAPER}) of {n} fine-tuned models: {how}.{base_line}

@@ -19,14 +19,29 @@ from .base import (
     StateDict,
     SummedScorer,
 )
+from .dare import DareLinear, DareTies
 from .greedy import GreedyResult, GreedySoup
 from .learned import LearnedResult, LearnedSoup
+from .merge import TensorInputs, TensorMerge
+from .model_stock import ModelStock
+from .slerp import SlerpSoup
+from .task_arithmetic import TaskArithmetic
+from .ties import TiesSoup
 from .uniform import UniformSoup
+from .wise_ft import WiseFT
 
 SOUPS: dict[str, type[SoupMethod]] = {
     UniformSoup.name: UniformSoup,
     GreedySoup.name: GreedySoup,
     LearnedSoup.name: LearnedSoup,
+    # The data-free merges (issue 17): defined per tensor, most relative to the pretrained base (`--base`).
+    TaskArithmetic.name: TaskArithmetic,
+    TiesSoup.name: TiesSoup,
+    DareLinear.name: DareLinear,
+    DareTies.name: DareTies,
+    SlerpSoup.name: SlerpSoup,
+    ModelStock.name: ModelStock,
+    WiseFT.name: WiseFT,
 }
 
 
@@ -50,6 +65,15 @@ def make_method(method: str | SoupMethod, options: object = None) -> SoupMethod:
 
 __all__ = [
     "SOUPS",
+    "DareLinear",
+    "DareTies",
+    "ModelStock",
+    "SlerpSoup",
+    "TaskArithmetic",
+    "TensorInputs",
+    "TensorMerge",
+    "TiesSoup",
+    "WiseFT",
     "GreedyResult",
     "GreedySoup",
     "HeldOutLoss",

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 if TYPE_CHECKING:
     import torch
 
+    from .merge import TensorMerge
+
 #: Tensor name -> tensor, as in a `model.safetensors` file.
 StateDict = Mapping[str, "torch.Tensor"]
 
@@ -27,10 +29,15 @@ class Mixing:
             One weight per ingredient, used for every tensor not in `per_tensor`.
         per_tensor (`dict[str, Sequence[float]]`, *optional*):
             Weights for single tensors (learned per-layer soups).
+        base_weight (`float`, *optional*, defaults to 0):
+            The weight of the declared base model (`--base`) in the same sum: task arithmetic and WiSE-FT are affine
+            combinations of the ingredients and the base. A tensor the base lacks (a bare `BertModel` base has no
+            classifier) is the ingredients' uniform mean instead. 0 leaves the base out of the arithmetic entirely.
     """
 
     weights: tuple[float, ...]
     per_tensor: dict[str, tuple[float, ...]] = field(default_factory=dict)
+    base_weight: float = 0.0
 
     def weights_for(self, name: str) -> tuple[float, ...]:
         return self.per_tensor.get(name, self.weights)
@@ -83,12 +90,15 @@ class Outcome:
         state (`dict`, *optional*): the soup's weights, when the method built them anyway (else mixed from `mixing`
             when the soup is scored).
         kept (`Sequence[int]`, *optional*): the positions of the ingredients the method kept, for the results table.
+        merge (`TensorMerge`, *optional*): a per-tensor merge the engine applies instead of the weighted sum of
+            `mixing` (TIES, DARE, SLERP, Model Stock: `soups.merge`); `mixing` then only labels the ingredients.
     """
 
     mixing: Mixing
     record: dict = field(default_factory=dict)
     state: dict | None = None
     kept: Sequence[int] | None = None
+    merge: TensorMerge | None = None
 
 
 class SoupMethod:
@@ -111,6 +121,15 @@ class SoupMethod:
     #: Whether the method may soup without an ingredient that fails the shared-initialization or head checks (a
     #: search that drops what hurts): such an ingredient is then left out with weight 0 instead of refusing the soup.
     drops_ingredients: ClassVar[bool] = False
+    #: Whether the method is defined relative to the shared pretrained model (`--base`): task vectors `theta_i - base`
+    #: (task arithmetic, TIES, DARE, Model Stock, WiSE-FT). Without one it is refused before any download.
+    needs_base: ClassVar[bool] = False
+    #: Whether the selection stage can score this method's soup (as the chosen method or a baseline): it scores
+    #: weighted averages of the ingredients. The merges relative to the base or tensor by tensor cannot be scored
+    #: yet; they are left out of the default baselines and refused with a task.
+    scorable: ClassVar[bool] = True
+    #: The fewest ingredients the method takes (WiSE-FT interpolates one fine-tune with the base).
+    min_ingredients: ClassVar[int] = 2
     plot_style: ClassVar[PlotStyle] = PlotStyle()
 
     @dataclass
@@ -195,3 +214,33 @@ def uniform_weights(n: int) -> tuple[float, ...]:
 
 def as_tuple(values: Sequence[float]) -> tuple[float, ...]:
     return tuple(float(v) for v in values)
+
+
+def option_args(cls: type[SoupMethod], record: Mapping[str, Any] | None) -> list[str]:
+    """The flags that set the options recorded in `record` (a method's `hfsoup.json` record of its options) where
+    they differ from the defaults: what `command_args` returns for the methods that record their options."""
+    import dataclasses
+
+    from ..options import default_of, flag_of, spec_of
+
+    args = []
+    for f in dataclasses.fields(cls.Options):
+        if not spec_of(f).cli or f.name not in (record or {}):
+            continue
+        value = record[f.name]  # type: ignore[index]
+        if value == default_of(f) or value is None:
+            continue
+        if isinstance(value, bool):
+            args.append(flag_of(f))
+        elif isinstance(value, list | tuple):
+            args.append(f"{flag_of(f)} {','.join(f'{v:g}' for v in value)}")
+        else:
+            args.append(f"{flag_of(f)} {value:g}" if isinstance(value, float) else f"{flag_of(f)} {value}")
+    return args
+
+
+def recorded_options(method: SoupMethod) -> dict[str, Any]:
+    """The method's options as its `hfsoup.json` record (the data-free methods record what they were run with)."""
+    from ..options import as_dict
+
+    return as_dict(method.options, recipe_only=True)

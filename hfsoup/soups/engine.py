@@ -6,6 +6,11 @@ Accumulation is in float32 (float64 inputs keep float64) so that averaging fp16 
 at every addition; the result is cast once, at the end. Work is split by output shard, which is what lets several
 processes share it and a rerun resume it. On the CPU nothing here imports torch; a GPU takes the arithmetic through
 `kernels.TorchAccumulator`.
+
+The merges defined relative to a base model add its block to the sum (`Mixing.base_weight`: task arithmetic,
+WiSE-FT) or replace the sum by a per-tensor `merge.TensorMerge` (TIES, DARE, SLERP, Model Stock), which reads the same
+memory-mapped blocks and hands its final combinations to the same accumulator. The plain weighted sum's loop is the
+one it always was.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from ..io.checkpoint import (
 from ..io.staging import write_file_atomic
 from . import kernels
 from .base import Mixing
+from .merge import TensorInputs, TensorMerge
 from .resume import StagedShardCheck, staged_candidate
 
 logger = logging.getLogger(__name__)
@@ -179,8 +185,12 @@ def write_shards(
     label_indexed: Iterable[str] = (),
     base: BaseWeights | None = None,
     resume: bool = False,
+    merge: TensorMerge | None = None,
 ) -> int:
     """Compute and write the shards `shard_ids` of `plan` into `staging`; return how many were reused on resume.
+
+    `base` (the declared pretrained model) is measured against every ingredient and enters the arithmetic with
+    `mixing.base_weight`; `merge`, when given, computes each float tensor instead of the weighted sum (`soups.merge`).
 
     Every tensor of every ingredient also feeds a per-shard `meter`, saved beside the shard in a progress record
     (with the shard's sha256), so that a distributed run can add up the shared-initialization figures without
@@ -198,6 +208,8 @@ def write_shards(
     reused = 0
     bar = tqdm(total=sum(len(plan.shards[i]) for i in shard_ids), desc="Souping", unit="tensor")
     faults = bool(os.environ.get("HFSOUP_FAULT"))  # read once: nothing per tensor when no test asks
+    if merge is not None:
+        merge.prepare(sorted(plan.metas))  # every tensor of the soup, whichever shards this process writes
 
     def mix(i: int, writer_class: type[SafetensorsStreamWriter]) -> tuple[str | None, SimilarityMeter]:
         names = plan.shards[i]
@@ -209,7 +221,18 @@ def write_shards(
                 meta, codes = plan.metas[name], [r.structure[name].dtype for r in readers]
                 writer.begin(name, meta.dtype, meta.shape)
                 weights, base_in = mixing.weights_for(name), _base_array(base, name)
-                blocks = _mix_blocks(name, tensors, codes, weights, meta.dtype, shard_meter, base_in, accumulate)
+                blocks = _mix_blocks(
+                    name,
+                    tensors,
+                    codes,
+                    weights,
+                    meta.dtype,
+                    shard_meter,
+                    base_in,
+                    accumulate,
+                    base_weight=mixing.base_weight,
+                    merge=merge,
+                )
                 for block in blocks:
                     writer.write(block)  # on the writer's thread, while the next block is computed
                 writer.end()
@@ -270,9 +293,15 @@ def _mix_blocks(
     meter: SimilarityMeter,
     base: tuple[np.ndarray, str] | None,
     accumulate: Accumulate | None,
+    *,
+    base_weight: float = 0.0,
+    merge: TensorMerge | None = None,
 ) -> Iterator[np.ndarray]:
     """The output tensor `name`, block by block, in its stored representation; every ingredient's block (including
-    those of weight 0) also feeds `meter`. With `accumulate=None` only the meter runs (`hfsoup check`)."""
+    those of weight 0) also feeds `meter`. With `accumulate=None` only the meter runs (`hfsoup check`).
+
+    With `base_weight` the base's block is one more term of the sum (a tensor the base lacks is the ingredients'
+    mean); with `merge` the float tensor is `merge.merge(...)`'s instead, after a pass that feeds the meter."""
     if codes[0] not in FLOAT_CODES:
         # Integer buffers (position ids, token type ids) are not averaged; they must agree.
         meter.compare_buffers(name, tensors)
@@ -292,6 +321,11 @@ def _mix_blocks(
     kept = [i for i, w in enumerate(weights) if w != 0.0]
     kept_weights = [weights[i] for i in kept]
     base_flat = base[0].reshape(-1) if base_fits else None
+    if merge is not None or base_weight != 0.0:
+        yield from _merge_blocks(
+            name, flats, codes, weights, dtype, out_code, meter, base_flat, base, accumulate, base_weight, merge
+        )
+        return
     for start in range(0, flats[0].size, kernels.BLOCK):
         stop = start + kernels.BLOCK
         blocks = [kernels.widen(f[start:stop], code, dtype) for f, code in zip(flats, codes, strict=True)]
@@ -299,6 +333,50 @@ def _mix_blocks(
         meter.block(blocks, base_block)
         if accumulate is not None:
             yield kernels.narrow(accumulate([blocks[i] for i in kept], kept_weights), out_code)
+    meter.finish()
+
+
+def _merge_blocks(
+    name: str,
+    flats: Sequence[np.ndarray],
+    codes: Sequence[str],
+    weights: Sequence[float],
+    dtype: np.dtype,
+    out_code: str,
+    meter: SimilarityMeter,
+    base_flat: np.ndarray | None,
+    base: tuple[np.ndarray, str] | None,
+    accumulate: Accumulate | None,
+    base_weight: float,
+    merge: TensorMerge | None,
+) -> Iterator[np.ndarray]:
+    """`_mix_blocks` for the methods defined relative to the base: the affine sum with the base's block, or a
+    per-tensor `merge`. Kept apart so that the plain weighted sum's loop stays as it was."""
+    inputs = TensorInputs(
+        name,
+        flats,
+        codes,
+        None if base_flat is None else (base_flat, base[1]),  # type: ignore[index]
+        dtype,
+        accumulate or kernels.weighted_sum,
+    )
+    if merge is not None:
+        for blocks, base_block in inputs.blocks():
+            meter.block(blocks, base_block)
+        meter.finish()
+        if accumulate is not None:
+            for block in merge.merge(inputs):
+                yield kernels.narrow(np.ascontiguousarray(block, dtype=dtype), out_code)
+        return
+    mean = [1.0 / len(flats)] * len(flats)
+    for blocks, base_block in inputs.blocks():
+        meter.block(blocks, base_block)
+        if accumulate is None:
+            continue
+        if base_block is None:  # the base lacks this tensor: the ingredients' mean
+            yield kernels.narrow(accumulate(blocks, mean), out_code)
+        else:
+            yield kernels.narrow(accumulate([*blocks, base_block], [*weights, base_weight]), out_code)
     meter.finish()
 
 

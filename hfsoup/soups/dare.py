@@ -1,0 +1,131 @@
+"""DARE (Yu et al., 2024, "Language models are Super Mario"): drop and rescale the task vectors, then merge.
+
+Each task-vector entry `theta_i - base` is dropped with probability `1 - density` and the kept ones are divided by
+`density`; then `dare-linear` adds them as task arithmetic does (`base + scale * sum_i w_i dropped_i`) and `dare-ties`
+elects signs and averages the agreeing entries as TIES does (`base + scale * merged`).
+
+The masks are drawn per tensor and ingredient from `merge.tensor_seed(seed, name, i)`, block by block, so that a
+fixed seed gives the same bytes whatever the shards, the processes or the device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from .. import schema
+from ..options import option
+from .base import (
+    Mixing,
+    Outcome,
+    PlotStyle,
+    SoupContext,
+    SoupMethod,
+    as_tuple,
+    option_args,
+    recorded_options,
+    uniform_weights,
+)
+from .merge import F64, TensorInputs, TensorMerge, dare_masks, elect
+from .task_arithmetic import scale_option, weights_option, weights_problems
+from .ties import density_option
+
+DENSITY_HELP = "share of each task vector's entries kept (the rest dropped at random), in (0, 1]"
+
+
+def seed_option() -> Any:
+    return option(0, kind=schema.integer(minimum=0), flag="--dare-seed", help="seed of the random drop")
+
+
+class DareMerge(TensorMerge):
+    """Drop and rescale, then sum with `weights` (`elect=False`) or elect signs as TIES (`elect=True`)."""
+
+    def __init__(self, density: float, scale: float, seed: int, weights: tuple[float, ...], elect: bool) -> None:
+        self.density, self.scale, self.seed, self.weights, self.elect = density, scale, seed, weights, elect
+
+    def merge(self, inputs: TensorInputs) -> Iterator[np.ndarray]:
+        if not inputs.has_base:
+            yield from inputs.mean()
+            return
+        generators = dare_masks(self.seed, inputs.name, inputs.n)
+        for blocks, base_block in inputs.blocks(F64):
+            assert base_block is not None
+            dropped = []
+            for block, generator in zip(blocks, generators, strict=True):
+                keep = generator.random(block.size) < self.density  # drawn even where density is 1: same streams
+                dropped.append(np.where(keep, (block - base_block) / self.density, 0.0))
+            if self.elect:
+                merged = elect(dropped)
+            else:
+                merged = np.zeros_like(base_block)
+                for d, w in zip(dropped, self.weights, strict=True):
+                    merged += w * d
+            yield inputs.accumulate([base_block, merged], [1.0, self.scale])  # float64, as decided
+
+
+class DareLinear(SoupMethod):
+    """DARE, then task arithmetic: `base + scale * sum_i w_i dropped_i`.
+
+    Args:
+        density (`float`, *optional*, defaults to 0.2): the probability of keeping each entry, in (0, 1].
+        weights (`Sequence[float]`, *optional*): one weight per ingredient (1 each by default).
+        scale (`float`, *optional*, defaults to 1): multiplies the summed task vectors.
+        seed (`int`, *optional*, defaults to 0): seeds the drop (`--dare-seed`).
+    """
+
+    name: ClassVar[str] = "dare-linear"
+    description: ClassVar[str] = (
+        "DARE: task-vector entries dropped at random and the rest rescaled by 1/density, then summed onto the base as "
+        "in task arithmetic (Yu et al., 2024)"
+    )
+    needs_base: ClassVar[bool] = True
+    scorable: ClassVar[bool] = False  # scoring merges is not supported yet (issue 17, item 9)
+    plot_style: ClassVar[PlotStyle] = PlotStyle("<", "tab:pink")
+    elect: ClassVar[bool] = False
+
+    @dataclass
+    class Options:
+        density: float = density_option(0.2, DENSITY_HELP)
+        weights: list[float] | None = weights_option()
+        scale: float = scale_option()
+        seed: int = seed_option()
+
+    def problems(self, n_ingredients: int) -> list[tuple[str, str]]:
+        return weights_problems(getattr(self.options, "weights", None), n_ingredients)
+
+    def run(self, context: SoupContext) -> Outcome:
+        options = self.options
+        weights = as_tuple(getattr(options, "weights", None) or [1.0] * context.n)
+        merge = DareMerge(options.density, options.scale, options.seed, weights, type(self).elect)
+        return Outcome(Mixing(uniform_weights(context.n)), recorded_options(self), merge=merge)
+
+    def command_args(self, provenance: Mapping[str, Any]) -> list[str]:
+        return option_args(type(self), provenance.get(self.name))
+
+
+class DareTies(DareLinear):
+    """DARE, then TIES's sign election and disjoint mean: `base + scale * merged`.
+
+    Args:
+        density (`float`, *optional*, defaults to 0.2): the probability of keeping each entry, in (0, 1].
+        scale (`float`, *optional*, defaults to 1): multiplies the merged task vector.
+        seed (`int`, *optional*, defaults to 0): seeds the drop (`--dare-seed`).
+    """
+
+    name: ClassVar[str] = "dare-ties"
+    description: ClassVar[str] = (
+        "DARE: task-vector entries dropped at random and the rest rescaled by 1/density, then signs elected and the "
+        "agreeing entries averaged onto the base as in TIES (Yu et al., 2024)"
+    )
+    scorable: ClassVar[bool] = False  # scoring merges is not supported yet (issue 17, item 9)
+    plot_style: ClassVar[PlotStyle] = PlotStyle(">", "tab:gray")
+    elect: ClassVar[bool] = True
+
+    @dataclass
+    class Options:
+        density: float = density_option(0.2, DENSITY_HELP)
+        scale: float = scale_option()
+        seed: int = seed_option()

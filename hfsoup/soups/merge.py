@@ -1,0 +1,133 @@
+"""Per-tensor merges: what the engine runs instead of the weighted sum for the methods that are not one.
+
+Task arithmetic and WiSE-FT are affine combinations of the ingredients and the base (`Mixing.base_weight`), so they
+take the engine's weighted sum as it is. TIES, DARE, SLERP and Model Stock decide something per tensor (a magnitude
+threshold, a random mask, an angle, a cosine) before they combine: such a method returns a `TensorMerge` in its
+`Outcome`, and the engine hands it each float tensor as a `TensorInputs`: the ingredients' (and the base's) stored
+tensors, memory-mapped, read block by block. A merge that needs a whole-tensor figure reads the blocks twice (a
+statistics pass, then the output pass), so it still never holds an ingredient; only TIES's top-k threshold reads one
+ingredient's task vector of one tensor whole (`TensorInputs.whole`), one ingredient at a time.
+
+The decisions (top-k, sign election, the masks, SLERP's parallel fallback) are made in float64 numpy on the CPU, so
+that they are the decisions of a float64 transcription of the definitions; every final combination goes through the
+engine's accumulator (the GPU's when there is one): SLERP's and Model Stock's in float32 (float64 inputs keep
+float64), TIES's and DARE's `base + scale * merged` in float64.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator, Sequence
+
+import numpy as np
+
+from . import kernels
+
+F64 = np.dtype(np.float64)
+
+Accumulate = Callable[[Sequence[np.ndarray], Sequence[float]], np.ndarray]
+
+
+class TensorInputs:
+    """One float tensor of every ingredient, and of the base when the soup has one that holds it, as flat arrays
+    in their stored representation (memory maps), with the engine's accumulator.
+
+    Attributes:
+        name (`str`): the tensor's name.
+        numel (`int`): its number of elements.
+        n (`int`): the number of ingredients.
+        has_base (`bool`): whether the base holds this tensor (a bare `BertModel` base lacks the classifier).
+        dtype (`np.dtype`): the engine's accumulation dtype for it (float32, or float64 for float64 inputs).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        flats: Sequence[np.ndarray],
+        codes: Sequence[str],
+        base: tuple[np.ndarray, str] | None,
+        dtype: np.dtype,
+        accumulate: Accumulate,
+    ) -> None:
+        self.name, self._flats, self._codes, self._base = name, flats, codes, base
+        self.numel = int(flats[0].size)
+        self.n = len(flats)
+        self.has_base = base is not None
+        self.dtype = dtype
+        self._accumulate = accumulate
+
+    def blocks(self, dtype: np.dtype | None = None) -> Iterator[tuple[list[np.ndarray], np.ndarray | None]]:
+        """Every block in order (`kernels.BLOCK` elements): the ingredients' blocks and the base's (or None)."""
+        dtype = self.dtype if dtype is None else dtype
+        for start in range(0, self.numel, kernels.BLOCK):
+            stop = start + kernels.BLOCK
+            blocks = [kernels.widen(f[start:stop], c, dtype) for f, c in zip(self._flats, self._codes, strict=True)]
+            base = None if self._base is None else kernels.widen(self._base[0][start:stop], self._base[1], dtype)
+            yield blocks, base
+
+    def whole(self, i: int | None, dtype: np.dtype = F64) -> np.ndarray:
+        """Ingredient `i`'s whole tensor (the base's for None), widened to `dtype`: one tensor, not the model."""
+        if i is None:
+            assert self._base is not None
+            return kernels.widen(self._base[0], self._base[1], dtype)
+        return kernels.widen(self._flats[i], self._codes[i], dtype)
+
+    def accumulate(self, blocks: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
+        """The engine's weighted sum of same-dtype blocks (on the GPU when the soup runs there)."""
+        return self._accumulate(blocks, weights)
+
+    def mean(self) -> Iterator[np.ndarray]:
+        """The ingredients' uniform mean, block by block: what a tensor the base lacks becomes."""
+        weights = [1.0 / self.n] * self.n
+        for blocks, _ in self.blocks():
+            yield self.accumulate(blocks, weights)
+
+
+class TensorMerge:
+    """A per-tensor merge (see the module docstring). `prepare` sees every tensor name of the soup once, before any
+    tensor (whatever share of the shards this process writes); `merge` yields the output tensor's blocks in order,
+    as floats (the engine casts them to the output dtype)."""
+
+    def prepare(self, names: Sequence[str]) -> None:
+        """Called once with every tensor name of the soup (sorted), e.g. to count layers. Nothing by default."""
+
+    def merge(self, inputs: TensorInputs) -> Iterator[np.ndarray]:
+        raise NotImplementedError(f"{type(self).__name__} must define merge(inputs)")
+
+
+def tensor_seed(seed: int, name: str, ingredient: int) -> np.random.SeedSequence:
+    """The random stream of one ingredient's tensor: `SeedSequence([seed, ingredient, h])` where `h` is the first 8
+    bytes of `sha256(name)` as a little-endian integer. It depends on nothing else (not on shards, processes or
+    blocks), so a fixed seed gives the same bytes however the work is split."""
+    digest = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "little")
+    return np.random.SeedSequence([seed, ingredient, digest])
+
+
+def dare_masks(seed: int, name: str, n: int) -> list[np.random.Generator]:
+    """One generator per ingredient; `gen.random(k) < density` block after block is the tensor's keep mask (drawing
+    in blocks gives the same numbers as one draw of the whole tensor)."""
+    return [np.random.Generator(np.random.PCG64(tensor_seed(seed, name, i))) for i in range(n)]
+
+
+def elect(trimmed: Sequence[np.ndarray]) -> np.ndarray:
+    """TIES's sign election and disjoint mean: each entry's sign is the sign of the sum of the (trimmed) task
+    vectors; the entries that are non-zero and agree with it are averaged (0 where none does)."""
+    total = np.add.reduce(trimmed) if len(trimmed) > 1 else trimmed[0].copy()
+    sign = np.sign(total)
+    agreed = np.zeros_like(total)
+    count = np.zeros_like(total)
+    for t in trimmed:
+        agree = (t != 0) & (np.sign(t) == sign)
+        agreed += np.where(agree, t, 0.0)
+        count += agree
+    return agreed / np.maximum(count, 1.0)
+
+
+def magnitude_threshold(delta: np.ndarray, density: float) -> float:
+    """The k-th largest magnitude of `delta`, `k = int(density * numel)`: entries at least this large are kept (ties
+    at the threshold all kept); infinity when k is 0."""
+    k = int(density * delta.size)
+    if k <= 0:
+        return float("inf")
+    magnitude = np.abs(delta)
+    return float(np.partition(magnitude, delta.size - k)[delta.size - k])
