@@ -154,9 +154,13 @@ def add_flags(
             type=_argument_type(spec.kind),
             metavar=spec.metavar or spec.kind.metavar,
             default=argparse.SUPPRESS,
-            help=text + _default_text(default),
+            help=text + _default_text(default) + (_CANDIDATES_HELP if spec.kind.candidates else ""),
             **extra,
         )
+
+
+#: What a flag that takes candidates (`schema.candidates`) adds to its help.
+_CANDIDATES_HELP = "; candidates A,B,... or START:STOP:COUNT are each scored with --task, the best kept"
 
 
 def _argument_type(kind: schema.Kind):  # noqa: ANN202 - an argparse `type`
