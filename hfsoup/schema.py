@@ -262,7 +262,12 @@ def _candidate_text(text: str, parse: Callable[[str], Any]) -> Any:
             return [start]
         step = (stop - start) / (count - 1)
         # 12 significant digits: 0.1:0.9:5 is 0.3, not 0.30000000000000004 (the table and the card show them).
-        return [float(f"{start + i * step:.12g}") for i in range(count)]
+        values = [float(f"{start + i * step:.12g}") for i in range(count)]
+        if parse is int:  # an integer option (steps): the range must fall on integers
+            if any(v != int(v) for v in values):
+                raise ValueError(f"expected a range of whole numbers such as 10:30:3, got {text!r}")
+            return [int(v) for v in values]
+        return values
     if "," in text:
         return [parse(w.strip()) for w in text.split(",") if w.strip()]
     return parse(text)

@@ -21,7 +21,7 @@ from hfsoup.cli import main
 from hfsoup.errors import InvalidSoupArgumentsError, RecipeError
 from hfsoup.evaluation.tasks import TASKS
 from hfsoup.recipe import parse_recipe
-from hfsoup.soups import TiesSoup
+from hfsoup.soups import LearnedSoup, TiesSoup
 from hfsoup.testing.glue import build_glue_finetunes, glue_rows
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -81,7 +81,8 @@ def listed(bert, base, dev_csv, root) -> Path:
     # A merge baseline too: task arithmetic (the affine sum with the base) is scored beside the candidates.
     out = root / "listed"
     compare = ["--compare", "uniform,task-arithmetic,ensemble"]
-    assert main(ties_args(bert, base, out, dev_csv, "--density", "0.2,0.5,0.8", *compare)) == 0
+    args = ties_args(bert, base, out, dev_csv, "--density", "0.2,0.5,0.8", *compare)
+    assert main([a for a in args if a != "--no-plot"]) == 0  # plotted
     return out
 
 
@@ -125,6 +126,7 @@ def test_the_best_held_out_candidate_is_written(listed, single, bert, base, dev_
     assert all(r["report"] for r in rows)  # reported for the table; they chose nothing
     chosen = (0.2, 0.5, 0.8)[best]
     assert any(r["name"] == "task-arithmetic soup" for r in table["rows"])  # a merge as a baseline
+    assert (listed / "results.png").stat().st_size > 0  # every candidate plotted
 
     provenance = read_json(listed / "hfsoup.json")
     record = provenance["ties"]
@@ -156,6 +158,23 @@ def test_candidate_syntax_is_parsed_and_checked():
     with pytest.raises(InvalidSoupArgumentsError, match="candidate 2 of 2"):
         TiesSoup(density=[0.2, 1.5])
     assert TiesSoup(density=[0.5]).candidates()[0][1].options.density == 0.5  # one item: that value
+    steps = LearnedSoup.Options.__dataclass_fields__["steps"].metadata["hfsoup"].kind
+    assert steps.parse("10:30:3") == [10, 20, 30]
+    with pytest.raises(ValueError, match="whole numbers"):
+        steps.parse("1:2:3")
+
+
+def test_a_learned_soup_chooses_its_steps_on_held_out_data(bert, dev_csv, tmp_path):
+    """Candidates are not only the merges': the learned soup's steps, each fitted and scored on the held-out part."""
+    out = tmp_path / "learned"
+    args = ["-q", "soup", *bert, "-o", str(out), "--method", "learned", "--learned-steps", "1,3", "--task", "sst2"]
+    assert main([*args, "--data-files", f"validation={dev_csv}", "--no-plot", "--compare", "uniform"]) == 0
+    rows = [r for r in read_json(out / "results.json")["rows"] if r["method"] == "learned"]
+    assert [r["name"] for r in rows] == ["learned soup (steps=1)", "learned soup (steps=3)"]
+    scores = [r["held_out"]["accuracy"] for r in rows]
+    record = read_json(out / "hfsoup.json")["learned"]
+    assert record["chosen"] == {"steps": (1, 3)[scores.index(max(scores))]}
+    assert len(record["candidates"]) == 2 and "weights" in record
 
 
 def test_several_candidates_without_a_task_are_refused(bert, base, tmp_path, capsys):

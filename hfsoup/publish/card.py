@@ -420,9 +420,13 @@ def _options_line(prov: dict[str, Any]) -> str:
     """The data-free method's options, and when they were chosen on held-out data, every candidate's score."""
     method = prov["method"]
     record = prov.get(method)
-    if method in ("greedy", "learned") or not isinstance(record, dict):
+    if not isinstance(record, dict):
         return ""
-    shown = {k: v for k, v in record.items() if k not in ("candidates", "chosen", "held_out_loss") and v is not None}
+    shown = {}  # the greedy and learned records hold decisions and fitted weights, not options
+    if method not in ("greedy", "learned"):
+        shown = {
+            k: v for k, v in record.items() if k not in ("candidates", "chosen", "held_out_loss") and v is not None
+        }
     line = f"\nOptions: {', '.join(f'`{k}={_value(v)}`' for k, v in shown.items())}." if shown else ""
     candidates = record.get("candidates") or []
     if not candidates:
@@ -436,7 +440,7 @@ def _options_line(prov: dict[str, Any]) -> str:
     chosen = ", ".join(f"`{k}={_value(v)}`" for k, v in (record.get("chosen") or {}).items())
     return (
         f"{line}\nChosen on the held-out part among {len(candidates)} candidates (held-out {metric}: {tried}): "
-        f"{chosen}, the best (the first of equals). The reported sets chose nothing."
+        f"{chosen}, the best held-out score (of equals, the first given). The reported sets chose nothing."
     )
 
 
