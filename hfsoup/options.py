@@ -154,9 +154,13 @@ def add_flags(
             type=_argument_type(spec.kind),
             metavar=spec.metavar or spec.kind.metavar,
             default=argparse.SUPPRESS,
-            help=text + _default_text(default),
+            help=text + _default_text(default) + (_CANDIDATES_HELP if spec.kind.candidates else ""),
             **extra,
         )
+
+
+#: What a flag that takes candidates (`schema.candidates`) adds to its help.
+_CANDIDATES_HELP = "; candidates A,B,... or START:STOP:COUNT are each scored with --task, the best kept"
 
 
 def _argument_type(kind: schema.Kind):  # noqa: ANN202 - an argparse `type`
@@ -212,6 +216,48 @@ def build(cls: type, values: Any = None, *, within: str) -> Any:
             problems=lines if several else None,
         )
     return options
+
+
+def candidate_lists(options: Any) -> dict[str, list[Any]]:
+    """The options given as lists of candidates (those whose kind allows it, `schema.candidates`), by name."""
+    found = {}
+    for f in dataclasses.fields(options):
+        value = getattr(options, f.name)
+        if spec_of(f).kind.candidates and schema.is_candidate_list(value):
+            found[f.name] = list(value)
+    return found
+
+
+def expand(options: Any, *, within: str) -> list[tuple[dict[str, Any], Any]]:
+    """Every candidate of `options`: the product of its candidate lists in declaration order (the first option
+    varying slowest), each as (the values it sets, the options with them). One candidate, `({}, options)`, when no
+    option is a list; a one-item list is that value.
+
+    Raises `InvalidSoupArgumentsError` when there are more than `schema.MAX_CANDIDATES`.
+    """
+    import itertools
+
+    lists = candidate_lists(options)
+    if not lists:
+        return [({}, options)]
+    total = 1
+    for values in lists.values():
+        total *= len(values)
+    if total > schema.MAX_CANDIDATES:
+        fields = {f.name: f for f in dataclasses.fields(options)}
+        sizes = " x ".join(f"{len(v)} ({flag_of(fields[k])})" for k, v in lists.items())
+        raise InvalidSoupArgumentsError(
+            f"{within} has {total} candidates ({sizes}), more than the {schema.MAX_CANDIDATES} one soup may score: "
+            "each candidate is a soup built and scored on the held-out part.",
+            fix=f"Give fewer values (at most {schema.MAX_CANDIDATES} candidates in all), e.g. a coarser range "
+            "start:stop:count.",
+        )
+    several = {k: v for k, v in lists.items() if len(v) > 1}
+    out = []
+    for combo in itertools.product(*lists.values()):
+        values = dict(zip(lists, combo, strict=True))
+        out.append(({k: values[k] for k in several}, dataclasses.replace(options, **values)))
+    return out
 
 
 def as_dict(options: Any, *, recipe_only: bool = False) -> dict[str, Any]:

@@ -205,24 +205,26 @@ def soup(
             f"A {method} soup is selected by held-out scores, so it needs a task to score on.",
             fix=f"Name the task to score on: {option('task', 'sst2', within='selection=Selection')}.",
         )
-    # A method that needs no data decides now, before any download (and its errors come first).
-    decided = None if chosen.needs_scores else chosen.run(SoupContext(names=specs))
+    candidates = chosen.candidates()  # options given as lists: one soup per candidate, chosen on held-out data
+    if len(candidates) > 1 and selection is None:
+        _refuse_unscored_candidates(chosen)
+    if len(candidates) == 1:
+        chosen = candidates[0][1]  # a one-item list is that value
+    # A method that needs no data decides now, before any download (and its errors come first): every candidate.
+    decided = None
+    if not chosen.needs_scores:
+        decided = [candidate.run(SoupContext(names=specs)) for _, candidate in candidates][0]
     mixing = None if decided is None else decided.mixing
     merge = None if decided is None else decided.merge
     # What the options mean for this many ingredients (after `run`, whose own checks say more where it has them).
-    for key, message in chosen.problems(len(specs)):
-        raise InvalidSoupArgumentsError(
-            f"Invalid {method} soup: {message}.",
-            fix=f"Check the {key} option against the {len(specs)} ingredients given (see hfsoup soup --help).",
-        )
-    if selection is not None and not chosen.scorable:
-        raise InvalidSoupArgumentsError(
-            f"A {method} soup cannot be scored on a task yet: scoring knows weighted averages of the ingredients, "
-            "and this method merges relative to the base or tensor by tensor.",
-            fix="Drop --task (and the other scoring options), and score the soup afterwards with hfsoup eval.",
-        )
+    for _, candidate in candidates:
+        for key, message in candidate.problems(len(specs)):
+            raise InvalidSoupArgumentsError(
+                f"Invalid {method} soup: {message}.",
+                fix=f"Check the {key} option against the {len(specs)} ingredients given (see hfsoup soup --help).",
+            )
     if selection is not None:
-        selection = _scorable_baselines(selection)
+        selection = _default_baselines(selection, has_base=base is not None, n_ingredients=len(specs))
         selection.check()
     out_dtype = _parse_dtype(dtype)
     device = resolve_device(device)  # a missing GPU is refused before any work
@@ -287,8 +289,9 @@ def soup(
             label_indexed=sorted(alignment["label_indexed"]),
             token=token,
             excluded=left_out,
+            base=base_weights,
         )
-        mixing = selected.mixing
+        mixing, merge = selected.mixing, selected.merge
     assert mixing is not None
     provenance = {
         "hfsoup_version": __version__,
@@ -332,7 +335,8 @@ def soup(
         identity += [
             None if base_pinned is None else _identity(base_pinned),
             mixing.base_weight,
-            provenance.get(method),
+            # The chosen candidate's options, not the others' scores: its weights are what they are however chosen.
+            {k: v for k, v in (provenance.get(method) or {}).items() if k != "candidates"},
         ]
     plan = plan_soup(
         readers,
@@ -413,24 +417,49 @@ def soup(
     )
 
 
-def _scorable_baselines(selection: Selection) -> Selection:
-    """The selection with its default baselines limited to the methods it can score (the weighted averages); a
-    baseline named that it cannot score is refused."""
+def _default_baselines(selection: Selection, *, has_base: bool, n_ingredients: int) -> Selection:
+    """The selection with its default baselines filled in (the weighted averages: `default_baseline`); a baseline
+    named that is defined relative to the base is refused without one, and one that cannot take this many
+    ingredients (SLERP takes two) is refused."""
     from .selection.options import ENSEMBLE
     from .soups import SOUPS
 
     if selection.compare is None:
-        return replace(selection, compare=[n for n, cls in SOUPS.items() if cls.scorable] + [ENSEMBLE])
+        return replace(selection, compare=[n for n, cls in SOUPS.items() if cls.default_baseline] + [ENSEMBLE])
     for item in selection.compare:
         cls = type(item) if isinstance(item, SoupMethod) else SOUPS.get(item)
-        if cls is not None and not cls.scorable:
+        if cls is not None and cls.needs_base and not has_base:
             raise InvalidSoupArgumentsError(
-                f"The {cls.name} method cannot be a scored baseline yet: scoring knows weighted averages of the "
-                "ingredients, and this method merges relative to the base or tensor by tensor.",
-                fix=f"Leave {cls.name} out of {option('compare', metavar='LIST', within='Selection')}; make its soup "
-                "alone and score it with hfsoup eval.",
+                f"The {cls.name} baseline merges task vectors (each fine-tune minus the base), and no base was given.",
+                fix=f"Name the pretrained model with {option('base', 'org/pretrained', within='hfsoup.soup')}, or "
+                f"leave {cls.name} out of {option('compare', metavar='LIST', within='Selection')}.",
             )
+        baseline = item if isinstance(item, SoupMethod) else make_method(item) if cls is not None else None
+        for _, candidate in baseline.candidates() if baseline is not None else []:
+            for _, message in candidate.problems(n_ingredients):
+                raise InvalidSoupArgumentsError(
+                    f"Invalid {cls.name} baseline: {message}.",  # type: ignore[union-attr]
+                    fix=f"Leave it out of {option('compare', metavar='LIST', within='Selection')}.",
+                )
     return selection
+
+
+def _refuse_unscored_candidates(method: SoupMethod) -> None:
+    """Several candidates without a task: nothing could choose between them."""
+    import dataclasses
+
+    from .options import candidate_lists, flag_of
+
+    fields = {f.name: f for f in dataclasses.fields(method.options)}
+    lists = {k: v for k, v in candidate_lists(method.options).items() if len(v) > 1}
+    name, values = next(iter(lists.items()))
+    shown = ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
+    raise InvalidSoupArgumentsError(
+        f"The {method.name} option {flag_of(fields[name])} ({name}=) has {len(values)} candidates ({shown}), and "
+        "candidates are chosen between by their held-out scores: without a task there is nothing to choose with.",
+        fix=f"Add --task (e.g. --task sst2; Selection(task=...), or evaluation.task in a recipe) to score each "
+        f"candidate on held-out data and keep the best, or give {flag_of(fields[name])} one value.",
+    )
 
 
 def _check_base_shapes(base: hub.PinnedIngredient, first: hub.PinnedIngredient, method: str) -> None:

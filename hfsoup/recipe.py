@@ -25,6 +25,7 @@ shards already written and does not push twice.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -35,7 +36,7 @@ from . import schema
 from .errors import HfsoupError, RecipeError, quote
 from .io import guard
 from .io.output import Output
-from .options import as_dict
+from .options import as_dict, candidate_lists
 from .publish.target import Push
 from .scrub import cut
 from .selection.options import Selection
@@ -180,12 +181,17 @@ def parse_recipe(data: Any, *, source: str | os.PathLike | None = None) -> Recip
             f"the {method.name} method merges task vectors (each fine-tune minus the base): name the "
             "pretrained model the ingredients were fine-tuned from",
         )
-    if not SOUPS[method.name].scorable and data.get("evaluation") is not None:
-        problems.add(
-            "evaluation",
-            f"the {method.name} method cannot be scored on a task yet: drop evaluation and score the soup with "
-            "hfsoup eval",
-        )
+    lists = candidate_lists(method.options)
+    if math.prod(len(v) for v in lists.values()) > schema.MAX_CANDIDATES:
+        sizes = " x ".join(f"{len(v)} ({k})" for k, v in lists.items())
+        problems.add("method", f"{sizes} candidates are more than the {schema.MAX_CANDIDATES} one soup may score")
+    if data.get("evaluation") is None:
+        for key, values in lists.items():
+            if len(values) > 1:  # several candidates: chosen between by held-out scores, which need a task
+                problems.add(
+                    f"method.{key}",
+                    f"{len(values)} candidates are chosen between on held-out data: give evaluation.task or one value",
+                )
     if SOUPS[method.name].needs_scores and evaluation is None and "evaluation" not in data:
         problems.add("evaluation", f"the {method.name} method selects on held-out data: give evaluation.task")
 

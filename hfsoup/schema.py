@@ -70,6 +70,9 @@ class Kind:
     metavar: str = "VALUE"
     nargs: str | None = None  # "+": the flag takes several values (a list)
     append: bool = False  # the flag may be repeated, each time adding one value to a list (argparse's "append")
+    #: Whether the value may also be a list of candidates, each checked as one value (`candidates`), chosen between
+    #: on held-out data.
+    candidates: bool = False
 
 
 def _is_int(value: Any) -> bool:
@@ -231,6 +234,63 @@ def custom(
     append: bool = False,
 ) -> Kind:
     return Kind(check, parse, metavar, nargs, append)
+
+
+#: The most candidates one soup may score (the product of every option given as a list): each is a soup built and
+#: scored, so a typo such as `0:1:1000` is refused rather than run for hours.
+MAX_CANDIDATES = 64
+
+
+def is_candidate_list(value: Any) -> bool:
+    """Whether an option's value is a list of candidates (a list, a tuple or a `range`) rather than one value."""
+    return isinstance(value, list | tuple | range)
+
+
+def _candidate_text(text: str, parse: Callable[[str], Any]) -> Any:
+    """`0.5` (one value), `0.2,0.5,0.8` (a list) or `0.1:0.9:5` (start:stop:count, evenly spaced, both ends in)."""
+    if ":" in text:
+        parts = text.split(":")
+        try:
+            if len(parts) != 3:
+                raise ValueError
+            start, stop, count = float(parts[0]), float(parts[1]), int(parts[2])
+        except ValueError as e:
+            raise ValueError(f"expected a range start:stop:count such as 0.1:0.9:5, got {text!r}") from e
+        if count < 1 or count > MAX_CANDIDATES:
+            raise ValueError(f"expected a range's count from 1 to {MAX_CANDIDATES}, got {text!r}")
+        if count == 1:
+            return [start]
+        step = (stop - start) / (count - 1)
+        # 12 significant digits: 0.1:0.9:5 is 0.3, not 0.30000000000000004 (the table and the card show them).
+        values = [float(f"{start + i * step:.12g}") for i in range(count)]
+        if parse is int:  # an integer option (steps): the range must fall on integers
+            if any(v != int(v) for v in values):
+                raise ValueError(f"expected a range of whole numbers such as 10:30:3, got {text!r}")
+            return [int(v) for v in values]
+        return values
+    if "," in text:
+        return [parse(w.strip()) for w in text.split(",") if w.strip()]
+    return parse(text)
+
+
+def candidates(kind: Kind) -> Kind:
+    """`kind`, or a non-empty list of candidates each of `kind` (`0.2,0.5,0.8` or `0.1:0.9:5` on the command line,
+    a YAML list in a recipe, a list or `range` in Python). With a task each candidate is scored on the held-out part
+    and the best kept; without one, a list is refused where the soup is made."""
+    one, parse = kind.check, kind.parse
+    assert parse is not None, "a switch has no candidates"
+
+    def check(v: Any) -> str | None:
+        if not is_candidate_list(v):
+            return one(v)
+        if not v:
+            return "expected a value or a non-empty list of candidates, got an empty list"
+        for i, item in enumerate(v):
+            if (message := one(item)) is not None:
+                return f"candidate {i + 1} of {len(v)}: {message}"
+        return None
+
+    return Kind(check, lambda text: _candidate_text(text, parse), f"{kind.metavar}[,...]", candidates=True)
 
 
 # ---- building an options dataclass from data ----

@@ -407,9 +407,8 @@ def test_recipe_with_a_base(families, tmp_path, capsys):
     with pytest.raises(RecipeError) as info:
         parse_recipe({**recipe, "method": {"name": "slerp"}}, source=path)
     assert info.value.problems == ["method.method: slerp interpolates exactly 2 ingredients, got 3"]
-    with pytest.raises(RecipeError) as info:
-        parse_recipe({**recipe, "evaluation": {"task": "sst2"}}, source=path)
-    assert info.value.problems[0].startswith("evaluation: the ties method cannot be scored on a task yet")
+    # Scored on a task (tests/test_merge_select.py cooks one): the recipe is valid.
+    assert parse_recipe({**recipe, "evaluation": {"task": "sst2"}}, source=path).evaluation.task == "sst2"
 
 
 # ---- bad input: one paragraph, exit 1, nothing downloaded ----------------------------------------------------------
@@ -470,13 +469,15 @@ def test_api_refuses_a_missing_base_before_touching_the_ingredients(tmp_path):
         hfsoup.soup(missing, tmp_path / "out", method="task-arithmetic")
 
 
-def test_merges_are_not_scored_yet(families, tmp_path, capsys):
+def test_merge_baselines_are_refused_where_they_cannot_run(families, tmp_path, capsys):
+    """Merges are scored baselines when named (tests/test_merge_select.py), but one relative to a base needs it, and
+    SLERP takes two ingredients: both refused before any scoring."""
     family = families["bert"]
     args = ["soup", *map(str, family.finetunes), "-o", str(tmp_path / "out"), "--task", "sst2"]
-    assert main([*args, "--method", "ties", "--base", str(family.base)]) == 1
-    assert "A ties soup cannot be scored on a task yet" in capsys.readouterr().err
+    assert main([*args, "--method", "greedy", "--compare", "uniform,ties"]) == 1
+    assert "The ties baseline merges task vectors" in capsys.readouterr().err
     assert main([*args, "--method", "greedy", "--compare", "uniform,slerp"]) == 1
-    assert "The slerp method cannot be a scored baseline yet" in capsys.readouterr().err
+    assert "Invalid slerp baseline: slerp interpolates exactly 2 ingredients" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 

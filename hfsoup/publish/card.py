@@ -410,9 +410,46 @@ def _recipe(prov: dict[str, Any]) -> tuple[str, str]:
     if isinstance(prov.get("base"), dict):
         recipe["base"] = {k: v for k, v in prov["base"].items() if k not in ("weights_format", "missing_tensors")}
     if isinstance(prov.get(prov["method"]), dict) and prov["method"] not in ("greedy", "learned"):
-        recipe["options"] = prov[prov["method"]]
+        # The chosen candidate's options (the card's options line lists every candidate and its score).
+        recipe["options"] = {k: v for k, v in prov[prov["method"]].items() if k != "candidates"}
     text = yaml.safe_dump(recipe, sort_keys=False, width=1000)
     return f"# {' '.join(command)}\n{text}", " \\\n    ".join(command)
+
+
+def _options_line(prov: dict[str, Any]) -> str:
+    """The data-free method's options, and when they were chosen on held-out data, every candidate's score."""
+    method = prov["method"]
+    record = prov.get(method)
+    if not isinstance(record, dict):
+        return ""
+    shown = {}  # the greedy and learned records hold decisions and fitted weights, not options
+    if method not in ("greedy", "learned"):
+        shown = {
+            k: v for k, v in record.items() if k not in ("candidates", "chosen", "held_out_loss") and v is not None
+        }
+    line = f"\nOptions: {', '.join(f'`{k}={_value(v)}`' for k, v in shown.items())}." if shown else ""
+    candidates = record.get("candidates") or []
+    if not candidates:
+        return line
+    metric = (prov.get("evaluation") or {}).get("metric") or "score"
+    tried = "; ".join(
+        f"{', '.join(f'{k}={_value(v)}' for k, v in c.get('options', {}).items())}: "
+        f"{_fmt((c.get('held_out') or {}).get(metric))}"
+        for c in candidates
+    )
+    chosen = ", ".join(f"`{k}={_value(v)}`" for k, v in (record.get("chosen") or {}).items())
+    return (
+        f"{line}\nChosen on the held-out part among {len(candidates)} candidates (held-out {metric}: {tried}): "
+        f"{chosen}, the best held-out score (of equals, the first given). The reported sets chose nothing."
+    )
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list | tuple):
+        return ",".join(_value(v) for v in value)
+    return str(value)
 
 
 def _pinned_spec(record: dict[str, Any]) -> str:
@@ -456,7 +493,7 @@ def _body(soup: SoupFolder, *, model_name: str, base: str | None, license_note: 
         base_line += f" The soup is computed relative to the base model `{merged_from}` (`--base`)."
     return f"""# {model_name}
 
-A **{method} model soup** ({PAPER}) of {n} fine-tuned models: {how}.{base_line}
+A **{method} model soup** ({PAPER}) of {n} fine-tuned models: {how}.{base_line}{_options_line(prov)}
 Made with [hfsoup](https://github.com/hfsoup/hfsoup) {prov.get("hfsoup_version")} on {prov.get("created_at")}; \
 this card was written by hfsoup {version}. License: {license_note}
 

@@ -19,7 +19,7 @@ import torch
 from ..errors import EvaluationError, option
 from ..evaluation.evaluator import Evaluator
 from ..evaluation.tasks import TEXT_CLASSIFICATION, Task, get_task, text_classification_task
-from ..soups import SOUPS, Mixing, SoupContext, SoupMethod, make_method
+from ..soups import SOUPS, Mixing, SoupContext, SoupMethod, TensorMerge, make_method
 from .heldout import Part, carve, duplicate_inputs, refuse_shared, whole
 from .options import ENSEMBLE, Selection
 from .results import ResultsTable, Row
@@ -37,13 +37,15 @@ class SelectionResult:
         table (`ResultsTable`): every ingredient, soup and the ensemble on the held-out part and each reported set.
         evaluation (`dict`): the chosen soup's own scores and where they come from.
         records (`dict[str, dict]`): per soup scored, its method's record (the greedy decisions, the learned weights
-            and losses, the held-out loss).
+            and losses, the held-out loss; with candidate lists, every candidate's options and scores).
+        merge (`TensorMerge`, *optional*): the chosen method's per-tensor merge (TIES, DARE, SLERP, Model Stock).
     """
 
     mixing: Mixing
     table: ResultsTable
     evaluation: dict
     records: dict[str, dict] = field(default_factory=dict)
+    merge: TensorMerge | None = None
 
 
 def methods_to_run(method: SoupMethod, selection: Selection) -> dict[str, SoupMethod]:
@@ -70,6 +72,7 @@ def select_soup(
     token: str | bool | None = None,
     excluded: Mapping[int, str] | None = None,
     model_from: Any = None,
+    base: Any = None,
 ) -> SelectionResult:
     """Score, search and compare. `ingredients` are the pinned `hub.PinnedIngredient`s, `readers` their checkpoints,
     `names` the tensor names to mix, `alignment`/`label_indexed` how to put permuted heads in order.
@@ -77,7 +80,12 @@ def select_soup(
     `excluded` (position -> why) are ingredients left out before the search (they failed a similarity check): they
     are neither scored nor offered to any method, get weight 0 in every soup, and appear in the table with the reason.
     `model_from` is the ingredient whose config and tokenizer the candidates are scored with (the first by default,
-    excluded or not: the soup is written with its config, and the heads are aligned to its labels).
+    excluded or not: the soup is written with its config, and the heads are aligned to its labels). `base` is the
+    declared base (`engine.BaseWeights`), for the methods relative to it.
+
+    A method whose options are lists of candidates (`SoupMethod.candidates`) is run and scored once per candidate;
+    the best held-out score (the first of equals, in the given order) is its soup, every candidate has a row, and
+    its record lists them all. The reported sets are scored for the table only: they choose nothing.
     """
     excluded = dict(excluded or {})
     if excluded:
@@ -92,6 +100,7 @@ def select_soup(
             label_indexed=label_indexed,
             token=token,
             model_from=ingredients[0],
+            base=base,
         )
         return _with_excluded(result, ingredients, kept, excluded)
     from ..evaluation.placement import load_model, load_tokenizer
@@ -156,27 +165,45 @@ def select_soup(
         states=states if keep_states else None,
         device=held_scorer.device,
     )
-    soups: dict[str, tuple[Mixing, dict]] = {}
+    soups: dict[str, tuple[Mixing, dict, TensorMerge | None]] = {}
     evaluation_metrics: dict[str, dict] = {}
+    held_in_memory: list[dict] = []  # every ingredient at once, read when a per-tensor merge is first scored
+
     for name, soup_method in methods.items():
-        outcome = soup_method.run(context)
-        state = outcome.state if outcome.state is not None else _mixed(states or loaders, outcome.mixing)
+        candidates = soup_method.candidates()
+        scored = []  # per candidate: (values, outcome, record, row)
+        for values, candidate in candidates:
+            outcome = candidate.run(context)
+            state = _soup_state(outcome, states or loaders, held_in_memory, names, base)
+            held_out_scores = held_scorer.scores(state)
+            reported = [scorer.metrics(scorer.scores(state)) for scorer in report_scorers]
+            del state
+            record = dict(outcome.record)
+            if candidate.records_loss:
+                record.setdefault("held_out_loss", held_scorer.mean_loss(held_out_scores))
+            label = f" ({_values_label(values)})" if values else ""
+            row = Row(f"{name} soup{label}", "soup", method=name)
+            row.held_out = held_scorer.metrics(held_out_scores)
+            _report_on(row, sets, reported)
+            table.rows.append(row)
+            scored.append((values, outcome, record, row, reported))
+        # The first of the best held-out scores: selection sees the held-out part only.
+        best = max(range(len(scored)), key=lambda k: scored[k][3].held_out.get(task.primary_metric, float("-inf")))
+        values, outcome, record, row, reported = scored[best]
+        if len(scored) > 1:
+            for k, (_, _, _, other, _) in enumerate(scored):
+                other.kept = k == best
+            record["candidates"] = [
+                {"options": v, "held_out": r.held_out, "reports": list(rep)} for v, _, _, r, rep in scored
+            ]
+            record["chosen"] = dict(values)
+            logger.info("%s: chose %s on the held-out part", name, _values_label(values))
         if outcome.kept is not None:
-            for i, row in enumerate(table.rows[:n]):
-                row.kept = i in outcome.kept
-        held_out_scores = held_scorer.scores(state)
-        reported = [scorer.metrics(scorer.scores(state)) for scorer in report_scorers]
-        del state
-        record = dict(outcome.record)
-        if soup_method.records_loss:
-            record.setdefault("held_out_loss", held_scorer.mean_loss(held_out_scores))
-        row = Row(f"{name} soup", "soup", method=name)
-        row.held_out = held_scorer.metrics(held_out_scores)
-        _report_on(row, sets, reported)
-        table.rows.append(row)
-        soups[name] = (outcome.mixing, record)
+            for i, ingredient_row in enumerate(table.rows[:n]):
+                ingredient_row.kept = i in outcome.kept
+        soups[name] = (outcome.mixing, record, outcome.merge)
         evaluation_metrics[name] = {"held_out": row.held_out, "reports": list(reported)}
-    del states, context
+    del states, context, held_in_memory
     if ENSEMBLE in selection.compared:
         row = Row(ENSEMBLE, ENSEMBLE)
         row.held_out = held_scorer.metrics(held_scorer.ensemble(held_scores))
@@ -186,7 +213,8 @@ def select_soup(
     evaluation = _evaluation(task, held, reports, parts, sets, evaluation_metrics[method.name])
     # At DEBUG: `hfsoup soup` prints the table itself (at INFO it would show twice with -v); the result holds it.
     logger.debug("results:\n%s", table.format_table())
-    return SelectionResult(soups[method.name][0], table, evaluation, {k: record for k, (_, record) in soups.items()})
+    mixing, _, merge = soups[method.name]
+    return SelectionResult(mixing, table, evaluation, {k: record for k, (_, record, _) in soups.items()}, merge)
 
 
 def _with_excluded(
@@ -202,7 +230,7 @@ def _with_excluded(
         return tuple(full)
 
     mixing = result.mixing
-    mixing = Mixing(widen(mixing.weights), {k: widen(w) for k, w in mixing.per_tensor.items()})
+    mixing = Mixing(widen(mixing.weights), {k: widen(w) for k, w in mixing.per_tensor.items()}, mixing.base_weight)
     scored = {row.name: row for row in result.table.rows if row.kind == "ingredient"}
     rows = []
     for i, ingredient in enumerate(ingredients):
@@ -211,7 +239,7 @@ def _with_excluded(
         else:
             rows.append(scored[ingredient.name])
     result.table.rows = rows + [row for row in result.table.rows if row.kind != "ingredient"]
-    return SelectionResult(mixing, result.table, result.evaluation, result.records)
+    return SelectionResult(mixing, result.table, result.evaluation, result.records, result.merge)
 
 
 def _task(selection: Selection, model: Any, *, token: str | bool | None) -> Task:
@@ -365,6 +393,47 @@ def _mixed(ingredients: Sequence[Any], mixing: Mixing) -> dict:
                 out[k] = out[k] + t * mixing.weights_for(k)[i]
     assert out is not None
     return out
+
+
+def _soup_state(outcome: Any, ingredients: Sequence[Any], cache: list, names: Sequence[str], base: Any) -> dict:
+    """The soup of `outcome` to score: its own state, the weighted sum, or (relative to the base or tensor by tensor)
+    built from every ingredient at once, read once into `cache` for all the merges and candidates scored."""
+    if outcome.state is not None:
+        return outcome.state
+    if outcome.merge is None and outcome.mixing.base_weight == 0.0:
+        return _mixed(ingredients, outcome.mixing)
+    if not cache:
+        cache.extend(item() if callable(item) else item for item in ingredients)
+    return _merged(cache, names, outcome.mixing, outcome.merge, base)
+
+
+def _merged(
+    states: Sequence[Mapping[str, torch.Tensor]],
+    names: Sequence[str],
+    mixing: Mixing,
+    merge: TensorMerge | None,
+    base: Any,
+) -> dict:
+    """The soup of a method relative to the base or tensor by tensor (task arithmetic, TIES, DARE, SLERP...), built
+    in memory tensor by tensor by the engine's own code, in float32: what its candidate is scored with. Integer
+    buffers are the first ingredient's (they must agree)."""
+    from ..soups.engine import merged_tensor
+
+    if merge is not None:
+        merge.prepare(sorted(names))  # as the engine does before the first tensor
+    out = {}
+    for key, tensor in states[0].items():
+        if not torch.is_floating_point(tensor):
+            out[key] = tensor
+            continue
+        arrays = [s[key].detach().cpu().numpy() for s in states]
+        out[key] = torch.from_numpy(merged_tensor(key, arrays, mixing, base=base, merge=merge))
+    return out
+
+
+def _values_label(values: Mapping[str, Any]) -> str:
+    """A candidate's options as the table names it: `density=0.2, scale=1`."""
+    return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
 
 
 def _source(dataset: dict) -> tuple[str, str | None]:

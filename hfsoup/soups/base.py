@@ -124,10 +124,9 @@ class SoupMethod:
     #: Whether the method is defined relative to the shared pretrained model (`--base`): task vectors `theta_i - base`
     #: (task arithmetic, TIES, DARE, Model Stock, WiSE-FT). Without one it is refused before any download.
     needs_base: ClassVar[bool] = False
-    #: Whether the selection stage can score this method's soup (as the chosen method or a baseline): it scores
-    #: weighted averages of the ingredients. The merges relative to the base or tensor by tensor cannot be scored
-    #: yet; they are left out of the default baselines and refused with a task.
-    scorable: ClassVar[bool] = True
+    #: Whether the selection stage compares this method by default (`Selection(compare=None)`): the weighted
+    #: averages. The merges relative to the base or tensor by tensor are compared only when named in `compare`.
+    default_baseline: ClassVar[bool] = True
     #: The fewest ingredients the method takes (WiSE-FT interpolates one fine-tune with the base).
     min_ingredients: ClassVar[int] = 2
     plot_style: ClassVar[PlotStyle] = PlotStyle()
@@ -152,6 +151,17 @@ class SoupMethod:
 
     def run(self, context: SoupContext) -> Outcome:
         raise NotImplementedError(f"{type(self).__name__} must define run(context)")
+
+    def candidates(self) -> list[tuple[dict[str, Any], SoupMethod]]:
+        """This method once per candidate when options are lists of candidates (`density=[0.2, 0.5]`, `--density
+        0.2,0.5`): (the values that candidate sets, the method with them), in the given order; itself alone, as
+        `({}, self)`, when none is. More than `schema.MAX_CANDIDATES` are refused."""
+        from ..options import expand
+
+        expanded = expand(self.options, within=type(self).__name__)
+        if len(expanded) == 1 and expanded[0][1] is self.options:
+            return [({}, self)]
+        return [(values, type(self)(options)) for values, options in expanded]
 
     def summary(self, record: Mapping[str, Any]) -> list[str]:
         """Lines `hfsoup soup` prints about the method's record (the greedy decisions); none by default."""

@@ -82,7 +82,7 @@ class DareLinear(SoupMethod):
         "in task arithmetic (Yu et al., 2024)"
     )
     needs_base: ClassVar[bool] = True
-    scorable: ClassVar[bool] = False  # scoring merges is not supported yet (issue 17, item 9)
+    default_baseline: ClassVar[bool] = False  # compared when named: it needs --base, and options to choose
     plot_style: ClassVar[PlotStyle] = PlotStyle("<", "tab:pink")
     elect: ClassVar[bool] = False
 
@@ -120,7 +120,7 @@ class DareTies(DareLinear):
         "DARE: task-vector entries dropped at random and the rest rescaled by 1/density, then signs elected and the "
         "agreeing entries averaged onto the base as in TIES (Yu et al., 2024)"
     )
-    scorable: ClassVar[bool] = False  # scoring merges is not supported yet (issue 17, item 9)
+    default_baseline: ClassVar[bool] = False  # compared when named: it needs --base, and options to choose
     plot_style: ClassVar[PlotStyle] = PlotStyle(">", "tab:gray")
     elect: ClassVar[bool] = True
 

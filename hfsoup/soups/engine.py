@@ -380,6 +380,50 @@ def _merge_blocks(
     meter.finish()
 
 
+class _Unmeasured:
+    """A meter that measures nothing: a soup built in memory to be scored is measured when it is written."""
+
+    def start(self, name: str, ndim: int, base_fits: bool | None) -> None:
+        pass
+
+    def block(self, blocks: Sequence[np.ndarray], base: np.ndarray | None = None) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass
+
+    def compare_buffers(self, name: str, arrays: Sequence[np.ndarray]) -> None:
+        pass
+
+
+def merged_tensor(
+    name: str,
+    arrays: Sequence[np.ndarray],
+    mixing: Mixing,
+    *,
+    base: BaseWeights | None = None,
+    merge: TensorMerge | None = None,
+) -> np.ndarray:
+    """One float tensor of a soup computed in memory from the ingredients' float32 `arrays`, by the engine's own
+    per-tensor code (`_mix_blocks`: the affine sum with the base, or `merge`), in float32 on the CPU: what the
+    selection stage scores a merge method's candidate with. `merge.prepare` must have seen every tensor name."""
+    codes = ["F32"] * len(arrays)
+    blocks = _mix_blocks(
+        name,
+        [np.ascontiguousarray(a) for a in arrays],
+        codes,
+        mixing.weights_for(name),
+        "F32",
+        _Unmeasured(),  # type: ignore[arg-type]
+        _base_array(base, name),
+        kernels.weighted_sum,
+        base_weight=mixing.base_weight,
+        merge=merge,
+    )
+    parts = [np.asarray(b, dtype=np.float32).reshape(-1) for b in blocks]
+    return (np.concatenate(parts) if parts else np.zeros(0, np.float32)).reshape(arrays[0].shape)
+
+
 def _fault_point(name: str) -> None:
     """Crash here when HFSOUP_FAULT names this point (the kill-and-resume tests; issue 9's fault injection)."""
     spec = os.environ.get("HFSOUP_FAULT", "")

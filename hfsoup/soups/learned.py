@@ -99,16 +99,16 @@ class LearnedSoup(SoupMethod):
         by_layer: bool = option(False, kind=schema.boolean(), help="one weight per ingredient and tensor")
         steps: int = option(
             20,
-            kind=schema.positive_int(what="at least one step"),
+            kind=schema.candidates(schema.positive_int(what="at least one step")),
             help="passes over the held-out part",
             flag="--learned-steps",
         )
         lr: float = option(
             0.05,
-            kind=schema.number(positive=True, what="a positive learning rate"),
+            kind=schema.candidates(schema.number(positive=True, what="a positive learning rate")),
             help="Adam's learning rate",
             flag="--learned-lr",
-            metavar="LR",
+            metavar="LR[,...]",
         )
 
     def run(self, context: SoupContext) -> Outcome:

@@ -56,7 +56,7 @@ class ModelStock(SoupMethod):
         "pairwise cosine, t = N cos / (1 + (N - 1) cos) (Jang et al., 2024)"
     )
     needs_base: ClassVar[bool] = True
-    scorable: ClassVar[bool] = False  # scoring merges is not supported yet (issue 17, item 9)
+    default_baseline: ClassVar[bool] = False  # compared when named: it needs --base, and options to choose
     plot_style: ClassVar[PlotStyle] = PlotStyle("p", "tab:blue")
 
     @dataclass

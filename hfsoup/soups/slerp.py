@@ -93,13 +93,15 @@ class SlerpSoup(SoupMethod):
         "two ingredients interpolated along the great circle through them, tensor by tensor (spherical linear "
         "interpolation, linear where they are nearly parallel)"
     )
-    scorable: ClassVar[bool] = False  # scoring merges is not supported yet (issue 17, item 9)
+    default_baseline: ClassVar[bool] = False  # compared when named: it needs --base, and options to choose
     plot_style: ClassVar[PlotStyle] = PlotStyle("*", "tab:red")
 
     @dataclass
     class Options:
         t: float = option(
-            0.5, kind=schema.unit(), help="interpolation factor: 0 is the first ingredient, 1 the second"
+            0.5,
+            kind=schema.candidates(schema.unit()),
+            help="interpolation factor: 0 is the first ingredient, 1 the second",
         )
         t_schedule: list[float] | None = option(
             None,

@@ -17,7 +17,7 @@ from .base import Mixing, Outcome, PlotStyle, SoupContext, SoupMethod, as_tuple,
 
 
 def scale_option(default: float = 1.0) -> Any:
-    return option(default, kind=schema.number(), help="multiplies the merged task vector")
+    return option(default, kind=schema.candidates(schema.number()), help="multiplies the merged task vector")
 
 
 def weights_option() -> Any:
@@ -54,7 +54,7 @@ class TaskArithmetic(SoupMethod):
         "the base plus the scaled sum of the task vectors, each fine-tune minus the base (Ilharco et al., 2023)"
     )
     needs_base: ClassVar[bool] = True
-    scorable: ClassVar[bool] = False  # scoring merges is not supported yet (issue 17, item 9)
+    default_baseline: ClassVar[bool] = False  # compared when named: it needs --base, and options to choose
     plot_style: ClassVar[PlotStyle] = PlotStyle("P", "tab:purple")
 
     @dataclass

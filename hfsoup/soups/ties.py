@@ -24,7 +24,7 @@ from .task_arithmetic import scale_option
 
 
 def density_option(default: float, what: str) -> Any:
-    return option(default, kind=schema.fraction(), help=what)
+    return option(default, kind=schema.candidates(schema.fraction()), help=what)
 
 
 class TiesMerge(TensorMerge):
@@ -60,7 +60,7 @@ class TiesSoup(SoupMethod):
         "and added to the base (Yadav et al., 2023)"
     )
     needs_base: ClassVar[bool] = True
-    scorable: ClassVar[bool] = False  # scoring merges is not supported yet (issue 17, item 9)
+    default_baseline: ClassVar[bool] = False  # compared when named: it needs --base, and options to choose
     plot_style: ClassVar[PlotStyle] = PlotStyle("d", "tab:olive")
 
     @dataclass

@@ -34,12 +34,14 @@ class WiseFT(SoupMethod):
     )
     needs_base: ClassVar[bool] = True
     min_ingredients: ClassVar[int] = 1
-    scorable: ClassVar[bool] = False  # scoring merges is not supported yet (issue 17, item 9)
+    default_baseline: ClassVar[bool] = False  # compared when named: it needs --base, and options to choose
     plot_style: ClassVar[PlotStyle] = PlotStyle("h", "tab:cyan")
 
     @dataclass
     class Options:
-        alpha: float = option(0.5, kind=schema.unit(), help="the fine-tunes' share (0: the base, 1: their soup)")
+        alpha: float = option(
+            0.5, kind=schema.candidates(schema.unit()), help="the fine-tunes' share (0: the base, 1: their soup)"
+        )
 
     def run(self, context: SoupContext) -> Outcome:
         alpha = self.options.alpha
