@@ -254,8 +254,10 @@ def command_line(cls: type, values: Mapping[str, Any]) -> list[str]:
 
 
 def _text(value: Any) -> str:
-    # repr: the shortest text that reads back as the same float, so a weight on the command line is exact.
-    return repr(value) if isinstance(value, float) else str(getattr(value, "name", value))
+    if isinstance(value, float):  # short (1, 0.5), but always exact: a weight on the command line is the same float
+        short = f"{value:g}"
+        return short if float(short) == value else repr(value)
+    return str(getattr(value, "name", value))
 
 
 def _listed(value: Any) -> list:

@@ -76,10 +76,8 @@ def test_the_cards_cook_command_remakes_the_same_weights(pushed, monkeypatch):
     card = (repo / "README.md").read_text()
     commands = reproduce_commands(card)
     assert commands[0] == ["hfsoup", "cook", "recipe.yaml"]
-    fresh = pushed["root"] / "cook-here"
-    fresh.mkdir()
-    for name in ("recipe.yaml",):  # the repo, downloaded into an empty folder: only what the card names is used
-        shutil.copyfile(repo / name, fresh / name)
+    # As a reader would: the repo downloaded into an empty folder, the card's command run in it.
+    fresh = Path(snapshot_download("cards/greedy-soup", local_dir=pushed["root"] / "cook-here"))
     run_in(fresh, commands[0], monkeypatch)
     expected = tensors(repo / "model.safetensors")
     assert expected == tensors(pushed["made"] / "model.safetensors")
@@ -87,6 +85,37 @@ def test_the_cards_cook_command_remakes_the_same_weights(pushed, monkeypatch):
     assert remade.keys() == expected.keys() and remade == expected
     provenance = json.loads((fresh / "greedy-soup" / "hfsoup.json").read_text())
     assert provenance["weights"] == json.loads((repo / "hfsoup.json").read_text())["weights"]
+    # The remade soup's recipe is the one it was cooked from: normalizing a pinned recipe changes nothing.
+    assert (fresh / "greedy-soup" / "recipe.yaml").read_text() == (repo / "recipe.yaml").read_text()
+
+
+def test_a_cooked_soup_carries_its_recipe_pinned_and_without_its_push(sst2_hub, tmp_path):
+    import yaml
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        yaml.safe_dump(
+            {
+                "name": "cooked",
+                "ingredients": sst2_hub["ids"][:2],  # by name: pinned in the soup's recipe.yaml
+                "method": {"name": "uniform", "weights": [0.7, 0.3]},
+                "output": {"dir": "out/cooked", "dtype": "float16"},
+                "push": {"repo_id": "cards/cooked"},
+            }
+        )
+    )
+    result = hfsoup.cook_recipe(recipe)
+    assert result.push is not None  # pushed as the recipe says; a remake from its recipe.yaml is not
+    written = yaml.safe_load((tmp_path / "out" / "cooked" / "recipe.yaml").read_text())
+    shas = [i["sha"] for i in result.soup.ingredients]
+    assert written == {
+        "name": "cooked",
+        "ingredients": [{"id": i, "revision": sha} for i, sha in zip(sst2_hub["ids"][:2], shas, strict=True)],
+        "method": {"name": "uniform", "weights": [0.7, 0.3]},
+        "output": {"dir": "cooked", "dtype": "float16"},
+    }
+    card = (tmp_path / "out" / "cooked" / "README.md").read_text()
+    assert "--weights 0.7,0.3" in card and "--dtype float16" in card
 
 
 def test_the_cards_soup_line_carries_every_option_and_remakes_the_same_weights(pushed, monkeypatch):

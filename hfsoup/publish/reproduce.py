@@ -143,7 +143,7 @@ def _evaluation(selection: Selection, evaluation: Mapping[str, Any], cwd: Path) 
             out["dataset"] = f"{asked}@{evaluation['dataset_sha']}"
     if isinstance(selection.report, list | tuple) and len(selection.report) > 1:
         out["report"] = _pinned_reports(list(selection.report), evaluation)
-    return out
+    return {name: out[name] for name in fields if name in out}  # in declaration order, however they were added
 
 
 def _pinned_reports(labels: list[str], evaluation: Mapping[str, Any]) -> list[str]:
