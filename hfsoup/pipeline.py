@@ -394,7 +394,6 @@ def soup(
             made = reproduce.soup_recipe(
                 pinned,
                 method=chosen,
-                output_name=out.name,
                 selection=asked,
                 evaluation=provenance.get("evaluation"),
                 base=base_pinned,

@@ -81,12 +81,12 @@ def test_the_cards_cook_command_remakes_the_same_weights(pushed, monkeypatch):
     run_in(fresh, commands[0], monkeypatch)
     expected = tensors(repo / "model.safetensors")
     assert expected == tensors(pushed["made"] / "model.safetensors")
-    remade = tensors(fresh / "greedy-soup" / "model.safetensors")  # output.dir: the soup folder's name
+    remade = tensors(fresh / "soup" / "model.safetensors")  # output.dir: ./soup beside the recipe
     assert remade.keys() == expected.keys() and remade == expected
-    provenance = json.loads((fresh / "greedy-soup" / "hfsoup.json").read_text())
+    provenance = json.loads((fresh / "soup" / "hfsoup.json").read_text())
     assert provenance["weights"] == json.loads((repo / "hfsoup.json").read_text())["weights"]
     # The remade soup's recipe is the one it was cooked from: normalizing a pinned recipe changes nothing.
-    assert (fresh / "greedy-soup" / "recipe.yaml").read_text() == (repo / "recipe.yaml").read_text()
+    assert (fresh / "soup" / "recipe.yaml").read_text() == (repo / "recipe.yaml").read_text()
 
 
 def test_a_cooked_soup_carries_its_recipe_pinned_and_without_its_push(sst2_hub, tmp_path):
@@ -112,7 +112,7 @@ def test_a_cooked_soup_carries_its_recipe_pinned_and_without_its_push(sst2_hub, 
         "name": "cooked",
         "ingredients": [{"id": i, "revision": sha} for i, sha in zip(sst2_hub["ids"][:2], shas, strict=True)],
         "method": {"name": "uniform", "weights": [0.7, 0.3]},
-        "output": {"dir": "cooked", "dtype": "float16"},
+        "output": {"dir": "soup", "dtype": "float16"},
     }
     card = (tmp_path / "out" / "cooked" / "README.md").read_text()
     assert "--weights 0.7,0.3" in card and "--dtype float16" in card
@@ -137,7 +137,7 @@ def test_the_cards_soup_line_carries_every_option_and_remakes_the_same_weights(p
     fresh = pushed["root"] / "soup-here"
     fresh.mkdir()
     run_in(fresh, line, monkeypatch)
-    assert tensors(fresh / "greedy-soup" / "model.safetensors") == tensors(repo / "model.safetensors")
+    assert tensors(fresh / "soup" / "model.safetensors") == tensors(repo / "model.safetensors")
 
 
 ABSOLUTE = re.compile(r"(?<![\w\].:/~%-])/(?:[\w.-]+/)*[\w.-]+")
@@ -215,7 +215,7 @@ def test_local_inputs_are_named_and_remake_the_soup_placed_beside_the_recipe(loc
         shutil.copytree(folder, fresh / folder.name)
     shutil.copyfile(data, fresh / "dev.csv")
     run_in(fresh, reproduce_commands(card)[0], monkeypatch)
-    assert tensors(fresh / "local-soup" / "model.safetensors") == tensors(repo / "model.safetensors")
+    assert tensors(fresh / "soup" / "model.safetensors") == tensors(repo / "model.safetensors")
 
 
 def test_the_install_line_says_how_hfsoup_was_installed():

@@ -40,13 +40,14 @@ if TYPE_CHECKING:
     from ..soups import SoupMethod
 
 COOK_COMMAND = f"hfsoup cook {RECIPE_FILE}"
+#: Where a remake is written, relative to the recipe (`output.dir`).
+REMADE_DIR = "soup"
 
 
 def soup_recipe(
     pinned: Sequence[PinnedIngredient],
     *,
     method: SoupMethod,
-    output_name: str,
     selection: Selection | None = None,
     evaluation: Mapping[str, Any] | None = None,
     base: PinnedIngredient | None = None,
@@ -62,7 +63,6 @@ def soup_recipe(
         pinned (`Sequence[PinnedIngredient]`): the ingredients as resolved; a Hub one becomes `{id, revision: sha}`, a
             local one `./name` (its public label).
         method (`SoupMethod`): the method with its options (only those off their defaults are written).
-        output_name (`str`): the output folder's name: `output.dir`, relative to the recipe.
         selection (`Selection`, *optional*): the evaluation options as asked (before defaults were filled in).
         evaluation (`dict`, *optional*): hfsoup.json's `evaluation`, whose dataset commits pin a Hub dataset.
         base (`PinnedIngredient`, *optional*): the base model, pinned like an ingredient.
@@ -84,7 +84,8 @@ def soup_recipe(
     recipe["method"] = {"name": method.name, **_changed(method.options)}
     if selection is not None:
         recipe["evaluation"] = _evaluation(selection, evaluation or {}, cwd)
-    output: dict[str, Any] = {"dir": output_name}
+    # A soup's files never depend on where it was written: the remake goes to ./soup beside the recipe.
+    output: dict[str, Any] = {"dir": REMADE_DIR}
     if dtype not in (None, "auto"):
         output["dtype"] = dtype
     if max_shard_size is not None and str(max_shard_size) != "5GB":
