@@ -257,3 +257,33 @@ def test_a_recipe_with_a_sweep_has_no_soup_line():
         "--dtype float16",
         "--force",
     ]
+
+
+def test_hub_datasets_are_pinned_to_the_commits_they_were_scored_on():
+    from hfsoup.publish.reproduce import soup_recipe
+    from hfsoup.selection.options import Selection
+    from hfsoup.soups import SOUPS
+
+    a, b = "a" * 40, "b" * 40
+    selection = Selection(task="sst2", report=["validation", "org/shift:validation"], dataset="org/glue-copy")
+    evaluation = {
+        "dataset": "org/glue-copy",
+        "dataset_sha": a,
+        "reports": [{"name": "validation", "dataset_sha": a}, {"name": "org/shift:validation", "dataset_sha": b}],
+    }
+    recipe = soup_recipe([], method=SOUPS["uniform"](), selection=selection, evaluation=evaluation, force=True)
+    assert recipe["evaluation"] == {
+        "task": "sst2",
+        "report": ["validation", f"org/shift@{b}:validation"],
+        "dataset": f"org/glue-copy@{a}",
+    }
+    # A tag or branch may move: the commit it named replaces it. Without a Hub commit, nothing is invented.
+    given = Selection(task="sst2", dataset="org/glue-copy@v1")
+    assert soup_recipe([], method=SOUPS["uniform"](), selection=given, evaluation=evaluation)["evaluation"] == {
+        "task": "sst2",
+        "dataset": f"org/glue-copy@{a}",
+    }
+    assert soup_recipe([], method=SOUPS["uniform"](), selection=Selection(task="sst2"))["evaluation"] == {
+        "task": "sst2"
+    }
+    assert recipe["force"] is True and recipe["output"] == {"dir": "soup"} and "push" not in recipe

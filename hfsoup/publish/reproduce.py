@@ -137,18 +137,18 @@ def _evaluation(selection: Selection, evaluation: Mapping[str, Any], cwd: Path) 
         }
     elif isinstance(out.get("dataset"), str) and os.path.isdir(out["dataset"]):
         out["dataset"] = _local(public_path(out["dataset"], cwd))
-    elif evaluation.get("dataset_sha") and not out.get("data_files"):
-        # The task's own dataset, or one named without a revision: pinned to the commit it was read at.
+    elif evaluation.get("dataset_sha"):
+        # The task's own dataset, or the one named (a branch or tag may move): pinned to the commit it was read at.
         asked = out.get("dataset") or evaluation.get("dataset")
-        if isinstance(asked, str) and "@" not in asked:
-            out["dataset"] = f"{asked}@{evaluation['dataset_sha']}"
+        if isinstance(asked, str):
+            out["dataset"] = f"{asked.partition('@')[0]}@{evaluation['dataset_sha']}"
     if isinstance(selection.report, list | tuple) and len(selection.report) > 1:
         out["report"] = _pinned_reports(list(selection.report), evaluation)
     return {name: out[name] for name in fields if name in out}  # in declaration order, however they were added
 
 
 def _pinned_reports(labels: list[str], evaluation: Mapping[str, Any]) -> list[str]:
-    """`DATASET:SPLIT` report sets of a Hub dataset named without a revision, pinned to its recorded commit."""
+    """`DATASET[@REV]:SPLIT` report sets of a Hub dataset, pinned to the commit each was read at."""
     from ..selection.options import parse_report_set
 
     shas = {e.get("name"): e.get("dataset_sha") for e in evaluation.get("reports") or [] if isinstance(e, dict)}
@@ -156,8 +156,8 @@ def _pinned_reports(labels: list[str], evaluation: Mapping[str, Any]) -> list[st
     for label in labels:
         found = parse_report_set(label)
         sha = shas.get(label)
-        if found.dataset and "@" not in found.dataset and sha and not os.path.isdir(found.dataset):
-            label = f"{found.dataset}@{sha}:{found.split}"
+        if found.dataset and sha and not os.path.isdir(found.dataset):
+            label = f"{found.dataset.partition('@')[0]}@{sha}:{found.split}"
         pinned.append(label)
     return pinned
 
