@@ -16,6 +16,8 @@ CARD_FILE = "README.md"
 PROVENANCE_FILE = "hfsoup.json"
 #: A soup's results table (held-out and report scores of every ingredient, soup and baseline), beside it.
 RESULTS_FILE = "results.json"
+#: The recipe that remakes a soup (pinned ingredients, method, evaluation), written beside it and pushed with it.
+RECIPE_FILE = "recipe.yaml"
 DEFAULT_MAX_SHARD_SIZE = "5GB"
 #: Output dtypes a soup can be written in (`--dtype`).
 DTYPE_NAMES = ("float32", "float16", "bfloat16")

@@ -267,3 +267,44 @@ def as_dict(options: Any, *, recipe_only: bool = False) -> dict[str, Any]:
         keep = {f.name for f in schema.declared(type(options))}
         data = {k: v for k, v in data.items() if k in keep}
     return data
+
+
+def command_line(cls: type, values: Mapping[str, Any]) -> list[str]:
+    """The flags that set `values` (recipe keys of the options dataclass `cls`) on the command line, each as one
+    shell-quoted argument string (`--held-out 'validation[:50%]'`, `--report a --report b`); options at their
+    default, without a flag (`cli=False`) or absent are left out. The inverse of `add_flags` + `given`."""
+    import shlex
+
+    args = []
+    for f in dataclasses.fields(cls):
+        spec = spec_of(f)
+        if not spec.cli or f.name not in values:
+            continue
+        value, flag = values[f.name], flag_of(f)
+        if value is None or value == default_of(f):
+            continue
+        if spec.kind.parse is None:  # a switch: its flag sets the opposite of the default
+            args.append(flag)
+        elif spec.kind.append and isinstance(value, list | tuple):
+            args += [f"{flag} {shlex.quote(_text(v))}" for v in value]
+        elif spec.kind.nargs and isinstance(value, Mapping):  # `--data-files SPLIT=FILE ...`
+            items = [f"{split}={path}" for split, paths in value.items() for path in _listed(paths)]
+            args.append(" ".join([flag, *map(shlex.quote, items)]))
+        elif spec.kind.nargs and isinstance(value, list | tuple):
+            args.append(" ".join([flag, *(shlex.quote(_text(v)) for v in value)]))
+        elif isinstance(value, list | tuple):  # a comma-separated list (`--weights 0.6,0.4`)
+            args.append(f"{flag} {shlex.quote(','.join(map(_text, value)))}")
+        else:
+            args.append(f"{flag} {shlex.quote(_text(value))}")
+    return args
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, float):  # short (1, 0.5), but always exact: a weight on the command line is the same float
+        short = f"{value:g}"
+        return short if float(short) == value else repr(value)
+    return str(getattr(value, "name", value))
+
+
+def _listed(value: Any) -> list:
+    return list(value) if isinstance(value, list | tuple) else [value]

@@ -26,13 +26,13 @@ from .compat import (
     check_before_download,
     leave_out_outliers,
 )
-from .constants import DEFAULT_MAX_SHARD_SIZE, DTYPE_NAMES, PROVENANCE_FILE
+from .constants import DEFAULT_MAX_SHARD_SIZE, DTYPE_NAMES, PROVENANCE_FILE, RECIPE_FILE
 from .errors import IncompatibleIngredientsError, InvalidSoupArgumentsError, option
 from .io import guard
 from .io.checkpoint import SAFE_WEIGHTS_INDEX_NAME, CheckpointReader, StructureMap, parse_size, write_index
 from .io.confine import allowed_roots, confined
 from .io.staging import check_output, staged_output
-from .publish import naming
+from .publish import naming, reproduce
 from .publish.card import local_card_metadata
 from .selection.results import RESULTS_FILE, ResultsTable
 from .soups import SOUPS, SoupContext, SoupMethod, make_method
@@ -223,6 +223,7 @@ def soup(
                 f"Invalid {method} soup: {message}.",
                 fix=f"Check the {key} option against the {len(specs)} ingredients given (see hfsoup soup --help).",
             )
+    asked = selection  # as given, for recipe.yaml (the defaults filled in below are not the user's choices)
     if selection is not None:
         selection = _default_baselines(selection, has_base=base is not None, n_ingredients=len(specs))
         selection.check()
@@ -295,6 +296,7 @@ def soup(
     assert mixing is not None
     provenance = {
         "hfsoup_version": __version__,
+        "hfsoup_install": reproduce.install_record(),  # the card's install line: how this hfsoup was installed
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "method": method,
         "weights": list(mixing.weights),
@@ -390,6 +392,24 @@ def soup(
                 files += selected.table.save(staging, plot=selection.plot)  # type: ignore[union-attr]
                 table = json.loads((staging / RESULTS_FILE).read_text())
                 (staging / RESULTS_FILE).write_text(json.dumps(naming.scrub_paths(table, public), indent=2) + "\n")
+            data = reproduce.local_data(asked)
+            if data:  # they cannot be pushed: named, with what tells a copy of them from another file
+                provenance["local_data_files"] = data
+            made = reproduce.soup_recipe(
+                pinned,
+                method=chosen,
+                selection=asked,
+                evaluation=provenance.get("evaluation"),
+                base=base_pinned,
+                dtype=dtype,
+                max_shard_size=max_shard_size,
+                force=force,
+                cooked=recipe,
+            )
+            text = reproduce.recipe_text(naming.scrub_paths(made, public), data_files=data)
+            (staging / RECIPE_FILE).unlink(missing_ok=True)  # a resumed staging folder's entry: replaced, not followed
+            (staging / RECIPE_FILE).write_text(text)
+            files.append(RECIPE_FILE)
             provenance["compatibility"] = _compat_provenance(report, force=force)
             provenance["files"] = sorted(files)
             provenance = naming.scrub_paths(provenance, public)

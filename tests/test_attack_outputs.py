@@ -398,12 +398,12 @@ def test_no_local_absolute_path_in_what_is_published(local_hub, tmp_path, monkey
     assert main(["cook", str(recipe), "--push", "me/cooked"]) == 0
     assert main(["push", str(out), "me/soup"]) == 0
     for folder in (out, home / "cooked"):
-        for name in ("hfsoup.json", "README.md"):
+        for name in ("hfsoup.json", "README.md", "recipe.yaml"):
             text = (folder / name).read_text()
             assert str(tmp_path) not in text and "alice" not in text, (folder, name)
     card = (out / "README.md").read_text()
     assert "license: mit" in card  # the local ingredients' license is carried over without their path
-    assert "hfsoup soup ft0 ft1" in card  # the reproduce command names them by folder
+    assert "hfsoup soup \\\n    ./ft0 \\\n    ./ft1" in card  # the reproduce command names them by folder
 
 
 def test_no_local_absolute_path_in_a_scored_soup(families, tmp_path, monkeypatch):
@@ -421,7 +421,7 @@ def test_no_local_absolute_path_in_a_scored_soup(families, tmp_path, monkeypatch
     args = ["soup", *map(str, folders), "-o", str(out), "--task", "sst2", "--data-files", f"validation={data}"]
     assert main([*args, "--no-plot"]) == 0
     (out / "README.md").write_text(str(build_card(read_soup_folder(out))))
-    for name in ("hfsoup.json", "results.json", "results.csv", "README.md"):
+    for name in ("hfsoup.json", "results.json", "results.csv", "README.md", "recipe.yaml"):
         text = (out / name).read_text()
         assert str(tmp_path) not in text and "alice" not in text, name
     assert "dev.csv" in (out / "hfsoup.json").read_text()  # the data file is still named, by its file name

@@ -68,6 +68,7 @@ def greedy_soup(families, tmp_path_factory) -> Path:
 PROVENANCE_KEYS = {
     "hfsoup_version", "created_at", "method", "weights", "dtype", "ingredients", "config_from", "compatibility",
     "files",
+    "hfsoup_install",  # added by issue 16 (how hfsoup was installed, for the card's install line): readers ignore it
 }  # fmt: skip
 LOCAL_INGREDIENT_KEYS = {"spec", "folder", "weights_format", "checksums"}
 COMPATIBILITY_KEYS = {"findings", "label_alignment", "similarity", "weights_checked", "ok", "forced"}
@@ -97,12 +98,14 @@ def test_uniform_soup_provenance_keys(uniform_soup):
         }
     assert set(provenance["compatibility"]) == COMPATIBILITY_KEYS
     assert set(provenance["compatibility"]["similarity"]) == SIMILARITY_KEYS
-    assert provenance["files"] == ["config.json", "model.safetensors", "tokenizer.json"]
+    # recipe.yaml: added by issue 16, the recipe that remakes the soup (pushed with it).
+    assert provenance["files"] == ["config.json", "model.safetensors", "recipe.yaml", "tokenizer.json"]
 
 
 def test_greedy_soup_provenance_keys(greedy_soup):
     provenance = read_json(greedy_soup / "hfsoup.json")
-    assert set(provenance) == PROVENANCE_KEYS | {"evaluation", "greedy", "baselines"}
+    # local_data_files: added by issue 16, the local csv by name, sha256 and rows (it is not pushed).
+    assert set(provenance) == PROVENANCE_KEYS | {"evaluation", "greedy", "baselines", "local_data_files"}
     for ingredient in provenance["ingredients"]:  # the family's local folders have a card: its metadata is kept
         assert set(ingredient) == LOCAL_INGREDIENT_KEYS | {"card"}
         assert set(ingredient["card"]) == {"license", "base_model", "pipeline_tag"}
@@ -340,11 +343,12 @@ def test_resume_accepts_a_staging_folder_left_by_0_1_0(tmp_path):
 # ---- 5. the model card --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("soup", ["uniform", "greedy"])
+@pytest.mark.parametrize("soup", ["uniform", "greedy", "reproducible"])
 def test_model_card_text(tmp_path, soup):
     """A soup folder holding a literal hfsoup.json (and results) gets exactly the card in tests/data/card_contract/
     (`hfsoup push OUT me/x --dry-run` prints the same card). Local ingredients: their card metadata is recorded, so
-    the card needs no Hub."""
+    the card needs no Hub. `uniform` and `greedy` are soups of hfsoup 0.1.0 before issue 16 (no recipe.yaml, no
+    install record); `reproducible` is one since, with its recipe.yaml and a git install record."""
     folder = shutil.copytree(DATA / "card_contract" / soup, tmp_path / "soup")
     (folder / "model.safetensors").write_bytes(b"")  # listed in `files`; the card does not read the weights
     card = str(hfsoup.build_card(hfsoup.read_soup_folder(folder), repo_id="me/x"))

@@ -380,7 +380,7 @@ def test_shared_flags_reach_the_chosen_method(families, tmp_path, capsys):
     base, thetas = weights_of(family.base), [weights_of(f) for f in family.finetunes]
     assert deviation(out, ref_task_arithmetic(base, thetas, [1.0, 0.5, -0.25], 0.8)) < TOLERANCE
     card = str(hfsoup.build_card(hfsoup.read_soup_folder(out), repo_id="me/ta"))
-    assert "--method task-arithmetic" in card and "--base base" in card and "--weights 1,0.5,-0.25" in card
+    assert "--method task-arithmetic" in card and "--base ./base" in card and "--weights 1,0.5,-0.25" in card
     assert "--scale 0.8" in card and hfsoup.soups.SOUPS["task-arithmetic"].description in card
     capsys.readouterr()
     # A shared flag is still refused for a method that does not have it.

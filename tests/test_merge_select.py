@@ -144,8 +144,9 @@ def test_the_best_held_out_candidate_is_written(listed, single, bert, base, dev_
 
     card = card_of(listed)
     assert f"`density={chosen:g}`" in card and "among 3 candidates" in card
-    # The command that remakes it names the chosen value (the default, 0.2, it leaves out).
-    assert (f"--density {chosen:g}" in card) == (chosen != 0.2)
+    # The command that remakes it selects again, among the same candidates (recipe.yaml holds the same list).
+    assert "--density 0.2,0.5,0.8" in card
+    assert "density:\n  - 0.2\n  - 0.5\n  - 0.8" in (listed / "recipe.yaml").read_text()
 
 
 def test_candidate_syntax_is_parsed_and_checked():

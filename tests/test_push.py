@@ -66,8 +66,8 @@ def test_push_round_trip_model_card_and_one_commit(hub, soup_dir, capsys):
 
     info = HfApi().model_info("push/soup")
     assert sorted(s.rfilename for s in info.siblings) == sorted(
-        [".gitattributes", "README.md", "config.json", "hfsoup.json", "model.safetensors", "results.json"]
-        + ["tokenizer.json", "tokenizer_config.json"]
+        [".gitattributes", "README.md", "config.json", "hfsoup.json", "model.safetensors", "recipe.yaml"]
+        + ["results.json", "tokenizer.json", "tokenizer_config.json"]
     )
     assert info.card_data.base_model_relation == "merge"
     card = ModelCard.load("push/soup")
@@ -132,7 +132,7 @@ def test_the_token_appears_nowhere(hub, soup_dir, hf_home, capsys, caplog, monke
 def test_dry_run_prints_files_and_card_and_writes_nothing(hub, soup_dir, capsys):
     code, out, _ = run(capsys, "push", str(soup_dir), "push/soup", "--dry-run", "--token", TOKEN)
     assert code == 0
-    assert "Dry run: would push 6 files to push/soup" in out
+    assert "Dry run: would push 7 files to push/soup" in out
     assert "model.safetensors" in out and "hfsoup.json" in out
     assert "base_model_relation: merge" in out and "## Ingredients" in out
     assert not (soup_dir / "README.md").exists()

@@ -29,6 +29,7 @@ LISTED_IN_FULL = (
     "tests/test_select_processes.py",
     "tests/test_trained_fixtures.py",
     "tests/test_merge_methods.py",
+    "tests/test_card_reproduce.py",
 )
 
 

@@ -21,12 +21,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ..constants import CARD_FILE
+from ..constants import CARD_FILE, RECIPE_FILE
 from ..errors import quote
 from ..io.soupfolder import SoupFolder, read_soup_folder  # noqa: F401 - re-exported: the card is built from it
 from ..scrub import cut
 from ..soups import SOUPS
 from ..texttable import markdown_table
+from .reproduce import COOK_COMMAND, install_lines, soup_command
 
 logger = logging.getLogger(__name__)
 
@@ -380,13 +381,42 @@ def _metric_module(record: Any) -> str:
     return f" (the `{record.get('name')}` module shipped with hfsoup {record.get('hfsoup_version')})"
 
 
-def _recipe(prov: dict[str, Any]) -> tuple[str, str]:
-    """The recipe as YAML (opening with the command that makes it) and that command alone."""
+def _reproduce(soup: SoupFolder) -> tuple[str, list[str]]:
+    """The recipe as YAML (opening with the command that runs it) and the commands that remake the soup: `hfsoup cook
+    recipe.yaml` (the file is in the folder, so in the pushed repo) and the same as one `hfsoup soup` line."""
+    recipe = _recipe_file(soup)
+    if recipe is None:
+        return _recorded_recipe(soup.provenance)
+    text, data = recipe
+    commands = [COOK_COMMAND + "  # recipe.yaml is in this repo"]
+    line = soup_command(data) if isinstance(data, dict) else None
+    if line is not None:
+        commands.append(" \\\n    ".join(line))
+    return text, commands
+
+
+def _recipe_file(soup: SoupFolder) -> tuple[str, Any] | None:
+    """The folder's recipe.yaml, as text and as data (bounded YAML), or None when it has none (an older soup)."""
+    from ..io import safeyaml
+
+    path = soup.path / RECIPE_FILE
+    if not path.is_file() or path.is_symlink():
+        return None
+    try:
+        text = safeyaml.read_text(path)
+        return text, safeyaml.load(text)
+    except Exception as e:  # noqa: BLE001 - an unreadable recipe costs the card its reproduce line, not the push
+        logger.warning("could not read %s: %s", RECIPE_FILE, cut(str(e).splitlines()[0] if str(e) else "", 300))
+        return None
+
+
+def _recorded_recipe(prov: dict[str, Any]) -> tuple[str, list[str]]:
+    """For a soup made before recipe.yaml was written: the recipe or the command rebuilt from hfsoup.json."""
     import yaml
 
-    if prov.get("recipe"):  # cooked from a recipe file: show that recipe, with the command that runs it
+    if prov.get("recipe"):  # cooked from a recipe file, which the folder does not hold: show it to be saved
         text = yaml.safe_dump(prov["recipe"], sort_keys=False, width=1000)
-        return f"# hfsoup cook recipe.yaml\n{text}", "hfsoup cook recipe.yaml"
+        return f"# {COOK_COMMAND}\n{text}", [f"{COOK_COMMAND}  # the recipe above, saved as recipe.yaml"]
     specs = []
     for i in prov["ingredients"]:
         specs.append(f"{i['repo_id']}@{i['sha']}" if i.get("repo_id") and i.get("sha") else str(i.get("spec")))
@@ -396,6 +426,9 @@ def _recipe(prov: dict[str, Any]) -> tuple[str, str]:
     weights = prov.get("weights") or []
     if (method := SOUPS.get(prov["method"])) is not None:
         command += method().command_args(prov)
+    task = (prov.get("evaluation") or {}).get("task")
+    if isinstance(task, str) and task:  # scored (selected, for greedy and learned) on a task: it needs --task
+        command.append(f"--task {task.removeprefix('glue/')}")
     if prov.get("dtype") not in (None, "auto"):
         command.append(f"--dtype {prov['dtype']}")
     if (prov.get("compatibility") or {}).get("forced"):
@@ -413,7 +446,30 @@ def _recipe(prov: dict[str, Any]) -> tuple[str, str]:
         # The chosen candidate's options (the card's options line lists every candidate and its score).
         recipe["options"] = {k: v for k, v in prov[prov["method"]].items() if k != "candidates"}
     text = yaml.safe_dump(recipe, sort_keys=False, width=1000)
-    return f"# {' '.join(command)}\n{text}", " \\\n    ".join(command)
+    return f"# {' '.join(command)}\n{text}", [" \\\n    ".join(command)]
+
+
+def _reproduce_section(prov: dict[str, Any], commands: list[str]) -> str:
+    """Install hfsoup as it was installed when the soup was made, then the commands (the first in the first block)."""
+    install = "\n".join(install_lines(prov.get("hfsoup_install"), prov.get("hfsoup_version")))
+    blocks = [f"```bash\n{install}\n{commands[0]}\n```"]
+    if len(commands) > 1:
+        blocks.append(f"The same soup in one command:\n\n```bash\n{commands[1]}\n```")
+    local = [i for i in prov.get("ingredients") or [] if not i.get("repo_id")]
+    data = prov.get("local_data_files") or []
+    if local or data:
+        named = [f"`{i.get('spec') or i.get('folder')}` (a local folder)" for i in local]
+        named += [f"`{d.get('file')}` (sha256 `{d.get('sha256')}`, {d.get('rows')} rows)" for d in data]
+        blocks.append(
+            "Local inputs were not pushed; put them where the commands name them (relative to recipe.yaml, or to "
+            "the current folder for `hfsoup soup`): " + ", ".join(named) + "."
+        )
+    if len(commands) == 1 and prov.get("evaluation") and not prov.get("recipe"):
+        blocks.append(
+            "This soup was made before hfsoup wrote `recipe.yaml` beside it: its selection options were not "
+            "recorded, so the command above names only its task and may not remake it exactly."
+        )
+    return "\n\n".join(blocks)
 
 
 def _options_line(prov: dict[str, Any]) -> str:
@@ -485,7 +541,7 @@ def _body(soup: SoupFolder, *, model_name: str, base: str | None, license_note: 
     prov = soup.provenance
     n = len(prov["ingredients"])
     method = prov["method"]
-    recipe, command = _recipe(prov)
+    recipe, commands = _reproduce(soup)
     how = SOUPS[method].description if method in SOUPS else f"the '{method}' method"
     base_line = f" They share the base model [{base}](/{base})." if base else ""
     if isinstance(prov.get("base"), dict):
@@ -517,10 +573,7 @@ this card was written by hfsoup {version}. License: {license_note}
 
 ## Reproduce
 
-```bash
-pip install hfsoup=={prov.get("hfsoup_version")}
-{command}
-```
+{_reproduce_section(prov, commands)}
 
 The output folder's `hfsoup.json` holds the full provenance (every ingredient's commit SHA, the mixing weights and
 the compatibility report).
