@@ -17,8 +17,8 @@ from typing import Any
 import torch
 
 from ..errors import EvaluationError, option
-from ..evaluation.evaluator import Evaluator
-from ..evaluation.tasks import TEXT_CLASSIFICATION, Task, get_task, text_classification_task
+from ..evaluation.evaluator import Evaluator, resolve_task
+from ..evaluation.tasks import Task
 from ..soups import SOUPS, Mixing, SoupContext, SoupMethod, TensorMerge, make_method
 from .heldout import Part, carve, duplicate_inputs, refuse_shared, whole
 from .options import ENSEMBLE, Selection
@@ -243,19 +243,10 @@ def _with_excluded(
 
 
 def _task(selection: Selection, model: Any, *, token: str | bool | None) -> Task:
-    if isinstance(selection.task, Task):
-        return selection.task
-    if selection.task.lower().replace("_", "-") == TEXT_CLASSIFICATION:
-        if selection.dataset is None and not selection.data_files:
-            raise EvaluationError(
-                "Task text-classification has no data of its own.",
-                fix=f"Name a dataset with {option('dataset', 'org/name', within='Selection')}, or local files with "
-                "--data-files SPLIT=FILE (Selection(data_files={SPLIT: [FILE]})), columns text and label.",
-            )
-        id2label = model.config.id2label
-        source = selection.dataset or ", ".join(f for files in (selection.data_files or {}).values() for f in files)
-        return text_classification_task([id2label[i] for i in sorted(id2label)], dataset=source)
-    return get_task(selection.task, dataset=selection.dataset, token=token)
+    # The evaluator's own resolution: text-classification takes its class names from the loaded first ingredient.
+    return resolve_task(
+        selection.task, labels_from=model, dataset=selection.dataset, data_files=selection.data_files, token=token
+    )
 
 
 def _parts(
