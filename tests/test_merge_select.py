@@ -8,7 +8,6 @@ whose predictions vary (`build_glue_finetunes`) on 40 local rows, so that candid
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
@@ -19,10 +18,9 @@ from safetensors.torch import load_file
 import hfsoup
 from hfsoup.cli import main
 from hfsoup.errors import InvalidSoupArgumentsError, RecipeError
-from hfsoup.evaluation.tasks import TASKS
 from hfsoup.recipe import parse_recipe
 from hfsoup.soups import LearnedSoup, TiesSoup
-from hfsoup.testing.glue import build_glue_finetunes, glue_rows
+from hfsoup.testing.glue import build_glue_finetunes, write_glue_csv
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -35,13 +33,7 @@ def root(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def dev_csv(root) -> Path:
     """40 rows of the tiny GLUE's sst2 sentences, as a local CSV (20 held out, 20 reported)."""
-    rows = glue_rows(TASKS["sst2"], "validation", 40)
-    path = root / "dev.csv"
-    with path.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["sentence", "label"])
-        writer.writerows(zip(rows["sentence"], rows["label"], strict=True))
-    return path
+    return write_glue_csv(root / "dev.csv", "sst2", 40)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ decoder passes), in batches of 20: one batch per part, so the second process has
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import socket
@@ -21,8 +20,7 @@ from pathlib import Path
 import pytest
 
 from hfsoup.cli import main
-from hfsoup.evaluation.tasks import TASKS
-from hfsoup.testing.glue import build_glue_finetunes, glue_rows
+from hfsoup.testing.glue import build_glue_finetunes, write_glue_csv
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -36,13 +34,7 @@ def root(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def dev_csv(root) -> Path:
     """40 rows of the tiny GLUE's sst2 sentences with random labels, as a local CSV."""
-    rows = glue_rows(TASKS["sst2"], "validation", 40)
-    path = root / "dev.csv"
-    with path.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["sentence", "label"])
-        writer.writerows(zip(rows["sentence"], rows["label"], strict=True))
-    return path
+    return write_glue_csv(root / "dev.csv", "sst2", 40)
 
 
 @pytest.fixture(scope="module")

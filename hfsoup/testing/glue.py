@@ -96,6 +96,22 @@ def glue_rows(task: Task, split: str, n: int, *, seed: int = 0) -> dict[str, lis
 RowMaker = Callable[..., dict[str, list]]
 
 
+def write_glue_csv(
+    path: str | os.PathLike, task: Task | str, n: int, *, split: str = "validation", seed: int = 0
+) -> Path:
+    """`n` rows of the tiny GLUE's `task` (its text columns and `label`) as a local CSV, for `--data-files`."""
+    import csv
+
+    task = TASKS[task] if isinstance(task, str) else task
+    rows = glue_rows(task, split, n, seed=seed)
+    path = Path(path)
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow([*task.text_fields, "label"])
+        writer.writerows(zip(*(rows[name] for name in task.text_fields), rows["label"], strict=True))
+    return path
+
+
 def build_glue(
     root: str | os.PathLike,
     *,
