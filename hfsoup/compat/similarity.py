@@ -211,8 +211,12 @@ class SimilarityMeter:
     def _judge_body(self, s: Similarity, report: CompatReport) -> None:
         n = len(s.names)
         # The reference is the ingredient most similar to all others, so one impostor listed first does not make
-        # every true sibling look like the odd one out.
-        ref = max(range(n), key=lambda i: sum(s.body_cosine[i]))
+        # every true sibling look like the odd one out. With a base, the one closest to the base: two ingredients
+        # tie on their sums whatever they are, and the base says which of them is the sibling.
+        if s.body_cosine_to_base is not None:
+            ref = max(range(n), key=lambda i: s.body_cosine_to_base[i])  # type: ignore[index]
+        else:
+            ref = max(range(n), key=lambda i: sum(s.body_cosine[i]))
         for i in range(n):
             cos = s.body_cosine[ref][i]
             if i != ref and cos < MIN_BODY_COSINE:
