@@ -414,7 +414,8 @@ def soup(
                 method=chosen,
                 selection=asked,
                 evaluation=provenance.get("evaluation"),
-                base=base_pinned,
+                # The adapters' base pinned too: a config naming it without a revision would take a moved main.
+                base=base_pinned or next((i.adapter_base for i in pinned if i.adapter_base), None),
                 dtype=dtype,
                 max_shard_size=max_shard_size,
                 force=force,

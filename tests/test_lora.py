@@ -144,6 +144,26 @@ def test_merge_methods_see_the_merged_tensors(work):
         assert np.max(np.abs(got[name].astype(np.float64) - want[name])) <= TOLERANCE, name
 
 
+def test_a_greedy_soup_of_adapters_scores_the_merged_models(work, family):
+    """Selection loads the base's model and scores the merged weights: the table and the soup are those of the
+    same greedy soup of peft's merged models."""
+    from hfsoup.testing.glue import write_glue_csv
+
+    for i in range(2):
+        make_adapter(work / "base", work / f"lora{i}", seed=50 + i, names_base="base", merged_to=work / f"m{i}")
+    shutil.copytree(family.finetunes[0], work / "ft0")
+    csv = write_glue_csv(work / "dev.csv", "sst2", 24)
+    selection = hfsoup.Selection(task="sst2", data_files={"validation": [str(csv)]}, plot=False, compare=[])
+    lora = hfsoup.soup(["lora0", "ft0", "lora1"], work / "a", method="greedy", selection=selection)
+    full = hfsoup.soup(["m0", "ft0", "m1"], work / "b", method="greedy", selection=selection)
+    # Accuracies on 12 held-out rows: merged weights 1e-8 apart make the same predictions.
+    assert [(r.kind, r.held_out) for r in lora.results.rows] == [(r.kind, r.held_out) for r in full.results.rows]
+    assert lora.weights == full.weights
+    got, want = load_file(lora.output_dir / "model.safetensors"), load_file(full.output_dir / "model.safetensors")
+    for name in got:
+        assert np.max(np.abs(got[name].astype(np.float64) - want[name])) <= TOLERANCE, name
+
+
 @pytest.mark.parametrize(
     "variant",
     [
@@ -207,6 +227,13 @@ def test_soup_of_adapters_on_the_local_hub(local_hub, tmp_path, family):
     assert [r["sha"] for r in adapters] == [HfApi().model_info(i).sha for i in ids[:2]]
     assert {r["adapter"]["base"]["sha"] for r in adapters} == {base_sha}
     assert provenance["config_from"] == base_id
+    # recipe.yaml pins the adapters' base (their configs name it without a revision), and remakes the same bytes.
+    recipe = hfsoup.load_recipe(result.output_dir / "recipe.yaml")
+    assert recipe.base == f"{base_id}@{base_sha}"
+    again = hfsoup.cook_recipe(recipe, output_dir=tmp_path / "again")
+    assert (again.output_dir / "model.safetensors").read_bytes() == (
+        result.output_dir / "model.safetensors"
+    ).read_bytes()
     card = str(build_card(read_soup_folder(result.output_dir), cards=[None, None, None]))
     assert f"merged into [{base_id}](/{base_id}) at `{base_sha}`" in card
 
