@@ -401,7 +401,7 @@ def soup(
                 write_index(staging, plan.weight_map(), plan.total_size)
                 files.append(SAFE_WEIGHTS_INDEX_NAME)
             files += _copy_support_files(pinned[0].adapter_base or pinned[0], staging, out_dtype)
-            public = _public_names(refs, specs, data_files)
+            public = _public_names(refs, specs, data_files) + _adapter_base_names(pinned)
             if selected is not None:
                 files += selected.table.save(staging, plot=selection.plot)  # type: ignore[union-attr]
                 table = json.loads((staging / RESULTS_FILE).read_text())
@@ -552,6 +552,19 @@ def _public_names(refs: list[hub.IngredientRef], specs: list[str], data_files: l
     for f in data_files:
         public = naming.public_path(f, cwd)
         pairs += [(os.path.abspath(f), public), (os.path.realpath(f), public)]
+    return pairs
+
+
+def _adapter_base_names(pinned: list[hub.PinnedIngredient]) -> list[tuple[str, str]]:
+    """A local adapter base's paths, and the path its config names it by (peft's card repeats it), as its spec."""
+    pairs = []
+    for ingredient in pinned:
+        base, config = ingredient.adapter_base, ingredient.adapter_config
+        if base is None or base.ref.path is None:
+            continue
+        pairs.append((str(base.ref.path), base.ref.spec))
+        if config is not None and config.base and os.path.isabs(config.base):
+            pairs.append((config.base.rstrip("/"), base.ref.spec))
     return pairs
 
 

@@ -37,7 +37,14 @@ def family(tmp_path_factory):
 
 
 def make_adapter(
-    base: Path, out: Path, *, seed: int, names_base: str | None = None, merged_to: Path | None = None, **lora: object
+    base: Path,
+    out: Path,
+    *,
+    seed: int,
+    names_base: str | None = None,
+    merged_to: Path | None = None,
+    keep_card: bool = False,
+    **lora: object,
 ) -> dict[str, np.ndarray]:
     """Save a peft LoRA adapter of `base` (B random, nonzero) to `out`; return peft's merge of it, in float64 (and
     save that merged model to `merged_to`)."""
@@ -55,7 +62,8 @@ def make_adapter(
             elif param.requires_grad:  # a module to save, a bias: trained from the base's values
                 param.add_(noise * 0.1)
     wrapped.save_pretrained(out)
-    (out / "README.md").unlink()  # peft's card names the base by the path given, which the Hub refuses as metadata
+    if not keep_card:  # peft's card names the base by the path given, which the Hub refuses as metadata
+        (out / "README.md").unlink()
     if names_base is not None:
         _edit_config(out, base_model_name_or_path=names_base)
     merged = wrapped.merge_and_unload()
@@ -281,8 +289,11 @@ def test_dora_is_refused(work):
     assert main(["soup", "a", "b", "-o", str(work / "out")]) == 1
 
 
-def test_config_paths_that_leave_the_folder_are_refused_unless_base_is_given(work):
-    states = [make_adapter(work / "base", work / n, seed=6, names_base=str(work / "base")) for n in ("a", "b")]
+def test_config_paths_that_leave_the_folder_are_refused_unless_base_is_given(work, monkeypatch):
+    states = [
+        make_adapter(work / "base", work / n, seed=6, names_base=str(work / "base"), keep_card=n == "b")
+        for n in ("a", "b")
+    ]
     with pytest.raises(InvalidAdapterError, match="absolute path"):
         hfsoup.soup(["a", "b"], work / "out")
     assert main(["soup", "a", "b", "-o", str(work / "out")]) == 1
@@ -292,6 +303,14 @@ def test_config_paths_that_leave_the_folder_are_refused_unless_base_is_given(wor
     # The user's --base is trusted, and overrides a path.
     result = hfsoup.soup(["a", "b"], work / "out", base="base")
     assert_soup_is_mean(result.output_dir, states)
+    # peft's card in "b" names the base by its absolute path: nothing written names it, from another folder too.
+    assert str(work) in (work / "b" / "README.md").read_text()
+    (work / "elsewhere").mkdir()
+    monkeypatch.chdir(work / "elsewhere")
+    result = hfsoup.soup([str(work / "a"), str(work / "b")], "out", base=str(work / "base"))
+    for path in result.output_dir.iterdir():
+        if path.suffix in (".json", ".yaml", ".md"):
+            assert str(work) not in path.read_text(), path.name
 
 
 def test_hub_adapter_naming_a_local_path_is_refused(local_hub, hf_home, work):
