@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -112,6 +114,10 @@ def test_uniform_soup_of_three_adapters_is_the_mean_of_peft_merges(work):
     states = [make_adapter(work / "base", work / f"lora{i}", seed=i, names_base="base") for i in range(3)]
     result = hfsoup.soup(["lora0", "lora1", "lora2"], work / "out")
     assert_soup_is_mean(result.output_dir, states)
+    # The CPU soup path stays torch-free with adapters too.
+    script = "import sys, hfsoup; hfsoup.soup(['lora0', 'lora1'], 'cpu'); print('torch' in sys.modules)"
+    env = {**os.environ, "PYTHONPATH": str(Path(hfsoup.__file__).parent.parent)}
+    assert subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True).stdout == "False\n"
     # The merged model is the base's: its config and tokenizer, loadable as the base loads.
     assert json.loads((result.output_dir / "config.json").read_text()) == json.loads(
         (work / "base" / "config.json").read_text()
@@ -278,6 +284,29 @@ def test_config_rank_its_tensors_do_not_have_is_refused_from_headers(local_hub, 
     assert any("names rank 8" in p and "rank 4" in p for p in caught.value.problems)
     assert main(["soup", *ids, "-o", str(tmp_path / "out")]) == 1
     assert _downloaded(hf_home) == []
+
+
+def test_a_hostile_config_is_refused_with_every_problem():
+    from hfsoup.io.adapter import AdapterConfig
+
+    bad = {
+        "peft_type": "LORA",
+        "r": "4",
+        "lora_alpha": float("inf"),
+        "rank_pattern": {"(a+)+$": 2, "x" * 600: 2},
+        "alpha_pattern": {"query": True},
+        "target_modules": ["query", 7],
+        "layers_to_transform": "all",
+        "use_dora": True,
+    }
+    with pytest.raises(InvalidAdapterError) as caught:
+        AdapterConfig.from_dict(bad, where="lora")
+    problems = "\n".join(caught.value.problems)
+    for expected in ("r is", "lora_alpha is inf", "repeated group", "at most 512", "alpha_pattern", "target_modules",
+                     "layers_to_transform", "use_dora"):  # fmt: skip
+        assert expected in problems, expected
+    with pytest.raises(InvalidAdapterError, match="LoRA adapters only"):
+        AdapterConfig.from_dict({"peft_type": "IA3"}, where="ia3")
 
 
 def test_dora_is_refused(work):

@@ -230,9 +230,17 @@ def _listed(names: tuple[str, ...] | str | None, module: str) -> bool:
     return module in names or any(module.endswith(f".{n}") for n in names)
 
 
+# A group holding a repetition, itself repeated (`(a+)+`, `(\w*)*`, `(x{2,})+`): the shape of pattern that backtracks
+# exponentially, and Python's `re` has no time limit. PEFT's own patterns are names and simple alternations.
+_NESTED_REPEAT = re.compile(r"\([^()]*(?:[*+]|\{\d*,?\d*\})[^()]*\)\s*(?:[*+]|\{\d*,?\d*\})")
+
+
 def _checked_pattern(text: object, key: str, problems: list[str]) -> bool:
     if not isinstance(text, str) or len(text) > _MAX_PATTERN_CHARS:
         problems.append(f"{key} holds {bounded_repr(text)}, expected a name or pattern of at most 512 characters")
+        return False
+    if _NESTED_REPEAT.search(text):
+        problems.append(f"{key} holds {bounded_repr(text)}, a repeated group of repetitions, which hfsoup refuses")
         return False
     try:
         re.compile(text)
