@@ -264,10 +264,12 @@ def soup(
     if base_ref is not None and any(i.is_adapter for i in pinned):  # --base is also the adapters' base
         base_pinned = hub.resolve(base_ref, token=token, allow_pickle=allow_pickle)
     attach_bases(pinned, base=base_pinned, token=token, allow_pickle=allow_pickle)
-    protected += guard.inputs_protected(
+    local_bases = [
         (f"{i.name}'s base", i.adapter_base.ref.path) for i in pinned if i.adapter_base and i.adapter_base.ref.path
-    )
-    guard.refuse_collisions(out, protected)  # a local base an adapter's config names is an input too
+    ]
+    if local_bases:  # a local base an adapter's config names is an input too: the output must not destroy it
+        protected += guard.inputs_protected(local_bases)  # type: ignore[arg-type]
+        guard.refuse_collisions(out, protected)
     facts = _gather_facts(pinned, token=token, allow_pickle=allow_pickle)
     report, static = check_before_download(facts, align_labels=align_labels)
     _refuse_unless_forced(report, force=force)  # before a single weight file is downloaded

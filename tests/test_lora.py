@@ -21,7 +21,7 @@ from safetensors.numpy import load_file
 
 import hfsoup
 from hfsoup.cli import main
-from hfsoup.errors import IncompatibleIngredientsError
+from hfsoup.errors import IncompatibleIngredientsError, OutputCollisionError
 from hfsoup.io.adapter import InvalidAdapterError
 from hfsoup.io.soupfolder import read_soup_folder
 from hfsoup.publish.card import build_card
@@ -114,6 +114,9 @@ def test_uniform_soup_of_three_adapters_is_the_mean_of_peft_merges(work):
     states = [make_adapter(work / "base", work / f"lora{i}", seed=i, names_base="base") for i in range(3)]
     result = hfsoup.soup(["lora0", "lora1", "lora2"], work / "out")
     assert_soup_is_mean(result.output_dir, states)
+    # The base the configs name is an input: an output inside it is refused, before any work.
+    with pytest.raises(OutputCollisionError, match="base"):
+        hfsoup.soup(["lora0", "lora1"], work / "base" / "out")
     # The CPU soup path stays torch-free with adapters too.
     script = "import sys, hfsoup; hfsoup.soup(['lora0', 'lora1'], 'cpu'); print('torch' in sys.modules)"
     env = {**os.environ, "PYTHONPATH": str(Path(hfsoup.__file__).parent.parent)}
