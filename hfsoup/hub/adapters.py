@@ -86,7 +86,9 @@ def _agree(adapter: PinnedIngredient, config: AdapterConfig, base: PinnedIngredi
     named = config.base
     if named is None or base.ref.repo_id is None or _path_like(named):
         return
-    if named.partition("@")[0].lower() != base.ref.repo_id.lower():
+    named_repo, given = named.partition("@")[0].lower(), base.ref.repo_id.lower()
+    # A legacy canonical name (`bert-base-uncased`) is the repo it moved to under an org (`google-bert/...`).
+    if named_repo != given and not ("/" not in named_repo and given.split("/")[-1] == named_repo):
         raise IncompatibleIngredientsError(
             f"Adapter {adapter.name!r} was trained on {bounded_repr(named)} (its {ADAPTER_CONFIG_NAME}), and "
             f"{option('base', metavar='MODEL')} names {base.ref.repo_id!r}: an adapter merged into another base is "
