@@ -286,6 +286,11 @@ def test_config_rank_its_tensors_do_not_have_is_refused_from_headers(local_hub, 
         hfsoup.soup(ids, tmp_path / "out")
     assert any("names rank 8" in p and "rank 4" in p for p in caught.value.problems)
     assert main(["soup", *ids, "-o", str(tmp_path / "out")]) == 1
+    # The compatibility check sees the adapter as its merged model: beside a fine-tune with a 3-label head, the
+    # classifier shapes differ, refused from headers too.
+    other = publish_folder(family.troublemakers["num_labels"], "hfsoup-testing/three-labels")
+    with pytest.raises(IncompatibleIngredientsError, match="classifier"):
+        hfsoup.soup([ids[0], other], tmp_path / "out")
     assert _downloaded(hf_home) == []
 
 
