@@ -28,8 +28,17 @@ from .compat import (
 )
 from .constants import DEFAULT_MAX_SHARD_SIZE, DTYPE_NAMES, PROVENANCE_FILE, RECIPE_FILE
 from .errors import IncompatibleIngredientsError, InvalidSoupArgumentsError, option
+from .hub.adapters import attach_bases
 from .io import guard
-from .io.checkpoint import SAFE_WEIGHTS_INDEX_NAME, CheckpointReader, StructureMap, parse_size, write_index
+from .io.adapter import ADAPTER_WEIGHTS_NAME, AdapterReader, plan_expansion
+from .io.checkpoint import (
+    SAFE_WEIGHTS_INDEX_NAME,
+    CheckpointReader,
+    StructureMap,
+    parse_size,
+    read_safetensors_header,
+    write_index,
+)
 from .io.confine import allowed_roots, confined
 from .io.staging import check_output, staged_output
 from .publish import naming, reproduce
@@ -251,18 +260,25 @@ def soup(
 
     pinned = [hub.resolve(ref, token=token, allow_pickle=allow_pickle) for ref in refs]
     naming.refuse_same_commit(specs, [(i.ref.repo_id, i.sha) if i.sha else None for i in pinned])  # type: ignore[misc]
+    base_pinned = None
+    if base_ref is not None and any(i.is_adapter for i in pinned):  # --base is also the adapters' base
+        base_pinned = hub.resolve(base_ref, token=token, allow_pickle=allow_pickle)
+    attach_bases(pinned, base=base_pinned, token=token, allow_pickle=allow_pickle)
+    local_bases = [
+        (f"{i.name}'s base", i.adapter_base.ref.path) for i in pinned if i.adapter_base and i.adapter_base.ref.path
+    ]
+    if local_bases:  # a local base an adapter's config names is an input too: the output must not destroy it
+        protected += guard.inputs_protected(local_bases)  # type: ignore[arg-type]
+        guard.refuse_collisions(out, protected)
     facts = _gather_facts(pinned, token=token, allow_pickle=allow_pickle)
     report, static = check_before_download(facts, align_labels=align_labels)
     _refuse_unless_forced(report, force=force)  # before a single weight file is downloaded
-    base_pinned = None
     if base_ref is not None:
-        base_pinned = hub.resolve(base_ref, token=token, allow_pickle=allow_pickle)
+        base_pinned = base_pinned or hub.resolve(base_ref, token=token, allow_pickle=allow_pickle)
         _gather_facts([base_pinned], token=token, allow_pickle=allow_pickle)  # its headers: no weights yet
         _check_base_shapes(base_pinned, pinned[0], method)
 
-    for ingredient in pinned:
-        hub.fetch(ingredient, token=token)
-    readers = [CheckpointReader(i.local_dir, allow_pickle=allow_pickle) for i in pinned]  # type: ignore[arg-type]
+    readers = [_fetch_and_open(i, token=token, allow_pickle=allow_pickle) for i in pinned]
     base_weights = None
     if base_pinned is not None:
         base_reader = CheckpointReader(hub.fetch(base_pinned, token=token), allow_pickle=allow_pickle)
@@ -302,7 +318,7 @@ def soup(
         "weights": list(mixing.weights),
         "dtype": dtype or "auto",
         "ingredients": [_provenance(i) for i in pinned],
-        "config_from": pinned[0].name,
+        "config_from": (pinned[0].adapter_base or pinned[0]).name,
     }
     if recipe is not None:
         provenance["recipe"] = recipe
@@ -386,8 +402,8 @@ def soup(
             if len(plan.files) > 1:
                 write_index(staging, plan.weight_map(), plan.total_size)
                 files.append(SAFE_WEIGHTS_INDEX_NAME)
-            files += _copy_support_files(pinned[0], staging, out_dtype)
-            public = _public_names(refs, specs, data_files)
+            files += _copy_support_files(pinned[0].adapter_base or pinned[0], staging, out_dtype)
+            public = _public_names(refs, specs, data_files) + _adapter_base_names(pinned)
             if selected is not None:
                 files += selected.table.save(staging, plot=selection.plot)  # type: ignore[union-attr]
                 table = json.loads((staging / RESULTS_FILE).read_text())
@@ -400,7 +416,8 @@ def soup(
                 method=chosen,
                 selection=asked,
                 evaluation=provenance.get("evaluation"),
-                base=base_pinned,
+                # The adapters' base pinned too: a config naming it without a revision would take a moved main.
+                base=base_pinned or next((i.adapter_base for i in pinned if i.adapter_base), None),
                 dtype=dtype,
                 max_shard_size=max_shard_size,
                 force=force,
@@ -540,8 +557,28 @@ def _public_names(refs: list[hub.IngredientRef], specs: list[str], data_files: l
     return pairs
 
 
+def _adapter_base_names(pinned: list[hub.PinnedIngredient]) -> list[tuple[str, str]]:
+    """A local adapter base's paths, and the path its config names it by (peft's card repeats it), as its spec."""
+    pairs = []
+    for ingredient in pinned:
+        base, config = ingredient.adapter_base, ingredient.adapter_config
+        if base is None or base.ref.path is None:
+            continue
+        pairs.append((str(base.ref.path), base.ref.spec))
+        if config is not None and config.base and os.path.isabs(config.base):
+            pairs.append((config.base.rstrip("/"), base.ref.spec))
+    return pairs
+
+
 def _identity(ingredient: hub.PinnedIngredient) -> object:
-    """What pins an ingredient's weights, for the resume fingerprint: the commit SHA, or a local file's size+mtime."""
+    """What pins an ingredient's weights, for the resume fingerprint: the commit SHA, or a local file's size+mtime
+    (an adapter's with its base's)."""
+    if ingredient.adapter_base is not None:
+        return [_own_identity(ingredient), _own_identity(ingredient.adapter_base)]
+    return _own_identity(ingredient)
+
+
+def _own_identity(ingredient: hub.PinnedIngredient) -> object:
     if ingredient.sha:
         return [ingredient.name, ingredient.sha]
     folder = ingredient.local_dir
@@ -589,16 +626,18 @@ def check(
             fix=f"Name two or more fine-tuned models, or add {option('base', metavar='MODEL')}.",
         )
     pinned = [hub.resolve(spec, token=token, allow_pickle=allow_pickle) for spec in specs]
+    base_pinned = None
+    if base is not None and any(i.is_adapter for i in pinned):  # --base is also the adapters' base
+        base_pinned = hub.resolve(os.fspath(base), token=token, allow_pickle=allow_pickle)
+    attach_bases(pinned, base=base_pinned, token=token, allow_pickle=allow_pickle)
     facts = _gather_facts(pinned, token=token, allow_pickle=allow_pickle)
     report, static = check_before_download(facts, align_labels=align_labels)
     if not weights or not report.ok:
         return report
-    for ingredient in pinned:
-        hub.fetch(ingredient, token=token)
-    readers = [CheckpointReader(i.local_dir, allow_pickle=allow_pickle) for i in pinned]  # type: ignore[arg-type]
+    readers = [_fetch_and_open(i, token=token, allow_pickle=allow_pickle) for i in pinned]
     base_weights = None
     if base is not None:
-        base_ingredient = hub.resolve(os.fspath(base), token=token, allow_pickle=allow_pickle)
+        base_ingredient = base_pinned or hub.resolve(os.fspath(base), token=token, allow_pickle=allow_pickle)
         base_reader = CheckpointReader(hub.fetch(base_ingredient, token=token), allow_pickle=allow_pickle)
         base_weights = BaseWeights.open(base_reader, readers[0].structure)
     meter = SimilarityMeter([i.name for i in pinned], base=os.fspath(base) if base is not None else None)
@@ -653,6 +692,9 @@ def _gather_facts(
     """Configs, cards, tokenizers and tensor structure of every ingredient, from small files and headers only."""
     facts = []
     for ingredient in pinned:
+        if ingredient.adapter_base is not None:
+            facts.append(_adapter_facts(ingredient, token=token, allow_pickle=allow_pickle))
+            continue
         folder = hub.fetch(ingredient, token=token, weights=False)
         structure: StructureMap | None = hub.remote_structure(ingredient, token=token)
         if structure is None:  # local folder or pickle weights: read what is on disk
@@ -662,6 +704,41 @@ def _gather_facts(
         ingredient.structure = structure
         facts.append(IngredientFacts.load(ingredient.name, ingredient.sha, folder, structure))
     return facts
+
+
+def _adapter_facts(
+    ingredient: hub.PinnedIngredient, *, token: str | bool | None, allow_pickle: bool
+) -> IngredientFacts:
+    """An adapter's facts are its merged model's: the base's config, tokenizer and card, and the tensors the
+    adapter makes of the base's, planned from the two headers (read remotely: no weights downloaded)."""
+    base = ingredient.adapter_base
+    assert base is not None and ingredient.adapter_config is not None
+    if not base.structure:
+        _gather_facts([base], token=token, allow_pickle=allow_pickle)
+    structure = hub.remote_structure(ingredient, token=token)
+    if structure is None:  # a local adapter, or HF_HUB_OFFLINE: the header of the file on disk
+        folder = hub.fetch(ingredient, token=token)
+        where = f"Adapter {ingredient.name!r}"
+        path = confined(folder, ADAPTER_WEIGHTS_NAME, where=where, what="adapter weights")
+        structure = read_safetensors_header(path, where=f"{where}: {ADAPTER_WEIGHTS_NAME}")
+    where = f"Adapter {ingredient.name!r} on {base.name!r}"
+    expansion = plan_expansion(base.structure, structure, ingredient.adapter_config, where=where)
+    ingredient.structure = expansion.structure
+    return IngredientFacts.load(
+        ingredient.name, ingredient.sha, hub.fetch(base, token=token, weights=False), ingredient.structure
+    )
+
+
+def _fetch_and_open(
+    ingredient: hub.PinnedIngredient, *, token: str | bool | None, allow_pickle: bool
+) -> CheckpointReader | AdapterReader:
+    """Download an ingredient's weights (an adapter's, and its base's) and open them for the engine."""
+    hub.fetch(ingredient, token=token)
+    if ingredient.adapter_base is None:
+        return CheckpointReader(ingredient.local_dir, allow_pickle=allow_pickle)  # type: ignore[arg-type]
+    base = CheckpointReader(hub.fetch(ingredient.adapter_base, token=token), allow_pickle=allow_pickle)
+    where = f"Adapter {ingredient.name!r} on {ingredient.adapter_base.name!r}"
+    return AdapterReader(base, ingredient.local_dir, ingredient.adapter_config, where=where)  # type: ignore[arg-type]
 
 
 def _copy_support_files(first: hub.PinnedIngredient, staging: Path, dtype: str | None) -> list[str]:

@@ -30,6 +30,7 @@ LISTED_IN_FULL = (
     "tests/test_trained_fixtures.py",
     "tests/test_merge_methods.py",
     "tests/test_card_reproduce.py",
+    "tests/test_lora.py",
 )
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .. import constants
 from ..errors import CorruptDownloadError, MissingWeightsError, UnsafePathError, option
+from ..io.adapter import ADAPTER_CONFIG_NAME, ADAPTER_LAYOUT, ADAPTER_PICKLE_NAME, ADAPTER_WEIGHTS_NAME
 from ..io.checkpoint import SAFE_WEIGHTS_NAME, WeightsLayout, read_weight_map, weights_layout
 from ..io.confine import allowed_roots, confined, refuse_links_out
 from .errors import hub_errors
@@ -25,12 +26,31 @@ from .retries import ChecksumMismatch, with_retries
 logger = logging.getLogger(__name__)
 
 
+def _layout(name: str, files: list[str], *, allow_pickle: bool) -> tuple[WeightsLayout, list[str]]:
+    """The weights of an ingredient with these (root-level) files, and the support files to fetch with its config:
+    a model's, or a LoRA adapter's (`io.adapter`: its config comes with the support files, its base is another
+    ingredient, named by that config)."""
+    layout = weights_layout(files)
+    support = sorted(n for n in files if n in SUPPORT_FILES)
+    if layout is None and ADAPTER_CONFIG_NAME in files:
+        if ADAPTER_WEIGHTS_NAME not in files:
+            held = ADAPTER_PICKLE_NAME if ADAPTER_PICKLE_NAME in files else "no adapter weights"
+            raise MissingWeightsError(
+                f"Ingredient {name!r} is a PEFT adapter with {held} and no {ADAPTER_WEIGHTS_NAME}; hfsoup reads "
+                "adapters in safetensors only (a pickle can run code when loaded).",
+                fix="Load it with peft and save it again with save_pretrained (safetensors is its default).",
+            )
+        return ADAPTER_LAYOUT, sorted([*support, ADAPTER_CONFIG_NAME])
+    return _check_layout(name, layout, allow_pickle=allow_pickle), support
+
+
 def _check_layout(name: str, layout: WeightsLayout | None, *, allow_pickle: bool) -> WeightsLayout:
     if layout is None:
         raise MissingWeightsError(
             f"Ingredient {name!r} holds no model weights: expected {SAFE_WEIGHTS_NAME} (or sharded safetensors with "
             "model.safetensors.index.json) at the root of the repo.",
-            fix="Check that it is a model checkpoint and not, e.g., a tokenizer-only or adapter repo.",
+            fix="Check that it is a model checkpoint (or a PEFT LoRA adapter, with adapter_config.json) and not, "
+            "e.g., a tokenizer-only repo.",
         )
     if layout.format == "pickle" and not allow_pickle:
         raise MissingWeightsError(
@@ -56,8 +76,7 @@ def resolve(
         # secret) would be read, copied into the soup and pushed.
         refuse_links_out(ref.path, where=f"Ingredient {ref.spec!r} ({ref.path})")
         names = [p.name for p in ref.path.iterdir() if p.is_file()]
-        layout = _check_layout(ref.spec, weights_layout(names), allow_pickle=allow_pickle)
-        files = sorted(n for n in names if n in SUPPORT_FILES)
+        layout, files = _layout(ref.spec, names, allow_pickle=allow_pickle)
         return PinnedIngredient(ref, None, layout, files, local_dir=ref.path)
 
     if constants.hub_offline():  # nothing to ask: the cache is the Hub, and a miss is final (never retried)
@@ -72,8 +91,7 @@ def resolve(
             what=f"resolving {ref.spec}",
         )
     siblings = [s.rfilename for s in info.siblings or []]
-    layout = _check_layout(ref.spec, weights_layout(siblings), allow_pickle=allow_pickle)
-    files = sorted(n for n in siblings if n in SUPPORT_FILES)
+    layout, files = _layout(ref.spec, [n for n in siblings if "/" not in n], allow_pickle=allow_pickle)
     checksums = {}
     for sibling in info.siblings or []:
         if sibling.lfs is not None:
@@ -94,14 +112,13 @@ def _resolve_from_cache(ref: IngredientRef, *, allow_pickle: bool) -> PinnedIngr
     with ingredient_errors(ref):
         folder = _cached_snapshot(ref)
     names = sorted(p.name for p in folder.iterdir() if p.is_file())
-    layout = _check_layout(ref.spec, weights_layout(names), allow_pickle=allow_pickle)
+    layout, files = _layout(ref.spec, names, allow_pickle=allow_pickle)
     checksums = {}
     for name in names:
         blob = Path(os.path.realpath(folder / name)).name
         if len(blob) in (40, 64) and all(c in "0123456789abcdef" for c in blob):
             checksums[name] = ("sha256" if len(blob) == 64 else "git-sha1", blob)
     logger.info("HF_HUB_OFFLINE: resolved %s to %s from the Hub cache", ref.spec, folder.name)
-    files = [n for n in names if n in SUPPORT_FILES]
     return PinnedIngredient(ref, folder.name, layout, files, checksums=checksums)
 
 

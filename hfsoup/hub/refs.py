@@ -9,10 +9,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..constants import CARD_FILE
 from ..errors import IngredientNotFoundError
 from ..io.checkpoint import StructureMap, WeightsLayout, read_weight_map
+
+if TYPE_CHECKING:
+    from ..io.adapter import AdapterConfig
 
 CONFIG_FILES = ("config.json", "generation_config.json")
 TOKENIZER_FILES = (
@@ -96,12 +100,25 @@ class PinnedIngredient:
     structure: StructureMap = field(default_factory=dict)
     #: What the Hub lists for each file: ("sha256", LFS oid) or ("git-sha1", blob id); downloads are checked on it.
     checksums: dict[str, tuple[str, str]] = field(default_factory=dict)
+    #: A LoRA adapter (`layout.format == "adapter"`): its config and its base, pinned (`hub.adapters.attach_bases`).
+    adapter_config: AdapterConfig | None = None
+    adapter_base: PinnedIngredient | None = None
 
     @property
     def name(self) -> str:
         return self.ref.spec
 
+    @property
+    def is_adapter(self) -> bool:
+        return self.layout.format == "adapter"
+
     def provenance(self) -> dict[str, object]:
+        record = self._own_provenance()
+        if self.adapter_base is not None:  # what the merged model is made of: this adapter and its base, both pinned
+            record["adapter"] = {"type": "lora", "base": self.adapter_base.provenance()}
+        return record
+
+    def _own_provenance(self) -> dict[str, object]:
         if self.ref.is_local:  # published with the soup: its public name and checksums, never the local path
             from ..publish.naming import weights_checksums
 
@@ -110,7 +127,7 @@ class PinnedIngredient:
             return {
                 "spec": self.ref.spec,
                 "folder": folder.name,
-                "weights_format": self.layout.format,
+                "weights_format": "safetensors" if self.is_adapter else self.layout.format,
                 "checksums": weights_checksums(folder, files, index),
             }
         return {
@@ -118,5 +135,5 @@ class PinnedIngredient:
             "repo_id": self.ref.repo_id,
             "revision": self.ref.revision or "main",
             "sha": self.sha,
-            "weights_format": self.layout.format,
+            "weights_format": "safetensors" if self.is_adapter else self.layout.format,
         }

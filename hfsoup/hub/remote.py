@@ -35,7 +35,9 @@ def remote_structure(ingredient: PinnedIngredient, *, token: str | bool | None =
     Returns `None` when the headers cannot be read remotely (pickle weights, or `HF_HUB_OFFLINE`, where the files are
     in the Hub cache); the caller then reads them after fetch.
     """
-    if ingredient.ref.is_local or ingredient.layout.format != "safetensors" or constants.hub_offline():
+    if ingredient.ref.is_local or constants.hub_offline():
+        return None
+    if ingredient.layout.format not in ("safetensors", "adapter"):  # an adapter's file is safetensors too
         return None
     ref = ingredient.ref
     structure: StructureMap = {}

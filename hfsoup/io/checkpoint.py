@@ -219,6 +219,8 @@ class CheckpointReader:
         allow_pickle (`bool`, *optional*, defaults to `False`):
             Also accept `pytorch_model.bin` checkpoints, loaded with `torch.load(weights_only=True)`, which refuses
             anything but tensors and plain containers (no code runs from the file).
+        layout (`WeightsLayout`, *optional*):
+            The files to read, when they are not a model's (`io.adapter` reads an adapter's safetensors file so).
 
     Example:
         ```py
@@ -227,9 +229,14 @@ class CheckpointReader:
         ```
     """
 
-    def __init__(self, folder: str | os.PathLike, *, allow_pickle: bool = False) -> None:
+    def __init__(
+        self, folder: str | os.PathLike, *, allow_pickle: bool = False, layout: WeightsLayout | None = None
+    ) -> None:
         self.folder = Path(folder)
-        layout = weights_layout(p.name for p in self.folder.iterdir()) if self.folder.is_dir() else None
+        if layout is None and self.folder.is_dir():
+            layout = weights_layout(p.name for p in self.folder.iterdir())
+        elif layout is not None:
+            layout = WeightsLayout("safetensors", layout.files)  # another file of the same format
         if layout is None:
             raise MissingWeightsError(f"{self.folder} holds no model weights (no {SAFE_WEIGHTS_NAME} or its index).")
         if layout.format == "pickle" and not allow_pickle:

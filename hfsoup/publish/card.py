@@ -302,9 +302,12 @@ def _ingredient_rows(soup: SoupFolder) -> list[list[str]]:
         repo_id = ingredient.get("repo_id")
         line = [
             str(i),
-            f"[{repo_id}](/{repo_id})"
-            if repo_id
-            else f"local folder `{ingredient.get('spec') or ingredient.get('folder')}`",
+            (
+                f"[{repo_id}](/{repo_id})"
+                if repo_id
+                else f"local folder `{ingredient.get('spec') or ingredient.get('folder')}`"
+            )
+            + _adapter_note(ingredient),
             f"`{ingredient['sha']}`" if ingredient.get("sha") else "—",
             _fmt(weight),
         ]
@@ -316,6 +319,19 @@ def _ingredient_rows(soup: SoupFolder) -> list[list[str]]:
                 line.append(_fmt((row.get("report") or {}).get(metric)))
         table.append([*line, "—" if kept is None else ("kept" if kept else "dropped")])
     return table
+
+
+def _adapter_note(ingredient: dict[str, Any]) -> str:
+    """A LoRA adapter's row names the base it was merged into, pinned: together they are the ingredient."""
+    adapter = ingredient.get("adapter")
+    if not isinstance(adapter, dict) or not isinstance(adapter.get("base"), dict):
+        return ""
+    base = adapter["base"]
+    if base.get("repo_id"):
+        where = f"[{base['repo_id']}](/{base['repo_id']})" + (f" at `{base['sha']}`" if base.get("sha") else "")
+    else:
+        where = f"local folder `{base.get('spec') or base.get('folder')}`"
+    return f" (LoRA adapter, merged into {where})"
 
 
 def _scores(soup: SoupFolder) -> str:

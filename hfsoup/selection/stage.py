@@ -106,7 +106,9 @@ def select_soup(
     from ..evaluation.placement import load_model, load_tokenizer
     from ..evaluation.predictors.registry import predictor_for
 
-    first = str((model_from or ingredients[0]).local_dir)
+    source = model_from or ingredients[0]
+    # A LoRA adapter's model is its base's (config, tokenizer, architecture); the weights scored are the merged ones.
+    first = str((getattr(source, "adapter_base", None) or source).local_dir)
     model, _ = load_model(first, kind=selection.kind, token=token)
     # The kind of model, as `hfsoup eval` chooses it (`kind` overrides): how it is scored, what its tokenizer is.
     predictor = predictor_for(

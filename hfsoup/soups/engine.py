@@ -92,6 +92,8 @@ def output_dtypes(readers: Sequence[CheckpointReader], dtype: str | None) -> dic
     given, else the first ingredient's (always the same ingredient, like the config files), with a note when
     ingredients disagree."""
     first = readers[0].structure
+    # A LoRA adapter's merged tensors are read in float32; the merged model stores them as its base does.
+    stored = getattr(readers[0], "stored_dtypes", {})
     mixed = sorted(n for n in first if any(r.structure[n].dtype != first[n].dtype for r in readers[1:]))
     if mixed and dtype is None:
         logger.info(
@@ -102,7 +104,7 @@ def output_dtypes(readers: Sequence[CheckpointReader], dtype: str | None) -> dic
             first[mixed[0]].dtype,
         )
     code = None if dtype is None else NAME_CODES[dtype]
-    return {n: code if code is not None and m.is_float else m.dtype for n, m in first.items()}
+    return {n: code if code is not None and m.is_float else stored.get(n, m.dtype) for n, m in first.items()}
 
 
 def iter_tensors(

@@ -30,7 +30,10 @@ def compute_dtype(codes: Sequence[str]) -> np.dtype:
 
 
 def widen(raw: np.ndarray, code: str, dtype: np.dtype = _F32) -> np.ndarray:
-    """Stored values (`raw`, in `checkpoint.STORAGE[code]`) as `dtype` floats; a view when nothing changes."""
+    """Stored values (`raw`, in `checkpoint.STORAGE[code]`) as `dtype` floats; a view when nothing changes.
+
+    `raw` may also be a tensor computed on read (`io.adapter.LoraTensor`'s flat view): `np.asarray` computes it."""
+    raw = np.asarray(raw)
     if code == "BF16":
         wide = (raw.astype(np.uint32) << 16).view(np.float32)
     elif code in ("F8_E4M3", "F8_E5M2"):
