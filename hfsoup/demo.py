@@ -6,8 +6,11 @@ and cooks a recipe by Hub ID: check, greedy soup selected on a held-out half of 
 the output ensemble in the same table, model card and push; then reloads the soup from the Hub and classifies a few
 reviews. The fine-tunes are cached (`--cache`), so a second run skips training.
 
-`hfsoup demo --fast` does the same path with tiny seeded models in seconds: it soups three tiny BERT fine-tunes by
-Hub ID (one pinned to a commit SHA), checks every tensor against an independent float64 average and loads the soup.
+`hfsoup demo --fast` checks only the souping, in seconds: it publishes a tiny seeded BERT base and three "fine-tunes"
+(the base plus seeded noise, not trained) to the local Hub, soups them uniformly by Hub ID (one pinned to a commit
+SHA), checks every tensor against an independent float64 average and loads the soup from its folder. It skips the
+fine-tuning, the reviews, scoring and greedy selection, the results table and plot, the model card, the push and the
+reload from the Hub.
 """
 
 from __future__ import annotations
@@ -67,7 +70,8 @@ def run_demo(
         report (`Callable[[str], None]`, *optional*):
             Called with each line of the running commentary (the CLI passes `print`).
         fast (`bool`, *optional*, defaults to `False`):
-            Tiny seeded models instead of real MiniLM fine-tunes: the same path in seconds.
+            Only the souping, in seconds: tiny seeded models (not trained) souped uniformly by Hub ID and checked
+            against a float64 average; no scoring, selection, table, plot, card, push or reload.
         cache (`str` or `os.PathLike`, *optional*):
             Where the MiniLM fine-tunes are trained once and reused (default: `default_cache()`).
         overwrite (`bool`, *optional*, defaults to `False`):
@@ -104,10 +108,21 @@ def run_demo(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    kept = ["the model", "its card README.md", "hfsoup.json"]
-    kept += [name for name in ("results.json", "results.png") if (out / "soup" / name).is_file()]
-    report(f"Results kept in {out}: soup/ ({', '.join(kept)}), recipe.yaml and {DEMO_RECORD}.")
+    report(f"Results kept in {out}: {_kept(out)}.")
     return result
+
+
+def _kept(out: Path) -> str:
+    """What the results folder holds, named from what is there: `--fast` writes no card, table or plot."""
+    soup_files = [("README.md", "its card README.md"), ("hfsoup.json", None), ("recipe.yaml", None)]
+    soup_files += [("results.json", None), ("results.png", None)]
+    inside = ["the model", *(label or name for name, label in soup_files if (out / "soup" / name).is_file())]
+    top = [
+        f"{name}/" if (out / name).is_dir() else name
+        for name in ("recipe.yaml", "drug-reviews")
+        if (out / name).exists()
+    ]
+    return f"soup/ ({', '.join(inside)}), {', '.join([*top, DEMO_RECORD])}"
 
 
 def check_demo_output(workdir: str | os.PathLike, *, overwrite: bool) -> Path:

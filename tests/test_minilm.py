@@ -293,7 +293,11 @@ def test_a_real_soup_pushed_to_the_hub_scores_and_loads_as_it_did_locally(family
     assert HfApi().list_repo_commits("real/minilm-soup")[0].commit_id == result.commit_sha
     card = ModelCard.load("real/minilm-soup")
     assert [(r.metric_type, r.metric_value) for r in card.data.eval_results] == [("accuracy", accuracy)]
-    assert card.data.base_model == ["real/tiny-minilm-ft0", "real/tiny-minilm-ft1", "real/tiny-minilm-base"]
+    assert card.data.base_model == [
+        "real/minilm-drugreview-ft0",
+        "real/minilm-drugreview-ft1",
+        "real/minilm-drugreview-base",
+    ]
 
     tokenizer = AutoTokenizer.from_pretrained(soup)
     batch = tokenizer([row["text"] for row in reviews.test[:16]], return_tensors="pt", padding=True, truncation=True)

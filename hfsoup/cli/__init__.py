@@ -30,7 +30,7 @@ VERBS = (soup, check, eval_, push, recipe, finetune, hub, demo)
 MAIN_EPILOG = """\
 examples:
   hfsoup demo                                   # offline, end to end, on real MiniLM fine-tunes
-  hfsoup demo --fast                            # the same path with tiny models, in seconds
+  hfsoup demo --fast                            # seconds: only the souping, of tiny models (no training, push)
   hfsoup soup org/ft-a org/ft-b@main ./ft-c -o soup/
   hfsoup push soup/ me/my-soup                  # one commit, with a model card
   hfsoup cook recipes/glue-bert-base-mrpc.yaml  # a recipe: soup, scores, card, push

@@ -12,7 +12,10 @@ def add(verbs: argparse._SubParsersAction) -> None:
         description="Offline, on an in-process local Hub: fine-tune all-MiniLM-L6-v2 four ways on real drug reviews "
         "(cached after the first run), publish them, cook a greedy-soup recipe by Hub ID (check, soup, table, card, "
         "push) and reload the soup from the Hub; the results (soup, card, table, plot, recipe) are kept in "
-        "./hfsoup-demo. --fast: the same path with tiny models, in seconds.",
+        "./hfsoup-demo. --fast, in seconds, checks only the souping: three tiny seeded BERT models (not trained) are "
+        "published to the local Hub and souped uniformly by Hub ID, every tensor is checked against a float64 average "
+        "and the soup is loaded; it skips fine-tuning, scoring, greedy selection, the table and plot, the card, the "
+        "push and the reload from the Hub.",
     )
     demo.add_argument(
         "--workdir",
@@ -25,7 +28,12 @@ def add(verbs: argparse._SubParsersAction) -> None:
         action="store_true",
         help="replace the results of an earlier demo run in the folder (never a folder the demo did not write)",
     )
-    demo.add_argument("--fast", action="store_true", help="tiny seeded models instead of real MiniLM fine-tunes")
+    demo.add_argument(
+        "--fast",
+        action="store_true",
+        help="seconds: only soup three tiny seeded models by Hub ID and check the average (no fine-tuning, scoring, "
+        "selection, table, plot, card, push or reload)",
+    )
     demo.add_argument("--cache", metavar="DIR", help="where the MiniLM fine-tunes are kept (default: ~/.cache/hfsoup)")
     demo.set_defaults(func=run)
 

@@ -222,44 +222,138 @@ class ResultsTable:
         return f"held-out {m}\n({self.held_out})", f"reported {m}\n({self.report})"
 
     def plot(self, path: str | Path) -> None:
-        """The points of `plot_points`: ingredients as points, each soup and the ensemble marked."""
+        """Save `figure()` to `path` (a PNG for `results.png`)."""
+        import matplotlib.pyplot as plt
+
+        fig = self.figure()
+        try:
+            fig.savefig(path)
+        finally:
+            plt.close(fig)
+
+    def figure(self):
+        """The results plot as a matplotlib `Figure`, laid out and labelled; the caller closes it (`plt.close`).
+
+        The points of `plot_points`: ingredients as points, each soup and the ensemble marked. Every point's label is
+        placed where it covers no other label and no marker, stacked beside the point when several points coincide
+        (a greedy soup that kept one ingredient is that ingredient). The legend sits outside the axes, so it covers
+        nothing, and names the dotted y = x line (held-out = report) where there is one.
+        """
         require_matplotlib()
         import matplotlib
 
         matplotlib.use("Agg", force=True)
         import matplotlib.pyplot as plt
 
-        fig, ax = plt.subplots(figsize=(6, 5), dpi=100)
+        fig, ax = plt.subplots(figsize=(7.5, 5), dpi=100, layout="constrained")
         try:
-            points = []
+            points = []  # (x, y, marker area in points², label)
             for r, x, y in self.plot_points():
-                points.append((x, y))
                 if r.kind == "ingredient":
+                    size = plt.rcParams["lines.markersize"] ** 2  # scatter's default area
                     ax.scatter(x, y, marker="o", color="tab:blue", alpha=0.8, label="ingredients")
                 elif r.kind == "ensemble":
-                    ax.scatter(x, y, marker="D", color="tab:green", s=70, label=r.name)
+                    size = 70
+                    ax.scatter(x, y, marker="D", color="tab:green", s=size, label=r.name)
                 else:
                     style = SOUPS[r.method].plot_style if r.method in SOUPS else PlotStyle()
-                    ax.scatter(x, y, marker=style.marker, color=style.color, s=style.size, label=r.name)
-                ax.annotate(_short(r.name), (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7)
+                    size = style.size
+                    ax.scatter(x, y, marker=style.marker, color=style.color, s=size, label=r.name)
+                points.append((x, y, size, _short(r.name)))
             if points and not self.shifted:  # held-out and reported scores of one data: y = x is the no-gap line
-                low = min(min(p) for p in points)
-                high = max(max(p) for p in points)
+                low = min(min(p[:2]) for p in points)
+                high = max(max(p[:2]) for p in points)
                 pad = max((high - low) * 0.1, 0.005)
-                ax.plot([low - pad, high + pad], [low - pad, high + pad], ls=":", color="grey", lw=1)
+                line = [low - pad, high + pad]
+                ax.plot(line, line, ls=":", color="grey", lw=1, label="y = x (held-out = report)")
             handles, labels = ax.get_legend_handles_labels()
             unique = dict(zip(labels, handles, strict=True))
-            ax.legend(unique.values(), unique.keys(), fontsize=8, loc="lower right")
+            ax.legend(unique.values(), unique.keys(), fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1))
             xlabel, ylabel = self.plot_labels()
             ax.set_xlabel(xlabel, fontsize=8)
             ax.set_ylabel(ylabel, fontsize=8)
             title = "Model soup under distribution shift" if self.shifted else "Model soup: ingredients and soups"
             ax.set_title(title, fontsize=10)
             ax.grid(alpha=0.3)
-            fig.tight_layout()
-            fig.savefig(path)
-        finally:
+            # Room inside the axes for the labels of the outermost points.
+            ax.margins(x=0.25, y=0.15)
+            fig.canvas.draw()  # the layout: from here on the axes' place and limits are final
+            ax.set_xlim(ax.get_xlim())
+            ax.set_ylim(ax.get_ylim())
+            fig.set_layout_engine("none")  # labels are placed inside the axes; nothing may move after them
+            _place_labels(ax, points)
+        except BaseException:
             plt.close(fig)
+            raise
+        return fig
+
+
+_LABEL_GAP = 2.0  # pixels kept clear between a label and any other label or marker
+
+
+def _place_labels(ax, points: list[tuple[float, float, float, str]]) -> None:
+    """Label each point at the nearest place (right of it first) that overlaps no label, no marker and stays inside.
+
+    Candidates are stacked rows of the label's height to the right and the left of the point, and above and below it,
+    nearest first; labels of coincident points thus stack beside them. Where nothing is free (a crowd too dense for
+    the axes), the candidate that overlaps least is taken.
+    """
+    fig = ax.figure
+    renderer = fig.canvas.get_renderer()
+    to_pixels = fig.dpi / 72.0
+    area = ax.get_window_extent(renderer)
+    inside = (area.x0 + _LABEL_GAP, area.y0 + _LABEL_GAP, area.x1 - _LABEL_GAP, area.y1 - _LABEL_GAP)
+    centers = [ax.transData.transform((x, y)) for x, y, _, _ in points]
+    markers = []
+    for (cx, cy), (_, _, size, _) in zip(centers, points, strict=True):
+        half = size**0.5 * to_pixels / 2 + _LABEL_GAP
+        markers.append((cx - half, cy - half, cx + half, cy + half))
+    placed: list[tuple[float, float, float, float]] = []
+    for (cx, cy), (x, y, _, text) in zip(centers, points, strict=True):
+        label = ax.annotate(
+            text, (x, y), textcoords="offset points", xytext=(0, 0), fontsize=7, ha="left", va="bottom"
+        )
+        extent = label.get_window_extent(renderer)
+        width, height = extent.width, extent.height
+        # Clear of the largest marker drawn here: a coincident point's marker may be bigger than this one's.
+        gap = max(m[2] - cx for m in markers if m[0] <= cx <= m[2] and m[1] <= cy <= m[3]) + _LABEL_GAP
+        best, best_cost = None, None
+        for x0, y0 in _candidates(cx, cy, width, height, gap):
+            box = (x0, y0, x0 + width, y0 + height)
+            cost = sum(_overlap(box, other) for other in (*placed, *markers))
+            within = inside[0] <= box[0] and inside[1] <= box[1] and box[2] <= inside[2] and box[3] <= inside[3]
+            cost += 0.0 if within else width * height - _overlap(box, inside)  # the part outside the axes
+            if cost == 0:
+                best = box
+                break
+            if best_cost is None or cost < best_cost:
+                best, best_cost = box, cost
+        label.xyann = ((best[0] - cx) / to_pixels, (best[1] - cy) / to_pixels)
+        placed.append(best)
+
+
+def _candidates(cx: float, cy: float, width: float, height: float, gap: float):
+    """Lower-left corners of label boxes around a point, nearest first: beside it (right, then left) in stacked rows,
+    and above and below it."""
+    step = height + _LABEL_GAP
+    spots = []
+    for row in range(12):
+        for sign in (1, -1) if row else (1,):
+            y0 = cy - height / 2 + sign * row * step
+            spots += [(cx + gap, y0), (cx - gap - width, y0)]
+        spots += [(cx - width / 2, cy + gap + row * step), (cx - width / 2, cy - gap - height - row * step)]
+
+    def distance(spot: tuple[float, float]) -> float:  # from the point to the box's nearest edge; ties keep the order
+        dx = max(spot[0] - cx, 0.0, cx - spot[0] - width)
+        dy = max(spot[1] - cy, 0.0, cy - spot[1] - height)
+        return (dx * dx + dy * dy) ** 0.5
+
+    return sorted(spots, key=distance)
+
+
+def _overlap(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
+    """The area two boxes (x0, y0, x1, y1) share, 0 when they only touch or are apart."""
+    return max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
 
 
 def _cell(metrics: dict[str, float], name: str) -> str:

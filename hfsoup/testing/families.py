@@ -66,11 +66,11 @@ DEFAULT_ORG = "hfsoup-testing"
 
 @dataclass
 class ModelFamily:
-    """The folders of one tiny family, as built by `build_family`.
+    """The folders of one model family, as built by `build_family` (or `minilm.build_minilm_family`).
 
     Args:
         kind (`str`):
-            `"bert"`, `"t5"` or `"clip"`.
+            `"bert"`, `"t5"` or `"clip"` (or `"minilm"`).
         root (`Path`):
             The folder holding every member, each in `root / name`.
         base (`Path`):
@@ -79,6 +79,9 @@ class ModelFamily:
             Fine-tunes of the base, `ft0`, `ft1`, ...
         troublemakers (`dict[str, Path | list[Path]]`):
             Members a soup must refuse or repair, by defect; `fp16` and `sharded` hold one folder per fine-tune.
+        repo_prefix (`str`, *optional*):
+            What each member's Hub repo name starts with (`{repo_prefix}-{name}`); defaults to `tiny-{kind}`. Only the
+            seeded tiny families are tiny: the MiniLM family's real fine-tunes say what they are instead.
     """
 
     kind: str
@@ -86,6 +89,11 @@ class ModelFamily:
     base: Path
     finetunes: list[Path]
     troublemakers: dict[str, Path | list[Path]] = field(default_factory=dict)
+    repo_prefix: str | None = None
+
+    def repo_name(self, member: str) -> str:
+        """The Hub repo name (no org) `publish_family` gives `member`: `tiny-bert-ft0`, `minilm-drugreview-ft0`."""
+        return f"{self.repo_prefix or f'tiny-{self.kind}'}-{member}"
 
     def folders(self) -> dict[str, Path]:
         """Every member by its flat name: `base`, `ft0`.., `impostor`, ..., `fp16-ft0`.., `sharded-ft0`..."""
@@ -306,10 +314,11 @@ def publish_family(
     private: bool = False,
     members: Iterable[str] | None = None,
 ) -> dict[str, str]:
-    """Push every member of `family` to its own Hub model repo, `{org}/tiny-{kind}-{name}`, one commit each.
+    """Push every member of `family` to its own Hub model repo, `{org}/{family.repo_name(name)}`, one commit each.
 
-    The cards' `base_model`, where it names the family's base, is rewritten to `{org}/tiny-{kind}-base` on the way,
-    in a staging copy: the local folders are left as they are. The base goes first, so that the repo every card
+    Repo names are `tiny-{kind}-{name}` for the tiny families and `minilm-drugreview-{name}` for the MiniLM one. The
+    cards' `base_model`, where it names the family's base, is rewritten to `{org}/{family.repo_name("base")}` on the
+    way, in a staging copy: the local folders are left as they are. The base goes first, so that the repo every card
     names exists when the card arrives.
 
     Args:
@@ -335,7 +344,7 @@ def publish_family(
         ```
     """
     api = api or HfApi()
-    base_repo_id = f"{org}/tiny-{family.kind}-base"
+    base_repo_id = f"{org}/{family.repo_name('base')}"
     repo_ids = {}
     folders = family.folders()
     wanted = list(folders) if members is None else list(members)
@@ -346,7 +355,7 @@ def publish_family(
         for name, folder in folders.items():
             if name not in wanted:
                 continue
-            repo_id = f"{org}/tiny-{family.kind}-{name}"
+            repo_id = f"{org}/{family.repo_name(name)}"
             staged = Path(staging) / name
             shutil.copytree(folder, staged)
             card_path = staged / "README.md"
@@ -354,7 +363,7 @@ def publish_family(
                 card = ModelCard.load(card_path)
                 # Only the family's own base is renamed: the base itself may name a real upstream model (MiniLM
                 # names sentence-transformers/all-MiniLM-L6-v2), which must not become a pointer to itself.
-                if card.data.base_model == f"{DEFAULT_ORG}/tiny-{family.kind}-base":
+                if card.data.base_model == f"{DEFAULT_ORG}/{family.repo_name('base')}":
                     card.data.base_model = base_repo_id
                     card.save(card_path)
             upload(staged, repo_id, private=private, api=api)

