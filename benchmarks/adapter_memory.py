@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from soup_speed import ENV, MB, _bert_vocab, run_measured
+from soup_speed import ENV, MB, bert_base, run_measured
 
 N_ADAPTERS = 3
 SEED = 0
@@ -45,15 +45,13 @@ def build(cache: Path) -> tuple[Path, list[Path], list[Path]]:
         return base, adapters, merged
     import peft
     import torch
-    from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
+    from transformers import BertForSequenceClassification
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
     shutil.rmtree(root, ignore_errors=True)
     print(f"building a BERT-base base, {N_ADAPTERS} LoRA adapters and their merges in {root} ...", flush=True)
-    torch.manual_seed(SEED)
-    model = BertForSequenceClassification(BertConfig(num_labels=2)).eval()  # BertConfig() is bert-base
-    tokenizer = BertTokenizer(vocab=_bert_vocab(model.config.vocab_size), model_max_length=512)
+    model, tokenizer = bert_base(SEED)
     model.save_pretrained(base)
     tokenizer.save_pretrained(base)
     for i in range(N_ADAPTERS):

@@ -135,16 +135,14 @@ def build_checkpoints(cache: Path) -> dict[str, list[Path]]:
     if marker.is_file() and json.loads(marker.read_text()) == json.loads(json.dumps(stamp)):
         return folders
     import torch
-    from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
+    from transformers import BertForSequenceClassification
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
 
     shutil.rmtree(root, ignore_errors=True)
     print(f"building {N_INGREDIENTS} BERT-base fine-tunes x {len(VARIANTS)} variants in {root} ...", flush=True)
-    torch.manual_seed(SEED)
-    base = BertForSequenceClassification(BertConfig(num_labels=2)).eval()  # BertConfig() is bert-base
-    tokenizer = BertTokenizer(vocab=_bert_vocab(base.config.vocab_size), model_max_length=512)
+    base, tokenizer = bert_base(SEED)
     for i in range(N_INGREDIENTS):
         model = BertForSequenceClassification(base.config).eval()
         generator = torch.Generator().manual_seed(SEED * 1000 + i + 1)
@@ -159,6 +157,16 @@ def build_checkpoints(cache: Path) -> dict[str, list[Path]]:
             tokenizer.save_pretrained(folders[variant][i])
     marker.write_text(json.dumps(stamp))
     return folders
+
+
+def bert_base(seed: int) -> tuple:
+    """A seeded, randomly initialized BERT-base classifier (2 labels) and a full-size tokenizer for it."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
+
+    torch.manual_seed(seed)
+    model = BertForSequenceClassification(BertConfig(num_labels=2)).eval()  # BertConfig() is bert-base
+    return model, BertTokenizer(vocab=_bert_vocab(model.config.vocab_size), model_max_length=512)
 
 
 def _bert_vocab(size: int) -> dict[str, int]:

@@ -14,6 +14,7 @@ tests/test_localhub_api.py, the card's Reproduce section in tests/test_card_repr
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -369,16 +370,11 @@ def _intersect(a, b) -> bool:
 
 
 def test_the_plot_labels_coincident_points_apart_and_its_legend_covers_nothing(tmp_path):
-    import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
     from matplotlib.transforms import Bbox
 
     table = _table_with_coincident_points()
-    fig = table.figure()
-    try:
-        fig.canvas.draw()
-        renderer = fig.canvas.get_renderer()
-        (ax,) = fig.axes
+    with _drawn(table) as (fig, ax, renderer):
         labels = {t.get_text(): t.get_window_extent(renderer) for t in ax.texts}
         assert sorted(labels) == sorted(
             [
@@ -411,21 +407,12 @@ def test_the_plot_labels_coincident_points_apart_and_its_legend_covers_nothing(t
         assert {"ingredients", "uniform soup", "greedy soup", "ensemble"} <= set(entries)
         (diagonal,) = [e for text, e in entries.items() if "held-out = report" in text]
         assert isinstance(diagonal, Line2D) and diagonal.get_linestyle() == ":"
-    finally:
-        plt.close(fig)
     table.plot(tmp_path / "results.png")
     assert (tmp_path / "results.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_each_plot_label_is_beside_its_own_point():
-    import matplotlib.pyplot as plt
-
-    table = _table_with_coincident_points()
-    fig = table.figure()
-    try:
-        fig.canvas.draw()
-        renderer = fig.canvas.get_renderer()
-        (ax,) = fig.axes
+    with _drawn(_table_with_coincident_points()) as (fig, ax, renderer):
         scale = fig.dpi / 72
         for text in ax.texts:
             box = text.get_window_extent(renderer)
@@ -434,6 +421,18 @@ def test_each_plot_label_is_beside_its_own_point():
             dx = max(box.x0 - px, 0.0, px - box.x1)
             dy = max(box.y0 - py, 0.0, py - box.y1)
             assert (dx * dx + dy * dy) ** 0.5 <= 2 * box.height + 150**0.5 * scale, text.get_text()
+
+
+@contextlib.contextmanager
+def _drawn(table):
+    """The results table's figure, drawn (so text extents are final), its one axes and renderer; closed after."""
+    import matplotlib.pyplot as plt
+
+    fig = table.figure()
+    try:
+        fig.canvas.draw()
+        (ax,) = fig.axes
+        yield fig, ax, fig.canvas.get_renderer()
     finally:
         plt.close(fig)
 
