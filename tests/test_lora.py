@@ -337,6 +337,11 @@ def test_config_paths_that_leave_the_folder_are_refused_unless_base_is_given(wor
     _edit_config(work / "a", base_model_name_or_path="../elsewhere/base")
     with pytest.raises(InvalidAdapterError, match="leaves the current folder"):
         hfsoup.soup(["a", "b"], work / "out")
+    # A relative name that is a symlink leading out of the folder is refused as well: it is judged where it leads.
+    (work / "base-link").symlink_to(work.parent, target_is_directory=True)
+    _edit_config(work / "a", base_model_name_or_path="base-link")
+    with pytest.raises(InvalidAdapterError, match="leaves the current folder"):
+        hfsoup.soup(["a", "b"], work / "out")
     # The user's --base is trusted, and overrides a path.
     result = hfsoup.soup(["a", "b"], work / "out", base="base")
     assert_soup_is_mean(result.output_dir, states)
