@@ -39,7 +39,7 @@ from .io.output import Output
 from .options import as_dict, candidate_lists
 from .publish.target import Push
 from .scrub import cut
-from .selection.options import Selection
+from .selection.options import Selection, parse_report_set
 from .soups import SOUPS, SoupMethod
 
 if TYPE_CHECKING:
@@ -226,13 +226,10 @@ def parse_recipe(data: Any, *, source: str | os.PathLike | None = None) -> Recip
         sweep=sweep,
         source=Path(source) if source is not None else None,
     )
+    if evaluation is not None and not problems.items:
+        _relative_data(evaluation, base_dir)
     if output is not None:
         recipe.output.dir = str(_path(recipe.output.dir, base_dir))
-        if recipe.evaluation is not None and recipe.evaluation.data_files:
-            recipe.evaluation.data_files = {
-                split: [str(_path(f, base_dir)) for f in ([files] if isinstance(files, str) else files)]
-                for split, files in recipe.evaluation.data_files.items()
-            }
         # In the same pass as every other problem: an output that would replace the recipe's own inputs.
         for collision in output_problems(recipe, recipe.output.dir):
             problems.add("output.dir", collision)
@@ -375,6 +372,34 @@ def _relative_sweep(sweep: Sweep, base_dir: Path) -> Sweep:
     if sweep.data_files:
         sweep.data_files = {s: [str(_path(f, base_dir)) for f in files] for s, files in sweep.data_files.items()}
     return sweep
+
+
+def _relative_data(evaluation: Evaluation, base_dir: Path) -> None:
+    """Local data named by the recipe (data files, a dataset folder, the DATASET of a DATASET:SPLIT report set) is
+    relative to the recipe's folder, like a local ingredient, so a recipe cooks the same from any current folder."""
+    if evaluation.data_files:
+        evaluation.data_files = {
+            split: [str(_path(f, base_dir)) for f in ([files] if isinstance(files, str) else files)]
+            for split, files in evaluation.data_files.items()
+        }
+    if isinstance(evaluation.dataset, str) and _local_data(evaluation.dataset, base_dir):
+        evaluation.dataset = str(_path(evaluation.dataset, base_dir))
+    reports = evaluation.report if isinstance(evaluation.report, list) else [evaluation.report]
+    moved = []
+    for text in reports:
+        found = parse_report_set(text) if isinstance(text, str) else None
+        if found is not None and found.dataset is not None and _local_data(found.dataset, base_dir):
+            # Relative to the current folder rather than absolute: the set's text is its name in the table.
+            where = os.path.relpath(_path(found.dataset, base_dir))
+            text = f"{where}:{found.split}"
+        moved.append(text)
+    evaluation.report = moved if isinstance(evaluation.report, list) else moved[0]
+
+
+def _local_data(spec: str, base_dir: Path) -> bool:
+    """A dataset spec that names a local folder or file (`./x`, `/x`, `~/x`, or a name that exists beside the
+    recipe); a Hub ID (`org/name@rev`) stays as it is."""
+    return _looks_local(spec) or (("@" not in spec) and (_is_dir(base_dir / spec) or (base_dir / spec).is_file()))
 
 
 def _path(value: str, base_dir: Path) -> Path:

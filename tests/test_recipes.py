@@ -219,3 +219,55 @@ def test_a_sweep_with_null_data_files_is_a_located_problem_not_a_crash():
     with pytest.raises(RecipeError) as info:
         parse_recipe(recipe)
     assert "sweep.data_files: task text-classification needs data files with a train split" in info.value.problems
+
+
+def test_local_data_is_relative_to_the_recipe_not_the_current_folder(tmp_path, monkeypatch):
+    """Data files, a dataset folder and the DATASET of a DATASET:SPLIT report set beside the recipe are found from any
+    current folder; Hub IDs are left as they are."""
+    kitchen = tmp_path / "kitchen"
+    for folder in ("data", "shifted"):
+        (kitchen / folder).mkdir(parents=True)
+    (kitchen / "test.jsonl").write_text('{"text": "a", "label": 0}\n')
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    recipe = parse_recipe(
+        {
+            "ingredients": [{"id": "org/a"}, {"id": "org/b"}],
+            "method": "greedy",
+            "evaluation": {
+                "task": "text-classification",
+                "dataset": "data",
+                "data_files": {"test": "test.jsonl"},
+                "report": ["test", "shifted:test", "org/hub-set@v1:validation"],
+            },
+            "output": {"dir": "out"},
+        },
+        source=kitchen / "recipe.yaml",
+    )
+    evaluation = recipe.evaluation
+    assert Path(evaluation.dataset) == kitchen / "data"
+    assert [Path(f) for f in evaluation.data_files["test"]] == [kitchen / "test.jsonl"]
+    shifted, split = evaluation.report[1].rsplit(":", 1)
+    assert (Path.cwd() / shifted).resolve() == (kitchen / "shifted").resolve() and split == "test"
+    assert evaluation.report[0] == "test" and evaluation.report[2] == "org/hub-set@v1:validation"
+    assert Path(recipe.output.dir) == kitchen / "out"
+
+
+def test_a_local_report_set_is_published_by_its_folder_name_not_its_path(tmp_path):
+    """The recipe a card carries names a DATASET:SPLIT report set's local folder as the selection's own dataset
+    folder is named: relative, never by where it lay on this machine."""
+    from hfsoup.publish.reproduce import soup_recipe
+    from hfsoup.selection.options import Selection
+
+    shifted = tmp_path / "kitchen" / "shifted"
+    shifted.mkdir(parents=True)
+    selection = Selection(task="sst2", report=["validation", f"{shifted}:test", "org/hub-set:validation"])
+    evaluation = {"reports": [{"name": "org/hub-set:validation", "dataset_sha": "a" * 40}]}
+    recipe = soup_recipe([], method=SOUPS["greedy"](), selection=selection, evaluation=evaluation, cwd=tmp_path)
+    assert recipe["evaluation"]["report"] == [
+        "validation",
+        "./kitchen/shifted:test",
+        f"org/hub-set@{'a' * 40}:validation",
+    ]
+    assert str(tmp_path) not in json.dumps(recipe)

@@ -143,12 +143,13 @@ def _evaluation(selection: Selection, evaluation: Mapping[str, Any], cwd: Path) 
         if isinstance(asked, str):
             out["dataset"] = f"{asked.partition('@')[0]}@{evaluation['dataset_sha']}"
     if isinstance(selection.report, list | tuple) and len(selection.report) > 1:
-        out["report"] = _pinned_reports(list(selection.report), evaluation)
+        out["report"] = _pinned_reports(list(selection.report), evaluation, cwd)
     return {name: out[name] for name in fields if name in out}  # in declaration order, however they were added
 
 
-def _pinned_reports(labels: list[str], evaluation: Mapping[str, Any]) -> list[str]:
-    """`DATASET[@REV]:SPLIT` report sets of a Hub dataset, pinned to the commit each was read at."""
+def _pinned_reports(labels: list[str], evaluation: Mapping[str, Any], cwd: Path) -> list[str]:
+    """`DATASET[@REV]:SPLIT` report sets of a Hub dataset, pinned to the commit each was read at; a local folder's
+    by its public name, as the selection's own dataset folder is."""
     from ..selection.options import parse_report_set
 
     shas = {e.get("name"): e.get("dataset_sha") for e in evaluation.get("reports") or [] if isinstance(e, dict)}
@@ -156,7 +157,9 @@ def _pinned_reports(labels: list[str], evaluation: Mapping[str, Any]) -> list[st
     for label in labels:
         found = parse_report_set(label)
         sha = shas.get(label)
-        if found.dataset and sha and not os.path.isdir(found.dataset):
+        if found.dataset and os.path.isdir(found.dataset):
+            label = f"{_local(public_path(found.dataset, cwd))}:{found.split}"
+        elif found.dataset and sha:
             label = f"{found.dataset.partition('@')[0]}@{sha}:{found.split}"
         pinned.append(label)
     return pinned
