@@ -80,7 +80,7 @@ def run_demo(
     Returns:
         `dict`: the soup folder, the ingredients with their SHAs and, for the real demo, the results table's rows.
     """
-    from .io.staging import fresh_staging, open_up, staging_path
+    from .io.staging import fresh_staging, move_into_place, staging_path
 
     out = check_demo_output(DEFAULT_WORKDIR if workdir is None else workdir, overwrite=overwrite)
     staging = staging_path(out)
@@ -96,15 +96,8 @@ def run_demo(
         result["output_dir"] = str(out / "soup")
         record = {"hfsoup_demo": __version__, "fast": fast, **result}
         (staging / DEMO_RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-        open_up(staging)
         check_demo_output(out, overwrite=overwrite)  # something may have appeared there meanwhile
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.hfsoup-old-", dir=out.parent))
-            os.replace(out, old / out.name)
-            os.replace(staging, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, out)
+        move_into_place(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

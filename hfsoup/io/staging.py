@@ -135,14 +135,7 @@ def staged_output(
             return
         check_output(out, overwrite=overwrite, protected=protected)  # someone may have created it meanwhile
         shutil.rmtree(staging / PROGRESS_DIR, ignore_errors=True)
-        open_up(staging)
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.hfsoup-old-", dir=out.parent))
-            os.replace(out, old / out.name)
-            os.replace(staging, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, out)
+        move_into_place(staging, out)
     except BaseException as e:
         if not is_main:
             raise
@@ -162,6 +155,19 @@ def staged_output(
             shutil.rmtree(staging, ignore_errors=True)
             _remove_empty(created)
         raise
+
+
+def move_into_place(staging: Path, out: Path) -> None:
+    """Open up the finished `staging` folder and put it at `out`: a folder already there is first moved aside into a
+    hidden sibling and deleted only once the new one is in place, so a failure in between loses neither."""
+    open_up(staging)
+    if out.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.hfsoup-old-", dir=out.parent))
+        os.replace(out, old / out.name)
+        os.replace(staging, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(staging, out)
 
 
 def open_up(folder: Path) -> None:

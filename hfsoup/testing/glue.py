@@ -247,8 +247,9 @@ def _head(model, n_outputs: int):
     return [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.out_features == n_outputs][-1]
 
 
-def _standardize(model, head, tokenizer, task: Task, *, seed: int) -> None:
-    """Give `head` weights N(0, 1) over its inputs standardized on `task`'s training sentences."""
+def _head_inputs(model, head, tokenizer, task: Task, *, seed: int):
+    """What `head` receives on 64 of `task`'s training sentences (seeded apart from the model's own seed), one row per
+    input vector."""
     import torch
 
     rows = glue_rows(task, "train", 64, seed=seed + 1)
@@ -259,7 +260,14 @@ def _standardize(model, head, tokenizer, task: Task, *, seed: int) -> None:
             model(**tokenizer(*[rows[f] for f in task.text_fields], padding=True, return_tensors="pt"))
     finally:
         hook.remove()
-    features = captured[0].reshape(-1, head.in_features)
+    return captured[0].reshape(-1, head.in_features)
+
+
+def _standardize(model, head, tokenizer, task: Task, *, seed: int) -> None:
+    """Give `head` weights N(0, 1) over its inputs standardized on `task`'s training sentences."""
+    import torch
+
+    features = _head_inputs(model, head, tokenizer, task, seed=seed)
     mean, std = features.mean(dim=0), features.std(dim=0).clamp_min(1e-6)
     with torch.no_grad():
         weight = torch.randn(head.out_features, head.in_features) / std
@@ -346,14 +354,6 @@ def _recentre(model, tokenizer, task: Task, *, seed: int) -> None:
     import torch
 
     head = _head(model, model.config.num_labels)
-    rows = glue_rows(task, "train", 64, seed=seed + 1)
-    captured = []
-    hook = head.register_forward_hook(lambda module, args, out: captured.append(args[0].detach()))
-    try:
-        with torch.no_grad():
-            model(**tokenizer(*[rows[f] for f in task.text_fields], padding=True, return_tensors="pt"))
-    finally:
-        hook.remove()
-    mean = captured[0].reshape(-1, head.in_features).mean(dim=0)
+    mean = _head_inputs(model, head, tokenizer, task, seed=seed).mean(dim=0)
     with torch.no_grad():
         head.bias.copy_(-(head.weight @ mean))
