@@ -399,7 +399,7 @@ def _relative_data(evaluation: Evaluation, base_dir: Path) -> None:
 def _local_data(spec: str, base_dir: Path) -> bool:
     """A dataset spec that names a local folder or file (`./x`, `/x`, `~/x`, or a name that exists beside the
     recipe); a Hub ID (`org/name@rev`) stays as it is."""
-    return _looks_local(spec) or (("@" not in spec) and (_is_dir(base_dir / spec) or (base_dir / spec).is_file()))
+    return _looks_local(spec) or ("@" not in spec and _exists(base_dir / spec))
 
 
 def _path(value: str, base_dir: Path) -> Path:
@@ -411,6 +411,13 @@ def _is_dir(path: Path) -> bool:
     try:
         return path.is_dir()
     except OSError:  # e.g. a name longer than the filesystem allows: no folder of that name exists
+        return False
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:  # as in `_is_dir`: a name the filesystem refuses to look up names nothing
         return False
 
 

@@ -252,6 +252,11 @@ def test_local_data_is_relative_to_the_recipe_not_the_current_folder(tmp_path, m
     assert (Path.cwd() / shifted).resolve() == (kitchen / "shifted").resolve() and split == "test"
     assert evaluation.report[0] == "test" and evaluation.report[2] == "org/hub-set@v1:validation"
     assert Path(recipe.output.dir) == kitchen / "out"
+    # A name the filesystem refuses to look up is no local folder: it stays a (malformed) Hub ID, without a crash.
+    long = "x" * 5000
+    data = {"ingredients": [{"id": "org/a"}, {"id": "org/b"}], "output": {"dir": "out"}}
+    data["evaluation"] = {"task": "sst2", "dataset": long, "report": ["validation", f"{long}:test"]}
+    assert parse_recipe(data, source=kitchen / "recipe.yaml").evaluation.dataset == long
 
 
 def test_a_local_report_set_is_published_by_its_folder_name_not_its_path(tmp_path):
@@ -260,14 +265,20 @@ def test_a_local_report_set_is_published_by_its_folder_name_not_its_path(tmp_pat
     from hfsoup.publish.reproduce import soup_recipe
     from hfsoup.selection.options import Selection
 
-    shifted = tmp_path / "kitchen" / "shifted"
-    shifted.mkdir(parents=True)
-    selection = Selection(task="sst2", report=["validation", f"{shifted}:test", "org/hub-set:validation"])
+    shifted = tmp_path / "here" / "kitchen" / "shifted"
+    elsewhere = tmp_path / "elsewhere" / "far"  # outside the current folder: its name alone
+    for folder in (shifted, elsewhere):
+        folder.mkdir(parents=True)
+    reports = ["validation", f"{shifted}:test", f"{elsewhere}:test", "org/hub-set:validation"]
     evaluation = {"reports": [{"name": "org/hub-set:validation", "dataset_sha": "a" * 40}]}
-    recipe = soup_recipe([], method=SOUPS["greedy"](), selection=selection, evaluation=evaluation, cwd=tmp_path)
+    selection = Selection(task="sst2", report=reports)
+    recipe = soup_recipe(
+        [], method=SOUPS["greedy"](), selection=selection, evaluation=evaluation, cwd=tmp_path / "here"
+    )
     assert recipe["evaluation"]["report"] == [
         "validation",
         "./kitchen/shifted:test",
+        "./far:test",
         f"org/hub-set@{'a' * 40}:validation",
     ]
     assert str(tmp_path) not in json.dumps(recipe)
