@@ -282,3 +282,16 @@ def test_a_local_report_set_is_published_by_its_folder_name_not_its_path(tmp_pat
         f"org/hub-set@{'a' * 40}:validation",
     ]
     assert str(tmp_path) not in json.dumps(recipe)
+
+    # A dataset folder beside data files, and a report folder gone since the soup was made: names, never paths.
+    (tmp_path / "here" / "rows.jsonl").write_text('{"text": "a", "label": 0}\n')
+    reports = ["test", f"{tmp_path}/gone/shifted:test"]
+    selection = Selection(
+        task="text-classification", dataset=str(shifted), data_files={"test": [str(tmp_path / "here" / "rows.jsonl")]}
+    )
+    selection.report = reports
+    recipe = soup_recipe([], method=SOUPS["greedy"](), selection=selection, evaluation={}, cwd=tmp_path / "here")
+    assert recipe["evaluation"]["dataset"] == "./kitchen/shifted"
+    assert recipe["evaluation"]["data_files"] == {"test": ["rows.jsonl"]}
+    assert recipe["evaluation"]["report"] == ["test", "./shifted:test"]
+    assert str(tmp_path) not in json.dumps(recipe)

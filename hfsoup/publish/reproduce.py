@@ -135,9 +135,11 @@ def _evaluation(selection: Selection, evaluation: Mapping[str, Any], cwd: Path) 
             split: [public_path(f, cwd) for f in ([files] if isinstance(files, str) else files)]
             for split, files in out["data_files"].items()
         }
-    elif isinstance(out.get("dataset"), str) and os.path.isdir(out["dataset"]):
+    # A local dataset is named by its public name whether or not data files come with it (beside them it was
+    # published as given, a path of this machine).
+    if isinstance(out.get("dataset"), str) and _local_data(out["dataset"]):
         out["dataset"] = _local(public_path(out["dataset"], cwd))
-    elif evaluation.get("dataset_sha"):
+    elif not out.get("data_files") and evaluation.get("dataset_sha"):
         # The task's own dataset, or the one named (a branch or tag may move): pinned to the commit it was read at.
         asked = out.get("dataset") or evaluation.get("dataset")
         if isinstance(asked, str):
@@ -145,6 +147,12 @@ def _evaluation(selection: Selection, evaluation: Mapping[str, Any], cwd: Path) 
     if isinstance(selection.report, list | tuple) and len(selection.report) > 1:
         out["report"] = _pinned_reports(list(selection.report), evaluation, cwd)
     return {name: out[name] for name in fields if name in out}  # in declaration order, however they were added
+
+
+def _local_data(spec: str) -> bool:
+    """A dataset named by a local path: one that exists here, or is spelled as a path (`./x`, `../x`, `/x`, `~/x`),
+    so that a folder gone since is not published by its path either."""
+    return spec.startswith(("./", "../", "~")) or os.path.isabs(spec) or os.path.exists(spec)
 
 
 def _pinned_reports(labels: list[str], evaluation: Mapping[str, Any], cwd: Path) -> list[str]:
@@ -157,7 +165,7 @@ def _pinned_reports(labels: list[str], evaluation: Mapping[str, Any], cwd: Path)
     for label in labels:
         found = parse_report_set(label)
         sha = shas.get(label)
-        if found.dataset and os.path.isdir(found.dataset):
+        if found.dataset and _local_data(found.dataset):
             label = f"{_local(public_path(found.dataset, cwd))}:{found.split}"
         elif found.dataset and sha:
             label = f"{found.dataset.partition('@')[0]}@{sha}:{found.split}"
