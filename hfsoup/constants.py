@@ -34,6 +34,15 @@ def debug() -> bool:
     return os.environ.get("HFSOUP_DEBUG", "").strip().lower() in _TRUE
 
 
+def progress_delay() -> float:
+    """`HFSOUP_PROGRESS_DELAY` (default 1 s): a progress bar shows once its step has run this long, so that quick
+    steps print nothing but their stage's line (0 shows every bar)."""
+    try:
+        return max(0.0, float(os.environ.get("HFSOUP_PROGRESS_DELAY", "1")))
+    except ValueError:
+        return 1.0
+
+
 def hub_endpoint() -> str:
     """The Hub endpoint the clients talk to (`HF_ENDPOINT`, as `huggingface_hub` read it)."""
     try:

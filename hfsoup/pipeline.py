@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import __version__, distributed, hub
+from . import __version__, distributed, hub, progress
 from .compat import (
     CompatReport,
     IngredientFacts,
@@ -258,6 +258,7 @@ def soup(
         label = naming.local_labels([os.fspath(base)], base=Path.cwd(), local=[True])[0]
         base_ref = replace(base_ref, spec=label)
 
+    progress.stage("Pinning %s to commits", _counted(len(refs), "ingredient"))
     pinned = [hub.resolve(ref, token=token, allow_pickle=allow_pickle) for ref in refs]
     naming.refuse_same_commit(specs, [(i.ref.repo_id, i.sha) if i.sha else None for i in pinned])  # type: ignore[misc]
     base_pinned = None
@@ -270,6 +271,7 @@ def soup(
     if local_bases:  # a local base an adapter's config names is an input too: the output must not destroy it
         protected += guard.inputs_protected(local_bases)  # type: ignore[arg-type]
         guard.refuse_collisions(out, protected)
+    progress.stage("Checking that they can be merged (configs, tokenizers, labels, safetensors headers)")
     facts = _gather_facts(pinned, token=token, allow_pickle=allow_pickle)
     report, static = check_before_download(facts, align_labels=align_labels)
     _refuse_unless_forced(report, force=force)  # before a single weight file is downloaded
@@ -278,6 +280,7 @@ def soup(
         _gather_facts([base_pinned], token=token, allow_pickle=allow_pickle)  # its headers: no weights yet
         _check_base_shapes(base_pinned, pinned[0], method)
 
+    _stage_fetch(pinned, base_pinned)
     readers = [_fetch_and_open(i, token=token, allow_pickle=allow_pickle) for i in pinned]
     base_weights = None
     if base_pinned is not None:
@@ -365,6 +368,12 @@ def soup(
     )
     procs = distributed.current()
     meter = SimilarityMeter([i.name for i in pinned], base=None if base_pinned is None else base_pinned.name)
+    progress.stage(
+        "Writing the %s soup: %s in %s",
+        method,
+        _counted(sum(len(names) for names in plan.shards), "tensor"),
+        _counted(len(plan.files), "shard"),
+    )
     with staged_output(out, overwrite=overwrite, resume=resume, is_main=procs.is_main, protected=protected) as staging:
         procs.barrier()  # the main process has prepared the staging folder
         try:
@@ -458,11 +467,11 @@ def _default_baselines(selection: Selection, *, has_base: bool, n_ingredients: i
     """The selection with its default baselines filled in (the weighted averages: `default_baseline`); a baseline
     named that is defined relative to the base is refused without one, and one that cannot take this many
     ingredients (SLERP takes two) is refused."""
-    from .selection.options import ENSEMBLE
+    from .selection.options import default_baselines
     from .soups import SOUPS
 
     if selection.compare is None:
-        return replace(selection, compare=[n for n, cls in SOUPS.items() if cls.default_baseline] + [ENSEMBLE])
+        return replace(selection, compare=list(default_baselines()))
     for item in selection.compare:
         cls = type(item) if isinstance(item, SoupMethod) else SOUPS.get(item)
         if cls is not None and cls.needs_base and not has_base:
@@ -625,15 +634,18 @@ def check(
             f"Checking needs at least two ingredients, or one and --base; got {len(specs)}.",
             fix=f"Name two or more fine-tuned models, or add {option('base', metavar='MODEL')}.",
         )
+    progress.stage("Pinning %s to commits", _counted(len(specs), "ingredient"))
     pinned = [hub.resolve(spec, token=token, allow_pickle=allow_pickle) for spec in specs]
     base_pinned = None
     if base is not None and any(i.is_adapter for i in pinned):  # --base is also the adapters' base
         base_pinned = hub.resolve(os.fspath(base), token=token, allow_pickle=allow_pickle)
     attach_bases(pinned, base=base_pinned, token=token, allow_pickle=allow_pickle)
+    progress.stage("Checking configs, tokenizers, labels and safetensors headers (no weights yet)")
     facts = _gather_facts(pinned, token=token, allow_pickle=allow_pickle)
     report, static = check_before_download(facts, align_labels=align_labels)
     if not weights or not report.ok:
         return report
+    _stage_fetch(pinned, base_pinned)
     readers = [_fetch_and_open(i, token=token, allow_pickle=allow_pickle) for i in pinned]
     base_weights = None
     if base is not None:
@@ -641,6 +653,7 @@ def check(
         base_reader = CheckpointReader(hub.fetch(base_ingredient, token=token), allow_pickle=allow_pickle)
         base_weights = BaseWeights.open(base_reader, readers[0].structure)
     meter = SimilarityMeter([i.name for i in pinned], base=os.fspath(base) if base is not None else None)
+    progress.stage("Measuring shared initialization: every tensor of every ingredient, compared")
     measure(readers, meter, base=base_weights, **_alignment_kwargs(pinned, static))
     meter.judge(report)
     return report
@@ -727,6 +740,21 @@ def _adapter_facts(
     return IngredientFacts.load(
         ingredient.name, ingredient.sha, hub.fetch(base, token=token, weights=False), ingredient.structure
     )
+
+
+def _counted(n: int, thing: str) -> str:
+    return f"{n} {thing}" if n == 1 else f"{n} {thing}s"
+
+
+def _stage_fetch(pinned: Sequence[hub.PinnedIngredient], base: hub.PinnedIngredient | None) -> None:
+    remote = sum(1 for i in [*pinned, *([base] if base else [])] if not i.ref.is_local)
+    if remote:
+        progress.stage(
+            "Fetching the weights of %s (into the Hub cache, each file checked against its checksum)",
+            _counted(remote, "model"),
+        )
+    else:
+        progress.stage("Opening the weights of %s", _counted(len(pinned), "ingredient"))
 
 
 def _fetch_and_open(

@@ -101,7 +101,11 @@ def test_the_cli_prints_one_paragraph_and_the_exit_code(bert, tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == IncompatibleIngredientsError.exit_code == 1
     lines = err.strip().splitlines()
-    # The paragraph, then the debug hint: the problems are in the paragraph, not listed again under it.
+    # The stages that ran (a line each), the paragraph, then the debug hint: the problems are in the paragraph, not
+    # listed again under it.
+    start = next(i for i, line in enumerate(lines) if line.startswith("Error:"))
+    assert [line.split()[0] for line in lines[:start]] == ["Pinning", "Checking"]
+    lines = lines[start:]
     assert len(lines) == 2 and lines[0].startswith("Error: The ingredients must not be souped together.")
     assert lines[1] == "(Set HFSOUP_DEBUG=1 to see the traceback.)"
     assert "\n  - " not in err and "Traceback" not in err

@@ -82,35 +82,125 @@ def _verbosity_everywhere(verbs: argparse._SubParsersAction) -> None:
                 _verbosity_everywhere(action)
 
 
-def _configure_logging(args: argparse.Namespace) -> logging.Handler:
-    level = logging.ERROR if args.quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
-    scrub.remember(getattr(args, "token", None))
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(scrub.ScrubbingFormatter("%(levelname)s %(name)s: %(message)s"))
-    quiet = args.quiet
-    if distributed.launched_rank() != 0:  # under torchrun: the main process tells the story, each its own share
-        handler.addFilter(distributed.OnlyMainInfo())
-        quiet = True
-        # datasets reads this when it is imported (later, by the verb), as it draws bars of its own
-        os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
-    logger.addHandler(handler)
-    logger.setLevel(level)
-    # Python warnings (from hfsoup or the libraries) go through the same scrubbing handler, not straight to stderr.
-    logging.captureWarnings(True)
-    logging.getLogger("py.warnings").addHandler(handler)
-    if quiet:  # one set of progress bars: the main process's
-        from huggingface_hub.utils import disable_progress_bars
+class _Lines(logging.StreamHandler):
+    """Log lines to stderr that do not break a progress bar being drawn: written through tqdm when it is loaded
+    (it clears the bar, prints the line, and redraws the bar below it)."""
 
-        disable_progress_bars()
-    return handler
+    def emit(self, record: logging.LogRecord) -> None:
+        tqdm = sys.modules.get("tqdm")
+        if tqdm is None:
+            super().emit(record)
+            return
+        try:
+            tqdm.tqdm.write(self.format(record), file=self.stream)
+        except Exception:  # noqa: BLE001 - logging must never raise: the standard handler's own policy
+            self.handleError(record)
 
 
-def _restore_logging(handler: logging.Handler, level: int) -> None:
-    """Undo `_configure_logging`: main() may be called again in the same process (tests, notebooks)."""
-    logger.removeHandler(handler)
-    logger.setLevel(level)
-    logging.getLogger("py.warnings").removeHandler(handler)
-    logging.captureWarnings(False)
+class _Logging:
+    """The CLI's output for one command, undone afterwards (`main` may run again in the same process: tests,
+    notebooks): hfsoup's messages at the level -v/-q ask for, one plain line per pipeline stage unless -q, and the
+    progress bars: hfsoup's own at the default verbosity, the libraries' too with -v (they are the steps inside a
+    stage: transformers loading weights, datasets tokenizing), none with -q."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        from ..progress import STAGE_LOGGER
+
+        self.level = logger.level
+        self.stages = logging.getLogger(STAGE_LOGGER)
+        self.saved_stages = (self.stages.level, self.stages.propagate)
+        level = logging.ERROR if args.quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
+        scrub.remember(getattr(args, "token", None))
+        self.handler = _Lines(sys.stderr)
+        self.handler.setFormatter(scrub.ScrubbingFormatter("%(levelname)s %(name)s: %(message)s"))
+        self.stage_handler = _Lines(sys.stderr)
+        self.stage_handler.setFormatter(scrub.ScrubbingFormatter("%(message)s"))
+        quiet = args.quiet
+        if distributed.launched_rank() != 0:  # under torchrun: the main process tells the story, each its own share
+            self.handler.addFilter(distributed.OnlyMainInfo())
+            quiet = True
+        logger.addHandler(self.handler)
+        logger.setLevel(level)
+        self.stages.addHandler(self.stage_handler)
+        self.stages.setLevel(logging.ERROR if quiet else logging.INFO)
+        self.stages.propagate = False  # printed once, plainly, not again by the handler above with -v
+        # Python warnings (from hfsoup or the libraries) go through the same scrubbing handler, not straight to stderr.
+        logging.captureWarnings(True)
+        logging.getLogger("py.warnings").addHandler(self.handler)
+        self.bars = _Bars("none" if quiet else "all" if args.verbose else "hfsoup")
+
+    def restore(self) -> None:
+        logger.removeHandler(self.handler)
+        logger.setLevel(self.level)
+        self.stages.removeHandler(self.stage_handler)
+        self.stages.setLevel(self.saved_stages[0])
+        self.stages.propagate = self.saved_stages[1]
+        logging.getLogger("py.warnings").removeHandler(self.handler)
+        logging.captureWarnings(False)
+        self.bars.restore()
+
+
+class _Bars:
+    """Which progress bars draw: `all`, `hfsoup` (hfsoup's own group only) or `none`. The libraries read their
+    switches when imported (datasets its environment variable, transformers huggingface_hub's global state), so
+    both are set before the verb imports them, and set directly where a library is already loaded."""
+
+    def __init__(self, which: str) -> None:
+        from huggingface_hub.utils import tqdm as hub_tqdm
+
+        self.states = sys.modules[hub_tqdm.__module__].progress_bar_states
+        self.saved = dict(self.states)
+        self.env = os.environ.get("HF_DATASETS_DISABLE_PROGRESS_BARS")
+        self.libraries = self._library_switches()
+        self.which = which
+        if which == "all":
+            return
+        from huggingface_hub.utils import disable_progress_bars, enable_progress_bars
+
+        from ..progress import BARS
+
+        if sys.modules[hub_tqdm.__module__].HF_HUB_DISABLE_PROGRESS_BARS is None:  # set, the variable decides
+            disable_progress_bars()
+            if which == "hfsoup":
+                enable_progress_bars(BARS)
+        os.environ["HF_DATASETS_DISABLE_PROGRESS_BARS"] = "1"
+        for _, disable, _ in self.libraries:
+            disable()
+
+    @staticmethod
+    def _library_switches() -> list[tuple[bool, object, object]]:
+        """(was it on, switch off, switch on) for each library already imported that keeps its own switch."""
+        switches = []
+        datasets = sys.modules.get("datasets")
+        if datasets is not None and hasattr(datasets, "disable_progress_bars"):
+            switches.append(
+                (datasets.is_progress_bar_enabled(), datasets.disable_progress_bars, datasets.enable_progress_bars)
+            )
+        hf_logging = sys.modules.get("transformers.utils.logging")
+        if hf_logging is not None:
+            switches.append(
+                (hf_logging.is_progress_bar_enabled(), hf_logging.disable_progress_bar, hf_logging.enable_progress_bar)
+            )
+        return switches
+
+    def restore(self) -> None:
+        self.states.clear()
+        self.states.update(self.saved)
+        if self.env is None:
+            os.environ.pop("HF_DATASETS_DISABLE_PROGRESS_BARS", None)
+        else:
+            os.environ["HF_DATASETS_DISABLE_PROGRESS_BARS"] = self.env
+        for was_on, _, enable in self.libraries:
+            if was_on:
+                enable()
+        hf_logging = sys.modules.get("transformers.utils.logging")
+        if (
+            self.which != "all"
+            and hf_logging is not None
+            and not any(enable is hf_logging.enable_progress_bar for _, _, enable in self.libraries)
+        ):  # transformers, first imported during the command, took our switch: given back (datasets cannot be: it
+            # reads its environment variable once, and warns when told otherwise)
+            hf_logging.enable_progress_bar()
 
 
 class _Terminated(KeyboardInterrupt):
@@ -135,8 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    level = logger.level
-    handler = _configure_logging(args)
+    output = _Logging(args)
     previous = _on_sigterm_raise()
     try:
         return args.func(args)
@@ -153,7 +242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(format_error(exc), file=sys.stderr)
         return exc.exit_code if isinstance(exc, HfsoupError) else 1
     finally:
-        _restore_logging(handler, level)
+        output.restore()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
 

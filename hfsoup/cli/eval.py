@@ -69,10 +69,6 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluation.evaluator import evaluate_model
     from ..evaluation.splitspec import parse_split
 
-    if args.quiet:  # datasets draws its own progress bars (preparing, tokenizing)
-        import datasets
-
-        datasets.disable_progress_bars()
     split = args.split or "validation"
     parse_split(split)  # a malformed spec is an EvaluationError that names the syntax, before any download
     scoring = Selection(task=args.task, report=split, **given(args, Selection, dest="selection"))

@@ -140,10 +140,6 @@ def method_and_selection(args: argparse.Namespace) -> tuple[Any, Selection | Non
 
 def run(args: argparse.Namespace) -> int:
     method, selection = method_and_selection(args)
-    if args.quiet and selection is not None:  # datasets draws its own progress bars (preparing, tokenizing)
-        import datasets
-
-        datasets.disable_progress_bars()
     output = Output(**given(args, Output, dest="output"))
     from ..pipeline import soup  # torch and transformers: only once the arguments are known good
 

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -141,7 +142,17 @@ def _card(sweep: Sweep, run: Run, task: Any) -> str:
     )
 
 
-def _train(sweep: Sweep, run: Run, start: Path, start_sha: str, task: Any, train: Any, data: dict) -> Path:
+def _train(
+    sweep: Sweep,
+    run: Run,
+    start: Path,
+    start_sha: str,
+    task: Any,
+    train: Any,
+    data: dict,
+    *,
+    on_step: Callable[[int, int], None] | None = None,
+) -> Path:
     import torch
     from transformers import (
         AutoModelForSequenceClassification,
@@ -149,8 +160,14 @@ def _train(sweep: Sweep, run: Run, start: Path, start_sha: str, task: Any, train
         DataCollatorWithPadding,
         PrinterCallback,
         Trainer,
+        TrainerCallback,
         TrainingArguments,
     )
+
+    class ShowSteps(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001, ANN201, ANN003 - the callback API
+            if on_step is not None:
+                on_step(state.global_step, state.max_steps)
 
     out = Path(sweep.output_dir) / run.name
     staging = out.parent / f".{out.name}{TMP_MARKER}partial"
@@ -183,6 +200,7 @@ def _train(sweep: Sweep, run: Run, start: Path, start_sha: str, task: Any, train
             processing_class=tokenizer,
         )
         trainer.remove_callback(PrinterCallback)  # no metrics dict printed at the end: the sweep logs its progress
+        trainer.add_callback(ShowSteps())
         result = trainer.train()
         shutil.rmtree(staging / "trainer", ignore_errors=True)
         model.save_pretrained(staging)
@@ -208,6 +226,15 @@ def _train(sweep: Sweep, run: Run, start: Path, start_sha: str, task: Any, train
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return out
+
+
+def _step_shower(bar, name: str):  # noqa: ANN001, ANN202 - a tqdm; a callable(step, of)
+    """The sweep's one bar counts runs; within a run, each training step shows beside it (a run takes minutes)."""
+
+    def show(step: int, of: int) -> None:
+        bar.set_postfix_str(f"{name}: step {step}/{of}")
+
+    return show
 
 
 def is_complete(folder: Path) -> bool:
@@ -250,8 +277,9 @@ def run_sweep(sweep: Sweep, *, token: str | None = None) -> list[Path | str]:
         [PosixPath('sweep/lr2e-05-seed0-wd0.0-ls0.0'), PosixPath('sweep/lr2e-05-seed1-wd0.0-ls0.0')]
         ```
     """
-    from huggingface_hub.utils import tqdm
     from transformers import AutoConfig, AutoTokenizer
+
+    from ..progress import bar as progress_bar
 
     runs = plan_sweep(sweep)
     root = Path(sweep.output_dir)
@@ -285,7 +313,8 @@ def run_sweep(sweep: Sweep, *, token: str | None = None) -> list[Path | str]:
     else:  # nothing to train; the runs are checked against the start when it is still there
         start_weights = root / START_DIR / "model.safetensors"
         start_sha = file_sha256(start_weights) if start_weights.is_file() else None
-    for run in tqdm(runs, desc="Fine-tuning", unit="run"):
+    bar = progress_bar(runs, desc="Fine-tuning", unit="run")
+    for run in bar:
         folder = root / run.name
         if is_complete(folder):
             recorded = json.loads((folder / RUN_FILE).read_text())["start"]["sha256"]
@@ -297,6 +326,6 @@ def run_sweep(sweep: Sweep, *, token: str | None = None) -> list[Path | str]:
                 )
         else:
             logger.info("fine-tuning %s (%s)", run.name, run.hyperparameters())
-            _train(sweep, run, start, start_sha, task, train, data)
+            _train(sweep, run, start, start_sha, task, train, data, on_step=_step_shower(bar, run.name))
         outputs.append(_push(sweep, run, folder, token) if sweep.push_org else folder)
     return outputs

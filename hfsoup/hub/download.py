@@ -155,6 +155,8 @@ def fetch(ingredient: PinnedIngredient, *, token: str | bool | None = None, weig
         return ingredient.ref.path
     from huggingface_hub import snapshot_download
 
+    from ..progress import download_bar_class
+
     ref, layout = ingredient.ref, ingredient.layout
 
     def download() -> Path:
@@ -169,7 +171,15 @@ def fetch(ingredient: PinnedIngredient, *, token: str | bool | None = None, weig
 
                 raise LocalEntryNotFoundError(f"{ref.repo_id} at {ingredient.sha} is only partly in the cache")
         else:
-            folder = Path(snapshot_download(ref.repo_id, revision=ingredient.sha, allow_patterns=wanted, token=token))
+            folder = Path(
+                snapshot_download(
+                    ref.repo_id,
+                    revision=ingredient.sha,
+                    allow_patterns=wanted,
+                    token=token,
+                    tqdm_class=download_bar_class(ref.spec),  # one bar per ingredient, not one per file
+                )
+            )
         _verify(ingredient, folder, wanted)
         roots = allowed_roots(folder)
         for name in wanted:  # each lands in this repo's own blob store, never elsewhere on the disk

@@ -30,6 +30,15 @@ def baselines() -> tuple[str, ...]:
     return (*SOUPS, ENSEMBLE)
 
 
+def default_baselines() -> tuple[str, ...]:
+    """What the table compares unless told: the methods that cost one scoring each (`default_baseline`: the uniform
+    soup) and the ensemble. The searches (greedy, learned) score many soups, and the merges need `--base` and
+    options: they are compared when named."""
+    from ..soups import SOUPS
+
+    return (*(name for name, cls in SOUPS.items() if cls.default_baseline), ENSEMBLE)
+
+
 def _task(value: Any) -> str | None:
     if isinstance(value, str) and value:
         return None
@@ -181,7 +190,8 @@ class Selection:
             `clip-zero-shot`, ...); by default chosen from the first ingredient's architecture, as `hfsoup eval` does.
         batch_size (`int`, *optional*, defaults to 32), max_length (`int`, *optional*): scoring batches, truncation.
         compare (`Sequence[str | SoupMethod]`, *optional*):
-            The baselines in the table: names from `SOUPS` and `"ensemble"` (all by default, none with `[]`), or
+            The baselines in the table: names from `SOUPS` and `"ensemble"` (`default_baselines()` by default: the
+            uniform soup and the ensemble; none with `[]`), or
             method objects with their own options (`GreedySoup(accept="gt")`). The chosen method is always scored.
         plot (`bool`, *optional*, defaults to `True`): draw `results.png` (needs matplotlib).
         force (`bool`, *optional*, defaults to `False`): accept held-out rows that are also reported.
@@ -242,7 +252,8 @@ class Selection:
     compare: Sequence[Any] | None = option(
         None,
         kind=schema.custom(_compare, parse=schema.strings().parse, metavar="LIST"),
-        help="baselines in the table: soup methods and ensemble, comma-separated, or none (default: all)",
+        help="baselines in the table besides every ingredient: soup methods and ensemble, comma-separated, or none "
+        "(default: uniform,ensemble; the searches, greedy and learned, and the merges when named)",
     )
     plot: bool = option(True, kind=schema.boolean(), help="do not draw results.png (no matplotlib needed)")
     force: bool = option(
@@ -273,8 +284,8 @@ class Selection:
 
     @property
     def compared(self) -> list[Any]:
-        """`compare`, with the default (every baseline) filled in."""
-        return list(baselines()) if self.compare is None else list(self.compare)
+        """`compare`, with the default (`default_baselines`) filled in."""
+        return list(default_baselines()) if self.compare is None else list(self.compare)
 
     def check_fields(self) -> None:
         """Refuse an option whose value is not of its kind (`InvalidSoupArgumentsError`, naming flag and keyword)."""

@@ -22,7 +22,7 @@ splits them) and the scores are gathered, so every process sees every score and 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -74,6 +74,8 @@ class ModelScorer:
     """
 
     max_per_example = 1.0
+    #: Called with the number of rows after every batch scored (the selection stage's progress bar), or `None`.
+    on_rows: Callable[[int], None] | None = None
 
     def __init__(
         self,
@@ -150,7 +152,10 @@ class ModelScorer:
         """The scores of every example, in the split's row order: `(num_examples, num_answers)`."""
         with torch.inference_mode():
             conditioned = self._call(state)  # once for these weights
-            parts = [(batch.positions, self._call(state, batch, conditioned).float().cpu()) for batch in self._mine]
+            parts = []
+            for batch in self._mine:
+                parts.append((batch.positions, self._call(state, batch, conditioned).float().cpu()))
+                self._scored(len(batch.positions))
         if self.processes.world_size > 1:
             import torch.distributed as dist
 
@@ -165,6 +170,10 @@ class ModelScorer:
         if out is None:
             raise EvaluationError(f"No examples to score in {self.split.name}.", fix="Hold out a part with rows.")
         return out
+
+    def _scored(self, rows: int) -> None:
+        if self.on_rows is not None:
+            self.on_rows(rows)
 
     def predictions(self, scores: torch.Tensor) -> list:
         return self.predictor.readout(scores, self.prepared)
@@ -292,6 +301,7 @@ class AccuracyScorer(ModelScorer):
                     predicted = answers[self._call(state, batch, conditioned).argmax(dim=-1).cpu()]
                 correct = (predicted == self.references[torch.tensor(batch.positions)]).sum().item()
                 counts = (float(correct), len(batch.positions))
+                self._scored(len(batch.positions))
             rounds = [counts]
             if world > 1:  # objects, not a tensor all-reduce: NCCL reduces only tensors on the GPU
                 import torch.distributed as dist

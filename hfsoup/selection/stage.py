@@ -10,12 +10,14 @@ engine then writes, with the table and the provenance that go beside them. Nothi
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from .. import progress
 from ..errors import EvaluationError, option
 from ..evaluation.evaluator import Evaluator, resolve_task
 from ..evaluation.tasks import Task
@@ -129,20 +131,30 @@ def select_soup(
     loaders = [state_loader(reader, names, alignment.get(i), label_indexed) for i, reader in enumerate(readers)]
     methods = methods_to_run(method, selection)
     labels = [i.name for i in ingredients]
+    scorers = [held_scorer, *report_scorers]
+    rows = sum(scorer.num_examples for scorer in scorers)
+    progress.stage(
+        "Scoring %d ingredients on %s: %d held-out rows (selection), %d reported",
+        len(loaders),
+        task.name,
+        held_scorer.num_examples,
+        rows - held_scorer.num_examples,
+    )
 
     # Every ingredient on every part; all of them stay in memory only when a method needs them at once.
     keep_states = any(m.needs_states for m in methods.values())
     states, held_scores = [], []
     # Per reported set, its scorer and every ingredient's scores on it.
     per_set: list[tuple[Any, list[torch.Tensor]]] = [(scorer, []) for scorer in report_scorers]
-    for i, load in enumerate(loaders):
-        state = load()
-        held_scores.append(held_scorer.scores(state))
-        for scorer, scores in per_set:
-            scores.append(scorer.scores(state))
-        if keep_states:
-            states.append(state)
-        logger.info("scored %s: held-out %s", labels[i], f"{held_scorer.primary_of(held_scores[-1]):.4f}")
+    with _counting(scorers, desc="Scoring ingredients", total=rows * len(loaders)):
+        for i, load in enumerate(loaders):
+            state = load()
+            held_scores.append(held_scorer.scores(state))
+            for scorer, scores in per_set:
+                scores.append(scorer.scores(state))
+            if keep_states:
+                states.append(state)
+            logger.info("scored %s: held-out %s", labels[i], f"{held_scorer.primary_of(held_scores[-1]):.4f}")
     table = ResultsTable(
         task.primary_metric,
         parts[0].description,
@@ -174,12 +186,16 @@ def select_soup(
     for name, soup_method in methods.items():
         candidates = soup_method.candidates()
         scored = []  # per candidate: (values, outcome, record, row)
+        shown = f"{len(candidates)} candidates of the {name} soup" if len(candidates) > 1 else f"the {name} soup"
+        progress.stage("Making and scoring %s", shown)
         for values, candidate in candidates:
-            outcome = candidate.run(context)
-            state = _soup_state(outcome, states or loaders, held_in_memory, names, base)
-            held_out_scores = held_scorer.scores(state)
-            reported = [scorer.metrics(scorer.scores(state)) for scorer in report_scorers]
-            del state
+            # No total: a search scores as many trial soups as it needs (greedy stops early on a hopeless one).
+            with _counting(scorers, desc=f"{name} soup", unit="example"):
+                outcome = candidate.run(context)
+                state = _soup_state(outcome, states or loaders, held_in_memory, names, base)
+                held_out_scores = held_scorer.scores(state)
+                reported = [scorer.metrics(scorer.scores(state)) for scorer in report_scorers]
+                del state
             record = dict(outcome.record)
             if candidate.records_loss:
                 record.setdefault("held_out_loss", held_scorer.mean_loss(held_out_scores))
@@ -217,6 +233,19 @@ def select_soup(
     logger.debug("results:\n%s", table.format_table())
     mixing, _, merge = soups[method.name]
     return SelectionResult(mixing, table, evaluation, {k: record for k, (_, record, _) in soups.items()}, merge)
+
+
+@contextmanager
+def _counting(scorers: Sequence[Any], *, desc: str, total: int | None = None, unit: str = "example") -> Iterator[Any]:
+    """A progress bar that every row the scorers score moves (one bar for all of them: the step is the scoring)."""
+    with progress.bar(desc=desc, total=total, unit=unit) as bar:
+        for scorer in scorers:
+            scorer.on_rows = bar.update
+        try:
+            yield bar
+        finally:
+            for scorer in scorers:
+                scorer.on_rows = None
 
 
 def _with_excluded(

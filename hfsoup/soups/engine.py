@@ -201,14 +201,14 @@ def write_shards(
     """
     import json
 
-    from huggingface_hub.utils import tqdm
+    from ..progress import bar as progress_bar
 
     accumulate = accumulator(resolve_device(device))
     progress = staging / PROGRESS_DIR
     progress.mkdir(exist_ok=True)
     shard_ids = list(shard_ids)
     reused = 0
-    bar = tqdm(total=sum(len(plan.shards[i]) for i in shard_ids), desc="Souping", unit="tensor")
+    bar = progress_bar(total=sum(len(plan.shards[i]) for i in shard_ids), desc="Souping", unit="tensor")
     faults = bool(os.environ.get("HFSOUP_FAULT"))  # read once: nothing per tensor when no test asks
     if merge is not None:
         merge.prepare(sorted(plan.metas))  # every tensor of the soup, whichever shards this process writes
@@ -461,13 +461,13 @@ def measure(
     base: BaseWeights | None = None,
 ) -> None:
     """Feed every tensor to `meter` without writing anything (`hfsoup check`)."""
-    from huggingface_hub.utils import tqdm
+    from ..progress import bar
 
     excluded = set(exclude)
     names = sorted(n for n in readers[0].structure if n not in excluded)
     stream = iter_tensors(readers, names, alignment=alignment, label_indexed=label_indexed)
     weights = [1.0] * len(readers)
-    for name, tensors in tqdm(stream, total=len(names), desc="Comparing weights", unit="tensor"):
+    for name, tensors in bar(stream, total=len(names), desc="Comparing weights", unit="tensor"):
         codes = [r.structure[name].dtype for r in readers]
         for _ in _mix_blocks(name, tensors, codes, weights, codes[0], meter, _base_array(base, name), None):
             pass

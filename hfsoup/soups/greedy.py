@@ -147,6 +147,9 @@ class GreedySoup(SoupMethod):
         "not drop, then averaged uniformly"
     )
     needs_scores: ClassVar[bool] = True
+    #: Compared when named (`--compare uniform,greedy,learned,ensemble`): a search scores many soups, and the default
+    #: table holds only what costs one scoring each (every ingredient, the uniform soup, the ensemble).
+    default_baseline: ClassVar[bool] = False
     drops_ingredients: ClassVar[bool] = True  # the paper's greedy recipe exists to leave out what hurts
     plot_style: ClassVar[PlotStyle] = PlotStyle("*", "tab:red", 150)
 

@@ -15,11 +15,12 @@ higher held-out loss than the uniform soup.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from .. import schema
+from .. import progress, schema
 from ..errors import InvalidSoupArgumentsError
 from ..options import option
 from .base import HeldOutLoss, Mixing, Outcome, PlotStyle, SoupContext, SoupMethod, StateDict
@@ -90,6 +91,9 @@ class LearnedSoup(SoupMethod):
     name: ClassVar[str] = "learned"
     description: ClassVar[str] = "mixing weights learned by gradient descent on a held-out split"
     needs_scores: ClassVar[bool] = True
+    #: Compared when named (`--compare uniform,greedy,learned,ensemble`): a search scores many soups, and the default
+    #: table holds only what costs one scoring each (every ingredient, the uniform soup, the ensemble).
+    default_baseline: ClassVar[bool] = False
     needs_states: ClassVar[bool] = True
     records_loss: ClassVar[bool] = True
     plot_style: ClassVar[PlotStyle] = PlotStyle("P", "tab:purple")
@@ -202,15 +206,28 @@ class LearnedSoup(SoupMethod):
 
         history: list[float] = []
         best = (float("inf"), 0, logits.detach().clone())
-        for step in range(self.options.steps + 1):
-            optimizer.zero_grad()
-            loss = full_loss(train=step < self.options.steps)
-            history.append(loss)
-            if loss < best[0]:
-                best = (loss, step, logits.detach().clone())
-            logger.info("learned soup: step %d/%d, held-out loss %.5f", step, self.options.steps, loss)
-            if step < self.options.steps:
-                optimizer.step()
+        steps = self.options.steps
+        started = time.monotonic()
+        with progress.bar(desc="learned soup", total=steps + 1, unit="step") as bar:
+            for step in range(steps + 1):
+                optimizer.zero_grad()
+                loss = full_loss(train=step < steps)
+                history.append(loss)
+                if loss < best[0]:
+                    best = (loss, step, logits.detach().clone())
+                logger.info("learned soup: step %d/%d, held-out loss %.5f", step, steps, loss)
+                if step < steps:
+                    optimizer.step()
+                if step == 0 and steps:  # the first step is a full pass over the held-out part: what each costs
+                    took = time.monotonic() - started
+                    progress.stage(
+                        "learned soup: %d steps of gradient descent on the held-out part, about %s (%.1f s a step)",
+                        steps,
+                        progress.estimate(took * steps),
+                        took,
+                    )
+                bar.set_postfix_str(f"held-out loss {loss:.4f}", refresh=False)
+                bar.update()
         weights = torch.softmax(best[2].cpu().double(), dim=0)  # in float64: the reported weights sum to 1
         if self.options.by_layer:
             per_tensor = {name: tuple(weights[:, j].tolist()) for j, name in enumerate(float_names)}
