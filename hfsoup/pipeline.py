@@ -293,6 +293,7 @@ def soup(
     if measured:
         # A method that drops ingredients needs the verdicts before it searches: one weights pass measures them,
         # the outliers are left out (weight 0), and only what else fails still refuses.
+        progress.stage("Measuring shared initialization, to leave outliers out before the search")
         left_out = _leave_out(pinned, readers, report, alignment)
         _refuse_unless_forced(report, force=force)
     if selection is not None:  # Scored before anything is written: a failure leaves no output behind.

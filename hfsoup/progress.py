@@ -57,6 +57,17 @@ def download_bar_class(name: str) -> type:
             kwargs["leave"] = False
             super().__init__(*args, **kwargs)
 
+        def refresh(self, *args: Any, **kwargs: Any) -> None:
+            # huggingface_hub refreshes as files are added, which would draw the bar before its delay: not yet.
+            if self.disable or self._time() - getattr(self, "start_t", self._time()) < self.delay:
+                return
+            super().refresh(*args, **kwargs)
+
+        def set_description(self, desc: str | None = None, refresh: bool = True) -> None:
+            """huggingface_hub renames the bar ("Reconstruction complete") when the snapshot is complete, and leaves
+            it open, to be redrawn under every later line: the rename is where it is done, so it closes here."""
+            self.close()
+
     return DownloadBar
 
 

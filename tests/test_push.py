@@ -21,6 +21,7 @@ from hfsoup.localhub.faults import FaultPlan
 from hfsoup.localhub.server import LocalHubServer
 from hfsoup.testing.env import use_local_hub
 from hfsoup.testing.families import publish_family
+from hfsoup.testing.output import error_after_stages
 from hfsoup.testing.publish import upload
 from tests.test_card import add_scores
 
@@ -179,7 +180,7 @@ def test_bad_input_fails_with_one_clear_line(hub, soup_dir, families, capsys, re
     code, out, err = run(capsys, *args, *(["--token", token] if token else []))
     assert code == 1
     assert expected in err and "Traceback" not in err
-    assert err.startswith("Error: ") and "HFSOUP_DEBUG=1" in err
+    assert error_after_stages(err).startswith("Error: ") and "HFSOUP_DEBUG=1" in err
     assert not HfApi().repo_exists("push/soup")
     assert not (soup_dir / "README.md").exists() or repo_id == "push/soup"
     json.loads((soup_dir / "hfsoup.json").read_text())  # the folder is intact

@@ -17,6 +17,7 @@ import hfsoup
 from hfsoup.cli import main
 from hfsoup.io.checkpoint import CheckpointReader
 from hfsoup.testing.families import publish_folder
+from hfsoup.testing.output import error_after_stages
 from hfsoup.testing.reference import max_relative_deviation, reference_average, ulp_error
 
 ORG = "soup-tests"
@@ -156,6 +157,7 @@ def _run_cli(args, capsys):
 
 def _assert_clean_failure(code, err, out_dir, *fragments):
     assert code == 1, err
+    err = error_after_stages(err)
     assert err.startswith("Error: ") and "Traceback" not in err
     paragraph = err.split("\n(Set HFSOUP_DEBUG=1")[0]
     assert "\n\n" not in paragraph

@@ -108,6 +108,11 @@ def select_soup(
     from ..evaluation.placement import load_model, load_tokenizer
     from ..evaluation.predictors.registry import predictor_for
 
+    progress.stage(
+        "Scoring %d ingredients on %s (the model and the data loaded first)",
+        len(ingredients),
+        selection.task if isinstance(selection.task, str) else selection.task.name,
+    )
     source = model_from or ingredients[0]
     # A LoRA adapter's model is its base's (config, tokenizer, architecture); the weights scored are the merged ones.
     first = str((getattr(source, "adapter_base", None) or source).local_dir)
@@ -134,9 +139,7 @@ def select_soup(
     scorers = [held_scorer, *report_scorers]
     rows = sum(scorer.num_examples for scorer in scorers)
     progress.stage(
-        "Scoring %d ingredients on %s: %d held-out rows (selection), %d reported",
-        len(loaders),
-        task.name,
+        "  on %d held-out rows (they select) and %d reported (they only report)",
         held_scorer.num_examples,
         rows - held_scorer.num_examples,
     )
