@@ -2,27 +2,21 @@
 download), the libraries' bars only with -v, nothing with -q, and a default results table that costs one scoring per
 row (the learned soup, a search of its own, only when named, with its time estimate shown).
 
-Each run is `hfsoup soup` as a user types it, against a local Hub over HTTP, its stderr read as it is written (bars
-redraw with carriage returns, so every `\\r` or `\\n` is an update) with the time of each update.
+Each run is `hfsoup soup` as a user types it, against a local Hub over HTTP, its stderr on a terminal and read as it
+is written (`hfsoup.testing.terminal`), with the time of each update.
 """
 
 from __future__ import annotations
 
-import fcntl
 import os
-import pty
 import re
-import struct
-import subprocess
 import sys
-import termios
-import threading
-import time
 
 import pytest
 
 from hfsoup.selection.options import Selection, default_baselines
 from hfsoup.soups import SOUPS
+from hfsoup.testing.terminal import run_in_terminal
 
 STAGES = [
     "Pinning 4 ingredients to commits",
@@ -54,50 +48,10 @@ def four_on_a_hub(tmp_path_factory):
 
 
 def _run(args: list[str], environ: dict[str, str], **env: str) -> tuple[int, list[tuple[float, str]], str]:
-    """Run `hfsoup ARGS` with its stderr on a terminal (a pseudo-terminal: bars draw as they do for people); return
-    its exit code, every stderr update (seconds since the start, text) and its stdout. `HF_HUB_DISABLE_PROGRESS_BARS`
-    is dropped (the suite sets it)."""
+    """`hfsoup ARGS` on a terminal; `HF_HUB_DISABLE_PROGRESS_BARS` is dropped (the suite sets it)."""
     full = {k: v for k, v in {**os.environ, **environ, **env}.items() if k != "HF_HUB_DISABLE_PROGRESS_BARS"}
-    full["PYTHONUNBUFFERED"] = "1"
-    main, terminal = pty.openpty()
-    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))  # 0 columns would draw no bar
-    start = time.monotonic()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "hfsoup.cli", *args], stdout=subprocess.PIPE, stderr=terminal, env=full
-    )
-    os.close(terminal)
-    updates: list[tuple[float, str]] = []
-
-    def read() -> None:
-        text = b""
-        while True:
-            try:
-                chunk = os.read(main, 4096)
-            except OSError:  # the child closed the terminal: it has exited
-                break
-            if not chunk:
-                break
-            text += chunk
-            *done, text = re.split(rb"[\r\n]", text)
-            now = time.monotonic() - start
-            updates.extend((now, _plain(piece)) for piece in done if _plain(piece).strip())
-        if _plain(text).strip():
-            updates.append((time.monotonic() - start, _plain(text)))
-
-    reader = threading.Thread(target=read)
-    reader.start()
-    out = proc.stdout.read().decode()  # type: ignore[union-attr]
-    code = proc.wait(timeout=600)
-    reader.join(timeout=60)
-    os.close(main)
-    updates.append((time.monotonic() - start, "<exit>"))
-    return code, updates, out
-
-
-def _plain(raw: bytes) -> str:
-    """A terminal's text without its control sequences (tqdm moves the cursor to redraw several bars)."""
-    # tqdm.write blanks the bar with spaces before the line it writes: stripped too.
-    return re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", raw.decode(errors="replace")).strip()
+    run = run_in_terminal([sys.executable, "-m", "hfsoup.cli", *args], full)
+    return run.code, run.updates, run.stdout
 
 
 def _soup(ids: list[str], out, *extra: str) -> list[str]:
