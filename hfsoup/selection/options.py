@@ -191,8 +191,9 @@ class Selection:
 
     task: Any = option(
         kind=schema.custom(_task, metavar="TASK"),
-        help="a GLUE task (sst2, mrpc, ...) or text-classification (labels from the first ingredient; data from "
-        "--dataset or --data-files with text and label columns); needed by the methods that select on held-out scores",
+        help="a GLUE task (sst2, mrpc, ...), text-classification (labels from the first ingredient; data from "
+        "--dataset or --data-files with text and label columns) or perplexity (causal LMs; text from --dataset or "
+        "--data-files); needed by the methods that select on held-out scores",
     )
     report: str | list[str] = option(
         "validation",
@@ -228,6 +229,12 @@ class Selection:
         None,
         kind=schema.custom(_data_files, metavar="[SPLIT=]FILE", nargs="+"),
         help="local csv/json/parquet files instead of a dataset repo (FILE alone is the first --report split)",
+    )
+    text_field: str = option(
+        "text",
+        kind=schema.string(),
+        metavar="NAME",
+        help="the column holding the text, for --task perplexity",
     )
     kind: str | None = option(
         None,
