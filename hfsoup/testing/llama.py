@@ -194,3 +194,32 @@ def build_llama_family(root: str | os.PathLike, *, seed: int = 0, runs: dict | N
             _train(model, *data, lr=lr, seed=run_seed, steps=STEPS)
         save(model, name)
     return folders
+
+
+def llama_variant(
+    base: str | os.PathLike,
+    folder: str | os.PathLike,
+    *,
+    added_tokens: tuple[str, ...] = (),
+    chat_template: str | None = CHAT_TEMPLATE,
+    tie_word_embeddings: bool = False,
+    max_new_tokens: int = 32,
+) -> Path:
+    """`base`'s weights (so the shared-initialization check passes) with one thing changed: tokens added (the
+    embeddings grown to fit), another chat template, the output head tied, or another generation config."""
+    from transformers import GenerationConfig, LlamaForCausalLM
+
+    folder = Path(folder)
+    tokenizer = byte_tokenizer(chat_template=chat_template, added_tokens=added_tokens)
+    model = LlamaForCausalLM.from_pretrained(base)
+    if len(tokenizer) != model.config.vocab_size:
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    if tie_word_embeddings:
+        model.config.tie_word_embeddings = True
+        model.lm_head.weight = model.model.embed_tokens.weight
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, max_new_tokens=max_new_tokens
+    ).save_pretrained(folder)
+    return folder
