@@ -85,8 +85,8 @@ def _tying(first: Any, other: Any, report: CompatReport) -> None:
             "error",
             "architecture",
             other.spec,
-            f"it {how(bool(mine))} (tie_word_embeddings {str(bool(mine)).lower()}) but {first.spec} {how(bool(theirs))}: "
-            "the soup would average an output head with embeddings",
+            f"it {how(bool(mine))} (tie_word_embeddings {str(bool(mine)).lower()}) but {first.spec} "
+            f"{how(bool(theirs))}: the soup would average an output head with embeddings",
             "Soup only fine-tunes of one base model that kept its tie_word_embeddings.",
         )
 
@@ -115,7 +115,9 @@ def _chat_template(first: Any, other: Any, report: CompatReport) -> None:
     if a == b:
         return
     if a is None or b is None:
-        what = "it has a chat template and the first has none" if b else f"it has no chat template and {first.spec} has"
+        what = (
+            "it has a chat template and the first has none" if b else f"it has no chat template and {first.spec} has"
+        )
     else:
         what = f"its chat template differs from {first.spec}'s"
     report.add(

@@ -262,7 +262,9 @@ def resolve_task(
     if task.lower().replace("_", "-") != TEXT_CLASSIFICATION:
         found = get_task(task, dataset=dataset, token=token, text_field=text_field)
         if found.name == PERPLEXITY and not found.dataset and data_files:
-            found = perplexity_task(dataset=", ".join(f for fs in data_files.values() for f in fs), text_field=text_field)
+            found = perplexity_task(
+                dataset=", ".join(f for fs in data_files.values() for f in fs), text_field=text_field
+            )
         if found.name == PERPLEXITY and not found.dataset:
             raise EvaluationError(
                 "Task perplexity has no data of its own.",

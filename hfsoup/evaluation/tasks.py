@@ -183,7 +183,9 @@ def perplexity_task(*, dataset: str = "", text_field: str = "text") -> Task:
         (('review',), 'neg_perplexity', False)
         ```
     """
-    return Task(PERPLEXITY, dataset, "default", (text_field,), (), PERPLEXITY, "default", NEG_PERPLEXITY, label_field="")
+    return Task(
+        PERPLEXITY, dataset, "default", (text_field,), (), PERPLEXITY, "default", NEG_PERPLEXITY, label_field=""
+    )
 
 
 def get_task(

@@ -97,7 +97,9 @@ def load_metric(name: str, config: str, *, hub: bool | None = None) -> LoadedMet
         ```
     """
     if name == Perplexity.name:  # a formula over the model's own sums, with no Hub module to stand in for
-        return LoadedMetric(Perplexity(), {"name": name, "config": config, "source": "shipped", "hfsoup_version": __version__})
+        return LoadedMetric(
+            Perplexity(), {"name": name, "config": config, "source": "shipped", "hfsoup_version": __version__}
+        )
     import evaluate
 
     _follow_modules_cache()
