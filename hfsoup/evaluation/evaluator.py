@@ -113,8 +113,8 @@ class Evaluator:
             For `"text-classification"`: the model whose `id2label` names the classes, in id order (a Hub ID or
             folder has only its config read; `evaluate_model` passes the model it scores). Models scored later are
             matched to these names, as for GLUE.
-        text_field (`str`, *optional*, defaults to `"text"`):
-            For `"perplexity"`: the column holding the text.
+        text_field (`str`, *optional*):
+            For `"perplexity"`: the column holding the text; `"text"` by default.
     """
 
     def __init__(
@@ -131,7 +131,7 @@ class Evaluator:
         token: str | bool | None = None,
         hub_metrics: bool | None = None,
         labels_from: Any = None,
-        text_field: str = "text",
+        text_field: str | None = None,
     ) -> None:
         from .metrics import load_metric
 
@@ -249,7 +249,7 @@ def resolve_task(
     dataset: str | None = None,
     data_files: dict[str, list[str]] | None = None,
     token: str | bool | None = None,
-    text_field: str = "text",
+    text_field: str | None = None,
 ) -> Task:
     """The `Task` named `task` (see `get_task`); `text-classification` with the class names of `labels_from`;
     `perplexity` on the `text_field` column.
@@ -259,6 +259,7 @@ def resolve_task(
     """
     if not isinstance(task, str):
         return task
+    text_field = text_field or "text"
     if task.lower().replace("_", "-") != TEXT_CLASSIFICATION:
         found = get_task(task, dataset=dataset, token=token, text_field=text_field)
         if found.name == PERPLEXITY and not found.dataset and data_files:
@@ -373,7 +374,7 @@ def evaluate_model(
     token: str | bool | None = None,
     kind: str | None = None,
     hub_metrics: bool | None = None,
-    text_field: str = "text",
+    text_field: str | None = None,
 ) -> EvalReport:
     """Score one model on a task and report it with its provenance.
 

@@ -230,11 +230,12 @@ class Selection:
         kind=schema.custom(_data_files, metavar="[SPLIT=]FILE", nargs="+"),
         help="local csv/json/parquet files instead of a dataset repo (FILE alone is the first --report split)",
     )
-    text_field: str = option(
-        "text",
-        kind=schema.string(),
+    # None (absent from records written before it existed) stands for "text".
+    text_field: str | None = option(
+        None,
+        kind=schema.string(optional=True),
         metavar="NAME",
-        help="the column holding the text, for --task perplexity",
+        help="the column holding the text, for --task perplexity (default: text)",
     )
     kind: str | None = option(
         None,
