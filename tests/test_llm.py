@@ -23,6 +23,7 @@ from hfsoup.cli import main
 from hfsoup.evaluation.evaluator import evaluate_model
 from hfsoup.testing.families import publish_folder
 from hfsoup.testing.llama import build_llama_family, llama_variant, review_texts, write_review_texts
+from tests.test_select_processes import assert_same_soup, one_and_two
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -129,6 +130,30 @@ def test_greedy_soup_by_perplexity_drops_the_shuffled_one_as_the_paper_would(lla
     for name in ("tokenizer.json", "generation_config.json", "chat_template.jinja"):
         assert (out / name).read_bytes() == (llama["ft0"] / name).read_bytes()
     assert reference_perplexity(out, None, held) == pytest.approx(best, rel=1e-4)
+
+
+def _perplexity_args(specs: list[str], data: Path, out: Path, batch_size: int) -> list[str]:
+    return [
+        *("-v", "soup", *specs, "--method", "greedy", "--task", "perplexity", "--text-field", "body"),
+        *("--data-files", f"validation={data}", "--batch-size", str(batch_size)),
+        *("--compare", "uniform,learned", "--no-plot", "-o", str(out)),
+    ]
+
+
+@pytest.mark.slow
+def test_two_processes_select_the_perplexity_soup_of_one(llama, texts, tmp_path, monkeypatch, capsys):
+    """Under torchrun each process scores its share of the batches; the decisions, scores and bytes are one
+    process's (the learned soup's summed log-likelihood gradient too)."""
+    specs = [str(llama[n]) for n in ("ft0", "shuffled", "ft1", "ft2")]
+    root = texts["validation"].parent
+    single, double, done = one_and_two(
+        specs, texts["validation"], root, tmp_path, monkeypatch, capsys, batch_size=4, make_args=_perplexity_args
+    )
+    provenance = assert_same_soup(single, double)
+    assert specs[1] not in provenance["greedy"]["kept"]
+    # 20 held-out rows in 5 batches, split 3 and 2 (the reported part likewise).
+    for rank, share in ((0, 3), (1, 2)):
+        assert done.stderr.count(f"process {rank}/2: {share} of the 5 batches of validation (20 rows)") == 2
 
 
 CHANGES = {
