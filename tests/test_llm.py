@@ -13,6 +13,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -179,3 +180,28 @@ def test_check_names_each_llm_difference_before_any_weight_download(local_hub, l
     assert not [p for m, p, s, _ in local_hub.traffic if m == "GET" and p.endswith(".safetensors") and s == 200]
     assert main(["check", first, others["chat"]]) == 0  # a warning alone does not refuse
     assert "chat template differs" in capsys.readouterr().out
+
+
+def test_shared_init_measure_samples_large_tensors_and_still_reads_every_element():
+    """An LLM-sized projection is measured on a strided sample: its cosines are the whole tensors' (float64), at a
+    fraction of the products, and a NaN off the sample is still found."""
+    from hfsoup.compat.similarity import SAMPLE_ELEMENTS, SimilarityMeter
+
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal((2048, 1024)).astype(np.float32)  # 2M elements: 8x the sample
+    arrays = [base + 0.1 * rng.standard_normal(base.shape).astype(np.float32) for _ in range(2)]
+    arrays.append(rng.standard_normal(base.shape).astype(np.float32))  # a stranger
+    assert base.size > 4 * SAMPLE_ELEMENTS
+    meter = SimilarityMeter(["a", "b", "stranger"])
+    meter.update("model.layers.0.mlp.up_proj.weight", arrays)
+    cosine = meter.result().body_cosine
+    flat = [a.astype(np.float64).ravel() for a in arrays]
+    for i in range(3):
+        for j in range(3):
+            exact = flat[i] @ flat[j] / np.linalg.norm(flat[i]) / np.linalg.norm(flat[j])
+            assert cosine[i][j] == pytest.approx(exact, abs=5e-3)
+    poisoned = [a.copy() for a in arrays]
+    poisoned[1][0, 1] = np.nan  # position 1 is off the strided sample (stride 8)
+    meter = SimilarityMeter(["a", "b", "stranger"])
+    meter.update("model.layers.0.mlp.up_proj.weight", poisoned)
+    assert meter.non_finite == {"b": ["model.layers.0.mlp.up_proj.weight"]}
