@@ -55,11 +55,12 @@ def soup_args(specs: list[str], data: Path, out: Path, batch_size: int) -> list[
     ]
 
 
-def one_and_two(specs, data, root, tmp_path, monkeypatch, capsys, *, batch_size):
-    """The soup by one process (in this one) and by two (torchrun); the two folders and the torchrun run."""
+def one_and_two(specs, data, root, tmp_path, monkeypatch, capsys, *, batch_size, make_args=soup_args):
+    """The soup by one process (in this one) and by two (torchrun); the two folders and the torchrun run.
+    `make_args(specs, data, out, batch_size)` gives the `hfsoup` arguments (`soup_args`: greedy on sst2)."""
     monkeypatch.chdir(root)
     single = tmp_path / "single"
-    assert main(soup_args(specs, data, single, batch_size)) == 0
+    assert main(make_args(specs, data, single, batch_size)) == 0
     capsys.readouterr()
     env = {
         **os.environ,
@@ -76,7 +77,7 @@ def one_and_two(specs, data, root, tmp_path, monkeypatch, capsys, *, batch_size)
     double = tmp_path / "double"
     command = [
         *(sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1"),
-        *(f"--master_port={_free_port()}", "-m", "hfsoup.cli", *soup_args(specs, data, double, batch_size)),
+        *(f"--master_port={_free_port()}", "-m", "hfsoup.cli", *make_args(specs, data, double, batch_size)),
     ]
     done = subprocess.run(command, env=env, cwd=root, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]

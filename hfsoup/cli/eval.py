@@ -19,11 +19,12 @@ examples:
   hfsoup eval google-t5/t5-small --task rte                        # T5 text-to-text: scored label words
   hfsoup eval openai/clip-vit-base-patch32 --task image-classification --dataset org/images  # zero-shot
   hfsoup eval ./soup --task text-classification --data-files test=reviews.jsonl   # classes: the model's id2label
+  hfsoup eval ./llm-soup --task perplexity --data-files test=notes.jsonl --text-field body  # a causal LM
 """
 
 
 #: The `Selection` options that `eval` takes: the model kind, the data, the batching and the metric module.
-SCORING = ("kind", "dataset", "data_files", "batch_size", "max_length", "hub_metrics")
+SCORING = ("kind", "dataset", "data_files", "batch_size", "max_length", "hub_metrics", "text_field")
 
 
 def add(verbs: argparse._SubParsersAction) -> None:
@@ -40,7 +41,8 @@ def add(verbs: argparse._SubParsersAction) -> None:
         required=True,
         metavar="TASK",
         help="cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli, image-classification (with --dataset), or "
-        "text-classification (with --dataset or --data-files; the classes are the model's id2label)",
+        "text-classification (with --dataset or --data-files; the classes are the model's id2label), or perplexity "
+        "(a causal LM, with --dataset or --data-files and --text-field)",
     )
     evaluate.add_argument(
         "--split",

@@ -13,7 +13,7 @@ from pathlib import Path
 from ..errors import option, quote
 from ..io.checkpoint import StructureMap
 from ..scrub import cut
-from . import files
+from . import decoder, files
 from .report import CompatReport, IngredientSummary
 from .tokenizer import TokenizerFingerprint, tokenizer_fingerprint
 
@@ -84,7 +84,7 @@ class StaticResult:
 
     label_alignment: dict[str, list[int]] = field(default_factory=dict)  # spec -> row order matching the first
     label_indexed: list[str] = field(default_factory=list)  # tensors whose rows are labels
-    skipped_tied: list[str] = field(default_factory=list)  # tied copies stored by some ingredients only
+    skipped_tied: list[str] = field(default_factory=list)  # tied copies (and rotary buffers) stored by some only
 
 
 def _card_base_model(folder: Path) -> list[str] | None:
@@ -117,13 +117,15 @@ def static_checks(facts: list[IngredientFacts], report: CompatReport, *, align_l
     """Compare every ingredient with the first; add findings to `report`; return alignment and skip lists."""
     result = StaticResult()
     first = facts[0]
-    tied = _tied_copies(facts, report)
+    tied = _tied_copies(facts, report) | decoder.rotary_buffers(facts, report)
     result.skipped_tied = sorted(tied)
     for other in facts[1:]:
         _architecture(first, other, report)
         _tensors(first, other, report, tied)
         _labels(first, other, report, result, align_labels=align_labels)
         _tokenizer(first, other, report)
+        if decoder.is_decoder(first) and decoder.is_decoder(other):
+            decoder.decoder_checks(first, other, report)
     _dtypes(facts, report)
     _base_models(facts, report)
     if result.label_alignment:

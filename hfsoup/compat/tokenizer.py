@@ -25,6 +25,8 @@ class TokenizerFingerprint:
     vocab: str  # sha256 of the canonical vocabulary
     size: int  # number of tokens (-1 when unknown)
     specials: dict[str, str] = field(default_factory=dict)
+    added: tuple[str, ...] = ()  # the added tokens' contents (tokenizer.json), by id
+    chat_template: str | None = None  # sha256 of the chat template(s), wherever the folder keeps them
 
     @property
     def short(self) -> str:
@@ -60,7 +62,7 @@ def _specials(folder: Path) -> dict[str, str]:
 
 
 @functools.lru_cache(maxsize=8)
-def _tokenizer_json_digest(raw: bytes) -> tuple[str, int]:
+def _tokenizer_json_digest(raw: bytes) -> tuple[str, int, tuple[str, ...]]:
     """Canonical vocabulary hash and size of a tokenizer.json. Cached by content: the ingredients of one soup usually
     ship byte-identical files, and canonicalising a large vocabulary costs a fraction of a second each time."""
     data = parse_json(raw)
@@ -85,17 +87,17 @@ def _tokenizer_json_digest(raw: bytes) -> tuple[str, int]:
     canonical = {"type": model.get("type"), "vocab": vocab, "merges": model.get("merges"), "added": added}
     ids = set(vocab.values()) if isinstance(vocab, dict) else set(range(len(vocab or [])))
     digest = hashlib.sha256(json.dumps(canonical, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
-    return digest, len(ids | {i for i, _ in added})
+    return digest, len(ids | {i for i, _ in added}), tuple(content for _, content in added)
 
 
 def tokenizer_fingerprint(folder: Path) -> TokenizerFingerprint | None:
     """The fingerprint of the tokenizer in `folder`, or None when it ships none."""
     digest = hashlib.sha256()
-    size = -1
+    size, added = -1, ()
     path = folder / "tokenizer.json"
     if path.is_file():
         try:
-            vocab_digest, size = _tokenizer_json_digest(read_bounded(path))
+            vocab_digest, size, added = _tokenizer_json_digest(read_bounded(path))
         except ShapeError as e:
             raise e.where(path) from None
         except ValueError as e:
@@ -117,4 +119,20 @@ def tokenizer_fingerprint(folder: Path) -> TokenizerFingerprint | None:
                     f"{folder / 'vocab.txt'} is not UTF-8 text (byte {e.start}): a vocabulary is one token per line.",
                     fix="Re-save the tokenizer, or use another model.",
                 ) from None
-    return TokenizerFingerprint(digest.hexdigest(), size, _specials(folder))
+    return TokenizerFingerprint(digest.hexdigest(), size, _specials(folder), added, chat_template_digest(folder))
+
+
+def chat_template_digest(folder: Path) -> str | None:
+    """A hash of the chat template(s) in `folder`, as transformers finds them (`chat_template.jinja`,
+    `chat_template.json`, or `chat_template` in `tokenizer_config.json`), or None when there is none."""
+    found: list = []
+    jinja = folder / "chat_template.jinja"
+    if jinja.is_file():
+        found.append(read_bounded(jinja).decode("utf-8", "replace"))
+    for name in ("chat_template.json", "tokenizer_config.json"):
+        data = read_json_object(folder / name)
+        if data is not None and data.get("chat_template") is not None:
+            found.append(data["chat_template"])
+    if not found:
+        return None
+    return hashlib.sha256(json.dumps(found[0], sort_keys=True, ensure_ascii=False).encode()).hexdigest()

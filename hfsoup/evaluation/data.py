@@ -263,18 +263,21 @@ def _raise_if_empty(exc: ValueError, source: str) -> None:
 
 def _checked(task: Task, name: str, rows: Any, source: str, keys: list[tuple[str, int]]) -> SplitData:
     """Check the columns, turn labels into the task's ids, drop unlabelled rows, refuse an empty split."""
-    missing = [c for c in (*task.input_fields, task.label_field) if c not in rows.column_names]
+    needed = (*task.input_fields, *((task.label_field,) if task.labelled else ()))
+    missing = [c for c in needed if c not in rows.column_names]
     if missing:
         raise EvaluationError(
             f"Split {name!r} of {source} lacks the column(s) {', '.join(missing)} that task {task.name} needs "
             f"(it has {', '.join(rows.column_names)}).",
-            fix=f"Give data with columns {', '.join((*task.input_fields, task.label_field))}.",
+            fix=f"Give data with columns {', '.join(needed)}.",
         )
     if rows.num_rows == 0:
         raise EvaluationError(
             f"Split {name!r} of {source} has no examples: there is nothing to evaluate.",
             fix=f"Check the data files or {_DATASET}, and that {option('limit', ...)} is at least 1.",
         )
+    if not task.labelled:  # language modelling: the text is its own target, every row counts
+        return SplitData(name, rows, [0] * rows.num_rows, keys)
     references = _references(task, name, rows, source)
     labelled = [i for i, ref in enumerate(references) if ref != -1]
     if not labelled:

@@ -29,7 +29,7 @@ from ..texttable import text_table
 from .data import Batch, SplitData, encode, load_splits, make_batches, preprocessing_fingerprint
 from .placement import input_device, load_model, load_tokenizer
 from .predictors.registry import predictor_for
-from .tasks import TEXT_CLASSIFICATION, Task, get_task, text_classification_task
+from .tasks import PERPLEXITY, TEXT_CLASSIFICATION, Task, get_task, perplexity_task, text_classification_task
 
 logger = logging.getLogger(__name__)
 
@@ -113,6 +113,8 @@ class Evaluator:
             For `"text-classification"`: the model whose `id2label` names the classes, in id order (a Hub ID or
             folder has only its config read; `evaluate_model` passes the model it scores). Models scored later are
             matched to these names, as for GLUE.
+        text_field (`str`, *optional*):
+            For `"perplexity"`: the column holding the text; `"text"` by default.
     """
 
     def __init__(
@@ -129,6 +131,7 @@ class Evaluator:
         token: str | bool | None = None,
         hub_metrics: bool | None = None,
         labels_from: Any = None,
+        text_field: str | None = None,
     ) -> None:
         from .metrics import load_metric
 
@@ -137,7 +140,12 @@ class Evaluator:
         self.processes = distributed.current()
         with _main_first(self.processes):
             self.task = resolve_task(
-                task, labels_from=labels_from, dataset=dataset, data_files=data_files, token=token
+                task,
+                labels_from=labels_from,
+                dataset=dataset,
+                data_files=data_files,
+                token=token,
+                text_field=text_field,
             )
             self.splits, self.dataset = load_splits(
                 self.task, split, dataset=dataset, data_files=data_files, limit=limit, token=token
@@ -241,16 +249,30 @@ def resolve_task(
     dataset: str | None = None,
     data_files: dict[str, list[str]] | None = None,
     token: str | bool | None = None,
+    text_field: str | None = None,
 ) -> Task:
-    """The `Task` named `task` (see `get_task`); `text-classification` with the class names of `labels_from`.
+    """The `Task` named `task` (see `get_task`); `text-classification` with the class names of `labels_from`;
+    `perplexity` on the `text_field` column.
 
     The data is checked before the model is read: text-classification has no data of its own, so a call without
     `dataset` or `data_files` fails at once, naming both.
     """
     if not isinstance(task, str):
         return task
+    text_field = text_field or "text"
     if task.lower().replace("_", "-") != TEXT_CLASSIFICATION:
-        return get_task(task, dataset=dataset, token=token)
+        found = get_task(task, dataset=dataset, token=token, text_field=text_field)
+        if found.name == PERPLEXITY and not found.dataset and data_files:
+            found = perplexity_task(
+                dataset=", ".join(f for fs in data_files.values() for f in fs), text_field=text_field
+            )
+        if found.name == PERPLEXITY and not found.dataset:
+            raise EvaluationError(
+                "Task perplexity has no data of its own.",
+                fix=f"Name a dataset with {option('dataset', 'org/text')}, or local files with --data-files "
+                f"SPLIT=FILE; with a {text_field!r} column ({option('text_field', 'NAME')} names another).",
+            )
+        return found
     if dataset is None and not data_files:
         raise EvaluationError(
             "Task text-classification has no data of its own.",
@@ -352,6 +374,7 @@ def evaluate_model(
     token: str | bool | None = None,
     kind: str | None = None,
     hub_metrics: bool | None = None,
+    text_field: str | None = None,
 ) -> EvalReport:
     """Score one model on a task and report it with its provenance.
 
@@ -367,7 +390,7 @@ def evaluate_model(
         kind (`str`, *optional*):
             A key of `hfsoup.evaluation.predictors.registry.PREDICTORS`, to override the choice made from the model's
             architecture.
-        tokenizer, dataset, data_files, limit, batch_size, max_length, token, hub_metrics:
+        tokenizer, dataset, data_files, limit, batch_size, max_length, token, hub_metrics, text_field:
             See `Evaluator`.
 
     Returns:
@@ -396,6 +419,7 @@ def evaluate_model(
         token=token,
         hub_metrics=hub_metrics,
         labels_from=model,
+        text_field=text_field,
     )
     return evaluator.evaluate(model, kind=kind)
 

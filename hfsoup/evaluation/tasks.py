@@ -52,6 +52,7 @@ class Task:
             The column holding the label id (or float score).
         image_field (`str`):
             The column holding the image, for an image task (whose `text_fields` are empty); empty for a text task.
+            A task with an empty `label_field` has no labels (`perplexity`: the text is its own target).
     """
 
     name: str
@@ -73,7 +74,12 @@ class Task:
 
     @property
     def is_regression(self) -> bool:
-        return not self.label_names
+        return not self.label_names and bool(self.label_field)
+
+    @property
+    def labelled(self) -> bool:
+        """Whether rows carry a label (every task but language modelling, whose targets are the text itself)."""
+        return bool(self.label_field)
 
     @property
     def num_labels(self) -> int:
@@ -159,12 +165,40 @@ def text_classification_task(
     )
 
 
-def get_task(name: str, *, dataset: str | None = None, token: str | bool | None = None) -> Task:
+#: Language modelling: the token-level perplexity of a causal LM on the texts of any dataset or local files.
+PERPLEXITY = "perplexity"
+#: The primary metric of `perplexity`: minus the perplexity, so that higher is better as for every other task (a
+#: greedy soup keeps a candidate when the perplexity does not rise; the table shows `perplexity` beside it).
+NEG_PERPLEXITY = "neg_perplexity"
+
+
+def perplexity_task(*, dataset: str = "", text_field: str = "text") -> Task:
+    """Language modelling on the `text_field` column: scored by token-level perplexity (`exp` of the mean negative
+    log-likelihood of every token after the first), ranked by `neg_perplexity` (higher is better).
+
+    Example:
+        ```py
+        >>> task = perplexity_task(text_field="review")
+        >>> task.text_fields, task.primary_metric, task.labelled
+        (('review',), 'neg_perplexity', False)
+        ```
+    """
+    return Task(
+        PERPLEXITY, dataset, "default", (text_field,), (), PERPLEXITY, "default", NEG_PERPLEXITY, label_field=""
+    )
+
+
+def get_task(
+    name: str, *, dataset: str | None = None, token: str | bool | None = None, text_field: str = "text"
+) -> Task:
     """The task called `name` (case-insensitive; `sst-2` and `SST2` both work), or an `EvaluationError`.
 
     `image-classification` is not in `TASKS`: its labels are those of `dataset`, read from the Hub. Nor is
-    `text-classification`, whose labels are a model's (`hfsoup.evaluation.evaluator.resolve_task`).
+    `text-classification`, whose labels are a model's (`hfsoup.evaluation.evaluator.resolve_task`), nor
+    `perplexity`, language modelling on the `text_field` column of any data (`perplexity_task`).
     """
+    if name.lower() == PERPLEXITY:
+        return perplexity_task(dataset=dataset or "", text_field=text_field)
     if name.lower().replace("_", "-") == IMAGE_CLASSIFICATION:
         if dataset is None:
             raise EvaluationError(
@@ -184,8 +218,8 @@ def get_task(name: str, *, dataset: str | None = None, token: str | bool | None 
         raise EvaluationError(
             f"Unknown task {name!r}.",
             fix=f"Pick one of: {', '.join(TASKS)} (the GLUE tasks; see hfsoup.evaluation.tasks.TASKS), or "
-            f"{IMAGE_CLASSIFICATION} "
-            f"with {option('dataset', 'org/name')}.",
+            f"{IMAGE_CLASSIFICATION} with {option('dataset', 'org/name')}, or {PERPLEXITY} (a causal LM, with "
+            f"{option('dataset', 'org/text')} or --data-files).",
         )
     return TASKS[key]
 

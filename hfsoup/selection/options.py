@@ -173,7 +173,8 @@ class Selection:
     Args:
         task (`str` or `Task`):
             A GLUE task name (`sst2`, ...), `text-classification` (class names from the first ingredient, data from
-            `dataset` or `data_files` with `text` and `label` columns), or a `Task`.
+            `dataset` or `data_files` with `text` and `label` columns), `perplexity` (causal LMs, ranked by
+            `neg_perplexity`: minus the token-level perplexity of the `text_field` column), or a `Task`.
         report (`str` or `list[str]`, *optional*, defaults to `"validation"`): the set the results are reported on,
             or several (`["validation", "org/shifted:validation"]`, the paper's distribution shift). Each is a split
             or `datasets` spec of the task's data (`validation[50%:]`, `train[:2000]`, `train+validation`), or
@@ -186,6 +187,7 @@ class Selection:
         dataset (`str`, *optional*), data_files (`dict[str, list[str]]`, *optional*):
             Another dataset repo or folder, or local csv/json/parquet files by split (`["FILE", "SPLIT=FILE"]` is
             read as on the command line: a FILE alone is the first `report` split).
+        text_field (`str`, *optional*): for `perplexity`, the column holding the text (`"text"` when None).
         kind (`str`, *optional*): how the candidates are scored, a key of `PREDICTORS` (`t5-text`,
             `clip-zero-shot`, ...); by default chosen from the first ingredient's architecture, as `hfsoup eval` does.
         batch_size (`int`, *optional*, defaults to 32), max_length (`int`, *optional*): scoring batches, truncation.
@@ -201,8 +203,9 @@ class Selection:
 
     task: Any = option(
         kind=schema.custom(_task, metavar="TASK"),
-        help="a GLUE task (sst2, mrpc, ...) or text-classification (labels from the first ingredient; data from "
-        "--dataset or --data-files with text and label columns); needed by the methods that select on held-out scores",
+        help="a GLUE task (sst2, mrpc, ...), text-classification (labels from the first ingredient; data from "
+        "--dataset or --data-files with text and label columns) or perplexity (causal LMs; text from --dataset or "
+        "--data-files); needed by the methods that select on held-out scores",
     )
     report: str | list[str] = option(
         "validation",
@@ -238,6 +241,13 @@ class Selection:
         None,
         kind=schema.custom(_data_files, metavar="[SPLIT=]FILE", nargs="+"),
         help="local csv/json/parquet files instead of a dataset repo (FILE alone is the first --report split)",
+    )
+    # None (absent from records written before it existed) stands for "text".
+    text_field: str | None = option(
+        None,
+        kind=schema.string(optional=True),
+        metavar="NAME",
+        help="the column holding the text, for --task perplexity (default: text)",
     )
     kind: str | None = option(
         None,

@@ -217,6 +217,8 @@ class ModelScorer:
 
     def loss(self, state: StateDict, batch: Any) -> torch.Tensor:
         scores = self._call(state, batch).float()
+        if self.predictor.sums_own_loss:
+            return self.predictor.loss(scores)
         positions = torch.tensor(batch.positions)
         if self.targets is None:
             references = self.references[positions].to(scores.device, torch.float32)
@@ -242,6 +244,8 @@ class ModelScorer:
 
     def mean_loss(self, scores: torch.Tensor) -> float:
         """The mean held-out loss of these scores, as `loss` computes it."""
+        if self.predictor.sums_own_loss:
+            return self.predictor.mean_loss(scores)
         if self.targets is None:
             return torch.nn.functional.mse_loss(scores[:, 0], self.references.float()).item()
         return torch.nn.functional.cross_entropy(scores, self.targets).item()

@@ -225,7 +225,9 @@ def select_soup(
         soups[name] = (outcome.mixing, record, outcome.merge)
         evaluation_metrics[name] = {"held_out": row.held_out, "reports": list(reported)}
     del states, context, held_in_memory
-    if ENSEMBLE in selection.compared:
+    if ENSEMBLE in selection.compared and not held_scorer.predictor.ensembles:
+        logger.info("no output ensemble row: %s models give no per-answer scores to average", predictor.name)
+    elif ENSEMBLE in selection.compared:
         row = Row(ENSEMBLE, ENSEMBLE)
         row.held_out = held_scorer.metrics(held_scorer.ensemble(held_scores))
         _report_on(row, sets, [scorer.metrics(scorer.ensemble(scores)) for scorer, scores in per_set])
@@ -279,7 +281,12 @@ def _with_excluded(
 def _task(selection: Selection, model: Any, *, token: str | bool | None) -> Task:
     # The evaluator's own resolution: text-classification takes its class names from the loaded first ingredient.
     return resolve_task(
-        selection.task, labels_from=model, dataset=selection.dataset, data_files=selection.data_files, token=token
+        selection.task,
+        labels_from=model,
+        dataset=selection.dataset,
+        data_files=selection.data_files,
+        token=token,
+        text_field=selection.text_field,
     )
 
 
@@ -299,6 +306,7 @@ def _parts(
         "max_length": selection.max_length,
         "token": token,
         "hub_metrics": selection.hub_metrics,
+        "text_field": selection.text_field,
     }
     sets = selection.report_sets
     reports = [

@@ -62,6 +62,29 @@ class LoadedMetric:
         }
 
 
+class Perplexity:
+    """Token-level perplexity from per-text `(summed negative log-likelihood, tokens predicted)` pairs: `exp` of the
+    total NLL over the total tokens (a long text weighs by its tokens, not as one example). References are unused:
+    the text is its own target. Reports `perplexity`, `neg_perplexity` (the ranking: higher is better) and `nll`
+    (nats per token)."""
+
+    name = "perplexity"
+
+    def compute(self, *, predictions: list, references: list) -> dict[str, float]:
+        import math
+
+        nll = sum(float(p[0]) for p in predictions)
+        tokens = sum(float(p[1]) for p in predictions)
+        if tokens == 0:
+            raise EvaluationError(
+                "No token to score: every text is at most one token long after tokenization.",
+                fix="Score longer texts, or check the --text-field column.",
+            )
+        mean = nll / tokens
+        perplexity = math.exp(min(mean, 700.0))  # exp overflows past ~709; such a model is hopeless anyway
+        return {"perplexity": perplexity, "neg_perplexity": -perplexity, "nll": mean}
+
+
 def load_metric(name: str, config: str, *, hub: bool | None = None) -> LoadedMetric:
     """The metric `name` (`glue`, `accuracy`) with `config`: shipped with hfsoup, or with `hub` the Hub's module.
 
@@ -73,6 +96,10 @@ def load_metric(name: str, config: str, *, hub: bool | None = None) -> LoadedMet
         {'matthews_correlation': 0.5}
         ```
     """
+    if name == Perplexity.name:  # a formula over the model's own sums, with no Hub module to stand in for
+        return LoadedMetric(
+            Perplexity(), {"name": name, "config": config, "source": "shipped", "hfsoup_version": __version__}
+        )
     import evaluate
 
     _follow_modules_cache()

@@ -21,6 +21,12 @@ class Predictor:
     name: ClassVar[str]
     #: The `transformers` auto class (or model class) that loads this kind of model with `from_pretrained`.
     auto_class_name: ClassVar[str]
+    #: Whether an output ensemble of such models is their per-answer log-probabilities averaged (a predictor whose
+    #: scores are no per-answer scores, a causal LM's likelihood sums, has no ensemble row).
+    ensembles: ClassVar[bool] = True
+    #: Whether the learned soup's loss is the predictor's own `loss(scores)` (a causal LM's summed negative
+    #: log-likelihood) rather than the cross-entropy of the scores over the answers.
+    sums_own_loss: ClassVar[bool] = False
 
     def accepts(self, architectures: list[str]) -> bool:
         """Whether a model of these classes (`config.architectures`, or the loaded model's class) is of this kind."""

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from ...errors import EvaluationError
 from .base import Predictor, SequenceClassificationPredictor
+from .causal_lm import CausalLMPredictor
 from .image import CLIPZeroShotPredictor, ImageClassificationPredictor
 from .t5 import T5TextToTextPredictor
 
@@ -34,6 +35,7 @@ PREDICTORS: dict[str, Predictor] = {
     T5TextToTextPredictor.name: T5TextToTextPredictor(),
     ImageClassificationPredictor.name: ImageClassificationPredictor(),
     CLIPZeroShotPredictor.name: CLIPZeroShotPredictor(),
+    CausalLMPredictor.name: CausalLMPredictor(),
 }
 
 
@@ -52,5 +54,6 @@ def predictor_for(architectures: list[str], *, kind: str | None = None, model_na
         f"{', '.join(PREDICTORS)} models.",
         fix="Evaluate a model with a sequence-classification head (e.g. BertForSequenceClassification, "
         "T5ForSequenceClassification), fine-tuned for the task; a T5ForConditionalGeneration (as text-to-text); an "
-        "image classifier or a CLIPModel (zero-shot) on an image task.",
+        "image classifier or a CLIPModel (zero-shot) on an image task; a causal LM (LlamaForCausalLM, ...) on "
+        "perplexity.",
     )
