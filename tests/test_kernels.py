@@ -117,8 +117,9 @@ def test_meter_blocks_add_up_to_the_whole_tensor_figures():
     stacked = np.stack(flats).astype(np.float64)
     norms = np.linalg.norm(stacked, axis=1)
     exact = stacked @ stacked.T / norms[:, None] / norms[None, :]
-    for meter in (whole, blocked):
-        assert np.allclose(meter.result().body_cosine, exact, atol=1e-6)
+    assert np.allclose(blocked.result().body_cosine, exact, atol=1e-6)
+    # One block larger than SAMPLE_ELEMENTS is measured on its strided sample: close, not exact.
+    assert np.allclose(whole.result().body_cosine, exact, atol=5e-3)
 
 
 def test_meter_finds_nan_even_where_the_sum_of_squares_overflows():

@@ -164,14 +164,14 @@ def build_llama_family(root: str | os.PathLike, *, seed: int = 0, runs: dict | N
     """Write `base` and the fine-tunes of `RUNS` (see the module docstring) under `root`; return their folders."""
     from transformers import GenerationConfig, LlamaForCausalLM
 
-    from .trained import _seeded
+    from .trained import seeded
 
     root = Path(root)
     tokenizer = byte_tokenizer()
     texts = review_texts("train")
     folders: dict[str, Path] = {}
     real = _batches(tokenizer, texts, shuffle_seed=None)
-    with _seeded(seed):
+    with seeded(seed):
         base = LlamaForCausalLM(llama_config(tokenizer))
         _train(base, *real, lr=5e-3, seed=seed, steps=BASE_STEPS)
     start = {name: tensor.clone() for name, tensor in base.state_dict().items()}
@@ -188,7 +188,7 @@ def build_llama_family(root: str | os.PathLike, *, seed: int = 0, runs: dict | N
     save(base, "base")
     for name, (run_seed, lr, shuffled) in (runs or RUNS).items():
         data = _batches(tokenizer, texts, shuffle_seed=run_seed) if shuffled else real
-        with _seeded(seed * 1000 + run_seed):
+        with seeded(seed * 1000 + run_seed):
             model = LlamaForCausalLM(llama_config(tokenizer))
             model.load_state_dict(start)
             _train(model, *data, lr=lr, seed=run_seed, steps=STEPS)

@@ -162,7 +162,7 @@ class TrainedHub:
 
 
 @contextlib.contextmanager
-def _seeded(seed: int) -> Iterator[None]:
+def seeded(seed: int) -> Iterator[None]:
     """One thread and a seeded global RNG (for any op that draws from it), both put back on exit.
 
     One thread because results of float reductions may depend on how many threads share them, and a build must be
@@ -337,7 +337,7 @@ def build_trained_family(name: str, root: str | os.PathLike, *, seed: int = 0) -
     for its own run, from a fresh optimizer.
     """
     root, recipe = Path(root), RECIPES[name]
-    with _seeded(derive_seed(seed, name)):
+    with seeded(derive_seed(seed, name)):
         trainer = _TRAINERS[name]()
         model = trainer.init(seed=derive_seed(seed, f"{name}-init"))
         _train(model, trainer, recipe.start, seed=derive_seed(seed, f"{name}-start"))
