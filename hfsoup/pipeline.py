@@ -270,12 +270,12 @@ def soup(
     if local_bases:  # a local base an adapter's config names is an input too: the output must not destroy it
         protected += guard.inputs_protected(local_bases)  # type: ignore[arg-type]
         guard.refuse_collisions(out, protected)
-    facts = _gather_facts(pinned, token=token, allow_pickle=allow_pickle)
+    facts = gather_facts(pinned, token=token, allow_pickle=allow_pickle)
     report, static = check_before_download(facts, align_labels=align_labels)
     _refuse_unless_forced(report, force=force)  # before a single weight file is downloaded
     if base_ref is not None:
         base_pinned = base_pinned or hub.resolve(base_ref, token=token, allow_pickle=allow_pickle)
-        _gather_facts([base_pinned], token=token, allow_pickle=allow_pickle)  # its headers: no weights yet
+        gather_facts([base_pinned], token=token, allow_pickle=allow_pickle)  # its headers: no weights yet
         _check_base_shapes(base_pinned, pinned[0], method)
 
     readers = [_fetch_and_open(i, token=token, allow_pickle=allow_pickle) for i in pinned]
@@ -630,7 +630,7 @@ def check(
     if base is not None and any(i.is_adapter for i in pinned):  # --base is also the adapters' base
         base_pinned = hub.resolve(os.fspath(base), token=token, allow_pickle=allow_pickle)
     attach_bases(pinned, base=base_pinned, token=token, allow_pickle=allow_pickle)
-    facts = _gather_facts(pinned, token=token, allow_pickle=allow_pickle)
+    facts = gather_facts(pinned, token=token, allow_pickle=allow_pickle)
     report, static = check_before_download(facts, align_labels=align_labels)
     if not weights or not report.ok:
         return report
@@ -686,7 +686,7 @@ def _compat_provenance(report: CompatReport, *, force: bool) -> dict:
     return data
 
 
-def _gather_facts(
+def gather_facts(
     pinned: list[hub.PinnedIngredient], *, token: str | bool | None, allow_pickle: bool
 ) -> list[IngredientFacts]:
     """Configs, cards, tokenizers and tensor structure of every ingredient, from small files and headers only."""
@@ -714,7 +714,7 @@ def _adapter_facts(
     base = ingredient.adapter_base
     assert base is not None and ingredient.adapter_config is not None
     if not base.structure:
-        _gather_facts([base], token=token, allow_pickle=allow_pickle)
+        gather_facts([base], token=token, allow_pickle=allow_pickle)
     structure = hub.remote_structure(ingredient, token=token)
     if structure is None:  # a local adapter, or HF_HUB_OFFLINE: the header of the file on disk
         folder = hub.fetch(ingredient, token=token)
