@@ -118,6 +118,7 @@ def soup(
     selection: Selection | None = None,
     recipe: dict | None = None,
     base: str | os.PathLike | None = None,
+    found: dict | None = None,
 ) -> SoupResult:
     """Average fine-tuned models named by Hub ID or folder into a new checkpoint folder.
 
@@ -158,6 +159,9 @@ def soup(
             `.csv`, `.png`).
         recipe (`dict`, *optional*):
             The recipe this soup was cooked from (`Recipe.to_dict()`), recorded in `hfsoup.json` and the model card.
+        found (`dict`, *optional*):
+            How the ingredients were found on the Hub (`find.FindResult.record()`: the query, the pinned base, the
+            passing candidates and the excluded ones with their reasons), recorded in `hfsoup.json` and the card.
         base (`str`, *optional*):
             The shared pretrained model (Hub ID or folder), required by the methods defined by task vectors
             (`needs_base`: task-arithmetic, ties, dare-linear, dare-ties, model-stock, wise-ft). It is pinned, its
@@ -322,6 +326,8 @@ def soup(
     }
     if recipe is not None:
         provenance["recipe"] = recipe
+    if found is not None:
+        provenance["found"] = found
     if base_pinned is not None:
         provenance["base"] = _provenance(base_pinned)
         missing = sorted(

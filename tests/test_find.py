@@ -23,6 +23,8 @@ from hfsoup.find import NoCandidatesError, find_ingredients
 from hfsoup.find.sampled import SLICE_BYTES, cosine, plan_samples
 from hfsoup.hub.remote import _FIRST_READ
 from hfsoup.io.checkpoint import TensorMeta
+from hfsoup.io.soupfolder import read_soup_folder
+from hfsoup.publish.card import build_card
 from hfsoup.testing.families import build_family, publish_folder
 
 ORG = "hfsoup-testing"
@@ -87,6 +89,9 @@ def tree(tmp_path_factory):
             _card(folder, **card)
             return publish_folder(folder, f"{ORG}/{name}", api=api)
 
+        from hfsoup.testing.glue import build_glue, publish_glue
+
+        publish_glue(build_glue(root / "glue", tasks=["sst2"]))
         publish("base", "tiny-bert-base")
         expect = {}
         for i in range(3):
@@ -205,3 +210,26 @@ def test_sampled_cosine_separates_siblings_from_impostors():
     assert cosine(base, sibling) > 0.99 and abs(cosine(base, other)) < 0.1
     plan = plan_samples({"w": TensorMeta("F32", (64, 64)), "b": TensorMeta("F32", (64,))}, slices=4, slice_bytes=64)
     assert [s.first for s in plan] == [0, (4096 - 16) // 3, 2 * (4096 - 16) // 3, 4096 - 16]
+
+
+def test_soup_from_hub_soups_the_passing_ones(tree, tmp_path):
+    out = tmp_path / "soup"
+    code = main(["soup", "--from-hub", BASE, "--task", "sst2", "--method", "greedy", "--limit", "5", "-o", str(out)])
+    assert code == 0
+    provenance = json.loads((out / "hfsoup.json").read_text())
+    passing = [r for r, v in tree["expect"].items() if v == "pass"]
+    found = provenance["found"]
+    assert found["query"] == {"base": BASE, "task": "sst2", "sort": "downloads", "limit": 5}
+    passed = [c for c in found["candidates"] if c["verdict"] == "pass"]
+    assert len(passed) == 5 and {c["repo_id"] for c in passed} <= set(passing)
+    assert [i["sha"] for i in provenance["ingredients"]] == [c["sha"] for c in passed]
+    card = str(build_card(read_soup_folder(out)))  # the card `hfsoup push` writes
+    assert "## Found on the Hub" in card and all(f"{c['repo_id']}@{c['sha']}" in card for c in passed)
+
+
+def test_soup_from_hub_refuses_too_few(tree, tmp_path, capsys):
+    code = main(["soup", "--from-hub", BASE, "--search", "impostor", "-o", str(tmp_path / "soup")])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "0 passed the checks" in err and "shared-init" in err
+    assert not (tmp_path / "soup").exists()

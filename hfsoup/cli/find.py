@@ -54,7 +54,7 @@ def search(args: argparse.Namespace, base: str):  # noqa: ANN201 - a find.FindRe
 
     return find_ingredients(
         base,
-        task=args.task,
+        task=getattr(args, "task", None) or getattr(args, "selection.task", None),
         pipeline_tag=args.pipeline_tag,
         author=args.author,
         search=args.search,

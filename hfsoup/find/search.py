@@ -251,6 +251,7 @@ def _vet(entry: Listed, context: _Context) -> tuple[Candidate, IngredientFacts |
         candidate.sha = pinned.sha
         if pinned.is_adapter:
             attach_bases([pinned], base=context.base, token=context.token)
+            candidate.notes.append("a LoRA adapter of the base")
         elif entry.relation == "adapter":
             candidate.notes.append("listed as an adapter but holds a full model")
         facts = gather_facts([pinned], token=context.token, allow_pickle=False)[0]
