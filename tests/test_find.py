@@ -141,10 +141,10 @@ def test_find_lists_exactly_the_children_with_their_verdicts(tree):
     reads = _weights_reads(server, since)
     assert reads and all(status == 206 for _, status, _ in reads)
     assert all(n <= _FIRST_READ for _, _, n in reads)
-    sizes = {}
+    sizes: dict[str, int] = {}
     for path, _, n in reads:
         sizes[path] = sizes.get(path, 0) + n
-    for path, total in sizes.items():
+    for path in sizes:
         slices = [n for p, _, n in reads if p == path][1:]
         assert all(n <= SLICE_BYTES for n in slices), path
     repo_files = {

@@ -152,7 +152,8 @@ def _ingredients(args: argparse.Namespace) -> tuple[list[str], dict | None]:
         if not args.ingredients:
             raise InvalidSoupArgumentsError(
                 "A soup needs ingredients: none were named.",
-                fix="Name two or more models (org/name, org/name@revision or folders), or find them with --from-hub BASE.",
+                fix="Name two or more models (org/name, org/name@revision or folders), or find them with "
+                "--from-hub BASE.",
             )
         return args.ingredients, None
     if args.ingredients:

@@ -115,7 +115,8 @@ class FindResult:
                     why if len(why) <= 160 else why[:157] + "...",
                 ]
             )
-        lines = [f"Fine-tunes and adapters of {self.query.base} ({self.listed} listed, {len(self.candidates)} checked)"]
+        checked = f"{self.listed} listed, {len(self.candidates)} checked"
+        lines = [f"Fine-tunes and adapters of {self.query.base} ({checked})"]
         lines += text_table(rows, indent="  ")
         lines += ["", f"{len(self.passed)} passed, {len(self.refused)} refused."]
         return "\n".join(lines)
@@ -184,14 +185,16 @@ def find_ingredients(
         raise NoCandidatesError(
             f"The Hub lists no fine-tune or adapter of {base}{f' ({filters})' if filters else ''}: no model card "
             f"names it as base_model.",
-            fix="Check the base's ID (the one its fine-tunes' cards name), or loosen --author/--search/--pipeline-tag.",
+            fix="Check the base's ID (the one its fine-tunes' cards name), or loosen --author, --search or "
+            "--pipeline-tag.",
         )
     context = _Context(base_pinned, base_facts, base_values, samples, wanted, task, token)
     candidates: list[Candidate] = []
     reference: IngredientFacts | None = None
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool, tqdm(
-        total=len(listed), desc=f"checking children of {base}", unit="repo"
-    ) as bar:
+    with (
+        ThreadPoolExecutor(max_workers=max(1, jobs)) as pool,
+        tqdm(total=len(listed), desc=f"checking children of {base}", unit="repo") as bar,
+    ):
         pending: list[Future] = []
         queue = iter(listed)
         passed = 0

@@ -84,7 +84,7 @@ def _with_body(response, body: bytes):  # noqa: ANN001, ANN202 - httpx responses
 
 
 def _range_reader(ingredient: PinnedIngredient, file: str, *, token: str | bool | None):  # noqa: ANN202
-    """`get(first, last)`: bytes `first..last` of `file` at the pinned commit and the file's size, by one Range read."""
+    """`get(first, last)`: bytes `first..last` of `file` at the pinned commit, and the file's size (one Range read)."""
     from huggingface_hub import constants as hf_constants
     from huggingface_hub import hf_hub_url
     from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status

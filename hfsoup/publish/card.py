@@ -552,7 +552,8 @@ def _found(prov: dict[str, Any]) -> str:
     excluded = [c for c in found.get("candidates") or [] if isinstance(c, dict) and c.get("verdict") != "pass"]
     if excluded:
         lines += ["", "Excluded:", ""]
-        lines += [f"- `{c.get('repo_id')}@{c.get('sha')}`: {cut('; '.join(c.get('reasons') or []), 300)}" for c in excluded]
+        for c in excluded:
+            lines.append(f"- `{c.get('repo_id')}@{c.get('sha')}`: {cut('; '.join(c.get('reasons') or []), 300)}")
     return "\n".join(lines)
 
 
