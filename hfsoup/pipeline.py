@@ -610,7 +610,8 @@ def check(
     Args:
         ingredients (`Sequence[str]`): Hub IDs (`org/name[@revision]`) or folders.
         base (`str`, *optional*): the pretrained model the ingredients claim to be fine-tuned from.
-        weights (`bool`, *optional*, defaults to `True`): measure shared initialization (downloads the weights).
+        weights (`bool`, *optional*, defaults to `True`): measure shared initialization (downloads the weights);
+            with `False`, it is estimated from a few kilobytes of each remote ingredient (`find.sampled`).
         align_labels (`bool`, *optional*, defaults to `True`): accept the same labels in another order.
         allow_pickle (`bool`, *optional*, defaults to `False`): accept `pytorch_model.bin` (weights_only loading).
         token (`str`, *optional*): a Hub token for private repos.
@@ -638,6 +639,15 @@ def check(
     attach_bases(pinned, base=base_pinned, token=token, allow_pickle=allow_pickle)
     facts = gather_facts(pinned, token=token, allow_pickle=allow_pickle)
     report, static = check_before_download(facts, align_labels=align_labels)
+    if not weights and report.ok:  # the sampled estimate: a few kB of each remote ingredient, by Range requests
+        from .find.sampled import judge_sampled
+
+        reference = base_pinned or (hub.resolve(os.fspath(base), token=token) if base is not None else None)
+        if reference is not None and not reference.structure and not reference.ref.is_local:
+            gather_facts([reference], token=token, allow_pickle=allow_pickle)
+        reference = reference or next((i for i in pinned if i.locations and not i.is_adapter), None)
+        if reference is not None:
+            judge_sampled(report, pinned, reference, token=token)
     if not weights or not report.ok:
         return report
     readers = [_fetch_and_open(i, token=token, allow_pickle=allow_pickle) for i in pinned]

@@ -233,3 +233,19 @@ def test_soup_from_hub_refuses_too_few(tree, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "0 passed the checks" in err and "shared-init" in err
     assert not (tmp_path / "soup").exists()
+
+
+def test_check_skip_weights_uses_the_sampled_estimate(tree):
+    import hfsoup
+
+    server = tree["server"]
+    since = len(server.traffic)
+    report = hfsoup.check([f"{ORG}/ft0", f"{ORG}/impostor", f"{ORG}/ft1"], base=BASE, weights=False)
+    blamed = {f.ingredient: f for f in report.findings if f.check == "shared-init"}
+    assert blamed[f"{ORG}/impostor"].level == "error" and "sampled body cosine" in blamed[f"{ORG}/impostor"].message
+    assert blamed[f"{ORG}/ft0"].level == "info" and blamed[f"{ORG}/ft1"].level == "info"
+    assert not report.ok
+    reads = _weights_reads(server, since)
+    assert reads and all(status == 206 and n <= _FIRST_READ for _, status, n in reads)
+    # Without a base, the first remote ingredient is the reference: the two siblings pass.
+    assert hfsoup.check([f"{ORG}/ft0", f"{ORG}/ft1"], weights=False).ok

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..compat import HEAD_PREFIXES
+from ..compat import HEAD_PREFIXES, CompatReport
+from ..compat.similarity import MIN_BODY_COSINE
 from ..hub.refs import PinnedIngredient
 from ..hub.remote import read_range
 from ..io.checkpoint import STORAGE, StructureMap
@@ -102,3 +103,47 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
         denominator = float(np.linalg.norm(a) * np.linalg.norm(b))
         value = float(a @ b) / denominator if denominator > 0 else 0.0
     return value if np.isfinite(value) else 0.0
+
+
+def judge_sampled(
+    report: CompatReport,
+    pinned: list[PinnedIngredient],
+    reference: PinnedIngredient,
+    *,
+    token: str | bool | None,
+) -> dict[str, float]:
+    """The sampled estimate for `hfsoup check --skip-weights`: each remote full ingredient against `reference` (the
+    base, or the first remote ingredient), added to `report` as an `error` below `MIN_BODY_COSINE` and an `info`
+    otherwise. Local folders and adapters (the base plus a low-rank update, by construction) are not sampled.
+
+    Returns:
+        `dict[str, float]`: each sampled ingredient's cosine to the reference, by name.
+    """
+    samples = plan_samples(reference.structure)
+    if not samples or not reference.locations:
+        return {}
+    ref_values = read_samples(reference, samples, reference.structure, token=token)
+    if ref_values is None:
+        return {}
+    cosines = {}
+    for ingredient in pinned:
+        if ingredient is reference or ingredient.is_adapter or not ingredient.locations:
+            continue
+        values = read_samples(ingredient, samples, reference.structure, token=token)
+        if values is None:
+            continue
+        cosines[ingredient.name] = value = cosine(values, ref_values)
+        what = f"sampled body cosine {value:.3f} to {reference.name} ({len(values)} values read by Range requests)"
+        if value < MIN_BODY_COSINE:
+            report.add(
+                "error",
+                "shared-init",
+                ingredient.name,
+                f"does not share an initialization with {reference.name}: {what}; fine-tunes of one base score "
+                f"above {MIN_BODY_COSINE}",
+                "Remove it (check the base_model in its card), or check without --skip-weights (weights=True) to "
+                "measure every weight.",
+            )
+        else:
+            report.add("info", "shared-init", ingredient.name, what)
+    return cosines
