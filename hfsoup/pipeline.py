@@ -805,6 +805,7 @@ def cook_recipe(
     overwrite: bool = False,
     dry_run: bool = False,
     hub_metrics: bool | None = None,
+    refresh: bool = False,
 ) -> CookResult:
     """Run a recipe: fetch, check, soup (scored and selected when it names a task), then card and push.
 
@@ -819,6 +820,9 @@ def cook_recipe(
         overwrite (`bool`, *optional*): replace an existing output made by something else (or `output.overwrite`).
         dry_run (`bool`, *optional*): make the soup, but only show what would be pushed.
         hub_metrics (`bool`, *optional*): score with the Hub's metric module (see `Selection`).
+        refresh (`bool`, *optional*): for a recipe whose ingredients are a search (`ingredients: {search: ...}`),
+            search the Hub again instead of reusing the pinned list its finished output records; the soup is made
+            again only when the list changed.
 
     Example:
         ```py
@@ -837,12 +841,18 @@ def cook_recipe(
     as_data = recipe.to_dict()
     soup_result = None
     reused = not overwrite and _made_by(out, as_data)
+    specs = [i.spec for i in recipe.ingredients]
+    found = None
+    if recipe.search is not None and (refresh or not reused):
+        found, specs = _search(recipe, token=token)
+        if reused and specs != _recorded_specs(out):  # the Hub changed: soup the new list, over our own output
+            logger.warning("the search finds other ingredients than %s was made of; cooking again", out)
+            reused, overwrite = False, True
     if reused:
         logger.warning("%s already holds the soup of this recipe; it is reused (delete it to cook again)", out)
     else:
         # Before the sweep trains for hours: the output must be writable under the rules `soup` applies again.
         check_output(out, overwrite=overwrite or recipe.output.overwrite, protected=protected)
-        specs = [i.spec for i in recipe.ingredients]
         if recipe.sweep is not None:  # the ingredients are the sweep's runs: train those not complete yet
             from .finetune import run_sweep
 
@@ -860,6 +870,7 @@ def cook_recipe(
             selection=replace(recipe.evaluation, hub_metrics=hub_metrics) if recipe.evaluation else None,
             recipe=as_data,
             base=recipe.base,
+            found=found,
         )
     pushed = None
     repo_id = push_to or (recipe.push.repo_id if recipe.push else None)
@@ -871,6 +882,26 @@ def cook_recipe(
         options = dataclasses.replace(recipe.push or Push(repo_id), repo_id=repo_id)
         pushed = push(out, token=token, dry_run=dry_run, **dataclasses.asdict(options))
     return CookResult(out, soup_result, reused, pushed)
+
+
+def _search(recipe: Recipe, *, token: str | None) -> tuple[dict, list[str]]:
+    """A search recipe's ingredients: the passing children, pinned, and the record of how they were found."""
+    from .find import find_ingredients, refuse_unless_enough
+
+    result = find_ingredients(**dataclasses.asdict(recipe.search), token=token)
+    passed = refuse_unless_enough(result, at_least=SOUPS[recipe.method.name].min_ingredients)
+    for candidate in result.refused:
+        logger.warning("excluded %s: %s", candidate.spec, "; ".join(candidate.reasons))
+    return result.to_dict(), [c.spec for c in passed]
+
+
+def _recorded_specs(out: Path) -> list[str]:
+    """The pinned ingredients a finished soup was made of (`repo@sha`), from its `hfsoup.json`."""
+    try:
+        provenance = json.loads((out / PROVENANCE_FILE).read_text())
+        return [f"{i['repo_id']}@{i['sha']}" for i in provenance["ingredients"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
 
 
 def _made_by(out: Path, recipe: dict) -> bool:

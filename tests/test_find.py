@@ -249,3 +249,33 @@ def test_check_skip_weights_uses_the_sampled_estimate(tree):
     assert reads and all(status == 206 and n <= _FIRST_READ for _, status, n in reads)
     # Without a base, the first remote ingredient is the reference: the two siblings pass.
     assert hfsoup.check([f"{ORG}/ft0", f"{ORG}/ft1"], weights=False).ok
+
+
+def test_recipe_ingredients_from_a_search(tree, tmp_path):
+    from hfsoup.errors import RecipeError
+    from hfsoup.recipe import parse_recipe
+
+    server = tree["server"]
+    recipe = tmp_path / "found.yaml"
+    recipe.write_text(
+        "# hfsoup cook found.yaml\n"
+        f"ingredients:\n  search: {{base: {BASE}, task: sst2, limit: 3, search: ft}}\n"
+        "method: greedy\nevaluation: {task: sst2}\noutput: {dir: soup}\n"
+    )
+    assert main(["cook", str(recipe)]) == 0
+    provenance = json.loads((tmp_path / "soup" / "hfsoup.json").read_text())
+    assert provenance["found"]["query"]["search"] == "ft"
+    assert [i["repo_id"] for i in provenance["ingredients"]] == [f"{ORG}/ft{i}" for i in range(3)]
+
+    def listings() -> int:
+        return sum(1 for method, path, _, _ in server.traffic if method == "GET" and path == "/api/models")
+
+    before = listings()
+    assert main(["cook", str(recipe)]) == 0  # reused: the pinned list recorded in the output, no search
+    assert listings() == before
+    assert main(["cook", str(recipe), "--refresh"]) == 0  # searched again: the same list, so reused
+    assert listings() > before
+    assert json.loads((tmp_path / "soup" / "hfsoup.json").read_text())["created_at"] == provenance["created_at"]
+    with pytest.raises(RecipeError) as refused:
+        parse_recipe({"ingredients": {"search": {"task": "sst2", "sort": "stars"}}, "output": {"dir": "x"}})
+    assert "ingredients.search.base" in str(refused.value) and "ingredients.search.sort" in str(refused.value)
