@@ -279,3 +279,43 @@ def test_recipe_ingredients_from_a_search(tree, tmp_path):
     with pytest.raises(RecipeError) as refused:
         parse_recipe({"ingredients": {"search": {"task": "sst2", "sort": "stars"}}, "output": {"dir": "x"}})
     assert "ingredients.search.base" in str(refused.value) and "ingredients.search.sort" in str(refused.value)
+
+
+def test_local_hub_model_tree_relations_and_pages(tmp_path, hf_home):
+    """The listing `find` relies on, from the local Hub: stated relations win over inferred ones, and the children
+    come through several pages (`Link: rel="next"`)."""
+    from hfsoup.find.query import Query, list_children
+    from hfsoup.localhub.server import LocalHubServer
+    from hfsoup.testing.env import use_local_hub
+
+    with LocalHubServer(tmp_path / "store", anonymous_writes=True, page_size=2) as server:
+        with use_local_hub(server.url, hf_home):
+            api = HfApi()
+
+            def repo(name: str, card: str, *extra: str) -> None:
+                api.create_repo(f"me/{name}")
+                api.upload_file(path_or_fileobj=card.encode(), path_in_repo="README.md", repo_id=f"me/{name}")
+                for path in extra:
+                    api.upload_file(path_or_fileobj=b"{}", path_in_repo=path, repo_id=f"me/{name}")
+
+            repo("base", "---\nlicense: mit\n---\n")
+            for i in range(3):
+                repo(f"ft{i}", "---\nbase_model: me/base\n---\n")
+            repo("quant", "---\nbase_model: me/base\nbase_model_relation: quantized\n---\n")
+            repo("lora", "---\nbase_model: me/base\n---\n", "adapter_config.json")
+            repo("stated", "---\nbase_model: me/base\nbase_model_relation: adapter\n---\n")
+            repo("merged", "---\nbase_model:\n- me/base\n- me/ft0\n---\n")
+            since = len(server.traffic)
+            children = list_children(Query("me/base", sort="modified"))
+            pages = sum(1 for method, path, _, _ in server.traffic[since:] if (method, path) == ("GET", "/api/models"))
+    relations = {c.repo_id: c.relation for c in children}
+    assert relations == {
+        "me/ft0": "finetune",
+        "me/ft1": "finetune",
+        "me/ft2": "finetune",
+        "me/lora": "adapter",
+        "me/stated": "adapter",
+    }
+    assert pages >= 3  # three fine-tunes at two a page, then the adapters' listing
+    assert [c.repo_id for c in children][:1] == ["me/stated"]  # newest first
+    assert all(len(c.sha) == 40 for c in children)  # full=True: each entry carries its commit
