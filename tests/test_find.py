@@ -79,7 +79,10 @@ def tree(tmp_path_factory):
     family = build_family("bert", root / "family", n_finetunes=3, seed=0)
     folders = family.folders()
     saved_token = os.environ.pop("HF_TOKEN", None)
-    with LocalHubServer(root / "store", anonymous_writes=True) as server, use_local_hub(server.url, root / "hf_home"):
+    from hfsoup.localhub.faults import FaultPlan
+
+    hub = LocalHubServer(root / "store", anonymous_writes=True, faults=FaultPlan())
+    with hub as server, use_local_hub(server.url, root / "hf_home"):
         api = HfApi()
         staged = root / "staged"
 
@@ -319,3 +322,16 @@ def test_local_hub_model_tree_relations_and_pages(tmp_path, hf_home):
     assert pages >= 3  # three fine-tunes at two a page, then the adapters' listing
     assert [c.repo_id for c in children][:1] == ["me/stated"]  # newest first
     assert all(len(c.sha) == 40 for c in children)  # full=True: each entry carries its commit
+
+
+def test_find_retries_transient_failures(tree, monkeypatch):
+    """A 503 on the listing and on a sampled slice is retried (`HFSOUP_HUB_RETRIES`, `with_retries`): the verdicts
+    are those of a quiet Hub."""
+    server = tree["server"]
+    monkeypatch.setenv("HFSOUP_HUB_RETRY_WAIT", "0")
+    server.faults.add("status", method="GET", path=r"^/api/models$", status=503)
+    server.faults.add("status", method="GET", path=r"/impostor/resolve/.*safetensors", status=503, skip=1)
+    found = {c.repo_id: c for c in find_ingredients(BASE, task="sst2", jobs=2).candidates}
+    assert found[f"{ORG}/ft0"].passed and any("shared-init" in r for r in found[f"{ORG}/impostor"].reasons)
+    assert all(rule.fired == rule.times for rule in server.faults.rules)  # both faults fired
+    server.faults.clear()
