@@ -188,8 +188,11 @@ def test_find_bad_input(tree, capsys):
     publish_folder(staged / "other-base", f"{ORG}/lora-other-base", api=api)
     _adapter(staged / "bad-rank", tree["family"].base, seed=8, config_rank=8)
     publish_folder(staged / "bad-rank", f"{ORG}/lora-bad-rank", api=api)
+    since = len(tree["server"].traffic)
     try:
         found = {c.repo_id: c for c in find_ingredients(BASE, search="lora-").candidates}
+        reads = _weights_reads(tree["server"], since)  # headers only: refused before any weights download
+        assert all(status == 206 and n <= _FIRST_READ for _, status, n in reads)
         assert not found[f"{ORG}/lora-other-base"].passed
         assert "impostor" in " ".join(found[f"{ORG}/lora-other-base"].reasons)
         assert not found[f"{ORG}/lora-bad-rank"].passed
