@@ -89,3 +89,8 @@ def hub_cache() -> str:
         return constants.HF_HUB_CACHE
     except ImportError:  # pragma: no cover - huggingface_hub is a dependency
         return os.environ.get("HF_HUB_CACHE", "~/.cache/huggingface/hub")
+
+
+#: `hfsoup find --sort` choices (largest first) and how many candidates are checked at once by default (`--jobs`).
+FIND_SORTS = ("downloads", "likes", "modified")
+FIND_JOBS = 8

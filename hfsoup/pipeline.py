@@ -118,6 +118,7 @@ def soup(
     selection: Selection | None = None,
     recipe: dict | None = None,
     base: str | os.PathLike | None = None,
+    found: dict | None = None,
 ) -> SoupResult:
     """Average fine-tuned models named by Hub ID or folder into a new checkpoint folder.
 
@@ -158,6 +159,9 @@ def soup(
             `.csv`, `.png`).
         recipe (`dict`, *optional*):
             The recipe this soup was cooked from (`Recipe.to_dict()`), recorded in `hfsoup.json` and the model card.
+        found (`dict`, *optional*):
+            How the ingredients were found on the Hub (`find.FindResult.record()`: the query, the pinned base, the
+            passing candidates and the excluded ones with their reasons), recorded in `hfsoup.json` and the card.
         base (`str`, *optional*):
             The shared pretrained model (Hub ID or folder), required by the methods defined by task vectors
             (`needs_base`: task-arithmetic, ties, dare-linear, dare-ties, model-stock, wise-ft). It is pinned, its
@@ -272,12 +276,12 @@ def soup(
         protected += guard.inputs_protected(local_bases)  # type: ignore[arg-type]
         guard.refuse_collisions(out, protected)
     progress.stage("Checking that they can be merged (configs, tokenizers, labels, safetensors headers)")
-    facts = _gather_facts(pinned, token=token, allow_pickle=allow_pickle)
+    facts = gather_facts(pinned, token=token, allow_pickle=allow_pickle)
     report, static = check_before_download(facts, align_labels=align_labels)
     _refuse_unless_forced(report, force=force)  # before a single weight file is downloaded
     if base_ref is not None:
         base_pinned = base_pinned or hub.resolve(base_ref, token=token, allow_pickle=allow_pickle)
-        _gather_facts([base_pinned], token=token, allow_pickle=allow_pickle)  # its headers: no weights yet
+        gather_facts([base_pinned], token=token, allow_pickle=allow_pickle)  # its headers: no weights yet
         _check_base_shapes(base_pinned, pinned[0], method)
 
     _stage_fetch(pinned, base_pinned)
@@ -326,6 +330,8 @@ def soup(
     }
     if recipe is not None:
         provenance["recipe"] = recipe
+    if found is not None:
+        provenance["found"] = found
     if base_pinned is not None:
         provenance["base"] = _provenance(base_pinned)
         missing = sorted(
@@ -614,7 +620,8 @@ def check(
     Args:
         ingredients (`Sequence[str]`): Hub IDs (`org/name[@revision]`) or folders.
         base (`str`, *optional*): the pretrained model the ingredients claim to be fine-tuned from.
-        weights (`bool`, *optional*, defaults to `True`): measure shared initialization (downloads the weights).
+        weights (`bool`, *optional*, defaults to `True`): measure shared initialization (downloads the weights);
+            with `False`, it is estimated from a few kilobytes of each remote ingredient (`find.sampled`).
         align_labels (`bool`, *optional*, defaults to `True`): accept the same labels in another order.
         allow_pickle (`bool`, *optional*, defaults to `False`): accept `pytorch_model.bin` (weights_only loading).
         token (`str`, *optional*): a Hub token for private repos.
@@ -642,8 +649,17 @@ def check(
         base_pinned = hub.resolve(os.fspath(base), token=token, allow_pickle=allow_pickle)
     attach_bases(pinned, base=base_pinned, token=token, allow_pickle=allow_pickle)
     progress.stage("Checking configs, tokenizers, labels and safetensors headers (no weights yet)")
-    facts = _gather_facts(pinned, token=token, allow_pickle=allow_pickle)
+    facts = gather_facts(pinned, token=token, allow_pickle=allow_pickle)
     report, static = check_before_download(facts, align_labels=align_labels)
+    if not weights and report.ok:  # the sampled estimate: a few kB of each remote ingredient, by Range requests
+        from .find.sampled import judge_sampled
+
+        reference = base_pinned or (hub.resolve(os.fspath(base), token=token) if base is not None else None)
+        if reference is not None and not reference.structure and not reference.ref.is_local:
+            gather_facts([reference], token=token, allow_pickle=allow_pickle)
+        reference = reference or next((i for i in pinned if i.locations and not i.is_adapter), None)
+        if reference is not None:
+            judge_sampled(report, pinned, reference, token=token)
     if not weights or not report.ok:
         return report
     _stage_fetch(pinned, base_pinned)
@@ -700,7 +716,7 @@ def _compat_provenance(report: CompatReport, *, force: bool) -> dict:
     return data
 
 
-def _gather_facts(
+def gather_facts(
     pinned: list[hub.PinnedIngredient], *, token: str | bool | None, allow_pickle: bool
 ) -> list[IngredientFacts]:
     """Configs, cards, tokenizers and tensor structure of every ingredient, from small files and headers only."""
@@ -728,7 +744,7 @@ def _adapter_facts(
     base = ingredient.adapter_base
     assert base is not None and ingredient.adapter_config is not None
     if not base.structure:
-        _gather_facts([base], token=token, allow_pickle=allow_pickle)
+        gather_facts([base], token=token, allow_pickle=allow_pickle)
     structure = hub.remote_structure(ingredient, token=token)
     if structure is None:  # a local adapter, or HF_HUB_OFFLINE: the header of the file on disk
         folder = hub.fetch(ingredient, token=token)
@@ -818,6 +834,7 @@ def cook_recipe(
     overwrite: bool = False,
     dry_run: bool = False,
     hub_metrics: bool | None = None,
+    refresh: bool = False,
 ) -> CookResult:
     """Run a recipe: fetch, check, soup (scored and selected when it names a task), then card and push.
 
@@ -832,6 +849,9 @@ def cook_recipe(
         overwrite (`bool`, *optional*): replace an existing output made by something else (or `output.overwrite`).
         dry_run (`bool`, *optional*): make the soup, but only show what would be pushed.
         hub_metrics (`bool`, *optional*): score with the Hub's metric module (see `Selection`).
+        refresh (`bool`, *optional*): for a recipe whose ingredients are a search (`ingredients: {search: ...}`),
+            search the Hub again instead of reusing the pinned list its finished output records; the soup is made
+            again only when the list changed.
 
     Example:
         ```py
@@ -850,12 +870,18 @@ def cook_recipe(
     as_data = recipe.to_dict()
     soup_result = None
     reused = not overwrite and _made_by(out, as_data)
+    specs = [i.spec for i in recipe.ingredients]
+    found = None
+    if recipe.search is not None and (refresh or not reused):
+        found, specs = _search(recipe, token=token)
+        if reused and specs != _recorded_specs(out):  # the Hub changed: soup the new list, over our own output
+            logger.warning("the search finds other ingredients than %s was made of; cooking again", out)
+            reused, overwrite = False, True
     if reused:
         logger.warning("%s already holds the soup of this recipe; it is reused (delete it to cook again)", out)
     else:
         # Before the sweep trains for hours: the output must be writable under the rules `soup` applies again.
         check_output(out, overwrite=overwrite or recipe.output.overwrite, protected=protected)
-        specs = [i.spec for i in recipe.ingredients]
         if recipe.sweep is not None:  # the ingredients are the sweep's runs: train those not complete yet
             from .finetune import run_sweep
 
@@ -873,6 +899,7 @@ def cook_recipe(
             selection=replace(recipe.evaluation, hub_metrics=hub_metrics) if recipe.evaluation else None,
             recipe=as_data,
             base=recipe.base,
+            found=found,
         )
     pushed = None
     repo_id = push_to or (recipe.push.repo_id if recipe.push else None)
@@ -884,6 +911,26 @@ def cook_recipe(
         options = dataclasses.replace(recipe.push or Push(repo_id), repo_id=repo_id)
         pushed = push(out, token=token, dry_run=dry_run, **dataclasses.asdict(options))
     return CookResult(out, soup_result, reused, pushed)
+
+
+def _search(recipe: Recipe, *, token: str | None) -> tuple[dict, list[str]]:
+    """A search recipe's ingredients: the passing children, pinned, and the record of how they were found."""
+    from .find import find_ingredients, refuse_unless_enough
+
+    result = find_ingredients(**dataclasses.asdict(recipe.search), token=token)
+    passed = refuse_unless_enough(result, at_least=SOUPS[recipe.method.name].min_ingredients)
+    for candidate in result.refused:
+        logger.warning("excluded %s: %s", candidate.spec, "; ".join(candidate.reasons))
+    return result.to_dict(), [c.spec for c in passed]
+
+
+def _recorded_specs(out: Path) -> list[str]:
+    """The pinned ingredients a finished soup was made of (`repo@sha`), from its `hfsoup.json`."""
+    try:
+        provenance = json.loads((out / PROVENANCE_FILE).read_text())
+        return [f"{i['repo_id']}@{i['sha']}" for i in provenance["ingredients"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
 
 
 def _made_by(out: Path, recipe: dict) -> bool:

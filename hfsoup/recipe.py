@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import schema
 from .errors import HfsoupError, RecipeError, quote
+from .find.options import Search
 from .io import guard
 from .io.output import Output
 from .options import as_dict, candidate_lists
@@ -93,6 +94,7 @@ class Recipe:
     push: Push | None = None
     force: bool = False
     sweep: Sweep | None = None  # trained by `cook` first; its runs are the ingredients
+    search: Search | None = None  # `ingredients: {search: ...}`: found on the Hub by `cook` (hfsoup.find)
     source: Path | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -148,10 +150,16 @@ def parse_recipe(data: Any, *, source: str | os.PathLike | None = None) -> Recip
 
     ingredients: list[Ingredient] = []
     raw = data.get("ingredients", [])
-    if not isinstance(raw, list):
+    search = None
+    if isinstance(raw, dict):  # found on the Hub when cooked: `ingredients: {search: {base: ..., task: ...}}`
+        if set(raw) != {"search"}:
+            problems.add("ingredients", "a mapping of ingredients holds one key, search (or give a list)")
+        search = schema.section(raw.get("search"), "ingredients.search", Search, problems, required=("base",))
+        raw = []
+    elif not isinstance(raw, list):
         problems.add("ingredients", f"expected a list, got {schema.type_name(raw)}")
         raw = []
-    elif "ingredients" in data and len(raw) < max(_fewest(data.get("method")), 1):
+    elif search is None and "ingredients" in data and len(raw) < max(_fewest(data.get("method")), 1):
         problems.add("ingredients", f"a soup needs at least {_fewest(data.get('method'))} ingredients, got {len(raw)}")
     for i, item in enumerate(raw):
         spot = f"ingredients[{i}]"
@@ -224,6 +232,7 @@ def parse_recipe(data: Any, *, source: str | os.PathLike | None = None) -> Recip
         push=push,
         force=bool(data.get("force", False)),
         sweep=sweep,
+        search=search,
         source=Path(source) if source is not None else None,
     )
     if evaluation is not None and not problems.items:

@@ -39,6 +39,8 @@ def test_every_shipped_recipe_validates_and_opens_with_its_command(path):
         from hfsoup.finetune import plan_sweep
 
         assert not recipe.ingredients and len(plan_sweep(recipe.sweep)) >= 2
+    elif recipe.search is not None:  # the ingredients are found on the Hub when cooked (hfsoup find)
+        assert not recipe.ingredients and recipe.search.base and (recipe.search.limit or 2) >= 2
     else:
         assert len(recipe.ingredients) >= 2
     if recipe.method.name in ("greedy", "learned"):

@@ -1,7 +1,7 @@
 """The `hfsoup` command line: one module per verb, each with `add(verbs)` and its `run(args)`; errors are formatted for
 people in one place (`errors.format_error`).
 
-Verbs: soup, check, eval, push, validate and cook (recipe), finetune, hub serve, demo. Only light modules are
+Verbs: soup, check, find, eval, push, validate and cook (recipe), finetune, hub serve, demo. Only light modules are
 imported to build the parser: `hfsoup --help` and `--version` must not pay for importing torch.
 """
 
@@ -19,13 +19,13 @@ from collections.abc import Sequence
 from .. import __version__, distributed, scrub
 from ..constants import debug
 from ..errors import HfsoupError
-from . import check, demo, finetune, hub, push, recipe, soup
+from . import check, demo, find, finetune, hub, push, recipe, soup
 from . import eval as eval_
 from .errors import format_error
 
 logger = logging.getLogger("hfsoup")
 
-VERBS = (soup, check, eval_, push, recipe, finetune, hub, demo)
+VERBS = (soup, check, find, eval_, push, recipe, finetune, hub, demo)
 
 MAIN_EPILOG = """\
 examples:

@@ -29,7 +29,10 @@ def add(verbs: argparse._SubParsersAction) -> None:
         "--json", nargs="?", const="-", metavar="FILE", help="write the report as JSON (to FILE, or stdout)"
     )
     check.add_argument(
-        "--skip-weights", action="store_true", help="only the checks that need no weights download (no shared-init)"
+        "--skip-weights",
+        action="store_true",
+        help="only the checks that need no weights download; shared init is estimated from a few kB of each remote "
+        "ingredient's largest matrices, read by Range requests",
     )
     check.set_defaults(func=run)
 

@@ -7,9 +7,11 @@ import argparse
 TOKEN_HELP = "Hub token (default: HF_TOKEN or the token from 'hf auth login')"
 
 
-def ingredient_args(parser: argparse.ArgumentParser) -> None:
+def ingredient_args(parser: argparse.ArgumentParser, *, nargs: str = "+") -> None:
     """What `soup` and `check` share: the ingredients and how to read them."""
-    parser.add_argument("ingredients", nargs="+", metavar="INGREDIENT", help="org/name, org/name@revision or a folder")
+    parser.add_argument(
+        "ingredients", nargs=nargs, metavar="INGREDIENT", help="org/name, org/name@revision or a folder"
+    )
     parser.add_argument(
         "--allow-pickle", action="store_true", help="accept pytorch_model.bin, loaded with weights_only=True"
     )

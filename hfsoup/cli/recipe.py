@@ -50,6 +50,11 @@ def add(verbs: argparse._SubParsersAction) -> None:
     cook.add_argument("--token", help=TOKEN_HELP)
     add_flags(cook, Output, dest="output", only=("overwrite",))
     cook.add_argument("--dry-run", action="store_true", help="make the soup, but only show what would be pushed")
+    cook.add_argument(
+        "--refresh",
+        action="store_true",
+        help="ingredients from a search: search the Hub again instead of reusing the pinned list of a finished output",
+    )
     add_flags(cook, Selection, dest="selection", only=("hub_metrics",))
     cook.set_defaults(func=run_cook)
 
@@ -62,6 +67,8 @@ def run_validate(args: argparse.Namespace) -> int:
         from ..finetune import plan_sweep
 
         parts = [f"a fine-tune sweep of {len(plan_sweep(recipe.sweep))} runs", f"method {recipe.method.name}"]
+    elif recipe.search is not None:
+        parts = [f"the children of {recipe.search.base} found on the Hub", f"method {recipe.method.name}"]
     else:
         parts = [f"{len(recipe.ingredients)} ingredients", f"method {recipe.method.name}"]
     if recipe.evaluation is not None:
@@ -84,6 +91,7 @@ def run_cook(args: argparse.Namespace) -> int:
         overwrite=given(args, Output, dest="output").get("overwrite", False),
         dry_run=args.dry_run,
         hub_metrics=given(args, Selection, dest="selection").get("hub_metrics"),
+        refresh=args.refresh,
     )
     if result.reused:
         print(f"{result.output_dir} already holds this recipe's soup (delete it, or pass --overwrite, to cook again)")

@@ -15,6 +15,7 @@ from ..options import add_flags, flag_of, flags_given, given
 from ..selection.options import Selection
 from ..soups import SOUPS
 from .common import base_arg, ingredient_args
+from .find import search, search_args
 
 logger = logging.getLogger("hfsoup")
 
@@ -48,7 +49,7 @@ def add(verbs: argparse._SubParsersAction) -> None:
         epilog=SOUP_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    ingredient_args(soup)
+    ingredient_args(soup, nargs="*")
     base_arg(soup)
     add_flags(soup, Output, dest="output")
     methods = "; ".join(f"{name}: {cls.description}" for name, cls in SOUPS.items())
@@ -78,6 +79,13 @@ def add(verbs: argparse._SubParsersAction) -> None:
         "written to the output folder (results.json, results.csv, results.png).",
     )
     add_flags(group, Selection, dest="selection", required=False)
+    hub_search = soup.add_argument_group(
+        "ingredients from a search",
+        "--from-hub BASE: the ingredients are the fine-tunes and adapters of BASE that `hfsoup find` passes (with "
+        "--task, those with its labels); the rest are listed as excluded, and the query is recorded.",
+    )
+    hub_search.add_argument("--from-hub", metavar="BASE", help="find the ingredients on the Hub: BASE's children")
+    search_args(hub_search)
     soup.set_defaults(func=run)
 
 
@@ -138,13 +146,38 @@ def method_and_selection(args: argparse.Namespace) -> tuple[Any, Selection | Non
     return method, selection
 
 
+def _ingredients(args: argparse.Namespace) -> tuple[list[str], dict | None]:
+    """The ingredients named, or (`--from-hub`) found: each passing candidate pinned to its SHA, and the record."""
+    if args.from_hub is None:
+        if not args.ingredients:
+            raise InvalidSoupArgumentsError(
+                "A soup needs ingredients: none were named.",
+                fix="Name two or more models (org/name, org/name@revision or folders), or find them with "
+                "--from-hub BASE.",
+            )
+        return args.ingredients, None
+    if args.ingredients:
+        raise InvalidSoupArgumentsError(
+            f"Both ingredients ({', '.join(args.ingredients[:3])}) and --from-hub {args.from_hub} were given.",
+            fix="Name the ingredients, or let --from-hub find them: not both.",
+        )
+    from ..find import refuse_unless_enough
+
+    result = search(args, args.from_hub)
+    passed = refuse_unless_enough(result)
+    for candidate in result.refused:
+        logger.warning("excluded %s: %s", candidate.spec, "; ".join(candidate.reasons))
+    return [c.spec for c in passed], result.to_dict()
+
+
 def run(args: argparse.Namespace) -> int:
     method, selection = method_and_selection(args)
     output = Output(**given(args, Output, dest="output"))
+    ingredients, found = _ingredients(args)
     from ..pipeline import soup  # torch and transformers: only once the arguments are known good
 
     result = soup(
-        args.ingredients,
+        ingredients,
         output.dir,
         method=method,
         dtype=output.dtype,
@@ -158,6 +191,7 @@ def run(args: argparse.Namespace) -> int:
         resume=args.resume,
         selection=selection,
         base=args.base,
+        found=found,
     )
     if distributed.launched_rank() != 0:  # Under torchrun every process holds the result; one reports it.
         return 0

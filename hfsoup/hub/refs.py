@@ -98,6 +98,8 @@ class PinnedIngredient:
     files: list[str]  # repo-relative files to fetch (weights resolved later for indexed checkpoints)
     local_dir: Path | None = None  # where its files are once fetched (a cache snapshot, or the folder itself)
     structure: StructureMap = field(default_factory=dict)
+    #: Where each tensor's bytes begin on the Hub, (file, offset), once `remote_structure` has read the headers.
+    locations: dict[str, tuple[str, int]] = field(default_factory=dict)
     #: What the Hub lists for each file: ("sha256", LFS oid) or ("git-sha1", blob id); downloads are checked on it.
     checksums: dict[str, tuple[str, str]] = field(default_factory=dict)
     #: A LoRA adapter (`layout.format == "adapter"`): its config and its base, pinned (`hub.adapters.attach_bases`).

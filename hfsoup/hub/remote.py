@@ -49,12 +49,12 @@ def remote_structure(ingredient: PinnedIngredient, *, token: str | bool | None =
         for file in files:
             for attempt in range(_HEADER_READS):
                 try:
-                    structure.update(
-                        with_retries(
-                            lambda file=file: _remote_header(ingredient, file, token=token),
-                            what=f"reading the safetensors header of {ref.spec}",
-                        )
+                    tensors, starts = with_retries(
+                        lambda file=file: _remote_header(ingredient, file, token=token),
+                        what=f"reading the safetensors header of {ref.spec}",
                     )
+                    structure.update(tensors)
+                    ingredient.locations.update({name: (file, start) for name, start in starts.items()})
                     break
                 except CorruptCheckpointError as e:
                     if attempt == _HEADER_READS - 1:
@@ -83,7 +83,8 @@ def _with_body(response, body: bytes):  # noqa: ANN001, ANN202 - httpx responses
     return type(response)(response.status_code, headers=response.headers, content=body, request=response.request)
 
 
-def _remote_header(ingredient: PinnedIngredient, file: str, *, token: str | bool | None) -> StructureMap:
+def _range_reader(ingredient: PinnedIngredient, file: str, *, token: str | bool | None):  # noqa: ANN202
+    """`get(first, last)`: bytes `first..last` of `file` at the pinned commit, and the file's size (one Range read)."""
     from huggingface_hub import constants as hf_constants
     from huggingface_hub import hf_hub_url
     from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
@@ -110,10 +111,30 @@ def _remote_header(ingredient: PinnedIngredient, file: str, *, token: str | bool
                 raise HubError(f"The Hub answered a Range read of {file} of {ingredient.ref.spec!r} without its size.")
             return _read_at_most(response, last - first + 1), int(total)
 
+    return get
+
+
+def read_range(ingredient: PinnedIngredient, file: str, first: int, last: int, *, token: str | bool | None) -> bytes:
+    """Bytes `first..last` (inclusive) of one file of a pinned Hub ingredient, by a Range read (retried); the
+    sampled shared-initialization estimate reads a few kilobytes of weights this way."""
+    get = _range_reader(ingredient, file, token=token)
+    with ingredient_errors(ingredient.ref):
+        data = with_retries(lambda: get(first, last)[0], what=f"reading {file} of {ingredient.ref.spec}")
+    if len(data) != last - first + 1:
+        raise CorruptCheckpointError(
+            f"{ingredient.ref.repo_id}/{file}: the Hub sent {len(data)} of the {last - first + 1} bytes asked for."
+        )
+    return data  # type: ignore[return-value]
+
+
+def _remote_header(
+    ingredient: PinnedIngredient, file: str, *, token: str | bool | None
+) -> tuple[StructureMap, dict[str, int]]:
+    get = _range_reader(ingredient, file, token=token)
     where = f"{ingredient.ref.repo_id}/{file}"
     head, size = get(0, _FIRST_READ - 1)
     length = header_length(head[:8], size, where)
     raw = head[8 : 8 + length] if len(head) >= 8 + length else get(8, 8 + length - 1)[0]
     if len(raw) != length:
         raise CorruptCheckpointError(f"{where}: the Hub sent {len(raw)} of the header's {length} bytes.")
-    return structure_from_header(raw, file_size=size, where=where)[0]
+    return structure_from_header(raw, file_size=size, where=where)

@@ -531,6 +531,32 @@ def _pinned_spec(record: dict[str, Any]) -> str:
     return str(record.get("spec"))
 
 
+def _found(prov: dict[str, Any]) -> str:
+    """How the ingredients were found on the Hub (`soup --from-hub`): the query, and each repo left out, and why."""
+    found = prov.get("found")
+    if not isinstance(found, dict):
+        return ""
+    query = found.get("query") or {}
+    asked = ", ".join(f"{key}={value!r}" for key, value in query.items() if isinstance(value, str | int))
+    base = found.get("base") or {}
+    lines = [
+        "",
+        "",
+        "## Found on the Hub",
+        "",
+        f"The ingredients are the fine-tunes and adapters of `{base.get('repo_id')}@{base.get('sha')}` found with "
+        f"`hfsoup find` ({asked}) that passed its checks; {found.get('listed')} were listed.",
+    ]
+    passed = [c for c in found.get("candidates") or [] if isinstance(c, dict) and c.get("verdict") == "pass"]
+    lines += ["", "Passed:", ""] + [f"- `{c.get('repo_id')}@{c.get('sha')}`" for c in passed]
+    excluded = [c for c in found.get("candidates") or [] if isinstance(c, dict) and c.get("verdict") != "pass"]
+    if excluded:
+        lines += ["", "Excluded:", ""]
+        for c in excluded:
+            lines.append(f"- `{c.get('repo_id')}@{c.get('sha')}`: {cut('; '.join(c.get('reasons') or []), 300)}")
+    return "\n".join(lines)
+
+
 def _compatibility(prov: dict[str, Any]) -> str:
     compat = prov.get("compatibility") or {}
     if not compat:
@@ -585,7 +611,7 @@ this card was written by hfsoup {version}. License: {license_note}
 
 ## Compatibility
 
-{_compatibility(prov)}
+{_compatibility(prov)}{_found(prov)}
 
 ## Reproduce
 
