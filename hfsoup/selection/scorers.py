@@ -206,8 +206,22 @@ class ModelScorer:
         """This process's batches for the learned soup, its groups' one after the other."""
         return [batch for group in self.batch_groups() for batch in group]
 
+    def every_batch(self) -> list:
+        """Every batch of the part, in order, whatever the number of processes (the data-dependent merges' data:
+        every process then computes the same statistics)."""
+        return list(self._batches)
+
+    def batch_scores(self, state: StateDict, batch: Any) -> torch.Tensor:
+        """One batch's scores `(examples, answers)` for the model with weights `state`, differentiable in them (the
+        Fisher merge's log-likelihoods; its forward hooks see the layers' inputs for RegMean)."""
+        return self._call(state, batch).float()
+
+    def parameter_name(self, name: str) -> str:
+        """The loaded model's name for a checkpoint tensor (transformers renames some at load)."""
+        return self._renamed.get(name, name)
+
     def loss(self, state: StateDict, batch: Any) -> torch.Tensor:
-        scores = self._call(state, batch).float()
+        scores = self.batch_scores(state, batch)
         positions = torch.tensor(batch.positions)
         if self.targets is None:
             references = self.references[positions].to(scores.device, torch.float32)
