@@ -69,14 +69,16 @@ def clip_inputs(folder: str, rows: list[dict]) -> list[dict]:
     from transformers import AutoImageProcessor
 
     processor = AutoImageProcessor.from_pretrained(folder)
-    return [{"pixel_values": processor(images=r["image"].convert("RGB"), return_tensors="pt").pixel_values} for r in rows]
+    pixels = [processor(images=r["image"].convert("RGB"), return_tensors="pt").pixel_values for r in rows]
+    return [{"pixel_values": p} for p in pixels]
 
 
 def load(folder: str):
-    from transformers import AutoModelForImageClassification, AutoModelForSequenceClassification, AutoConfig
+    from transformers import AutoConfig, AutoModelForImageClassification, AutoModelForSequenceClassification
 
     config = AutoConfig.from_pretrained(folder)
-    auto = AutoModelForImageClassification if "Image" in config.architectures[0] else AutoModelForSequenceClassification
+    image = "Image" in config.architectures[0]
+    auto = AutoModelForImageClassification if image else AutoModelForSequenceClassification
     return auto.from_pretrained(folder).eval()
 
 

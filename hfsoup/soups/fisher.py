@@ -150,9 +150,7 @@ class FisherSoup(SoupMethod):
             del state, fisher
         merged = {k: (weighted[k] / total[k]).float() for k in weighted}
         record = {**recorded_options(self), "examples_used": count}
-        return Outcome(
-            Mixing(uniform_weights(context.n)), record, state={**first, **merged}, merge=StateMerge(merged)
-        )
+        return Outcome(Mixing(uniform_weights(context.n)), record, state={**first, **merged}, merge=StateMerge(merged))
 
     def command_args(self, provenance: Mapping[str, Any]) -> list[str]:
         return option_args(type(self), provenance.get(self.name))

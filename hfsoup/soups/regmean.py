@@ -135,9 +135,7 @@ class RegMeanSoup(SoupMethod):
         for k in sum_g:
             merged[k] = solve(sum_g[k], sum_gw[k]).T.contiguous().float()
         record = {**recorded_options(self), "examples_used": count, "layers": len(sum_g)}
-        return Outcome(
-            Mixing(uniform_weights(context.n)), record, state={**first, **merged}, merge=StateMerge(merged)
-        )
+        return Outcome(Mixing(uniform_weights(context.n)), record, state={**first, **merged}, merge=StateMerge(merged))
 
     def command_args(self, provenance: Mapping[str, Any]) -> list[str]:
         return option_args(type(self), provenance.get(self.name))
