@@ -135,12 +135,18 @@ def soup(ingredients: list[str], out: Path, method: str, *extra: str) -> dict:
     return read_json(out / "hfsoup.json")
 
 
+def bert_soup(bert: list[str], dev_csv: Path, out: Path, method: str, *extra: str) -> tuple[dict, list, list]:
+    """The soup's provenance, the held-out inputs one by one, and the ingredients' tensors."""
+    task = ["--task", "sst2", "--data-files", f"validation={dev_csv}"]
+    provenance = soup(bert, out, method, *task, *extra)
+    states = [load_file(Path(f) / "model.safetensors") for f in bert]
+    return provenance, bert_inputs(bert[0], bert_rows(dev_csv)), states
+
+
 def test_fisher_soup_of_bert_is_the_fisher_weighted_average(bert, dev_csv, tmp_path):
     out = tmp_path / "fisher"
-    task = ["--task", "sst2", "--data-files", f"validation={dev_csv}", "--compare", "uniform,regmean"]
-    provenance = soup(bert, out, "fisher", *task, "--fisher-examples", "1000", "--fisher-floor", "1e-8")
-    inputs = bert_inputs(bert[0], bert_rows(dev_csv))
-    states = [load_file(Path(f) / "model.safetensors") for f in bert]
+    extra = ["--compare", "uniform,regmean", "--fisher-examples", "1000", "--fisher-floor", "1e-8"]
+    provenance, inputs, states = bert_soup(bert, dev_csv, out, "fisher", *extra)
     reference = reference_fisher_merge(states, [fisher_of(f, inputs) for f in bert], floor=1e-8)
     # Float32 gradients of near-invariant tensors (attention biases) round differently batched and one by one.
     assert deviation(out, reference) < TOLERANCE
@@ -156,10 +162,8 @@ def test_fisher_soup_of_bert_is_the_fisher_weighted_average(bert, dev_csv, tmp_p
 
 def test_regmean_soup_of_bert_is_the_least_squares_merge(bert, dev_csv, tmp_path):
     out = tmp_path / "regmean"
-    task = ["--task", "sst2", "--data-files", f"validation={dev_csv}", "--compare", "uniform"]
-    provenance = soup(bert, out, "regmean", *task, "--regmean-examples", "1000", "--regmean-alpha", "0.5")
-    inputs = bert_inputs(bert[0], bert_rows(dev_csv))
-    states = [load_file(Path(f) / "model.safetensors") for f in bert]
+    extra = ["--compare", "uniform", "--regmean-examples", "1000", "--regmean-alpha", "0.5"]
+    provenance, inputs, states = bert_soup(bert, dev_csv, out, "regmean", *extra)
     reference = reference_regmean_merge(states, [grams_of(f, inputs) for f in bert], alpha=0.5)
     assert provenance["regmean"]["layers"] > 0
     assert deviation(out, reference) < TOLERANCE

@@ -57,6 +57,16 @@ def data_objective(context: SoupContext, method: str) -> Any:
     return objective
 
 
+def examples_option(what: str) -> Any:
+    """The number of held-out examples a data-dependent merge computes its statistics on (or candidates)."""
+    return declare(256, kind=schema.candidates(schema.positive_int(what="at least one example")), help=what)
+
+
+def add_to(sums: dict, key: str, value: Any) -> None:
+    """`sums[key] += value`, starting at `value`: the running sums over the ingredients, one at a time."""
+    sums[key] = value if key not in sums else sums[key] + value
+
+
 def example_batches(objective: Any, examples: int) -> Iterator[tuple[Any, int]]:
     """The part's batches in order with how many of each batch's examples to use, until `examples` are."""
     left = examples
@@ -116,11 +126,7 @@ class FisherSoup(SoupMethod):
 
     @dataclass
     class Options:
-        fisher_examples: int = declare(
-            256,
-            kind=schema.candidates(schema.positive_int(what="at least one example")),
-            help="held-out examples each ingredient's diagonal Fisher is estimated on",
-        )
+        fisher_examples: int = examples_option("held-out examples each ingredient's diagonal Fisher is estimated on")
         fisher_floor: float = declare(
             1e-6,
             kind=schema.candidates(schema.number(positive=True, what="a positive floor")),
@@ -141,9 +147,8 @@ class FisherSoup(SoupMethod):
             fisher, count = fisher_diagonal(objective, state, self.options.fisher_examples, context.device)
             for k, f in fisher.items():
                 f = f.clamp_min(floor)
-                term = f * state[k].double()
-                weighted[k] = term if k not in weighted else weighted[k] + term
-                total[k] = f if k not in total else total[k] + f
+                add_to(weighted, k, f * state[k].double())
+                add_to(total, k, f)
             if i == 0:
                 first = {k: v for k, v in state.items() if k not in fisher}
             logger.info("fisher: %s's diagonal Fisher from %d examples", context.names[i], count)

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 from .. import schema
 from ..options import option
 from .base import Mixing, Outcome, PlotStyle, SoupContext, SoupMethod, option_args, recorded_options, uniform_weights
-from .fisher import StateMerge, data_objective
+from .fisher import StateMerge, add_to, data_objective, examples_option
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def layer_grams(objective: Any, state: Mapping[str, Any], examples: int) -> tupl
                 x = x[m.to(x.device).bool()]
             x = x.reshape(-1, x.shape[-1]).double()
             gram = (x.T @ x).cpu()
-            grams[name] = gram if name not in grams else grams[name] + gram
+            add_to(grams, name, gram)
 
         return record
 
@@ -94,11 +94,7 @@ class RegMeanSoup(SoupMethod):
 
     @dataclass
     class Options:
-        regmean_examples: int = option(
-            256,
-            kind=schema.candidates(schema.positive_int(what="at least one example")),
-            help="held-out examples the linear layers' input Gram matrices are taken on",
-        )
+        regmean_examples: int = examples_option("held-out examples the linear layers' input Grams are taken on")
         regmean_alpha: float = option(
             0.9,
             kind=schema.candidates(schema.unit()),
@@ -120,15 +116,14 @@ class RegMeanSoup(SoupMethod):
             grams, count = layer_grams(objective, state, self.options.regmean_examples)
             for k, gram in grams.items():
                 g = regularized(gram, alpha)
-                gw = g @ state[k].double().T
-                sum_g[k] = g if k not in sum_g else sum_g[k] + g
-                sum_gw[k] = gw if k not in sum_gw else sum_gw[k] + gw
+                add_to(sum_g, k, g)
+                add_to(sum_gw, k, g @ state[k].double().T)
             for k, v in state.items():
                 if k in grams or not torch.is_floating_point(v):
                     if i == 0 and k not in grams:
                         first[k] = v
                     continue
-                sums[k] = v.double() if k not in sums else sums[k] + v.double()
+                add_to(sums, k, v.double())
             logger.info("regmean: %s's Gram matrices of %d layers on %d examples", context.names[i], len(grams), count)
             del state, grams
         merged = {k: (v / context.n).float() for k, v in sums.items()}
