@@ -172,14 +172,21 @@ def test_regmean_soup_of_bert_is_the_least_squares_merge(bert, dev_csv, tmp_path
     assert deviation(out, uniform) > 10 * TOLERANCE
 
 
-def test_regmean_alpha_candidates_are_chosen_on_held_out_data(bert, dev_csv, tmp_path):
-    out = tmp_path / "alphas"
-    task = ["--task", "sst2", "--data-files", f"validation={dev_csv}", "--compare", "uniform"]
-    provenance = soup(bert, out, "regmean", *task, "--regmean-alpha", "0.1,0.9")
-    assert [c["options"] for c in provenance["regmean"]["candidates"]] == [
-        {"regmean_alpha": 0.1},
-        {"regmean_alpha": 0.9},
-    ]
+def test_a_recipe_chooses_regmean_alpha_on_held_out_data(bert, dev_csv, tmp_path):
+    recipe = {
+        "ingredients": bert,
+        "method": {"name": "regmean", "regmean_alpha": [0.1, 0.9]},
+        "evaluation": {"task": "sst2", "data_files": {"validation": [str(dev_csv)]}, "plot": False},
+        "output": {"dir": str(tmp_path / "cooked")},
+    }
+    path = tmp_path / "recipe.yaml"
+    path.write_text(json.dumps(recipe))
+    assert main(["-q", "cook", str(path)]) == 0
+    record = read_json(tmp_path / "cooked" / "hfsoup.json")["regmean"]
+    assert [c["options"] for c in record["candidates"]] == [{"regmean_alpha": 0.1}, {"regmean_alpha": 0.9}]
+    assert record["chosen"]["regmean_alpha"] == record["regmean_alpha"]
+    card = str(hfsoup.build_card(hfsoup.read_soup_folder(tmp_path / "cooked"), repo_id="me/regmean"))
+    assert "RegMean" in card
 
 
 def _held_out(folder: Path, split: str = "validation") -> list[dict]:
@@ -216,3 +223,17 @@ def test_bad_input_is_refused_before_any_download(args, says, tmp_path, capsys):
     code = main(["soup", "nobody/a", "nobody/b", "-o", str(tmp_path / "out"), *args])
     err = capsys.readouterr().err
     assert code != 0 and says in err and "Traceback" not in err
+
+
+def test_fisher_and_regmean_soups_of_t5_run_and_move_the_weights(trained_hub, tmp_path):
+    """T5 text-to-text: the log-likelihoods of the label words give the Fisher; its every linear layer a Gram."""
+    ids = trained_hub.good("t5-sst2")
+    task = ["--task", "sst2", "--dataset", trained_hub.sentiment_dataset, "--compare", "uniform"]
+    states = [load_file(trained_hub.folders[i] / "model.safetensors") for i in ids]
+    mean = reference_fisher_merge(states, [{} for _ in ids])
+    fisher = soup(ids, tmp_path / "fisher", "fisher", *task, "--fisher-examples", "16")
+    assert fisher["fisher"]["examples_used"] == 16
+    assert deviation(tmp_path / "fisher", mean) > 10 * TOLERANCE
+    regmean = soup(ids, tmp_path / "regmean", "regmean", *task)
+    assert regmean["regmean"]["layers"] > 0
+    assert deviation(tmp_path / "regmean", mean) > 10 * TOLERANCE
