@@ -24,11 +24,12 @@ from .fisher import StateMerge, add_to, data_objective, examples_option
 logger = logging.getLogger(__name__)
 
 
-def layer_grams(objective: Any, state: Mapping[str, Any], examples: int) -> tuple[dict, int]:
+def layer_grams(objective: Any, state: Mapping[str, Any], examples: int, device: Any = None) -> tuple[dict, int]:
     """Per linear layer (by its weight's checkpoint name), the Gram matrix of its inputs (float64, CPU) over whole
-    batches until at least `examples` examples, and how many examples were used."""
+    batches until at least `examples` examples, and how many examples were used; the model runs on `device`."""
     import torch
 
+    placed = {k: v.to(device) for k, v in state.items()} if device is not None else state
     model = objective.model
     wanted = {objective.parameter_name(k): k for k in state}
     grams: dict[str, torch.Tensor] = {}
@@ -58,7 +59,7 @@ def layer_grams(objective: Any, state: Mapping[str, Any], examples: int) -> tupl
                 if count >= examples:
                     break
                 mask[0] = batch.inputs.get("attention_mask")
-                objective.batch_scores(state, batch)
+                objective.batch_scores(placed, batch)
                 count += len(batch.positions)
     finally:
         for handle in handles:
@@ -113,7 +114,7 @@ class RegMeanSoup(SoupMethod):
         count = 0
         for i, load in enumerate(context.loaders):
             state = load()
-            grams, count = layer_grams(objective, state, self.options.regmean_examples)
+            grams, count = layer_grams(objective, state, self.options.regmean_examples, context.device)
             for k, gram in grams.items():
                 g = regularized(gram, alpha)
                 add_to(sum_g, k, g)
