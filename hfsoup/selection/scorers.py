@@ -215,8 +215,25 @@ class ModelScorer:
         """This process's batches for the learned soup, its groups' one after the other."""
         return [batch for group in self.batch_groups() for batch in group]
 
-    def loss(self, state: StateDict, batch: Any) -> torch.Tensor:
+    def every_batch(self) -> list:
+        """Every batch of the part, in order, whatever the number of processes (the data-dependent merges' data:
+        every process then computes the same statistics)."""
+        return list(self._batches)
+
+    def batch_scores(self, state: StateDict, batch: Any) -> torch.Tensor:
+        """One batch's scores `(examples, answers)` for the model with weights `state`, differentiable in them (the
+        Fisher merge's log-likelihoods; its forward hooks see the layers' inputs for RegMean). Its rows move the
+        progress bar, as scoring does: these passes are the merge's time."""
         scores = self._call(state, batch).float()
+        self._scored(len(batch.positions))
+        return scores
+
+    def parameter_name(self, name: str) -> str:
+        """The loaded model's name for a checkpoint tensor (transformers renames some at load)."""
+        return self._renamed.get(name, name)
+
+    def loss(self, state: StateDict, batch: Any) -> torch.Tensor:
+        scores = self._call(state, batch).float()  # the learned soup's steps have a bar of their own
         if self.predictor.sums_own_loss:
             return self.predictor.loss(scores)
         positions = torch.tensor(batch.positions)

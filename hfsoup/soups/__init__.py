@@ -20,10 +20,12 @@ from .base import (
     SummedScorer,
 )
 from .dare import DareLinear, DareTies
+from .fisher import FisherSoup
 from .greedy import GreedyResult, GreedySoup
 from .learned import LearnedResult, LearnedSoup
 from .merge import TensorInputs, TensorMerge
 from .model_stock import ModelStock
+from .regmean import RegMeanSoup
 from .slerp import SlerpSoup
 from .task_arithmetic import TaskArithmetic
 from .ties import TiesSoup
@@ -42,6 +44,9 @@ SOUPS: dict[str, type[SoupMethod]] = {
     SlerpSoup.name: SlerpSoup,
     ModelStock.name: ModelStock,
     WiseFT.name: WiseFT,
+    # The data-dependent merges (issue 17): statistics of each ingredient on the task's held-out data.
+    FisherSoup.name: FisherSoup,
+    RegMeanSoup.name: RegMeanSoup,
 }
 
 
@@ -67,6 +72,8 @@ __all__ = [
     "SOUPS",
     "DareLinear",
     "DareTies",
+    "FisherSoup",
+    "RegMeanSoup",
     "ModelStock",
     "SlerpSoup",
     "TaskArithmetic",

@@ -50,3 +50,42 @@ def ulp_error(got: torch.Tensor, reference: torch.Tensor) -> float:
     _, exponent = torch.frexp(reference)
     ulp = torch.exp2((exponent - bits).clamp_min(min_exp).double())
     return float(((got.double() - reference).abs() / ulp).max())
+
+
+def reference_fisher_merge(
+    states: Sequence[StateDict], fishers: Sequence[StateDict], *, floor: float = 1e-6
+) -> dict[str, torch.Tensor]:
+    """Fisher merging in float64: per entry `sum_i F_i theta_i / sum_i F_i`, each `F_i` floored at `floor`; a
+    tensor without a Fisher is the mean."""
+    out = {}
+    for name, first in states[0].items():
+        if not torch.is_floating_point(first):
+            continue
+        if name not in fishers[0]:
+            out[name] = sum(s[name].double() for s in states) / len(states)
+            continue
+        f = [torch.clamp(fi[name].double(), min=floor) for fi in fishers]
+        out[name] = sum(fi * s[name].double() for fi, s in zip(f, states, strict=True)) / sum(f)
+    return out
+
+
+def reference_regmean_merge(
+    states: Sequence[StateDict], grams: Sequence[StateDict], *, alpha: float
+) -> dict[str, torch.Tensor]:
+    """RegMean in float64: every weight with Gram matrices `W^T = (sum_i G_i')^-1 sum_i G_i' W_i^T`, with `G_i'` the
+    Gram matrix with its off-diagonal entries times `alpha`; every other float tensor the mean."""
+    out = {}
+    for name, first in states[0].items():
+        if not torch.is_floating_point(first):
+            continue
+        if name not in grams[0]:
+            out[name] = sum(s[name].double() for s in states) / len(states)
+            continue
+        scaled = []
+        for g in grams:
+            g = g[name].double()
+            off = g - torch.diag(torch.diagonal(g))
+            scaled.append(torch.diag(torch.diagonal(g)) + alpha * off)
+        rhs = sum(g @ s[name].double().T for g, s in zip(scaled, states, strict=True))
+        out[name] = torch.linalg.solve(sum(scaled), rhs).T
+    return out
