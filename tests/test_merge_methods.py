@@ -28,6 +28,7 @@ import hfsoup
 from hfsoup.cli import main
 from hfsoup.errors import InvalidSoupArgumentsError, RecipeError
 from hfsoup.recipe import parse_recipe
+from hfsoup.testing.reference import dare_keep as reference_dare_keep
 
 from .test_engine_runs import _free_port
 from .test_soup_hub import _assert_clean_failure, publish
@@ -80,10 +81,8 @@ def ref_ties(base, thetas, density=0.2, scale=1.0):
 
 
 def dare_keep(seed: int, name: str, i: int, shape, density: float) -> np.ndarray:
-    """The documented mask: PCG64 seeded by SeedSequence([seed, i, first 8 bytes of sha256(name), little-endian])."""
-    h = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "little")
-    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, i, h])))
-    return (rng.random(int(np.prod(shape))) < density).reshape(shape)
+    """The documented mask (`hfsoup.testing.reference.dare_keep`: raw PCG64 words, two 32-bit words each)."""
+    return reference_dare_keep(seed, name, i, int(np.prod(shape)), density).reshape(shape)
 
 
 def ref_dare(base, thetas, density, seed, *, ties, weights=None, scale=1.0):

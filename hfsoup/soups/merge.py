@@ -17,6 +17,8 @@ float64), TIES's and DARE's `base + scale * merged` in float64.
 from __future__ import annotations
 
 import hashlib
+import math
+import sys
 from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
@@ -103,10 +105,33 @@ def tensor_seed(seed: int, name: str, ingredient: int) -> np.random.SeedSequence
     return np.random.SeedSequence([seed, ingredient, digest])
 
 
-def dare_masks(seed: int, name: str, n: int) -> list[np.random.Generator]:
-    """One generator per ingredient; `gen.random(k) < density` block after block is the tensor's keep mask (drawing
-    in blocks gives the same numbers as one draw of the whole tensor)."""
-    return [np.random.Generator(np.random.PCG64(tensor_seed(seed, name, i))) for i in range(n)]
+def keep_threshold(density: float) -> int:
+    """DARE keeps an entry when its 32-bit random word is below this: `ceil(density * 2**32)`."""
+    return math.ceil(density * 2**32)
+
+
+class DareMask:
+    """One ingredient's keep mask of one tensor, block after block: the generator's raw 64-bit PCG64 words
+    (`random_raw`), each split into two 32-bit words (low half first), one per entry; an entry is kept when its word
+    is below `keep_threshold(density)`. Blocks of an even number of entries (all but a tensor's last) use whole
+    64-bit words, so drawing block by block gives the bits of one draw of the whole tensor."""
+
+    def __init__(self, seed: int, name: str, ingredient: int, density: float) -> None:
+        self._bits = np.random.PCG64(tensor_seed(seed, name, ingredient))
+        self._threshold = keep_threshold(density)
+
+    def next(self, size: int) -> np.ndarray:
+        words = self._bits.random_raw((size + 1) // 2).view(np.uint32)  # little-endian: low half first
+        if sys.byteorder != "little":
+            words = words.reshape(-1, 2)[:, ::-1].reshape(-1)
+        if self._threshold >= 2**32:
+            return np.ones(size, dtype=bool)  # drawn all the same: the stream does not depend on the density
+        return words[:size] < np.uint32(self._threshold)
+
+
+def dare_masks(seed: int, name: str, n: int, density: float) -> list[DareMask]:
+    """One keep mask per ingredient of tensor `name` (`DareMask`)."""
+    return [DareMask(seed, name, i, density) for i in range(n)]
 
 
 def elect(trimmed: Sequence[np.ndarray]) -> np.ndarray:
