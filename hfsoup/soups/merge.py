@@ -28,6 +28,7 @@ from . import kernels
 F64 = np.dtype(np.float64)
 
 Accumulate = Callable[[Sequence[np.ndarray], Sequence[float]], np.ndarray]
+Observe = Callable[[Sequence[np.ndarray], "np.ndarray | None"], None]
 
 
 class TensorInputs:
@@ -50,6 +51,7 @@ class TensorInputs:
         base: tuple[np.ndarray, str] | None,
         dtype: np.dtype,
         accumulate: Accumulate,
+        observe: Observe | None = None,
     ) -> None:
         self.name, self._flats, self._codes, self._base = name, flats, codes, base
         self.numel = int(flats[0].size)
@@ -57,15 +59,27 @@ class TensorInputs:
         self.has_base = base is not None
         self.dtype = dtype
         self._accumulate = accumulate
+        # `observe` (the engine's similarity meter) sees every block once, in order, from whichever pass reads it
+        # first: the merge's own first pass, so that measuring costs no pass of its own (`observe_rest`).
+        self._observe, self._observed = observe, 0
 
     def blocks(self, dtype: np.dtype | None = None) -> Iterator[tuple[list[np.ndarray], np.ndarray | None]]:
         """Every block in order (`kernels.BLOCK` elements): the ingredients' blocks and the base's (or None)."""
         dtype = self.dtype if dtype is None else dtype
-        for start in range(0, self.numel, kernels.BLOCK):
+        for index, start in enumerate(range(0, self.numel, kernels.BLOCK)):
             stop = start + kernels.BLOCK
             blocks = [kernels.widen(f[start:stop], c, dtype) for f, c in zip(self._flats, self._codes, strict=True)]
             base = None if self._base is None else kernels.widen(self._base[0][start:stop], self._base[1], dtype)
+            if self._observe is not None and index == self._observed:
+                self._observe(blocks, base)  # before the merge sees them: it may reuse the blocks' memory
+                self._observed += 1
             yield blocks, base
+
+    def observe_rest(self) -> None:
+        """Feed `observe` the blocks no pass has read yet (all of them when the merge read none, or only `whole`)."""
+        if self._observe is not None and self._observed * kernels.BLOCK < self.numel:
+            for _ in self.blocks():
+                pass
 
     def whole(self, i: int | None, dtype: np.dtype = F64) -> np.ndarray:
         """Ingredient `i`'s whole tensor (the base's for None), widened to `dtype`: one tensor, not the model."""
