@@ -368,6 +368,5 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if ok or args.size == "tiny" else 1
 
 
-
 if __name__ == "__main__":
     sys.exit(main())

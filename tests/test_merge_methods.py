@@ -10,7 +10,6 @@ bytes from two processes as from one. Bad input is refused in one paragraph, exi
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -535,3 +534,26 @@ def test_an_ingredient_not_from_the_base_is_refused(families, tmp_path, capsys):
     assert "impostor: does not share an initialization" in err and "was not fine-tuned from" in err, err
     assert "ft0:" not in err and "Traceback" not in err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("numel", [1, 7, 1000, 3 * (1 << 18) + 5])
+@pytest.mark.parametrize("density", [0.01, 0.2, 1.0])
+@pytest.mark.parametrize("gather", [None, 1])  # 1: refine digit by digit down to single values
+def test_streamed_ties_threshold_is_the_kth_largest_magnitude(numel, density, gather, monkeypatch):
+    from hfsoup.soups import kernels, merge
+
+    if gather is not None:
+        monkeypatch.setattr(merge, "_GATHER", gather)
+    from hfsoup.soups.merge import TensorInputs, magnitude_thresholds
+
+    rng = np.random.default_rng(numel)
+    base = rng.standard_normal(numel).astype(np.float32)
+    thetas = [base + rng.standard_normal(numel).astype(np.float32) * 1e-3 for _ in range(2)]
+    thetas.append(base + np.round(rng.standard_normal(numel) * 4).astype(np.float32))  # many exact ties
+    thetas.append(base.copy())  # a zero task vector
+    inputs = TensorInputs("t", thetas, ["F32"] * 4, (base, "F32"), np.dtype(np.float32), kernels.weighted_sum)
+    got = magnitude_thresholds(inputs, density)
+    k = int(density * numel)
+    for theta, threshold in zip(thetas, got, strict=True):
+        magnitude = np.sort(np.abs(theta.astype(np.float64) - base))[::-1]
+        assert threshold == (magnitude[k - 1] if k else math.inf)

@@ -5,8 +5,9 @@ take the engine's weighted sum as it is. TIES, DARE, SLERP and Model Stock decid
 threshold, a random mask, an angle, a cosine) before they combine: such a method returns a `TensorMerge` in its
 `Outcome`, and the engine hands it each float tensor as a `TensorInputs`: the ingredients' (and the base's) stored
 tensors, memory-mapped, read block by block. A merge that needs a whole-tensor figure reads the blocks twice (a
-statistics pass, then the output pass), so it still never holds an ingredient; only TIES's top-k threshold reads one
-ingredient's task vector of one tensor whole (`TensorInputs.whole`), one ingredient at a time.
+statistics pass, then the output pass), so it never holds an ingredient, nor a whole tensor: TIES's top-k threshold
+is a streamed radix selection (`magnitude_thresholds`). The first pass over a tensor's blocks also feeds the soup's
+similarity meter (`TensorInputs.observe_rest` measures what no pass read).
 
 The decisions (top-k, sign election, the masks, SLERP's parallel fallback) are made in float64 numpy on the CPU, so
 that they are the decisions of a float64 transcription of the definitions; every final combination goes through the
@@ -76,17 +77,10 @@ class TensorInputs:
             yield blocks, base
 
     def observe_rest(self) -> None:
-        """Feed `observe` the blocks no pass has read yet (all of them when the merge read none, or only `whole`)."""
+        """Feed `observe` the blocks no pass has read yet (all of them when the merge read none)."""
         if self._observe is not None and self._observed * kernels.BLOCK < self.numel:
             for _ in self.blocks():
                 pass
-
-    def whole(self, i: int | None, dtype: np.dtype = F64) -> np.ndarray:
-        """Ingredient `i`'s whole tensor (the base's for None), widened to `dtype`: one tensor, not the model."""
-        if i is None:
-            assert self._base is not None
-            return kernels.widen(self._base[0], self._base[1], dtype)
-        return kernels.widen(self._flats[i], self._codes[i], dtype)
 
     def accumulate(self, blocks: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
         """The engine's weighted sum of same-dtype blocks (on the GPU when the soup runs there)."""
@@ -162,11 +156,55 @@ def elect(trimmed: Sequence[np.ndarray]) -> np.ndarray:
     return agreed / np.maximum(count, 1.0)
 
 
-def magnitude_threshold(delta: np.ndarray, density: float) -> float:
-    """The k-th largest magnitude of `delta`, `k = int(density * numel)`: entries at least this large are kept (ties
-    at the threshold all kept); infinity when k is 0."""
-    k = int(density * delta.size)
+#: Radix digits of the streamed selection, and how many candidates it gathers at most to finish with a partition.
+_DIGIT = 16
+_GATHER = 1 << 20
+
+
+def magnitude_thresholds(inputs: TensorInputs, density: float) -> list[float]:
+    """The k-th largest magnitude (`k = int(density * numel)`; infinity when k is 0) of every ingredient's float64
+    task vector `theta_i - base`: TIES keeps the entries at least this large (ties at it all kept).
+
+    Streamed block by block, never one whole tensor: a radix selection on the bits of the magnitudes (the bits of a
+    non-negative float64 order as its value). A pass counts, per ingredient, the next 16 bits of the magnitudes that
+    share the digits found so far, and the digit holding the k-th largest is kept, until at most `_GATHER`
+    candidates remain; one more pass gathers them for `np.partition`. Two passes for most tensors."""
+    n, k = inputs.n, int(density * inputs.numel)
     if k <= 0:
-        return float("inf")
-    magnitude = np.abs(delta)
-    return float(np.partition(magnitude, delta.size - k)[delta.size - k])
+        return [float("inf")] * n
+    prefix, shift, rank = [0] * n, [64] * n, [k] * n  # rank: the wanted entry's rank among those matching prefix
+    result: list[float | None] = [None] * n
+    gather = [False] * n
+    while any(r is None for r in result):
+        counts = [np.zeros(1 << _DIGIT, dtype=np.int64) for _ in range(n)]
+        found: list[list[np.ndarray]] = [[] for _ in range(n)]
+        for blocks, base in inputs.blocks(F64):
+            assert base is not None
+            for i, block in enumerate(blocks):
+                if result[i] is not None:
+                    continue
+                bits = np.abs(block - base).view(np.uint64)
+                if shift[i] < 64:
+                    bits = bits[(bits >> np.uint64(shift[i])) == np.uint64(prefix[i])]
+                if gather[i]:
+                    found[i].append(bits)
+                else:
+                    digit = (bits >> np.uint64(shift[i] - _DIGIT)) & np.uint64((1 << _DIGIT) - 1)
+                    counts[i] += np.bincount(digit.astype(np.intp), minlength=1 << _DIGIT)
+        for i in range(n):
+            if result[i] is not None:
+                continue
+            if gather[i]:
+                candidates = np.concatenate(found[i]).view(F64)
+                result[i] = float(np.partition(candidates, candidates.size - rank[i])[candidates.size - rank[i]])
+                continue
+            above = np.cumsum(counts[i][::-1])  # above[j]: entries in the top j + 1 digits
+            top = int(np.searchsorted(above, rank[i]))  # the first run of top digits holding rank entries
+            digit = (1 << _DIGIT) - 1 - top
+            rank[i] -= int(above[top - 1]) if top else 0
+            prefix[i], shift[i] = (prefix[i] << _DIGIT) | digit, shift[i] - _DIGIT
+            if shift[i] == 0:  # every candidate has these bits: they are the value
+                result[i] = float(np.array([prefix[i]], dtype=np.uint64).view(F64)[0])
+            elif int(counts[i][digit]) <= _GATHER:
+                gather[i] = True
+    return [float(r) for r in result]  # type: ignore[arg-type]

@@ -78,11 +78,13 @@ def _elect_mean(vectors: Sequence[np.ndarray]) -> np.ndarray:
 
 
 def _top_k(delta: np.ndarray, density: float) -> np.ndarray:
+    """TIES's trim: the entries at least as large in magnitude as the k-th largest (`k = int(density * numel)`; all
+    entries tied at it kept), by a full sort."""
     k = int(density * delta.size)
-    mask = torch.zeros(delta.size, dtype=torch.bool)
-    if k:
-        mask[torch.topk(torch.from_numpy(np.abs(delta).ravel()), k).indices] = True
-    return mask.numpy().reshape(delta.shape)
+    if k == 0:
+        return np.zeros(delta.shape, dtype=bool)
+    magnitude = np.abs(delta)
+    return magnitude >= np.sort(magnitude, axis=None)[::-1][k - 1]
 
 
 def merge_reference(
@@ -120,9 +122,7 @@ def merge_reference(
     elif method == "ties":
         out = base + scale * _elect_mean([np.where(_top_k(d, density), d, 0.0) for d in deltas])
     elif method in ("dare-linear", "dare-ties"):
-        dropped = [
-            np.where(dare_keep(seed, name, i, d.size, density), d / density, 0.0) for i, d in enumerate(deltas)
-        ]
+        dropped = [np.where(dare_keep(seed, name, i, d.size, density), d / density, 0.0) for i, d in enumerate(deltas)]
         if method == "dare-ties":
             merged = _elect_mean(dropped)
         else:
