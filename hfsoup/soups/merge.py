@@ -183,7 +183,8 @@ def magnitude_thresholds(inputs: TensorInputs, density: float) -> list[float]:
             for i, block in enumerate(blocks):
                 if result[i] is not None:
                     continue
-                bits = np.abs(block - base).view(np.uint64)
+                magnitude = np.subtract(block, base, out=block if block.flags.writeable else None)
+                bits = np.abs(magnitude, out=magnitude).view(np.uint64)
                 if shift[i] < 64:
                     bits = bits[(bits >> np.uint64(shift[i])) == np.uint64(prefix[i])]
                 if gather[i]:

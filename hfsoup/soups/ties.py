@@ -39,8 +39,11 @@ class TiesMerge(TensorMerge):
         thresholds = magnitude_thresholds(inputs, self.density)
         for blocks, base_block in inputs.blocks(F64):
             assert base_block is not None
-            deltas = [b - base_block for b in blocks]
-            trimmed = [np.where(np.abs(d) >= t, d, 0.0) for d, t in zip(deltas, thresholds, strict=True)]
+            trimmed = []
+            for block, threshold in zip(blocks, thresholds, strict=True):
+                delta = np.subtract(block, base_block, out=block if block.flags.writeable else None)
+                delta[np.abs(delta) < threshold] = 0.0
+                trimmed.append(delta)
             yield inputs.accumulate([base_block, elect(trimmed)], [1.0, self.scale])  # float64, as decided
 
 
