@@ -38,7 +38,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from soup_speed import MERGEKIT_SPEC, NOISE, _bert_vocab  # noqa: E402
+from soup_speed import NOISE, _bert_vocab, mergekit_bin  # noqa: E402
 
 N_INGREDIENTS = 4
 SEED = 0
@@ -137,19 +137,6 @@ def build_checkpoints(cache: Path, size: str) -> tuple[Path, list[Path]]:
         tokenizer.save_pretrained(folder)
     marker.write_text(json.dumps(stamp))
     return base, fts
-
-
-def mergekit_bin(cache: Path) -> Path:
-    """mergekit in its own venv under the cache: torch==2.13.0 first, so the resolver keeps it."""
-    venv = cache / "mergekit-venv"
-    exe = venv / "bin" / "mergekit-yaml"
-    if not exe.is_file():
-        print(f"installing {MERGEKIT_SPEC} into {venv} ...", flush=True)
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q"]
-        subprocess.run([*pip, "torch==2.13.0"], check=True)
-        subprocess.run([*pip, MERGEKIT_SPEC], check=True)
-    return exe
 
 
 # ---------------------------------------------------------------------------------------------------- the jobs

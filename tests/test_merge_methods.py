@@ -28,6 +28,7 @@ from hfsoup.cli import main
 from hfsoup.errors import InvalidSoupArgumentsError, RecipeError
 from hfsoup.recipe import parse_recipe
 from hfsoup.testing.reference import dare_keep as reference_dare_keep
+from hfsoup.testing.reference import elect_mean, merge_reference
 
 from .test_engine_runs import _free_port
 from .test_soup_hub import _assert_clean_failure, publish
@@ -62,20 +63,12 @@ def _topk_mask(delta: np.ndarray, density: float) -> np.ndarray:
     return mask.numpy().reshape(delta.shape)
 
 
-def _elect_mean(vectors: list[np.ndarray]) -> np.ndarray:
-    sign = np.sign(sum(vectors))
-    agree = [(v != 0) & (np.sign(v) == sign) for v in vectors]
-    count = sum(a.astype(np.float64) for a in agree)
-    total = sum(np.where(a, v, 0.0) for a, v in zip(agree, vectors, strict=True))
-    return np.where(count > 0, total / np.where(count > 0, count, 1), 0.0)
-
-
 def ref_ties(base, thetas, density=0.2, scale=1.0):
     out = {}
     for n in base:
         deltas = [t[n] - base[n] for t in thetas]
         trimmed = [np.where(_topk_mask(d, density), d, 0.0) for d in deltas]
-        out[n] = base[n] + scale * _elect_mean(trimmed)
+        out[n] = base[n] + scale * elect_mean(trimmed)
     return out
 
 
@@ -92,7 +85,7 @@ def ref_dare(base, thetas, density, seed, *, ties, weights=None, scale=1.0):
             for i, t in enumerate(thetas)
         ]
         merged = (
-            _elect_mean(dropped)
+            elect_mean(dropped)
             if ties
             else sum(w * d for w, d in zip(weights or [1.0] * len(thetas), dropped, strict=True))
         )
@@ -114,19 +107,7 @@ def ref_slerp(a, b, t):
 
 
 def ref_model_stock(base, thetas):
-    out = {}
-    n_models = len(thetas)
-    for n in base:
-        deltas = [(t[n] - base[n]).ravel() for t in thetas]
-        cosines = [
-            deltas[i] @ deltas[j] / (np.linalg.norm(deltas[i]) * np.linalg.norm(deltas[j]))
-            for i in range(n_models)
-            for j in range(i + 1, n_models)
-        ]
-        cos = float(np.mean(cosines))
-        t = n_models * cos / (1 + (n_models - 1) * cos)
-        out[n] = t * sum(th[n] for th in thetas) / n_models + (1 - t) * base[n]
-    return out
+    return {n: merge_reference("model-stock", base[n], [t[n] for t in thetas], n) for n in base}
 
 
 def deviation(folder: Path, reference: dict[str, np.ndarray]) -> float:

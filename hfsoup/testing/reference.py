@@ -69,7 +69,8 @@ def dare_keep(seed: int, name: str, ingredient: int, numel: int, density: float)
     return words < math.ceil(density * 2**32)
 
 
-def _elect_mean(vectors: Sequence[np.ndarray]) -> np.ndarray:
+def elect_mean(vectors: Sequence[np.ndarray]) -> np.ndarray:
+    """TIES's sign election and disjoint mean of float64 task vectors."""
     sign = np.sign(sum(vectors))
     agree = [(v != 0) & (np.sign(v) == sign) for v in vectors]
     count = sum(a.astype(np.float64) for a in agree)
@@ -120,11 +121,11 @@ def merge_reference(
     elif method == "wise-ft":
         out = (1 - alpha) * base + alpha * sum(thetas) / len(thetas)
     elif method == "ties":
-        out = base + scale * _elect_mean([np.where(_top_k(d, density), d, 0.0) for d in deltas])
+        out = base + scale * elect_mean([np.where(_top_k(d, density), d, 0.0) for d in deltas])
     elif method in ("dare-linear", "dare-ties"):
         dropped = [np.where(dare_keep(seed, name, i, d.size, density), d / density, 0.0) for i, d in enumerate(deltas)]
         if method == "dare-ties":
-            merged = _elect_mean(dropped)
+            merged = elect_mean(dropped)
         else:
             merged = sum(w * d for w, d in zip(weights, dropped, strict=True))
         out = base + scale * merged
