@@ -165,13 +165,50 @@ def magnitude_thresholds(inputs: TensorInputs, density: float) -> list[float]:
     """The k-th largest magnitude (`k = int(density * numel)`; infinity when k is 0) of every ingredient's float64
     task vector `theta_i - base`: TIES keeps the entries at least this large (ties at it all kept).
 
-    Streamed block by block, never one whole tensor: a radix selection on the bits of the magnitudes (the bits of a
-    non-negative float64 order as its value). A pass counts, per ingredient, the next 16 bits of the magnitudes that
-    share the digits found so far, and the digit holding the k-th largest is kept, until at most `_GATHER`
-    candidates remain; one more pass gathers them for `np.partition`. Two passes for most tensors."""
+    Streamed block by block, never one whole tensor. For float32-computed inputs the magnitudes are first ranked in
+    float32 (`|theta - base|` rounded to float32 is a monotone function of the float64 one, so an entry of a larger
+    float32 magnitude is never smaller in float64): one pass counts the top 16 bits of the float32 magnitudes'
+    bits (which order as the values), one more gathers the float64 magnitudes of the entries in the digit holding
+    the k-th largest, and `np.partition` finishes. Where that digit holds more than `_GATHER` entries, or the inputs
+    are float64, `_float64_thresholds` selects on the float64 bits instead."""
     n, k = inputs.n, int(density * inputs.numel)
     if k <= 0:
         return [float("inf")] * n
+    if inputs.dtype != np.float32:
+        return _float64_thresholds(inputs, k)
+    counts = [np.zeros(1 << _DIGIT, dtype=np.int64) for _ in range(n)]
+    for blocks, base in inputs.blocks():
+        assert base is not None
+        for i, block in enumerate(blocks):
+            bits = np.abs(np.subtract(block, base)).view(np.uint32) >> np.uint32(_DIGIT)
+            counts[i] += np.bincount(bits, minlength=1 << _DIGIT)
+    digits, ranks = [], []
+    for i in range(n):
+        above = np.cumsum(counts[i][::-1])  # above[j]: entries in the top j + 1 digits
+        top = int(np.searchsorted(above, k))
+        digits.append(np.uint32((1 << _DIGIT) - 1 - top))
+        ranks.append(k - (int(above[top - 1]) if top else 0))
+        if int(counts[i][int(digits[i])]) > _GATHER:
+            return _float64_thresholds(inputs, k)
+    found: list[list[np.ndarray]] = [[] for _ in range(n)]
+    for blocks, base in inputs.blocks():
+        assert base is not None
+        for i, block in enumerate(blocks):
+            bits = np.abs(np.subtract(block, base)).view(np.uint32) >> np.uint32(_DIGIT)
+            where = np.flatnonzero(bits == digits[i])
+            found[i].append(np.abs(block[where].astype(F64) - base[where].astype(F64)))
+    thresholds = []
+    for candidates, rank in zip(found, ranks, strict=True):
+        gathered = np.concatenate(candidates)
+        thresholds.append(float(np.partition(gathered, gathered.size - rank)[gathered.size - rank]))
+    return thresholds
+
+
+def _float64_thresholds(inputs: TensorInputs, k: int) -> list[float]:
+    """`magnitude_thresholds` by a radix selection on the float64 magnitudes' bits: a pass counts, per ingredient,
+    the next 16 bits of the magnitudes that share the digits found so far, and the digit holding the k-th largest
+    is kept, until at most `_GATHER` candidates remain; one more pass gathers them for `np.partition`."""
+    n = inputs.n
     prefix, shift, rank = [0] * n, [64] * n, [k] * n  # rank: the wanted entry's rank among those matching prefix
     result: list[float | None] = [None] * n
     gather = [False] * n
