@@ -57,17 +57,19 @@ class DareMerge(TensorMerge):
         # sum_i w_i dropped_i = sum_i (w_i / density) keep_i delta_i, and TIES's disjoint mean of the dropped
         # vectors is the mean of the kept deltas over density (a positive factor elects the same signs).
         weights = [self.scale * w / self.density for w in self.weights]
-        for blocks, base_block in inputs.blocks(F64):
+        # dare-linear is affine in the kept deltas: float32 blocks straight from the memory maps, as task arithmetic
+        # (float64 inputs stay float64); dare-ties elects signs, a decision made in float64.
+        for blocks, base_block in inputs.blocks(F64 if self.elect else None):
             assert base_block is not None
             kept = []
             for block, mask in zip(blocks, masks, strict=True):
                 delta = np.subtract(block, base_block, out=block if block.flags.writeable else None)
-                delta[~mask.next(block.size)] = 0.0
+                np.multiply(delta, mask.next(block.size), out=delta)
                 kept.append(delta)
             if self.elect:
                 yield inputs.accumulate([base_block, elect(kept)], [1.0, self.scale / self.density])
             else:
-                yield inputs.accumulate([base_block, *kept], [1.0, *weights])  # float64, as decided
+                yield inputs.accumulate([base_block, *kept], [1.0, *weights])
 
 
 class DareLinear(SoupMethod):

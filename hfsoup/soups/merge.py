@@ -144,16 +144,20 @@ def dare_masks(seed: int, name: str, n: int, density: float) -> list[DareMask]:
 
 def elect(trimmed: Sequence[np.ndarray]) -> np.ndarray:
     """TIES's sign election and disjoint mean: each entry's sign is the sign of the sum of the (trimmed) task
-    vectors; the entries that are non-zero and agree with it are averaged (0 where none does)."""
-    total = np.add.reduce(trimmed) if len(trimmed) > 1 else trimmed[0].copy()
-    sign = np.sign(total)
+    vectors; the entries that are non-zero and agree with it are averaged (0 where none does). An entry agrees when
+    its sign equals the elected one: where that is non-zero, such an entry is non-zero; where it is zero, so is
+    every agreeing entry and the mean."""
+    total = trimmed[0].copy()
+    for t in trimmed[1:]:
+        total += t
+    sign = np.sign(total, out=total)
     agreed = np.zeros_like(total)
     count = np.zeros_like(total)
     for t in trimmed:
-        agree = (t != 0) & (np.sign(t) == sign)
-        agreed += np.where(agree, t, 0.0)
+        agree = np.sign(t) == sign
+        agreed += t * agree
         count += agree
-    return agreed / np.maximum(count, 1.0)
+    return np.divide(agreed, np.maximum(count, 1.0, out=count), out=agreed)
 
 
 #: Radix digits of the streamed selection, and how many candidates it gathers at most to finish with a partition.
