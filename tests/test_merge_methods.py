@@ -10,7 +10,6 @@ bytes from two processes as from one. Bad input is refused in one paragraph, exi
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -28,6 +27,8 @@ import hfsoup
 from hfsoup.cli import main
 from hfsoup.errors import InvalidSoupArgumentsError, RecipeError
 from hfsoup.recipe import parse_recipe
+from hfsoup.testing.reference import dare_keep as reference_dare_keep
+from hfsoup.testing.reference import elect_mean, merge_reference
 
 from .test_engine_runs import _free_port
 from .test_soup_hub import _assert_clean_failure, publish
@@ -62,28 +63,18 @@ def _topk_mask(delta: np.ndarray, density: float) -> np.ndarray:
     return mask.numpy().reshape(delta.shape)
 
 
-def _elect_mean(vectors: list[np.ndarray]) -> np.ndarray:
-    sign = np.sign(sum(vectors))
-    agree = [(v != 0) & (np.sign(v) == sign) for v in vectors]
-    count = sum(a.astype(np.float64) for a in agree)
-    total = sum(np.where(a, v, 0.0) for a, v in zip(agree, vectors, strict=True))
-    return np.where(count > 0, total / np.where(count > 0, count, 1), 0.0)
-
-
 def ref_ties(base, thetas, density=0.2, scale=1.0):
     out = {}
     for n in base:
         deltas = [t[n] - base[n] for t in thetas]
         trimmed = [np.where(_topk_mask(d, density), d, 0.0) for d in deltas]
-        out[n] = base[n] + scale * _elect_mean(trimmed)
+        out[n] = base[n] + scale * elect_mean(trimmed)
     return out
 
 
 def dare_keep(seed: int, name: str, i: int, shape, density: float) -> np.ndarray:
-    """The documented mask: PCG64 seeded by SeedSequence([seed, i, first 8 bytes of sha256(name), little-endian])."""
-    h = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "little")
-    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, i, h])))
-    return (rng.random(int(np.prod(shape))) < density).reshape(shape)
+    """The documented mask (`hfsoup.testing.reference.dare_keep`: raw PCG64 words, two 32-bit words each)."""
+    return reference_dare_keep(seed, name, i, int(np.prod(shape)), density).reshape(shape)
 
 
 def ref_dare(base, thetas, density, seed, *, ties, weights=None, scale=1.0):
@@ -94,7 +85,7 @@ def ref_dare(base, thetas, density, seed, *, ties, weights=None, scale=1.0):
             for i, t in enumerate(thetas)
         ]
         merged = (
-            _elect_mean(dropped)
+            elect_mean(dropped)
             if ties
             else sum(w * d for w, d in zip(weights or [1.0] * len(thetas), dropped, strict=True))
         )
@@ -116,19 +107,7 @@ def ref_slerp(a, b, t):
 
 
 def ref_model_stock(base, thetas):
-    out = {}
-    n_models = len(thetas)
-    for n in base:
-        deltas = [(t[n] - base[n]).ravel() for t in thetas]
-        cosines = [
-            deltas[i] @ deltas[j] / (np.linalg.norm(deltas[i]) * np.linalg.norm(deltas[j]))
-            for i in range(n_models)
-            for j in range(i + 1, n_models)
-        ]
-        cos = float(np.mean(cosines))
-        t = n_models * cos / (1 + (n_models - 1) * cos)
-        out[n] = t * sum(th[n] for th in thetas) / n_models + (1 - t) * base[n]
-    return out
+    return {n: merge_reference("model-stock", base[n], [t[n] for t in thetas], n) for n in base}
 
 
 def deviation(folder: Path, reference: dict[str, np.ndarray]) -> float:
@@ -536,3 +515,26 @@ def test_an_ingredient_not_from_the_base_is_refused(families, tmp_path, capsys):
     assert "impostor: does not share an initialization" in err and "was not fine-tuned from" in err, err
     assert "ft0:" not in err and "Traceback" not in err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("numel", [1, 7, 1000, 3 * (1 << 18) + 5])
+@pytest.mark.parametrize("density", [0.01, 0.2, 1.0])
+@pytest.mark.parametrize("gather", [None, 1])  # 1: refine digit by digit down to single values
+def test_streamed_ties_threshold_is_the_kth_largest_magnitude(numel, density, gather, monkeypatch):
+    from hfsoup.soups import kernels, merge
+
+    if gather is not None:
+        monkeypatch.setattr(merge, "_GATHER", gather)
+    from hfsoup.soups.merge import TensorInputs, magnitude_thresholds
+
+    rng = np.random.default_rng(numel)
+    base = rng.standard_normal(numel).astype(np.float32)
+    thetas = [base + rng.standard_normal(numel).astype(np.float32) * 1e-3 for _ in range(2)]
+    thetas.append(base + np.round(rng.standard_normal(numel) * 4).astype(np.float32))  # many exact ties
+    thetas.append(base.copy())  # a zero task vector
+    inputs = TensorInputs("t", thetas, ["F32"] * 4, (base, "F32"), np.dtype(np.float32), kernels.weighted_sum)
+    got = magnitude_thresholds(inputs, density)
+    k = int(density * numel)
+    for theta, threshold in zip(thetas, got, strict=True):
+        magnitude = np.sort(np.abs(theta.astype(np.float64) - base))[::-1]
+        assert threshold == (magnitude[k - 1] if k else math.inf)

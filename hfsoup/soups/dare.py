@@ -4,8 +4,10 @@ Each task-vector entry `theta_i - base` is dropped with probability `1 - density
 `density`; then `dare-linear` adds them as task arithmetic does (`base + scale * sum_i w_i dropped_i`) and `dare-ties`
 elects signs and averages the agreeing entries as TIES does (`base + scale * merged`).
 
-The masks are drawn per tensor and ingredient from `merge.tensor_seed(seed, name, i)`, block by block, so that a
-fixed seed gives the same bytes whatever the shards, the processes or the device.
+The masks are drawn per tensor and ingredient from `merge.tensor_seed(seed, name, i)`, block by block, as raw 64-bit
+PCG64 words split into two 32-bit words, an entry kept when its word is below ceil(density * 2**32) (`merge.DareMask`),
+so that a fixed seed gives the same bytes whatever the shards, the processes or the device. The rescale by 1/density
+is folded into the weights of the final sum.
 """
 
 from __future__ import annotations
@@ -50,20 +52,24 @@ class DareMerge(TensorMerge):
         if not inputs.has_base:
             yield from inputs.mean()
             return
-        generators = dare_masks(self.seed, inputs.name, inputs.n)
-        for blocks, base_block in inputs.blocks(F64):
+        masks = dare_masks(self.seed, inputs.name, inputs.n, self.density)
+        # The 1/density rescale is folded into the final weights: dropped_i = keep_i * delta_i / density, so
+        # sum_i w_i dropped_i = sum_i (w_i / density) keep_i delta_i, and TIES's disjoint mean of the dropped
+        # vectors is the mean of the kept deltas over density (a positive factor elects the same signs).
+        weights = [self.scale * w / self.density for w in self.weights]
+        # dare-linear is affine in the kept deltas: float32 blocks straight from the memory maps, as task arithmetic
+        # (float64 inputs stay float64); dare-ties elects signs, a decision made in float64.
+        for blocks, base_block in inputs.blocks(F64 if self.elect else None):
             assert base_block is not None
-            dropped = []
-            for block, generator in zip(blocks, generators, strict=True):
-                keep = generator.random(block.size) < self.density  # drawn even where density is 1: same streams
-                dropped.append(np.where(keep, (block - base_block) / self.density, 0.0))
+            kept = []
+            for block, mask in zip(blocks, masks, strict=True):
+                delta = np.subtract(block, base_block, out=block if block.flags.writeable else None)
+                np.multiply(delta, mask.next(block.size), out=delta)
+                kept.append(delta)
             if self.elect:
-                merged = elect(dropped)
+                yield inputs.accumulate([base_block, elect(kept)], [1.0, self.scale / self.density])
             else:
-                merged = np.zeros_like(base_block)
-                for d, w in zip(dropped, self.weights, strict=True):
-                    merged += w * d
-            yield inputs.accumulate([base_block, merged], [1.0, self.scale])  # float64, as decided
+                yield inputs.accumulate([base_block, *kept], [1.0, *weights])
 
 
 class DareLinear(SoupMethod):

@@ -361,14 +361,16 @@ def _merge_blocks(
         None if base_flat is None else (base_flat, base[1]),  # type: ignore[index]
         dtype,
         accumulate or kernels.weighted_sum,
+        meter.block if merge is not None else None,
     )
     if merge is not None:
-        for blocks, base_block in inputs.blocks():
-            meter.block(blocks, base_block)
-        meter.finish()
+        # The meter reads the blocks of the merge's first pass over them (a pass of its own only for what no pass
+        # read), so measuring costs no extra pass over the tensor.
         if accumulate is not None:
             for block in merge.merge(inputs):
                 yield kernels.narrow(np.ascontiguousarray(block, dtype=dtype), out_code)
+        inputs.observe_rest()
+        meter.finish()
         return
     mean = [1.0 / len(flats)] * len(flats)
     for blocks, base_block in inputs.blocks():

@@ -5,8 +5,9 @@ take the engine's weighted sum as it is. TIES, DARE, SLERP and Model Stock decid
 threshold, a random mask, an angle, a cosine) before they combine: such a method returns a `TensorMerge` in its
 `Outcome`, and the engine hands it each float tensor as a `TensorInputs`: the ingredients' (and the base's) stored
 tensors, memory-mapped, read block by block. A merge that needs a whole-tensor figure reads the blocks twice (a
-statistics pass, then the output pass), so it still never holds an ingredient; only TIES's top-k threshold reads one
-ingredient's task vector of one tensor whole (`TensorInputs.whole`), one ingredient at a time.
+statistics pass, then the output pass), so it never holds an ingredient, nor a whole tensor: TIES's top-k threshold
+is a streamed radix selection (`magnitude_thresholds`). The first pass over a tensor's blocks also feeds the soup's
+similarity meter (`TensorInputs.observe_rest` measures what no pass read).
 
 The decisions (top-k, sign election, the masks, SLERP's parallel fallback) are made in float64 numpy on the CPU, so
 that they are the decisions of a float64 transcription of the definitions; every final combination goes through the
@@ -17,6 +18,8 @@ float64), TIES's and DARE's `base + scale * merged` in float64.
 from __future__ import annotations
 
 import hashlib
+import math
+import sys
 from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
@@ -26,6 +29,7 @@ from . import kernels
 F64 = np.dtype(np.float64)
 
 Accumulate = Callable[[Sequence[np.ndarray], Sequence[float]], np.ndarray]
+Observe = Callable[[Sequence[np.ndarray], "np.ndarray | None"], None]
 
 
 class TensorInputs:
@@ -48,6 +52,7 @@ class TensorInputs:
         base: tuple[np.ndarray, str] | None,
         dtype: np.dtype,
         accumulate: Accumulate,
+        observe: Observe | None = None,
     ) -> None:
         self.name, self._flats, self._codes, self._base = name, flats, codes, base
         self.numel = int(flats[0].size)
@@ -55,22 +60,27 @@ class TensorInputs:
         self.has_base = base is not None
         self.dtype = dtype
         self._accumulate = accumulate
+        # `observe` (the engine's similarity meter) sees every block once, in order, from whichever pass reads it
+        # first: the merge's own first pass, so that measuring costs no pass of its own (`observe_rest`).
+        self._observe, self._observed = observe, 0
 
     def blocks(self, dtype: np.dtype | None = None) -> Iterator[tuple[list[np.ndarray], np.ndarray | None]]:
         """Every block in order (`kernels.BLOCK` elements): the ingredients' blocks and the base's (or None)."""
         dtype = self.dtype if dtype is None else dtype
-        for start in range(0, self.numel, kernels.BLOCK):
+        for index, start in enumerate(range(0, self.numel, kernels.BLOCK)):
             stop = start + kernels.BLOCK
             blocks = [kernels.widen(f[start:stop], c, dtype) for f, c in zip(self._flats, self._codes, strict=True)]
             base = None if self._base is None else kernels.widen(self._base[0][start:stop], self._base[1], dtype)
+            if self._observe is not None and index == self._observed:
+                self._observe(blocks, base)  # before the merge sees them: it may reuse the blocks' memory
+                self._observed += 1
             yield blocks, base
 
-    def whole(self, i: int | None, dtype: np.dtype = F64) -> np.ndarray:
-        """Ingredient `i`'s whole tensor (the base's for None), widened to `dtype`: one tensor, not the model."""
-        if i is None:
-            assert self._base is not None
-            return kernels.widen(self._base[0], self._base[1], dtype)
-        return kernels.widen(self._flats[i], self._codes[i], dtype)
+    def observe_rest(self) -> None:
+        """Feed `observe` the blocks no pass has read yet (all of them when the merge read none)."""
+        if self._observe is not None and self._observed * kernels.BLOCK < self.numel:
+            for _ in self.blocks():
+                pass
 
     def accumulate(self, blocks: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
         """The engine's weighted sum of same-dtype blocks (on the GPU when the soup runs there)."""
@@ -103,31 +113,140 @@ def tensor_seed(seed: int, name: str, ingredient: int) -> np.random.SeedSequence
     return np.random.SeedSequence([seed, ingredient, digest])
 
 
-def dare_masks(seed: int, name: str, n: int) -> list[np.random.Generator]:
-    """One generator per ingredient; `gen.random(k) < density` block after block is the tensor's keep mask (drawing
-    in blocks gives the same numbers as one draw of the whole tensor)."""
-    return [np.random.Generator(np.random.PCG64(tensor_seed(seed, name, i))) for i in range(n)]
+def keep_threshold(density: float) -> int:
+    """DARE keeps an entry when its 32-bit random word is below this: `ceil(density * 2**32)`."""
+    return math.ceil(density * 2**32)
+
+
+class DareMask:
+    """One ingredient's keep mask of one tensor, block after block: the generator's raw 64-bit PCG64 words
+    (`random_raw`), each split into two 32-bit words (low half first), one per entry; an entry is kept when its word
+    is below `keep_threshold(density)`. Blocks of an even number of entries (all but a tensor's last) use whole
+    64-bit words, so drawing block by block gives the bits of one draw of the whole tensor."""
+
+    def __init__(self, seed: int, name: str, ingredient: int, density: float) -> None:
+        self._bits = np.random.PCG64(tensor_seed(seed, name, ingredient))
+        self._threshold = keep_threshold(density)
+
+    def next(self, size: int) -> np.ndarray:
+        words = self._bits.random_raw((size + 1) // 2).view(np.uint32)  # little-endian: low half first
+        if sys.byteorder != "little":
+            words = words.reshape(-1, 2)[:, ::-1].reshape(-1)
+        if self._threshold >= 2**32:
+            return np.ones(size, dtype=bool)  # drawn all the same: the stream does not depend on the density
+        return words[:size] < np.uint32(self._threshold)
+
+
+def dare_masks(seed: int, name: str, n: int, density: float) -> list[DareMask]:
+    """One keep mask per ingredient of tensor `name` (`DareMask`)."""
+    return [DareMask(seed, name, i, density) for i in range(n)]
 
 
 def elect(trimmed: Sequence[np.ndarray]) -> np.ndarray:
     """TIES's sign election and disjoint mean: each entry's sign is the sign of the sum of the (trimmed) task
-    vectors; the entries that are non-zero and agree with it are averaged (0 where none does)."""
-    total = np.add.reduce(trimmed) if len(trimmed) > 1 else trimmed[0].copy()
-    sign = np.sign(total)
+    vectors; the entries that are non-zero and agree with it are averaged (0 where none does). An entry agrees when
+    its sign equals the elected one: where that is non-zero, such an entry is non-zero; where it is zero, so is
+    every agreeing entry and the mean."""
+    total = trimmed[0].copy()
+    for t in trimmed[1:]:
+        total += t
+    sign = np.sign(total, out=total)
     agreed = np.zeros_like(total)
     count = np.zeros_like(total)
     for t in trimmed:
-        agree = (t != 0) & (np.sign(t) == sign)
-        agreed += np.where(agree, t, 0.0)
+        agree = np.sign(t) == sign
+        agreed += t * agree
         count += agree
-    return agreed / np.maximum(count, 1.0)
+    return np.divide(agreed, np.maximum(count, 1.0, out=count), out=agreed)
 
 
-def magnitude_threshold(delta: np.ndarray, density: float) -> float:
-    """The k-th largest magnitude of `delta`, `k = int(density * numel)`: entries at least this large are kept (ties
-    at the threshold all kept); infinity when k is 0."""
-    k = int(density * delta.size)
+#: Radix digits of the streamed selection, and how many candidates it gathers at most to finish with a partition.
+_DIGIT = 16
+_GATHER = 1 << 20
+
+
+def magnitude_thresholds(inputs: TensorInputs, density: float) -> list[float]:
+    """The k-th largest magnitude (`k = int(density * numel)`; infinity when k is 0) of every ingredient's float64
+    task vector `theta_i - base`: TIES keeps the entries at least this large (ties at it all kept).
+
+    Streamed block by block, never one whole tensor. For float32-computed inputs the magnitudes are first ranked in
+    float32 (`|theta - base|` rounded to float32 is a monotone function of the float64 one, so an entry of a larger
+    float32 magnitude is never smaller in float64): one pass counts the top 16 bits of the float32 magnitudes'
+    bits (which order as the values), one more gathers the float64 magnitudes of the entries in the digit holding
+    the k-th largest, and `np.partition` finishes. Where that digit holds more than `_GATHER` entries, or the inputs
+    are float64, `_float64_thresholds` selects on the float64 bits instead."""
+    n, k = inputs.n, int(density * inputs.numel)
     if k <= 0:
-        return float("inf")
-    magnitude = np.abs(delta)
-    return float(np.partition(magnitude, delta.size - k)[delta.size - k])
+        return [float("inf")] * n
+    if inputs.dtype != np.float32:
+        return _float64_thresholds(inputs, k)
+    counts = [np.zeros(1 << _DIGIT, dtype=np.int64) for _ in range(n)]
+    for blocks, base in inputs.blocks():
+        assert base is not None
+        for i, block in enumerate(blocks):
+            bits = np.abs(np.subtract(block, base)).view(np.uint32) >> np.uint32(_DIGIT)
+            counts[i] += np.bincount(bits, minlength=1 << _DIGIT)
+    digits, ranks = [], []
+    for i in range(n):
+        above = np.cumsum(counts[i][::-1])  # above[j]: entries in the top j + 1 digits
+        top = int(np.searchsorted(above, k))
+        digits.append(np.uint32((1 << _DIGIT) - 1 - top))
+        ranks.append(k - (int(above[top - 1]) if top else 0))
+        if int(counts[i][int(digits[i])]) > _GATHER:
+            return _float64_thresholds(inputs, k)
+    found: list[list[np.ndarray]] = [[] for _ in range(n)]
+    for blocks, base in inputs.blocks():
+        assert base is not None
+        for i, block in enumerate(blocks):
+            bits = np.abs(np.subtract(block, base)).view(np.uint32) >> np.uint32(_DIGIT)
+            where = np.flatnonzero(bits == digits[i])
+            found[i].append(np.abs(block[where].astype(F64) - base[where].astype(F64)))
+    thresholds = []
+    for candidates, rank in zip(found, ranks, strict=True):
+        gathered = np.concatenate(candidates)
+        thresholds.append(float(np.partition(gathered, gathered.size - rank)[gathered.size - rank]))
+    return thresholds
+
+
+def _float64_thresholds(inputs: TensorInputs, k: int) -> list[float]:
+    """`magnitude_thresholds` by a radix selection on the float64 magnitudes' bits: a pass counts, per ingredient,
+    the next 16 bits of the magnitudes that share the digits found so far, and the digit holding the k-th largest
+    is kept, until at most `_GATHER` candidates remain; one more pass gathers them for `np.partition`."""
+    n = inputs.n
+    prefix, shift, rank = [0] * n, [64] * n, [k] * n  # rank: the wanted entry's rank among those matching prefix
+    result: list[float | None] = [None] * n
+    gather = [False] * n
+    while any(r is None for r in result):
+        counts = [np.zeros(1 << _DIGIT, dtype=np.int64) for _ in range(n)]
+        found: list[list[np.ndarray]] = [[] for _ in range(n)]
+        for blocks, base in inputs.blocks(F64):
+            assert base is not None
+            for i, block in enumerate(blocks):
+                if result[i] is not None:
+                    continue
+                magnitude = np.subtract(block, base, out=block if block.flags.writeable else None)
+                bits = np.abs(magnitude, out=magnitude).view(np.uint64)
+                if shift[i] < 64:
+                    bits = bits[(bits >> np.uint64(shift[i])) == np.uint64(prefix[i])]
+                if gather[i]:
+                    found[i].append(bits)
+                else:
+                    digit = (bits >> np.uint64(shift[i] - _DIGIT)) & np.uint64((1 << _DIGIT) - 1)
+                    counts[i] += np.bincount(digit.astype(np.intp), minlength=1 << _DIGIT)
+        for i in range(n):
+            if result[i] is not None:
+                continue
+            if gather[i]:
+                candidates = np.concatenate(found[i]).view(F64)
+                result[i] = float(np.partition(candidates, candidates.size - rank[i])[candidates.size - rank[i]])
+                continue
+            above = np.cumsum(counts[i][::-1])  # above[j]: entries in the top j + 1 digits
+            top = int(np.searchsorted(above, rank[i]))  # the first run of top digits holding rank entries
+            digit = (1 << _DIGIT) - 1 - top
+            rank[i] -= int(above[top - 1]) if top else 0
+            prefix[i], shift[i] = (prefix[i] << _DIGIT) | digit, shift[i] - _DIGIT
+            if shift[i] == 0:  # every candidate has these bits: they are the value
+                result[i] = float(np.array([prefix[i]], dtype=np.uint64).view(F64)[0])
+            elif int(counts[i][digit]) <= _GATHER:
+                gather[i] = True
+    return [float(r) for r in result]  # type: ignore[arg-type]

@@ -2,7 +2,8 @@
 
 Per tensor: with the task vectors `d_i = theta_i - base` and `cos` the average of their pairwise cosines,
 `t = N cos / (1 + (N - 1) cos)` and the result is `t * mean_i theta_i + (1 - t) * base`. The cosines come from a
-float64 pass over the blocks (the Gram matrix of the task vectors); the combination is the engine's weighted sum.
+pass over the blocks (the Gram matrix of the task vectors, float32 products summed in float64, float64 where float32
+overflows; cosines clipped to [-1, 1]); the combination is the engine's weighted sum.
 A zero task vector counts as cosine 0 with every other; `t` is 0 where the denominator vanishes.
 """
 
@@ -18,12 +19,24 @@ from .base import Mixing, Outcome, PlotStyle, SoupContext, SoupMethod, uniform_w
 from .merge import F64, TensorInputs, TensorMerge
 
 
+def block_gram(blocks: list[np.ndarray], base: np.ndarray) -> np.ndarray:
+    """The Gram matrix of one block's task vectors: one float32 BLAS product (pairwise sums: relative error near
+    1e-6 on a 256 Ki block), again in float64 when float32 overflows; the caller sums blocks in float64."""
+    deltas = np.stack([np.subtract(b, base, out=b if b.flags.writeable else None) for b in blocks])
+    with np.errstate(over="ignore", invalid="ignore"):
+        gram = deltas @ deltas.T
+    if not np.isfinite(gram).all():
+        wide = deltas.astype(F64)
+        gram = wide @ wide.T
+    return gram.astype(F64)
+
+
 def stock_ratio(gram: np.ndarray) -> float:
     """`t` from the Gram matrix of the N task vectors of one tensor."""
     n = gram.shape[0]
     norms = np.sqrt(np.diagonal(gram))
     cosines = [
-        gram[i, j] / (norms[i] * norms[j]) if norms[i] > 0 and norms[j] > 0 else 0.0
+        min(max(gram[i, j] / (norms[i] * norms[j]), -1.0), 1.0) if norms[i] > 0 and norms[j] > 0 else 0.0
         for i in range(n)
         for j in range(i + 1, n)
     ]
@@ -38,9 +51,8 @@ class ModelStockMerge(TensorMerge):
             yield from inputs.mean()
             return
         gram = np.zeros((inputs.n, inputs.n))
-        for blocks, base in inputs.blocks(F64):
-            deltas = np.stack([b - base for b in blocks])
-            gram += deltas @ deltas.T
+        for blocks, base in inputs.blocks():
+            gram += block_gram(blocks, base)
         t = stock_ratio(gram)
         weights = [t / inputs.n] * inputs.n + [1.0 - t]
         for blocks, base in inputs.blocks():

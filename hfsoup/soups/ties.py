@@ -4,8 +4,9 @@ Per tensor: each task vector `theta_i - base` keeps its `k = int(density * numel
 the k-th magnitude all kept) and is zero elsewhere; each entry's sign is elected as the sign of the sum of the trimmed
 vectors; the entries that are non-zero and agree with it are averaged; the result is `base + scale * merged`.
 
-The threshold needs the whole tensor: it is found on one ingredient's task vector of one tensor at a time (float64,
-`np.partition`); the election and the mean then stream block by block.
+The threshold is a whole-tensor figure: it is found by a streamed radix selection over the float64 task vectors'
+blocks (`merge.magnitude_thresholds`, two passes for most tensors), so no whole tensor is held; the election and the
+mean then stream block by block.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import numpy as np
 from .. import schema
 from ..options import option
 from .base import Mixing, Outcome, PlotStyle, SoupContext, SoupMethod, option_args, recorded_options, uniform_weights
-from .merge import F64, TensorInputs, TensorMerge, elect, magnitude_threshold
+from .merge import F64, TensorInputs, TensorMerge, elect, magnitude_thresholds
 from .task_arithmetic import scale_option
 
 
@@ -35,13 +36,14 @@ class TiesMerge(TensorMerge):
         if not inputs.has_base:
             yield from inputs.mean()
             return
-        base = inputs.whole(None)
-        thresholds = [magnitude_threshold(inputs.whole(i) - base, self.density) for i in range(inputs.n)]
-        del base
+        thresholds = magnitude_thresholds(inputs, self.density)
         for blocks, base_block in inputs.blocks(F64):
             assert base_block is not None
-            deltas = [b - base_block for b in blocks]
-            trimmed = [np.where(np.abs(d) >= t, d, 0.0) for d, t in zip(deltas, thresholds, strict=True)]
+            trimmed = []
+            for block, threshold in zip(blocks, thresholds, strict=True):
+                delta = np.subtract(block, base_block, out=block if block.flags.writeable else None)
+                delta[np.abs(delta) < threshold] = 0.0
+                trimmed.append(delta)
             yield inputs.accumulate([base_block, elect(trimmed)], [1.0, self.scale])  # float64, as decided
 
 
