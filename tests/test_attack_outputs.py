@@ -68,6 +68,45 @@ def test_output_onto_an_ingredient_is_refused_with_overwrite(work, tmp_path, tar
     assert tree(tmp_path) == before  # not a byte changed, no staging folder left
 
 
+# ---- report files (--json, --predictions) never replace what is there unasked, nor an input ever ----------------
+
+
+def _check_json(work: Path, report: Path, *extra: str) -> list[str]:
+    return ["check", str(work / "ft0"), str(work / "ft1"), "--skip-weights", "--json", str(report), *extra]
+
+
+def test_a_report_file_that_exists_is_replaced_only_with_overwrite(work, tmp_path, capsys):
+    notes = work / "notes.txt"
+    before = tree(tmp_path)
+    assert main(_check_json(work, notes)) == 1
+    err = capsys.readouterr().err
+    assert "already exists" in err and "--overwrite" in err and "Traceback" not in err
+    assert tree(tmp_path) == before  # the user's file, byte for byte
+    assert main(_check_json(work, notes, "--overwrite")) == 0
+    assert len(json.loads(notes.read_text())["ingredients"]) == 2  # the report, in place of the notes
+
+
+@pytest.mark.parametrize("target", ["ft0/config.json", "ft0", "ft1/model.safetensors"])
+def test_a_report_file_never_replaces_an_input_or_a_folder(work, tmp_path, target, capsys):
+    assert (work / target).exists()
+    before = tree(tmp_path)
+    assert main(_check_json(work, work / target, "--overwrite")) == 1
+    err = capsys.readouterr().err
+    assert ("the ingredient" in err or "is a folder" in err) and "Traceback" not in err
+    assert tree(tmp_path) == before
+
+
+def test_eval_refuses_to_write_predictions_over_its_data_before_loading_anything(work, tmp_path, capsys):
+    data = work / "dev.csv"
+    data.write_text("sentence,label\na,0\nb,1\n")
+    before = tree(tmp_path)
+    args = ["eval", str(work / "ft0"), "--task", "sst2", "--data-files", f"validation={data}"]
+    assert main([*args, "--predictions", str(data), "--overwrite"]) == 1
+    err = capsys.readouterr().err
+    assert "the data file" in err and "never replaces an input" in err
+    assert tree(tmp_path) == before
+
+
 def test_output_collision_error_carries_its_structure(work):
     with pytest.raises(OutputCollisionError) as caught:
         hfsoup.soup([work / "ft0", work / "ft1"], work, overwrite=True)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 
-from ..io.staging import write_file_atomic
-from .common import base_arg, ingredient_args
+from ..io.staging import check_report_file, write_file_atomic
+from .common import base_arg, ingredient_args, report_overwrite_arg
 
 CHECK_EPILOG = """\
 examples:
@@ -34,14 +35,18 @@ def add(verbs: argparse._SubParsersAction) -> None:
         help="only the checks that need no weights download; shared init is estimated from a few kB of each remote "
         "ingredient's largest matrices, read by Range requests",
     )
+    report_overwrite_arg(check)
     check.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     import json
 
+    from ..io import guard
     from ..pipeline import check
 
+    local = [(spec, spec) for spec in [*args.ingredients, *([args.base] if args.base else [])] if os.path.isdir(spec)]
+    check_report_file(args.json, overwrite=args.overwrite, protected=guard.inputs_protected(local))
     report = check(
         args.ingredients,
         base=args.base,

@@ -27,6 +27,13 @@ BASE_HELP = (
 )
 
 
+def report_overwrite_arg(parser: argparse.ArgumentParser) -> None:
+    """`--overwrite` for the verbs that write report files (`--json FILE`): an existing file is refused without it."""
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an existing report file (never an input or one inside it)"
+    )
+
+
 def base_arg(parser: argparse.ArgumentParser) -> None:
     """`--base MODEL`, the one declaration `soup` and `check` share (a recipe's `base:` key)."""
     parser.add_argument("--base", metavar="MODEL", help=BASE_HELP)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 
-from ..io.staging import write_file_atomic
+from ..io.staging import check_report_file, write_file_atomic
 from ..options import add_flags, given
 from ..selection.options import Selection
-from .common import TOKEN_HELP
+from .common import TOKEN_HELP, report_overwrite_arg
 
 EVAL_EPILOG = """\
 examples:
@@ -53,6 +54,7 @@ def add(verbs: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--json", metavar="FILE", help="write the scores, the model's SHA and the data's as JSON")
     evaluate.add_argument("--predictions", metavar="FILE", help="write the predictions, in row order, as JSON")
     evaluate.add_argument("--token", help=TOKEN_HELP)
+    report_overwrite_arg(evaluate)
     # The data and batching options are the scoring options of `hfsoup soup --task`, declared once in `Selection`.
     add_flags(
         evaluate,
@@ -70,11 +72,19 @@ def run(args: argparse.Namespace) -> int:
     from .. import distributed
     from ..evaluation.evaluator import evaluate_model
     from ..evaluation.splitspec import parse_split
+    from ..io import guard
 
     split = args.split or "validation"
     parse_split(split)  # a malformed spec is an EvaluationError that names the syntax, before any download
     scoring = Selection(task=args.task, report=split, **given(args, Selection, dest="selection"))
     scoring.check_fields()
+    # The report files are checked before any download: an existing one is refused (unless --overwrite), an input
+    # (the model's folder, a data file) always.
+    data = [f for files in (scoring.data_files or {}).values() for f in ([files] if isinstance(files, str) else files)]
+    local = [("model", args.model)] if os.path.isdir(args.model) else []
+    inputs = guard.inputs_protected(local, files=data)
+    for path in (args.json, args.predictions):
+        check_report_file(path, overwrite=args.overwrite, protected=inputs)
     if args.split is None and scoring.data_files and len(scoring.data_files) == 1:
         split = next(iter(scoring.data_files))  # `--data-files test=FILE` is scored on test without --split test
     report = evaluate_model(

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from ..constants import FIND_JOBS, FIND_SORTS
-from ..io.staging import write_file_atomic
-from .common import TOKEN_HELP
+from ..io.staging import check_report_file, write_file_atomic
+from .common import TOKEN_HELP, report_overwrite_arg
 
 FIND_EPILOG = """\
 examples:
@@ -32,6 +32,7 @@ def add(verbs: argparse._SubParsersAction) -> None:
         "--json", nargs="?", const="-", metavar="FILE", help="write what was found as JSON (to FILE, or stdout)"
     )
     find.add_argument("--token", help=TOKEN_HELP)
+    report_overwrite_arg(find)
     find.set_defaults(func=run)
 
 
@@ -68,6 +69,7 @@ def search(args: argparse.Namespace, base: str):  # noqa: ANN201 - a find.FindRe
 def run(args: argparse.Namespace) -> int:
     import json
 
+    check_report_file(args.json, overwrite=args.overwrite)
     result = search(args, args.base)
     text = json.dumps(result.to_dict(), indent=2)
     if args.json == "-":

@@ -183,6 +183,35 @@ def _remove_empty(created: list[Path]) -> None:
             parent.rmdir()
 
 
+def check_report_file(
+    path: str | os.PathLike | None, *, overwrite: bool, protected: Iterable[guard.Protected] = ()
+) -> None:
+    """Refuse, before any work, a report file (`--json FILE`, `--predictions FILE`) that would replace what is there:
+    an existing folder always, an existing file unless `overwrite`, and even with it an input or the user's own
+    places (`protected`, and `guard`'s: the Hub cache, the home folder itself, a root). A new file is fine anywhere
+    it can be written. `None` and `-` (standard output) are no file."""
+    if path is None or os.fspath(path) == "-":
+        return
+    target = Path(path).expanduser().absolute()
+    if target.is_dir():
+        raise OutputExistsError(f"The report path {target} is a folder.", fix="Name a file, e.g. report.json.")
+    if not os.path.lexists(target):
+        return
+    if not overwrite:
+        raise OutputExistsError(
+            f"The report file {target} already exists; hfsoup never overwrites a file unless asked.",
+            fix="Name another file, or pass --overwrite to replace it.",
+        )
+    found = guard.collisions(target, [*guard.always_protected(), *protected])
+    if found:
+        relation, item = found[0]
+        raise OutputExistsError(
+            f"The report file {guard.describe(target, relation, item)}: --overwrite never replaces an input or "
+            "what lies in one.",
+            fix="Name a file of its own for the report, outside every input.",
+        )
+
+
 def write_file_atomic(path: str | os.PathLike, text: str) -> None:
     """Write `text` to `path` through a temporary file in the same folder, renamed into place when complete: a
     reader (or a rerun after a crash or a full disk) sees the old file or the new one, never half of one."""
