@@ -207,6 +207,25 @@ def test_find_bad_input(tree, capsys):
     assert "no model card names it as base_model" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("base", ["/etc", "../../etc", "~/models/bert", f"{ORG}/tiny-bert-base@main"])
+def test_a_base_that_is_a_path_or_a_revision_is_refused_before_anything_is_read(tree, base, capsys):
+    since = len(tree["server"].traffic)
+    assert main(["find", base]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and ("not a Hub model ID" in err or "names a revision" in err), err
+    assert list(tree["server"].traffic)[since:] == []  # refused before a single request
+
+
+def test_the_base_is_the_hub_repo_even_beside_a_folder_of_its_name(tree, tmp_path, monkeypatch):
+    # A folder spelled like the base, holding a link out of it: were it read, hfsoup would refuse the link.
+    folder = tmp_path / BASE
+    folder.mkdir(parents=True)
+    (folder / "config.json").symlink_to("/etc/hostname")
+    monkeypatch.chdir(tmp_path)
+    found = find_ingredients(BASE, search="ft")
+    assert len(found.base_sha) == 40 and found.passed  # pinned on the Hub; the Hub's children checked against it
+
+
 def test_sampled_cosine_separates_siblings_from_impostors():
     """The estimate on synthetic matrices: a base plus 5% noise is near 1, an independent draw near 0."""
     rng = np.random.default_rng(0)

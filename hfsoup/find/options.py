@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from .. import schema
 from ..constants import FIND_JOBS, FIND_SORTS
+from ..hub.refs import hub_id_problem
 from ..options import option
 
 
@@ -21,7 +22,7 @@ class Search:
         ```
     """
 
-    base: str = option(kind=schema.string(), help="the base model's Hub ID (org/name)")
+    base: str = option(kind=schema.custom(hub_id_problem), help="the base model's Hub ID (org/name)")
     task: str | None = option(None, kind=schema.string(optional=True), help="a GLUE task: keep its labels")
     pipeline_tag: str | None = option(None, kind=schema.string(optional=True), help="only this pipeline tag")
     author: str | None = option(None, kind=schema.string(optional=True), help="only this user or organization")

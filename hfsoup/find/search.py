@@ -28,7 +28,7 @@ from ..compat.similarity import MIN_BODY_COSINE
 from ..constants import FIND_JOBS
 from ..errors import HfsoupError, IngredientNotFoundError
 from ..hub.adapters import attach_bases
-from ..hub.refs import PinnedIngredient
+from ..hub.refs import PinnedIngredient, hub_id_problem, parse_hub_ref
 from ..texttable import text_table
 from .query import Listed, Query, list_children
 from .sampled import cosine, plan_samples, read_samples
@@ -171,8 +171,15 @@ def find_ingredients(
             f"The base {base!r} names a revision; the Hub's model tree links repos, not commits.",
             fix="Name the base as 'org/name'.",
         )
+    problem = hub_id_problem(base)
+    if problem is not None:
+        raise IngredientNotFoundError(
+            f"The base {base!r} is not a Hub model ID (org/name): hfsoup find searches the Hub's model tree, which "
+            "links Hub IDs, and reads no local folder.",
+            fix="Name the base by its Hub ID (org/name); to check local folders against each other, use hfsoup check.",
+        )
     query = Query(base, task=task, pipeline_tag=pipeline_tag, author=author, search=search, sort=sort, limit=limit)
-    base_pinned = hub.resolve(base, token=token)
+    base_pinned = hub.resolve(parse_hub_ref(base), token=token)  # the Hub's repo, even beside a folder of its name
     if base_pinned.is_adapter:
         raise HfsoupError(f"The base {base!r} is itself an adapter.", fix="Name the model the adapter was made for.")
     base_facts = gather_facts([base_pinned], token=token, allow_pickle=False)[0]

@@ -63,9 +63,6 @@ def parse_ingredient(spec: str) -> IngredientRef:
         ('google-bert/bert-base-uncased', 'main')
         ```
     """
-    from huggingface_hub.errors import HFValidationError
-    from huggingface_hub.utils import validate_repo_id
-
     expanded = Path(os.path.expanduser(spec))
     if expanded.is_dir():
         return IngredientRef(spec, path=expanded.resolve())
@@ -74,6 +71,15 @@ def parse_ingredient(spec: str) -> IngredientRef:
             f"Ingredient {spec!r} looks like a local path, but no such folder exists.",
             fix="Check the path, or name a Hub model as 'org/name' or 'org/name@revision'.",
         )
+    return parse_hub_ref(spec)
+
+
+def parse_hub_ref(spec: str) -> IngredientRef:
+    """Parse `org/name` or `org/name@revision` as a Hub repo, whatever folders exist under the same name (what the
+    Hub's model tree links: `hfsoup find`'s base is never read from a local folder)."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
     repo_id, _, revision = spec.partition("@")
     try:
         validate_repo_id(repo_id)
@@ -85,6 +91,22 @@ def parse_ingredient(spec: str) -> IngredientRef:
     if "@" in spec and not revision:
         raise IngredientNotFoundError(f"Ingredient {spec!r} ends with '@' but names no revision.")
     return IngredientRef(spec, repo_id=repo_id, revision=revision or None)
+
+
+def hub_id_problem(value: object) -> str | None:
+    """Why `value` is not a Hub model ID (`org/name`, no revision, no path), or None: for recipe validation."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    if not isinstance(value, str) or not value:
+        return "expected a Hub model ID (org/name)"
+    if value.startswith((".", "/", "~")) or "\\" in value or "@" in value:
+        return f"expected a Hub model ID (org/name), not a path or a revision: {value!r}"
+    try:
+        validate_repo_id(value)
+    except HFValidationError:
+        return f"expected a Hub model ID (org/name), got {value!r}"
+    return None
 
 
 @dataclass
