@@ -239,7 +239,7 @@ def soup(
     asked = selection  # as given, for recipe.yaml (the defaults filled in below are not the user's choices)
     if selection is not None:
         selection = _default_baselines(selection, has_base=base is not None, n_ingredients=len(specs))
-        selection.check()
+        selection.check(chosen)
     out_dtype = _parse_dtype(dtype)
     device = resolve_device(device)  # a missing GPU is refused before any work
     try:

@@ -392,6 +392,8 @@ def _metric_module(record: Any) -> str:
     soups: none)."""
     if not isinstance(record, dict):
         return ""
+    if record.get("source") == "lm-eval":
+        return f" (EleutherAI's lm-eval harness {record.get('version')})"
     if record.get("source") == "hub":
         return f" (the Hub's `{record.get('repo')}` module at `{record.get('revision')}`)"
     return f" (the `{record.get('name')}` module shipped with hfsoup {record.get('hfsoup_version')})"

@@ -135,6 +135,8 @@ def _evaluation(selection: Selection, evaluation: Mapping[str, Any], cwd: Path) 
             split: [public_path(f, cwd) for f in ([files] if isinstance(files, str) else files)]
             for split, files in out["data_files"].items()
         }
+    if isinstance(out.get("lm_eval_include"), str):  # the user's own task YAMLs: a local path, named publicly
+        out["lm_eval_include"] = _local(public_path(out["lm_eval_include"], cwd))
     # A local dataset is named by its public name whether or not data files come with it (beside them it was
     # published as given, a path of this machine).
     if isinstance(out.get("dataset"), str) and _local_data(out["dataset"]):

@@ -14,6 +14,7 @@ from typing import Any
 
 from .. import schema
 from ..errors import quote
+from ..evaluation.harness import is_harness_task, task_problem
 from ..evaluation.splitspec import base_split, parse_split, split_problem
 from ..options import build, option
 from .heldout import DEFAULT_FRACTION
@@ -41,7 +42,7 @@ def default_baselines() -> tuple[str, ...]:
 
 def _task(value: Any) -> str | None:
     if isinstance(value, str) and value:
-        return None
+        return task_problem(value) if is_harness_task(value) else None
     if hasattr(value, "primary_metric") and hasattr(value, "name"):  # a `Task` object (Python only)
         return None
     return f"expected a task name, got {schema.type_name(value)}"
@@ -204,8 +205,11 @@ class Selection:
     task: Any = option(
         kind=schema.custom(_task, metavar="TASK"),
         help="a GLUE task (sst2, mrpc, ...), text-classification (labels from the first ingredient; data from "
-        "--dataset or --data-files with text and label columns) or perplexity (causal LMs; text from --dataset or "
-        "--data-files); needed by the methods that select on held-out scores",
+        "--dataset or --data-files with text and label columns), perplexity (causal LMs; text from --dataset or "
+        "--data-files) or lm-eval:TASK[,TASK...] (causal LMs scored by EleutherAI's lm-eval harness, pip install "
+        "'hfsoup[lm-eval]'; ranked by lm_eval_score, each task's first metric such as acc averaged over the tasks, "
+        "higher is better; held-out and reported parts carved from the documents each task evaluates); needed by "
+        "the methods that select on held-out scores",
     )
     report: str | list[str] = option(
         "validation",
@@ -255,6 +259,13 @@ class Selection:
         help="how to run the model, when its architecture allows several: "
         f"{', '.join(_kinds())} (default: chosen from the architecture)",
     )
+    lm_eval_include: str | None = option(
+        None,
+        kind=schema.string(optional=True),
+        metavar="PATH",
+        help="a folder of lm-eval task YAML files (or one file) whose tasks --task lm-eval:NAME may name, besides "
+        "lm-eval's own (its TaskManager's include_path); a task's data must be local or on HF_ENDPOINT",
+    )
     batch_size: int = option(DEFAULT_BATCH_SIZE, kind=schema.positive_int(), help="examples per batch")
     max_length: int | None = option(
         None, kind=schema.positive_int(optional=True), help="truncate to N tokens (default: model max, <=512)"
@@ -301,8 +312,9 @@ class Selection:
         """Refuse an option whose value is not of its kind (`InvalidSoupArgumentsError`, naming flag and keyword)."""
         build(Selection, self, within="Selection")
 
-    def check(self) -> None:
-        """Refuse contradictory options before anything is downloaded."""
+    def check(self, method: Any = None) -> None:
+        """Refuse contradictory options before anything is downloaded (with `method`, the chosen `SoupMethod`: the
+        methods this task cannot serve)."""
         from .results import require_matplotlib
 
         reported = self.report if isinstance(self.report, list | tuple) else [self.report]
@@ -311,8 +323,46 @@ class Selection:
             if isinstance(spec, str):
                 parse_split(spec)
         self.check_fields()
+        if is_harness_task(self.task):
+            self._check_harness(method)
         if self.plot:
             require_matplotlib()
+
+    def _check_harness(self, method: Any) -> None:
+        """lm-eval tasks: the harness installed, the names known, their own data, no method that needs a loss."""
+        from ..errors import EvaluationError, InvalidSoupArgumentsError
+        from ..errors import option as named
+        from ..evaluation import harness
+        from ..soups import SOUPS, SoupMethod
+
+        needing = []
+        for item in [method, *self.compared]:
+            cls = type(item) if isinstance(item, SoupMethod) else SOUPS.get(item) if isinstance(item, str) else None
+            if cls is not None and cls.needs_objective and cls.name not in needing:
+                needing.append(cls.name)
+        if needing:
+            raise InvalidSoupArgumentsError(
+                f"The {', '.join(needing)} soup{'s need' if len(needing) > 1 else ' needs'} a differentiable "
+                f"held-out loss, and lm-eval tasks ({self.task}) give only metrics such as accuracy.",
+                fix=f"Select with {named('method', 'greedy')} (or leave {', '.join(needing)} out of "
+                f"{named('compare', metavar='LIST', within='Selection')}), or score on "
+                f"{named('task', 'perplexity', within='Selection')}, whose loss the learned soup minimizes.",
+            )
+        names = harness.parse_tasks(self.task)
+        if self.dataset is not None or self.data_files is not None:
+            raise EvaluationError(
+                f"lm-eval tasks ({self.task}) read the data their YAML names (dataset_path), not "
+                f"{named('dataset', ..., within='Selection')} or --data-files.",
+                fix="Drop them, and point a task of your own at local files in its YAML (dataset_path: json, "
+                "dataset_kwargs: data_files), in a folder named with "
+                f"{named('lm_eval_include', metavar='PATH', within='Selection')}.",
+            )
+        if len(self.report_sets) > 1 or self.report_sets[0].dataset is not None:
+            raise EvaluationError(
+                f"lm-eval tasks are reported on one part of the documents each task evaluates; got {self.report!r}.",
+                fix=f"Give one split or slice: {named('report', 'validation[50%:]', within='Selection')}.",
+            )
+        harness.check_tasks(names, self.lm_eval_include)
 
 
 def split_files(values: Sequence[str], split: str) -> dict[str, list[str]]:

@@ -74,6 +74,8 @@ class ModelScorer:
     """
 
     max_per_example = 1.0
+    #: Its scores have a differentiable loss (`loss`, `mean_loss`): the learned soup's and the records' held-out loss.
+    differentiable = True
     #: Called with the number of rows after every batch scored (the selection stage's progress bar), or `None`.
     on_rows: Callable[[int], None] | None = None
 
@@ -174,6 +176,11 @@ class ModelScorer:
     def _scored(self, rows: int) -> None:
         if self.on_rows is not None:
             self.on_rows(rows)
+
+    @property
+    def ensembles(self) -> bool:
+        """Whether its scores are per answer, so that the ingredients' can be averaged (the output ensemble)."""
+        return self.predictor.ensembles
 
     def predictions(self, scores: torch.Tensor) -> list:
         return self.predictor.readout(scores, self.prepared)

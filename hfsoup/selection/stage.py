@@ -20,6 +20,7 @@ import torch
 from .. import progress
 from ..errors import EvaluationError, option
 from ..evaluation.evaluator import Evaluator, resolve_task
+from ..evaluation.harness import is_harness_task
 from ..evaluation.tasks import Task
 from ..soups import SOUPS, Mixing, SoupContext, SoupMethod, TensorMerge, make_method
 from .heldout import Part, carve, duplicate_inputs, refuse_shared, whole
@@ -124,14 +125,27 @@ def select_soup(
         model_name=ingredients[0].name,
     )
     tokenizer = load_tokenizer(first, token=token, loader=predictor.load_tokenizer)
-    task = _task(selection, model, token=token)
-    held, reports, parts = _parts(task, selection, token=token)
-    held_scorer = make_scorer(held, model, tokenizer, kind=predictor.name, model_name=ingredients[0].name)
-    # One scorer per reported set; the methods below only ever get the held-out one.
-    report_scorers = [
-        make_scorer(r, model, tokenizer, kind=predictor.name, model_name=ingredients[0].name) for r in reports
-    ]
     sets = [s.label for s in selection.report_sets]
+    if is_harness_task(selection.task):  # lm-eval's harness scores the candidates, on its tasks' documents
+        from .harness import harness_selection
+
+        task, held_scorer, report_scorer, parts, metric_module, evaluation_of = harness_selection(
+            selection, model, tokenizer
+        )
+        report_scorers: list[Any] = [report_scorer]
+    else:
+        task = _task(selection, model, token=token)
+        held, reports, parts = _parts(task, selection, token=token)
+        held_scorer = make_scorer(held, model, tokenizer, kind=predictor.name, model_name=ingredients[0].name)
+        # One scorer per reported set; the methods below only ever get the held-out one.
+        report_scorers = [
+            make_scorer(r, model, tokenizer, kind=predictor.name, model_name=ingredients[0].name) for r in reports
+        ]
+        metric_module = dict(held.metric.record)
+
+        def evaluation_of(metrics: dict) -> dict:
+            return _evaluation(task, held, reports, parts, sets, metrics)
+
     logger.info("scoring %s models (%s) on %s", predictor.name, type(model).__name__, task.name)
     loaders = [state_loader(reader, names, alignment.get(i), label_indexed) for i, reader in enumerate(readers)]
     methods = methods_to_run(method, selection)
@@ -162,7 +176,7 @@ def select_soup(
         task.primary_metric,
         parts[0].description,
         parts[1].description,
-        metric_module=dict(held.metric.record),
+        metric_module=metric_module,
         reports=[
             {"name": label, "description": part.description} for label, part in zip(sets, parts[1:], strict=True)
         ],
@@ -200,7 +214,7 @@ def select_soup(
                 reported = [scorer.metrics(scorer.scores(state)) for scorer in report_scorers]
                 del state
             record = dict(outcome.record)
-            if candidate.records_loss:
+            if candidate.records_loss and held_scorer.differentiable:
                 record.setdefault("held_out_loss", held_scorer.mean_loss(held_out_scores))
             label = f" ({_values_label(values)})" if values else ""
             row = Row(f"{name} soup{label}", "soup", method=name)
@@ -225,15 +239,15 @@ def select_soup(
         soups[name] = (outcome.mixing, record, outcome.merge)
         evaluation_metrics[name] = {"held_out": row.held_out, "reports": list(reported)}
     del states, context, held_in_memory
-    if ENSEMBLE in selection.compared and not held_scorer.predictor.ensembles:
-        logger.info("no output ensemble row: %s models give no per-answer scores to average", predictor.name)
+    if ENSEMBLE in selection.compared and not held_scorer.ensembles:
+        logger.info("no output ensemble row: %s gives no per-answer scores to average", task.name)
     elif ENSEMBLE in selection.compared:
         row = Row(ENSEMBLE, ENSEMBLE)
         row.held_out = held_scorer.metrics(held_scorer.ensemble(held_scores))
         _report_on(row, sets, [scorer.metrics(scorer.ensemble(scores)) for scorer, scores in per_set])
         table.rows.append(row)
 
-    evaluation = _evaluation(task, held, reports, parts, sets, evaluation_metrics[method.name])
+    evaluation = evaluation_of(evaluation_metrics[method.name])
     # At DEBUG: `hfsoup soup` prints the table itself (at INFO it would show twice with -v); the result holds it.
     logger.debug("results:\n%s", table.format_table())
     mixing, _, merge = soups[method.name]

@@ -116,6 +116,9 @@ class SoupMethod:
     needs_scores: ClassVar[bool] = False
     #: Whether `run` needs every ingredient in memory at once (`context.states`), as a gradient over weights does.
     needs_states: ClassVar[bool] = False
+    #: Whether `run` needs `context.objective`, the differentiable held-out loss and the model's batches (the learned
+    #: soup, Fisher, RegMean): refused with a task scored by metrics alone (lm-eval's).
+    needs_objective: ClassVar[bool] = False
     #: Whether the record gets the soup's mean held-out loss (methods that fit a loss, and the uniform baseline).
     records_loss: ClassVar[bool] = False
     #: Whether the method may soup without an ingredient that fails the shared-initialization or head checks (a

@@ -121,6 +121,7 @@ class FisherSoup(SoupMethod):
         "estimated on held-out examples (Matena & Raffel, 2022)"
     )
     needs_scores: ClassVar[bool] = True
+    needs_objective: ClassVar[bool] = True
     default_baseline: ClassVar[bool] = False  # compared when named: it runs backward passes per example
     plot_style: ClassVar[PlotStyle] = PlotStyle("h", "tab:brown")
 

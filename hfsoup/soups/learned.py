@@ -91,6 +91,7 @@ class LearnedSoup(SoupMethod):
     name: ClassVar[str] = "learned"
     description: ClassVar[str] = "mixing weights learned by gradient descent on a held-out split"
     needs_scores: ClassVar[bool] = True
+    needs_objective: ClassVar[bool] = True
     #: Compared when named (`--compare uniform,greedy,learned,ensemble`): a search scores many soups, and the default
     #: table holds only what costs one scoring each (every ingredient, the uniform soup, the ensemble).
     default_baseline: ClassVar[bool] = False

@@ -90,6 +90,7 @@ class RegMeanSoup(SoupMethod):
         "held-out data (off-diagonal scaled by alpha), other tensors averaged (Jin et al., 2023)"
     )
     needs_scores: ClassVar[bool] = True
+    needs_objective: ClassVar[bool] = True
     default_baseline: ClassVar[bool] = False  # compared when named
     plot_style: ClassVar[PlotStyle] = PlotStyle("8", "tab:pink")
 

@@ -223,3 +223,75 @@ def llama_variant(
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, max_new_tokens=max_new_tokens
     ).save_pretrained(folder)
     return folder
+
+
+#: The lm-eval task `write_word_order_task` writes: a review's real continuation, or one with two words swapped?
+WORD_ORDER_TASK = "hfsoup_word_order"
+
+
+def write_word_order_task(folder: str | os.PathLike, *, split: str = "test", n: int = 80, seed: int = 0) -> Path:
+    """A tiny lm-eval multiple-choice task in `folder` (its YAML and its documents, a local JSON-lines file): each
+    document is the first 40 characters of a review and two continuations, the next 30 characters as written and
+    the same with two neighbouring words swapped (the real one at a seeded position). A model of word order prefers
+    the real one; `shuffled`, trained on texts whose bytes were shuffled, knows less of it. Returns the folder."""
+    import random
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    docs = []
+    for text in review_texts(split):
+        words = text[40:70].split(" ")
+        if len(text) < 70 or len(words) < 3:
+            continue
+        i = rng.randrange(len(words) - 1)
+        swapped = " ".join([*words[:i], words[i + 1], words[i], *words[i + 2 :]])
+        if swapped == text[40:70]:
+            continue
+        label = rng.randrange(2)
+        choices = [text[40:70], swapped] if label == 0 else [swapped, text[40:70]]
+        docs.append({"context": text[:40], "choices": choices, "label": label})
+        if len(docs) == n:
+            break
+    data = folder / "word_order.jsonl"
+    data.write_text("".join(json.dumps(d) + "\n" for d in docs), encoding="utf-8")
+    (folder / f"{WORD_ORDER_TASK}.yaml").write_text(
+        f"task: {WORD_ORDER_TASK}\n"
+        "dataset_path: json\n"
+        f"dataset_kwargs:\n  data_files:\n    test: {json.dumps(str(data.resolve()))}\n"
+        "test_split: test\n"
+        "output_type: multiple_choice\n"
+        'target_delimiter: ""\n'
+        'doc_to_text: "{{context}}"\n'
+        'doc_to_choice: "{{choices}}"\n'
+        "doc_to_target: label\n"
+        "metric_list:\n  - metric: acc\n    aggregation: mean\n    higher_is_better: true\n"
+        "  - metric: acc_norm\n    aggregation: mean\n    higher_is_better: true\n",
+        encoding="utf-8",
+    )
+    return folder
+
+
+#: The lm-eval task `write_review_bits_task` writes: the bits per byte of reviews, scored in rolling windows.
+REVIEW_BITS_TASK = "hfsoup_review_bits"
+
+
+def write_review_bits_task(folder: str | os.PathLike, *, split: str = "test", n: int = 80) -> Path:
+    """A tiny lm-eval language-modelling task in `folder` (`loglikelihood_rolling`, as lm-eval's wikitext): the first
+    `n` reviews' bits per byte, lower is better (its first metric; hfsoup ranks by minus it). `shuffled` models real
+    text worse than the real fine-tunes. Returns the folder."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    data = write_review_texts(folder / "review_texts.jsonl", split=split, n=n)
+    (folder / f"{REVIEW_BITS_TASK}.yaml").write_text(
+        f"task: {REVIEW_BITS_TASK}\n"
+        "dataset_path: json\n"
+        f"dataset_kwargs:\n  data_files:\n    test: {json.dumps(str(data.resolve()))}\n"
+        "test_split: test\n"
+        "output_type: loglikelihood_rolling\n"
+        'doc_to_text: ""\n'
+        'doc_to_target: "{{text}}"\n'
+        "metric_list:\n  - metric: bits_per_byte\n  - metric: word_perplexity\n",
+        encoding="utf-8",
+    )
+    return folder
