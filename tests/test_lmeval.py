@@ -234,3 +234,19 @@ def test_the_weights_scored_are_the_candidates_and_the_loaded_model_keeps_its_pa
     for name, parameter in model.named_parameters():
         assert parameter.data_ptr() == pointers[name]
         assert torch.equal(parameter.detach(), state[name]), name
+
+
+def test_a_task_dataset_asking_for_remote_code_is_refused_before_datasets_sees_it(tasks):
+    """lm-eval drops a YAML's trust_remote_code itself with datasets 4 and later (which run no scripts); with
+    datasets 3 it would pass it on: while hfsoup loads lm-eval tasks, such a load is refused."""
+    import datasets
+
+    from hfsoup.errors import EvaluationError
+    from hfsoup.evaluation.harness import no_remote_code
+
+    data = str(next(tasks.glob("*.jsonl")))
+    with no_remote_code(), pytest.raises(EvaluationError, match="never runs remote code"):
+        datasets.load_dataset("json", data_files={"test": data}, trust_remote_code=True)
+    with no_remote_code():
+        assert len(datasets.load_dataset("json", data_files={"test": data})["test"]) == DOCS
+    assert datasets.load_dataset.__name__ == "load_dataset"  # put back

@@ -9,9 +9,9 @@ rows with lm-eval's `samples`. Its primary metric is the first of its `metric_li
 `acc` for most multiple-choice tasks); the figure a soup is ranked by, `LM_EVAL_SCORE`, is that metric averaged over
 the tasks (negated where lm-eval says lower is better), so higher is better as for every hfsoup task.
 
-Never run: remote code (the harness's `trust_remote_code` and `confirm_run_unsafe_code` stay off, and a task whose
-dataset asks for remote code is refused), nor anything fetched from the internet: a YAML names a local file
-(`dataset_path: json` with `data_files`) or a dataset of `HF_ENDPOINT`.
+Never run: remote code (the harness's `trust_remote_code` and `confirm_run_unsafe_code` stay off, and a dataset load
+that asks for remote code is refused, `no_remote_code`), nor anything fetched from the internet: a YAML names a
+local file (`dataset_path: json` with `data_files`) or a dataset of `HF_ENDPOINT`.
 
 Example:
     ```py
@@ -143,13 +143,15 @@ def load_tasks(names: Sequence[str], include: str | os.PathLike | None) -> list[
     check_tasks(names, include)
     manager = task_manager(None if include is None else os.path.abspath(include))
     try:
-        with quiet():
+        with quiet(), no_remote_code():
             if hasattr(manager, "load"):  # lm-eval 0.4.10 and later: the leaf tasks, groups opened
                 leaves = list(manager.load(list(names))["tasks"].items())
             else:
                 from lm_eval.tasks import get_task_dict
 
                 leaves = _leaves(get_task_dict(list(names), manager))
+    except EvaluationError:
+        raise
     except Exception as exc:  # a YAML lm-eval cannot read, or data it cannot load: the harness's own message
         raise EvaluationError(
             f"lm-eval could not load the tasks {', '.join(names)}: {cut(str(exc), 400)}",
@@ -157,6 +159,32 @@ def load_tasks(names: Sequence[str], include: str | os.PathLike | None) -> list[
             "a dataset of HF_ENDPOINT.",
         ) from exc
     return [_harness_task(str(name), task) for name, task in leaves]
+
+
+@contextlib.contextmanager
+def no_remote_code() -> Iterator[None]:
+    """Refuse any dataset load that asks for remote code while lm-eval loads its tasks (a YAML's `dataset_kwargs:
+    trust_remote_code: true`). With datasets 4 and later lm-eval drops the flag itself and datasets runs no scripts;
+    with datasets 3 the flag would run the dataset's script: the load is refused before it reaches `datasets`."""
+    import datasets
+
+    original = datasets.load_dataset
+
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("trust_remote_code"):
+            raise EvaluationError(
+                f"An lm-eval task asks to load dataset {cut(repr(kwargs.get('path', args[:1])), 120)} with "
+                "trust_remote_code, which runs code that comes with the dataset; hfsoup never runs remote code.",
+                fix="Drop trust_remote_code from the task's YAML (dataset_kwargs), and use a dataset of plain data "
+                "files (json, csv, parquet).",
+            )
+        return original(*args, **kwargs)
+
+    datasets.load_dataset = guarded
+    try:
+        yield
+    finally:
+        datasets.load_dataset = original
 
 
 @contextlib.contextmanager
@@ -186,12 +214,10 @@ def _leaves(tasks: dict) -> list[tuple[str, Any]]:
 
 def _harness_task(name: str, task: Any) -> HarnessTask:
     config = task.config
-    kwargs = dict(getattr(config, "dataset_kwargs", None) or {})
-    if kwargs.get("trust_remote_code") or getattr(task, "UNSAFE_CODE", False):
+    if getattr(task, "UNSAFE_CODE", False):  # lm-eval would refuse it too (confirm_run_unsafe_code stays off)
         raise EvaluationError(
-            f"lm-eval task {name!r} asks to run code that comes with it (its dataset's trust_remote_code, or a task "
-            "marked unsafe); hfsoup never runs remote code.",
-            fix="Use a task whose dataset is plain data (a json/csv/parquet file or a Hub dataset without a script).",
+            f"lm-eval task {name!r} is marked unsafe: it runs the code a model generates; hfsoup does not run it.",
+            fix="Select on a task that scores likelihoods or text (lm-eval ls tasks).",
         )
     if getattr(config, "output_type", "") == "generate_until":
         logger.info("lm-eval task %s generates text: each candidate soup generates for every document", name)

@@ -199,6 +199,13 @@ def get_task(
     """
     if name.lower() == PERPLEXITY:
         return perplexity_task(dataset=dataset or "", text_field=text_field)
+    if name.strip().lower().startswith("lm-eval:"):  # hfsoup.evaluation.harness.PREFIX (that module imports this)
+        raise EvaluationError(
+            f"Task {name!r} is scored by EleutherAI's lm-eval harness, which hfsoup runs to select soups (hfsoup "
+            "soup --task lm-eval:...), not in hfsoup eval.",
+            fix="Score a model or soup folder on it with the harness itself: lm-eval run --model hf --model_args "
+            "pretrained=FOLDER --tasks NAME; or pick a task of hfsoup eval (see hfsoup eval --help).",
+        )
     if name.lower().replace("_", "-") == IMAGE_CLASSIFICATION:
         if dataset is None:
             raise EvaluationError(

@@ -208,8 +208,8 @@ class Selection:
         "--dataset or --data-files with text and label columns), perplexity (causal LMs; text from --dataset or "
         "--data-files) or lm-eval:TASK[,TASK...] (causal LMs scored by EleutherAI's lm-eval harness, pip install "
         "'hfsoup[lm-eval]'; ranked by lm_eval_score, each task's first metric such as acc averaged over the tasks, "
-        "higher is better; held-out and reported parts carved from the documents each task evaluates); needed by "
-        "the methods that select on held-out scores",
+        "negated where lower is better as bits_per_byte, so higher is better; held-out and reported parts carved "
+        "from the documents each task evaluates); needed by the methods that select on held-out scores",
     )
     report: str | list[str] = option(
         "validation",
