@@ -206,6 +206,9 @@ def test_learned_soups_are_refused_with_lm_eval_tasks_before_any_download(on_hub
     assert "learned" in message and "differentiable" in message and "--method greedy" in message
     message = _refused([*args, "--method", "greedy", "--compare", "uniform,learned,fisher"], capsys)
     assert "learned, fisher" in message
+    base = ["soup", *on_hub, "-o", str(tmp_path / "soup"), "--no-plot", "--method", "greedy"]
+    message = _refused([*base, "--task", "sst2", "--lm-eval-include", str(tmp_path)], capsys)
+    assert "not an lm-eval one" in message and "--task lm-eval:NAME" in message
     assert not local_hub.traffic
 
 

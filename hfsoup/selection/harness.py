@@ -40,7 +40,6 @@ class HarnessScorer:
     passes them back to `metrics` and `primary_of`. No ensemble (the harness scores one model) and no loss.
     """
 
-    max_per_example = 1.0
     differentiable = False
     ensembles = False
     on_rows: Callable[[int], None] | None = None

@@ -325,6 +325,15 @@ class Selection:
         self.check_fields()
         if is_harness_task(self.task):
             self._check_harness(method)
+        elif self.lm_eval_include is not None:
+            from ..errors import InvalidSoupArgumentsError
+            from ..errors import option as named
+
+            raise InvalidSoupArgumentsError(
+                f"{named('lm_eval_include', metavar='PATH', within='Selection')} names lm-eval task files, and the "
+                f"task is {getattr(self.task, 'name', self.task)!r}, not an lm-eval one.",
+                fix=f"Name the tasks with {named('task', 'lm-eval:NAME', within='Selection')}, or drop the include.",
+            )
         if self.plot:
             require_matplotlib()
 
