@@ -197,6 +197,9 @@ def test_an_unknown_task_is_refused_with_how_to_list_tasks(on_hub, local_hub, ta
     message = _refused([*args, "--task", "lm-eval:no_such_task", "--lm-eval-include", str(tasks)], capsys)
     assert "'no_such_task'" in message and "lm-eval ls tasks" in message and "--lm-eval-include" in message
     assert not local_hub.traffic
+    # hfsoup eval does not run the harness: it says how to.
+    message = _refused(["eval", str(tasks), "--task", f"lm-eval:{REVIEW_BITS_TASK}"], capsys)
+    assert "lm-eval run --model hf" in message
 
 
 def test_learned_soups_are_refused_with_lm_eval_tasks_before_any_download(on_hub, local_hub, tmp_path, capsys):
@@ -253,3 +256,17 @@ def test_a_task_dataset_asking_for_remote_code_is_refused_before_datasets_sees_i
     with no_remote_code():
         assert len(datasets.load_dataset("json", data_files={"test": data})["test"]) == DOCS
     assert datasets.load_dataset.__name__ == "load_dataset"  # put back
+
+
+def test_a_model_that_is_not_a_causal_lm_is_refused(tasks):
+    pytest.importorskip("lm_eval")
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from hfsoup.errors import EvaluationError
+    from hfsoup.selection.harness import harness_selection
+    from hfsoup.selection.options import Selection
+
+    config = BertConfig(vocab_size=32, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8)
+    selection = Selection(task=f"lm-eval:{REVIEW_BITS_TASK}", lm_eval_include=str(tasks))
+    with pytest.raises(EvaluationError, match="score causal language models; the ingredients are BertForSequence"):
+        harness_selection(selection, BertForSequenceClassification(config), None)

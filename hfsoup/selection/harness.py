@@ -92,6 +92,15 @@ def harness_selection(
     `metric_module` record, and how to write the chosen soup's `evaluation` entry from its metrics."""
     from lm_eval.models.huggingface import HFLM
 
+    from ..evaluation.predictors.causal_lm import CausalLMPredictor
+
+    architectures = [*(model.config.architectures or []), type(model).__name__]
+    if not CausalLMPredictor().accepts(architectures):
+        raise EvaluationError(
+            f"lm-eval tasks score causal language models; the ingredients are {architectures[0]}.",
+            fix=f"Select these on a task of their kind (see {option('task', ..., within='Selection')} in hfsoup soup "
+            "--help), or soup causal LMs (*ForCausalLM).",
+        )
     names = harness.parse_tasks(selection.task)
     tasks = harness.load_tasks(names, selection.lm_eval_include)
     held_rows, report_rows, held_parts, report_parts = [], [], [], []

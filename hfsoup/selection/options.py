@@ -175,7 +175,10 @@ class Selection:
         task (`str` or `Task`):
             A GLUE task name (`sst2`, ...), `text-classification` (class names from the first ingredient, data from
             `dataset` or `data_files` with `text` and `label` columns), `perplexity` (causal LMs, ranked by
-            `neg_perplexity`: minus the token-level perplexity of the `text_field` column), or a `Task`.
+            `neg_perplexity`: minus the token-level perplexity of the `text_field` column), `lm-eval:TASK[,TASK...]`
+            (causal LMs scored by EleutherAI's lm-eval harness, `pip install "hfsoup[lm-eval]"`, on the documents
+            each task evaluates; ranked by `lm_eval_score`, each task's first metric averaged over the tasks, negated
+            where lower is better), or a `Task`.
         report (`str` or `list[str]`, *optional*, defaults to `"validation"`): the set the results are reported on,
             or several (`["validation", "org/shifted:validation"]`, the paper's distribution shift). Each is a split
             or `datasets` spec of the task's data (`validation[50%:]`, `train[:2000]`, `train+validation`), or
@@ -189,6 +192,8 @@ class Selection:
             Another dataset repo or folder, or local csv/json/parquet files by split (`["FILE", "SPLIT=FILE"]` is
             read as on the command line: a FILE alone is the first `report` split).
         text_field (`str`, *optional*): for `perplexity`, the column holding the text (`"text"` when None).
+        lm_eval_include (`str`, *optional*): for `lm-eval:` tasks, a folder of task YAML files (or one file) whose
+            tasks may be named besides lm-eval's own (`TaskManager(include_path=...)`).
         kind (`str`, *optional*): how the candidates are scored, a key of `PREDICTORS` (`t5-text`,
             `clip-zero-shot`, ...); by default chosen from the first ingredient's architecture, as `hfsoup eval` does.
         batch_size (`int`, *optional*, defaults to 32), max_length (`int`, *optional*): scoring batches, truncation.
