@@ -30,6 +30,7 @@ from ..io.checkpoint import (
     FLOAT_CODES,
     NAME_CODES,
     CheckpointReader,
+    ReadAhead,
     SafetensorsStreamWriter,
     TensorMeta,
     plan_shards,
@@ -234,10 +235,13 @@ def write_shards(
                     accumulate,
                     base_weight=mixing.base_weight,
                     merge=merge,
+                    read_ahead=ReadAhead(readers, name),
                 )
                 for block in blocks:
                     writer.write(block)  # on the writer's thread, while the next block is computed
                 writer.end()
+                for reader in readers:
+                    reader.release(name)  # resident memory stays a window, whatever the checkpoint's size
                 bar.update(1)
                 if faults:
                     _fault_point("tensor-written")
@@ -298,6 +302,7 @@ def _mix_blocks(
     *,
     base_weight: float = 0.0,
     merge: TensorMerge | None = None,
+    read_ahead: ReadAhead | None = None,
 ) -> Iterator[np.ndarray]:
     """The output tensor `name`, block by block, in its stored representation; every ingredient's block (including
     those of weight 0) also feeds `meter`. With `accumulate=None` only the meter runs (`hfsoup check`).
@@ -324,6 +329,8 @@ def _mix_blocks(
     kept_weights = [weights[i] for i in kept]
     base_flat = base[0].reshape(-1) if base_fits else None
     if merge is not None or base_weight != 0.0:
+        if read_ahead is not None:
+            read_ahead.advance(0)  # the first window; the kernel's own read-ahead follows the merge's passes
         yield from _merge_blocks(
             name, flats, codes, weights, dtype, out_code, meter, base_flat, base, accumulate, base_weight, merge
         )
@@ -334,6 +341,8 @@ def _mix_blocks(
     buffers = [np.empty(size, np.float32) if code == "BF16" and dtype == np.float32 else None for code in codes]
     for start in range(0, flats[0].size, kernels.BLOCK):
         stop = start + kernels.BLOCK
+        if read_ahead is not None:
+            read_ahead.advance(stop)
         blocks = [
             kernels.widen(f[start:stop], code, dtype, out=buffer)
             for f, code, buffer in zip(flats, codes, buffers, strict=True)
