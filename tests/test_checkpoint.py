@@ -184,7 +184,7 @@ def test_a_released_tensor_leaves_the_process_but_reads_the_same_again(tmp_path)
 
 def test_read_ahead_asks_for_bounded_windows_in_order(tmp_path, monkeypatch):
     """`ReadAhead` asks every reader for the window beyond the block in use, never more, front to back, each byte
-    once."""
+    once, and unmaps what is behind a window at a time."""
     import mmap
 
     from hfsoup.io.checkpoint import ReadAhead
@@ -201,11 +201,15 @@ def test_read_ahead_asks_for_bounded_windows_in_order(tmp_path, monkeypatch):
         monkeypatch.setattr(reader, "advise", lambda name, a, b, advice, i=i: asked.append((i, a, b, advice)))
     ahead = ReadAhead(readers, "w", window=2000)  # bytes: 1000 bfloat16 elements
     for stop in range(100, 10_001, 100):
-        ahead.advance(stop)
+        ahead.advance(stop, stop - 100)
     for i in range(2):
         ranges = [(a, b) for j, a, b, advice in asked if j == i and advice == mmap.MADV_WILLNEED]
         assert ranges[0][0] == 0 and ranges[-1][1] == 10_000
         assert all(0 < b - a <= 1000 + 100 for a, b in ranges)  # a window beyond the block in use, at most
         assert all(ranges[k][1] == ranges[k + 1][0] for k in range(len(ranges) - 1))
+        # Behind: what is done with is let go a window at a time, never the block in use.
+        released = [(a, b) for j, a, b, advice in asked if j == i and advice == mmap.MADV_DONTNEED]
+        assert released[0][0] == 0 and released[-1][1] >= 9000 - 100 and len(released) >= 8
+        assert all(released[k][1] == released[k + 1][0] for k in range(len(released) - 1))
     for reader in readers:
         reader.close()

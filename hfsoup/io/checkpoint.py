@@ -407,9 +407,17 @@ class ReadAhead:
         itemsize = max((np.dtype(STORAGE[r.structure[name].dtype]).itemsize for r in self.parts), default=1)
         self.window = max(window // itemsize, 1)  # in elements
         self.asked = 0  # elements asked for so far, in every reader
+        self.released = 0  # elements unmapped so far
 
-    def advance(self, position: int) -> None:
-        """The block ending at element `position` is about to be read: ask for up to a window beyond it."""
+    def advance(self, position: int, done: int = 0) -> None:
+        """The block ending at element `position` is about to be read: ask for up to a window beyond it. `done`:
+        the elements before it are finished with; once a window of them has gathered they are unmapped from this
+        process (`CheckpointReader.advise` with `MADV_DONTNEED`), so even a tensor larger than the window is never
+        resident whole."""
+        if hasattr(mmap, "MADV_DONTNEED") and done - self.released >= self.window:
+            for reader in self.parts:
+                reader.advise(self.name, self.released, done, mmap.MADV_DONTNEED)
+            self.released = done
         if not hasattr(mmap, "MADV_WILLNEED") or self.asked >= self.numel or position + self.window // 2 < self.asked:
             return
         stop = min(self.numel, position + self.window)

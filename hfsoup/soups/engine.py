@@ -342,7 +342,7 @@ def _mix_blocks(
     for start in range(0, flats[0].size, kernels.BLOCK):
         stop = start + kernels.BLOCK
         if read_ahead is not None:
-            read_ahead.advance(stop)
+            read_ahead.advance(stop, start)
         blocks = [
             kernels.widen(f[start:stop], code, dtype, out=buffer)
             for f, code, buffer in zip(flats, codes, buffers, strict=True)
