@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -26,6 +26,9 @@ from ..options import option as declare
 from . import kernels
 from .base import Mixing, Outcome, PlotStyle, SoupContext, SoupMethod, option_args, recorded_options, uniform_weights
 from .merge import TensorInputs, TensorMerge
+
+if TYPE_CHECKING:
+    from .memory import MemoryContext, Part
 
 logger = logging.getLogger(__name__)
 
@@ -132,6 +135,17 @@ class FisherSoup(SoupMethod):
             kind=schema.candidates(schema.number(positive=True, what="a positive floor")),
             help="least Fisher value of an entry, against division by zero",
         )
+
+    def memory_parts(self, context: MemoryContext) -> list[Part]:
+        from .memory import Part
+
+        float64 = 8 * context.float_elements
+        return [
+            Part("float64 running sums (sum F_i theta_i, sum F_i)", float64, 2),
+            Part("float64 Fisher diagonal of one ingredient and its accumulator", float64, 2),
+            Part("float32 gradient of one example", 4 * context.float_elements),
+            context.backward(),
+        ]
 
     def run(self, context: SoupContext) -> Outcome:
         import torch
