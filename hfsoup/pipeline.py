@@ -988,9 +988,12 @@ def _comparable(recipe: object) -> object:
     at None (absent from records written before they existed), and one reported set as a string. Before methods
     declared their options, `hfsoup.json` recorded every method's options at their defaults (`{name: greedy, accept:
     ge, steps: 20, ...}`); a soup cooked then is still this recipe's soup. `report: [validation]` is `report:
-    validation`, the only form before several sets could be reported."""
+    validation`, the only form before several sets could be reported. The output's `max_memory` is left out."""
     if not isinstance(recipe, dict):
         return recipe
+    output = recipe.get("output")
+    if isinstance(output, dict):  # a memory limit (`max_memory`, added since) refuses or not: it makes no other soup
+        recipe = {**recipe, "output": {k: v for k, v in output.items() if k != "max_memory"}}
     evaluation = recipe.get("evaluation")
     if isinstance(evaluation, dict):
         # An option added since (`kind`) is absent from older records: there, absent means its default, None.

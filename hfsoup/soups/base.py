@@ -66,6 +66,9 @@ class SoupContext:
         scores (`Sequence[float]`, *optional*): each ingredient's own held-out score, already measured.
         states (`Sequence[StateDict]`, *optional*): every ingredient in memory, for methods with `needs_states`.
         device (`Any`, *optional*): where the scorer's model runs.
+        identities (`Sequence`, *optional*): per ingredient, what pins its weights as the loaders read them (its
+            commit SHA, or its weight files' sha256, with the head alignment), JSON data; None for one that nothing
+            pins. What a method's caches are keyed by (the Fisher estimates); without it, nothing is cached.
     """
 
     names: Sequence[str]
@@ -75,6 +78,7 @@ class SoupContext:
     scores: Sequence[float] | None = None
     states: Sequence[StateDict] | None = None
     device: Any = None
+    identities: Sequence[Any] | None = None
 
     @property
     def n(self) -> int:
