@@ -17,7 +17,7 @@ import hfsoup
 from hfsoup.cli import main
 from hfsoup.errors import MemoryLimitError
 from hfsoup.io.checkpoint import read_safetensors_header
-from hfsoup.soups import SOUPS, FisherSoup, GreedySoup, LearnedSoup, RegMeanSoup, UniformSoup
+from hfsoup.soups import SOUPS, FisherSoup, GreedySoup, LearnedSoup, RegMeanSoup, UniformSoup, kernels
 from hfsoup.soups.memory import MemoryContext, estimate, human_size
 from hfsoup.testing.families import build_family, publish_folder
 from hfsoup.testing.glue import build_glue_finetunes, write_glue_csv
@@ -76,15 +76,15 @@ class LiveTensorBytes(TorchDispatchMode):
 
 
 def test_the_estimate_reads_the_headers(bert):
-    context = context_of(bert[0])
-    model = hfsoup.soups.memory  # the module, for its constants
     from transformers import AutoModelForSequenceClassification
+
+    context = context_of(bert[0])
 
     counted = sum(p.numel() for p in AutoModelForSequenceClassification.from_pretrained(bert[0]).parameters())
     assert context.float_elements == counted  # every float tensor the checkpoint stores is a parameter here
     # Streamed, a few blocks per ingredient whatever the model; scored, model-sized.
     streamed = UniformSoup().memory_needed(context)
-    blocks = model.kernels.BLOCK * 8 * (2 + 2)
+    blocks = kernels.BLOCK * 8 * (2 + 2)
     assert blocks <= streamed <= 4 * blocks
     scored = context_of(bert[0], scored=True, batch_size=4, max_length=16)
     sizes = {name: cls().memory_needed(scored) for name, cls in SOUPS.items() if not cls.needs_base}

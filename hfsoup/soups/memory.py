@@ -13,14 +13,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 from ..errors import MemoryLimitError, option
 from ..io.checkpoint import STORAGE, StructureMap
 from . import kernels
-
-if TYPE_CHECKING:
-    from .base import SoupMethod
 
 #: Blocks the shard writer's queue holds ahead of the disk (`SafetensorsStreamWriter._QUEUE_BLOCKS`).
 WRITER_QUEUE_BLOCKS = 8
@@ -191,8 +188,8 @@ class MemoryEstimate:
         return f"about {human_size(self.total)}: " + " + ".join(p.describe() for p in shown)
 
 
-def estimate(methods: Iterable[SoupMethod], context: MemoryContext) -> MemoryEstimate:
-    """The worst of `methods` (every candidate of each): what the run needs at its peak.
+def estimate(methods: Iterable[Any], context: MemoryContext) -> MemoryEstimate:
+    """The worst of `methods` (`SoupMethod`s, every candidate of each): what the run needs at its peak.
 
     With scoring, what the selection stage holds for every method is added to each: the scoring model and a batch,
     and every ingredient at once when one of the methods needs them (`needs_states`: the learned soup).
