@@ -97,11 +97,13 @@ def test_the_estimate_reads_the_headers(bert):
     assert estimate([GreedySoup(), FisherSoup()], scored).method == "fisher"
 
 
-def test_fishers_estimate_matches_what_its_tensors_hold(bert, dev_csv, tmp_path, monkeypatch):
-    """Fisher's own tensors (its float64 sums and diagonals, a gradient, the backward pass's activations) measured
-    while it runs, against its `memory_parts`: within a factor of two either way."""
+@pytest.mark.parametrize("cls", [FisherSoup, GreedySoup, LearnedSoup, RegMeanSoup], ids=lambda c: c.name)
+def test_a_methods_estimate_matches_what_its_tensors_hold(bert, dev_csv, tmp_path, monkeypatch, cls):
+    """A method's own tensors (Fisher's float64 sums and diagonals and a gradient, greedy's running sum and trial,
+    the learned soup's mixed weights, RegMean's Grams; the activations) measured while it runs, against its
+    `memory_parts`: within a factor of two either way."""
     measured = {}
-    run = FisherSoup.run
+    run = cls.run
 
     def measuring(self, context):
         with LiveTensorBytes() as mode:
@@ -109,13 +111,13 @@ def test_fishers_estimate_matches_what_its_tensors_hold(bert, dev_csv, tmp_path,
         measured["peak"] = mode.peak
         return outcome
 
-    monkeypatch.setattr(FisherSoup, "run", measuring)
+    monkeypatch.setattr(cls, "run", measuring)
     selection = hfsoup.Selection(
         task="sst2", data_files={"validation": [str(dev_csv)]}, compare=[], plot=False, batch_size=4, max_length=16
     )
-    hfsoup.soup(bert, tmp_path / "fisher", method="fisher", selection=selection)
+    hfsoup.soup(bert, tmp_path / cls.name, method=cls.name, selection=selection)
     context = context_of(bert[0], scored=True, batch_size=4, max_length=16)
-    estimated = sum(p.total for p in FisherSoup().memory_parts(context))
+    estimated = sum(p.total for p in cls().memory_parts(context))
     assert measured["peak"] > 0
     assert 0.5 < estimated / measured["peak"] < 2, (human_size(estimated), human_size(measured["peak"]))
 

@@ -115,6 +115,7 @@ class RegMeanSoup(SoupMethod):
             Part(f"float64 Gram matrices of {len(layers)} linear layers (one ingredient's and the sum)", grams, 2),
             Part("float64 sum of G_i W_i^T", 8 * linear),
             Part("float64 sums of the other tensors", 8 * (context.float_elements - linear)),
+            Part("float32 merged weights (made while the sums are held)", 4 * context.float_elements),
         ]
 
     def run(self, context: SoupContext) -> Outcome:
