@@ -875,6 +875,7 @@ def cook_recipe(
     dry_run: bool = False,
     hub_metrics: bool | None = None,
     refresh: bool = False,
+    max_memory: str | int | None = None,
 ) -> CookResult:
     """Run a recipe: fetch, check, soup (scored and selected when it names a task), then card and push.
 
@@ -892,6 +893,8 @@ def cook_recipe(
         refresh (`bool`, *optional*): for a recipe whose ingredients are a search (`ingredients: {search: ...}`),
             search the Hub again instead of reusing the pinned list its finished output records; the soup is made
             again only when the list changed.
+        max_memory (`str` or `int`, *optional*): overrides the recipe's `output.max_memory` (see `soup`); `"none"`
+            lifts it.
 
     Example:
         ```py
@@ -932,7 +935,7 @@ def cook_recipe(
             method=recipe.method.make(),
             dtype=recipe.output.dtype,
             max_shard_size=recipe.output.max_shard_size,
-            max_memory=recipe.output.max_memory,
+            max_memory=recipe.output.max_memory if max_memory is None else max_memory,
             overwrite=overwrite or recipe.output.overwrite,
             token=token,
             force=recipe.force,

@@ -171,6 +171,11 @@ def test_a_recipe_sets_max_memory(bert, dev_csv, tmp_path, capsys):
     assert main(["cook", str(path)]) == 1
     assert "greedy soup needs about" in capsys.readouterr().err
     assert not (tmp_path / "cooked").exists()
+    # `hfsoup cook --max-memory` overrides the recipe's; `none` lifts it.
+    assert main(["-q", "cook", str(path), "--max-memory", "1kB"]) == 1
+    assert "allows 1.0 kB" in capsys.readouterr().err
+    assert main(["-q", "cook", str(path), "--max-memory", "none"]) == 0
+    assert (tmp_path / "cooked" / "model.safetensors").is_file()
     recipe["output"]["max_memory"] = "lots"
     path.write_text(json.dumps(recipe))
     assert main(["validate", str(path)]) != 0
