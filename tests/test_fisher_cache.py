@@ -78,10 +78,12 @@ def test_what_the_estimate_depends_on_changes_the_key(bert, dev_csv, tmp_path, p
     assert len(passes) == 2
     fisher_soup(bert, dev_csv, tmp_path / "b", "--fisher-examples", "3")  # other examples: recomputed
     assert len(passes) == 4
-    # A copy of a folder elsewhere is the same weights (keyed by their sha256, not the path): reused.
-    copy = tmp_path / "copy"
+    # Copies of the folders elsewhere are the same weights and the same model (keyed by the weight files' sha256 and
+    # the config, not the paths): reused.
+    first, copy = tmp_path / "first", tmp_path / "copy"
+    shutil.copytree(bert[0], first)
     shutil.copytree(bert[1], copy)
-    fisher_soup([bert[0], str(copy)], dev_csv, tmp_path / "c", "--fisher-examples", "4")
+    fisher_soup([str(first), str(copy)], dev_csv, tmp_path / "c", "--fisher-examples", "4")
     assert len(passes) == 4
     # Other weights at that path are another key: recomputed.
     from safetensors.torch import load_file, save_file

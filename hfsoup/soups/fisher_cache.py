@@ -43,7 +43,10 @@ def data_fingerprint(objective: Any, batches: Sequence[tuple[Any, int]]) -> str:
     digest = hashlib.sha256()
     model = getattr(objective, "model", None)
     config = getattr(model, "config", None)
-    digest.update(json.dumps([type(model).__name__, config.to_json_string() if config is not None else None]).encode())
+    settings = json.loads(config.to_json_string()) if config is not None else None
+    if isinstance(settings, dict):  # where it was loaded from is no part of what it computes
+        settings.pop("_name_or_path", None)
+    digest.update(json.dumps([type(model).__name__, settings], sort_keys=True).encode())
     for batch, take in batches:
         digest.update(json.dumps([list(batch.positions), take, sorted(batch.inputs)]).encode())
         for name in sorted(batch.inputs):
