@@ -279,6 +279,11 @@ class CheckpointReader:
                     f"{self.folder}: the weights index names {len(absent)} tensors no shard holds, e.g. {absent[:3]}."
                 )
 
+    @property
+    def weight_files(self) -> list[Path]:
+        """The weight files read, in name order (what a content hash of the checkpoint covers)."""
+        return [self._paths[f] for f in sorted(self._paths)]
+
     def _read_structure(self, file: str) -> StructureMap:
         if self.format == "safetensors":
             structure, starts = _parse_header(self._paths[file], where=str(self.folder / file))
