@@ -49,6 +49,7 @@ _LAZY = {
     "MissingWeightsError": "errors",
     "IncompatibleIngredientsError": "errors",
     "InvalidSoupArgumentsError": "errors",
+    "MemoryLimitError": "errors",
     "OutputExistsError": "errors",
     "OutputCollisionError": "errors",
     "UnsafeStagingError": "errors",

@@ -29,6 +29,16 @@ SAFETENSORS_MAX_HEADER_BYTES = 100_000_000
 MAX_SUPPORT_FILE_BYTES = 256 * 2**20
 
 
+#: Under `hfsoup_cache()`: each ingredient's Fisher diagonal, keyed by what it is computed from (`soups.fisher_cache`).
+FISHER_CACHE_DIR = "fisher"
+
+
+def hfsoup_cache() -> str:
+    """`HFSOUP_CACHE`: where hfsoup keeps what it can recompute (Fisher estimates, the demo's fine-tunes); by default
+    `~/.cache/hfsoup`."""
+    return os.environ.get("HFSOUP_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "hfsoup")
+
+
 def debug() -> bool:
     """`HFSOUP_DEBUG=1` makes the CLI print tracebacks for user errors too."""
     return os.environ.get("HFSOUP_DEBUG", "").strip().lower() in _TRUE
@@ -94,3 +104,7 @@ def hub_cache() -> str:
 #: `hfsoup find --sort` choices (largest first) and how many candidates are checked at once by default (`--jobs`).
 FIND_SORTS = ("downloads", "likes", "modified")
 FIND_JOBS = 8
+
+#: Elements per block of the soup engine (`soups.kernels.BLOCK`) and of the shared-initialization meter: 256 Ki
+#: float32 values are 1 MiB, so the N input blocks and the accumulator of one step fit in the L2/L3 caches.
+BLOCK_ELEMENTS = 1 << 18

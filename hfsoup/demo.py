@@ -36,8 +36,9 @@ MAX_LENGTH = 64  # what the fine-tunes were trained on: the reviews' last 64 tok
 
 def default_cache() -> Path:
     """Where the demo's fine-tunes are kept between runs: `$HFSOUP_CACHE/demo-minilm`, else under `~/.cache`."""
-    root = os.environ.get("HFSOUP_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "hfsoup")
-    return Path(root) / "demo-minilm"
+    from .constants import hfsoup_cache
+
+    return Path(hfsoup_cache()) / "demo-minilm"
 
 
 #: Where the demo keeps its results by default: a folder of the current one, so they are easy to find and open.

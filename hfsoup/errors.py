@@ -187,6 +187,10 @@ class InvalidSoupArgumentsError(HfsoupError):
     """Soup options that contradict each other or the ingredients (weights, counts, dtypes)."""
 
 
+class MemoryLimitError(HfsoupError):
+    """A soup would need more memory than `--max-memory` allows (estimated from the headers, before any download)."""
+
+
 class OutputExistsError(HfsoupError):
     """The output folder exists and `--overwrite` was not given."""
 

@@ -40,6 +40,7 @@ from .io.checkpoint import (
     write_index,
 )
 from .io.confine import allowed_roots, confined
+from .io.output import limit_bytes
 from .io.staging import check_output, staged_output
 from .publish import naming, reproduce
 from .publish.card import local_card_metadata
@@ -90,6 +91,34 @@ class SoupResult:
         return self.output_dir / PROVENANCE_FILE
 
 
+def _check_memory(
+    chosen: SoupMethod, selection: Selection | None, facts: IngredientFacts, *, n: int, base: bool, limit: int | None
+) -> None:
+    """Estimate the memory of the chosen method and every method scored beside it; refuse over `limit`."""
+    from .soups.memory import MemoryContext, check_limit, estimate
+
+    methods = [chosen]
+    if selection is not None:  # the baselines are made and scored too (`selection.stage.methods_to_run`)
+        for item in selection.compared:
+            if isinstance(item, SoupMethod) and item.name != chosen.name:
+                methods.append(item)
+            elif isinstance(item, str) and item in SOUPS and item != chosen.name:
+                methods.append(make_method(item))
+    context = MemoryContext(
+        facts.structure,
+        n,
+        config=facts.config,
+        base=base,
+        scored=selection is not None,
+        batch_size=selection.batch_size if selection is not None else 32,
+        max_length=selection.max_length if selection is not None else None,
+    )
+    found = estimate(methods, context)
+    logger.info("memory: the %s soup needs %s", found.method, found.describe())
+    streamed = [name for name, cls in SOUPS.items() if not cls.needs_scores]
+    check_limit(found, limit, chosen=chosen.name, streamed=streamed)
+
+
 def _parse_dtype(dtype: str | None) -> str | None:
     if dtype in (None, "auto"):
         return None
@@ -119,6 +148,7 @@ def soup(
     recipe: dict | None = None,
     base: str | os.PathLike | None = None,
     found: dict | None = None,
+    max_memory: str | int | None = None,
 ) -> SoupResult:
     """Average fine-tuned models named by Hub ID or folder into a new checkpoint folder.
 
@@ -168,6 +198,10 @@ def soup(
             shapes checked against the ingredients' before any download, fetched, measured against every ingredient
             (shared initialization) and recorded in `hfsoup.json`. Its tensor names may lack the task model's prefix
             (a bare `BertModel`); a tensor it lacks (the classifier) is the ingredients' mean.
+        max_memory (`str` or `int`, *optional*):
+            Refuse (`MemoryLimitError`), before any weight is downloaded, a soup whose memory estimated from the
+            safetensors headers exceeds it (`"8GB"`, `"500MB"`, bytes): the scoring model and a batch with a task,
+            the learned soup's ingredients, Fisher's and RegMean's statistics. None (the default): no limit.
 
     Under `accelerate launch` or `torchrun`, the processes split the output shards between them (so use a
     `max_shard_size` that gives at least one shard per process); the output is identical to a single process's.
@@ -246,6 +280,10 @@ def soup(
         shard_bytes = parse_size(max_shard_size)
     except ValueError as e:
         raise InvalidSoupArgumentsError(f"Invalid --max-shard-size: {e}.") from e
+    try:
+        memory_limit = limit_bytes(max_memory)
+    except ValueError as e:
+        raise InvalidSoupArgumentsError(f"Invalid --max-memory: {e}.", fix="Give a size such as 8GB, or none.") from e
     refs = [hub.parse_ingredient(spec) for spec in specs]  # local only: a Hub ID is not looked up yet
     naming.refuse_same_folder(specs, [ref.path for ref in refs])
     base_ref = None if base is None else hub.parse_ingredient(os.fspath(base))
@@ -283,6 +321,8 @@ def soup(
         base_pinned = base_pinned or hub.resolve(base_ref, token=token, allow_pickle=allow_pickle)
         gather_facts([base_pinned], token=token, allow_pickle=allow_pickle)  # its headers: no weights yet
         _check_base_shapes(base_pinned, pinned[0], method)
+    # The memory the run needs, from the headers: refused over --max-memory before any weight is downloaded.
+    _check_memory(chosen, selection, facts[0], n=len(pinned), base=base_pinned is not None, limit=memory_limit)
 
     _stage_fetch(pinned, base_pinned)
     readers = [_fetch_and_open(i, token=token, allow_pickle=allow_pickle) for i in pinned]
@@ -835,6 +875,7 @@ def cook_recipe(
     dry_run: bool = False,
     hub_metrics: bool | None = None,
     refresh: bool = False,
+    max_memory: str | int | None = None,
 ) -> CookResult:
     """Run a recipe: fetch, check, soup (scored and selected when it names a task), then card and push.
 
@@ -852,6 +893,8 @@ def cook_recipe(
         refresh (`bool`, *optional*): for a recipe whose ingredients are a search (`ingredients: {search: ...}`),
             search the Hub again instead of reusing the pinned list its finished output records; the soup is made
             again only when the list changed.
+        max_memory (`str` or `int`, *optional*): overrides the recipe's `output.max_memory` (see `soup`); `"none"`
+            lifts it.
 
     Example:
         ```py
@@ -892,6 +935,7 @@ def cook_recipe(
             method=recipe.method.make(),
             dtype=recipe.output.dtype,
             max_shard_size=recipe.output.max_shard_size,
+            max_memory=recipe.output.max_memory if max_memory is None else max_memory,
             overwrite=overwrite or recipe.output.overwrite,
             token=token,
             force=recipe.force,
@@ -947,9 +991,12 @@ def _comparable(recipe: object) -> object:
     at None (absent from records written before they existed), and one reported set as a string. Before methods
     declared their options, `hfsoup.json` recorded every method's options at their defaults (`{name: greedy, accept:
     ge, steps: 20, ...}`); a soup cooked then is still this recipe's soup. `report: [validation]` is `report:
-    validation`, the only form before several sets could be reported."""
+    validation`, the only form before several sets could be reported. The output's `max_memory` is left out."""
     if not isinstance(recipe, dict):
         return recipe
+    output = recipe.get("output")
+    if isinstance(output, dict):  # a memory limit (`max_memory`, added since) refuses or not: it makes no other soup
+        recipe = {**recipe, "output": {k: v for k, v in output.items() if k != "max_memory"}}
     evaluation = recipe.get("evaluation")
     if isinstance(evaluation, dict):
         # An option added since (`kind`) is absent from older records: there, absent means its default, None.

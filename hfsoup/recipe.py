@@ -103,6 +103,8 @@ class Recipe:
 
         data = asdict(self)
         data["method"] = self.method.to_dict()
+        if isinstance(data.get("output"), dict) and data["output"].get("max_memory") is None:
+            data["output"].pop("max_memory", None)  # no limit: as records were before the option existed
         if self.evaluation is not None:
             data["evaluation"] = as_dict(self.evaluation, recipe_only=True)
         source = data.pop("source")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pytest
 
@@ -15,6 +16,8 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("HF_UPDATE_DOWNLOAD_COUNTS", "0")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Module-scoped fixtures that soup run before any per-test cache (`hfsoup_cache`): never the developer's cache either.
+os.environ["HFSOUP_CACHE"] = tempfile.mkdtemp(prefix="hfsoup-cache-")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -39,6 +42,14 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if netguard.BLOCKED:
         print(f"\nhfsoup network guard: blocked connections outside loopback: {sorted(set(netguard.BLOCKED))}")
         session.exitstatus = 1
+
+
+@pytest.fixture(autouse=True)
+def hfsoup_cache(tmp_path_factory, monkeypatch):
+    """A fresh, empty hfsoup cache (`HFSOUP_CACHE`: the Fisher estimates) for every test, never the developer's."""
+    folder = tmp_path_factory.mktemp("hfsoup_cache")
+    monkeypatch.setenv("HFSOUP_CACHE", str(folder))
+    return folder
 
 
 @pytest.fixture

@@ -152,3 +152,64 @@ def test_parse_size(text, expected):
 def test_parse_size_rejects_nonsense():
     with pytest.raises(ValueError):
         parse_size("five gigs")
+
+
+def _rss_file() -> int:
+    """This process's resident file-backed memory (memory-mapped files), in bytes."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("RssFile:"):
+                return int(line.split()[1]) * 1024
+    pytest.skip("no RssFile in /proc/self/status")
+
+
+@pytest.mark.skipif(not hasattr(__import__("mmap"), "MADV_DONTNEED"), reason="needs madvise")
+def test_a_released_tensor_leaves_the_process_but_reads_the_same_again(tmp_path):
+    """`release` unmaps a tensor's pages once read, so a soup's resident memory stays a window whatever the size;
+    the bytes read afterwards are the same (the page cache kept them)."""
+    import numpy as np
+
+    big = torch.arange(16 << 20, dtype=torch.float32).reshape(4096, -1)  # 64 MiB
+    save_file({"big": big, "small": torch.ones(3)}, str(tmp_path / "model.safetensors"))
+    with CheckpointReader(tmp_path) as reader:
+        before = _rss_file()
+        array = reader.get_array("big")
+        checksum = float(array.sum(dtype=np.float64))  # touches every page
+        touched = _rss_file() - before
+        reader.release("big")
+        released = _rss_file() - before
+        assert touched > 48 << 20 and released < 8 << 20, (touched, released)
+        assert float(reader.get_array("big").sum(dtype=np.float64)) == checksum == float(big.double().sum())
+
+
+def test_read_ahead_asks_for_bounded_windows_in_order(tmp_path, monkeypatch):
+    """`ReadAhead` asks every reader for the window beyond the block in use, never more, front to back, each byte
+    once, and unmaps what is behind a window at a time."""
+    import mmap
+
+    from hfsoup.io.checkpoint import ReadAhead
+
+    readers = []
+    for i in range(2):
+        folder = tmp_path / f"m{i}"
+        folder.mkdir()
+        save_file({"w": torch.zeros(10_000, dtype=torch.bfloat16)}, str(folder / "model.safetensors"))
+        readers.append(CheckpointReader(folder))
+    asked: list[tuple[int, int, int]] = []
+    for i, reader in enumerate(readers):
+        reader.get_array("w")
+        monkeypatch.setattr(reader, "advise", lambda name, a, b, advice, i=i: asked.append((i, a, b, advice)))
+    ahead = ReadAhead(readers, "w", window=2000)  # bytes: 1000 bfloat16 elements
+    for stop in range(100, 10_001, 100):
+        ahead.advance(stop, stop - 100)
+    for i in range(2):
+        ranges = [(a, b) for j, a, b, advice in asked if j == i and advice == mmap.MADV_WILLNEED]
+        assert ranges[0][0] == 0 and ranges[-1][1] == 10_000
+        assert all(0 < b - a <= 1000 + 100 for a, b in ranges)  # a window beyond the block in use, at most
+        assert all(ranges[k][1] == ranges[k + 1][0] for k in range(len(ranges) - 1))
+        # Behind: what is done with is let go a window at a time, never the block in use.
+        released = [(a, b) for j, a, b, advice in asked if j == i and advice == mmap.MADV_DONTNEED]
+        assert released[0][0] == 0 and released[-1][1] >= 9000 - 100 and len(released) >= 8
+        assert all(released[k][1] == released[k + 1][0] for k in range(len(released) - 1))
+    for reader in readers:
+        reader.close()

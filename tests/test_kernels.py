@@ -13,6 +13,8 @@ import hfsoup
 from hfsoup.compat.similarity import SimilarityMeter
 from hfsoup.io.checkpoint import CheckpointReader, SafetensorsStreamWriter, TensorMeta
 from hfsoup.soups import kernels
+from hfsoup.soups.base import Mixing
+from hfsoup.soups.engine import _mix_blocks, merged_tensor
 from hfsoup.testing.reference import max_relative_deviation, reference_average
 
 
@@ -66,6 +68,42 @@ def test_weighted_sum_adds_in_the_order_given():
     assert got.dtype == np.float32 and np.array_equal(got, expected)
     exact = sum(np.float64(w) * b.astype(np.float64) for w, b in zip(weights, blocks, strict=True))
     assert np.abs(got - exact).max() / np.abs(exact).max() < 1e-6
+
+
+def test_equal_weights_are_summed_then_scaled_exactly_as_the_weighted_terms():
+    """The uniform soup's fast path: for 4 ingredients (weight 1/4, a power of two) the bits are the term-by-term
+    sum's; for 3 (weight 1/3) within float32 rounding of the exact mean."""
+    rng = np.random.default_rng(5)
+    blocks = [rng.standard_normal(10_000).astype(np.float32) for _ in range(4)]
+    assert np.array_equal(
+        kernels.weighted_sum(blocks, [0.25] * 4, sum_first=True), kernels.weighted_sum(blocks, [0.25] * 4)
+    )
+    got = kernels.weighted_sum(blocks[:3], [1 / 3] * 3, sum_first=True)
+    exact = sum(b.astype(np.float64) for b in blocks[:3]) / 3
+    assert np.abs(got - exact).max() <= 2e-7 * np.abs(exact).max()
+
+
+def test_a_uniform_soup_of_huge_finite_values_does_not_overflow():
+    """Summing first would overflow float32 (4 x 3e38); the engine sees the non-finite sum and weighs the terms."""
+    huge = np.full((3, kernels.BLOCK + 5), 3e38, np.float32)
+    huge[0, 0] = -1.0
+    got = merged_tensor("enc.weight", [huge] * 4, Mixing((0.25,) * 4))
+    assert np.isfinite(got).all() and np.array_equal(got, huge)
+
+
+def test_a_nan_is_still_found_when_the_sum_stands_for_the_element_checks():
+    """The engine skips the meter's per-element pass when the weighted sum is finite: a NaN in any ingredient makes
+    it non-finite, so the NaN is still reported, and written as bfloat16's canonical NaN."""
+    meter = SimilarityMeter(["a", "b"])
+    a = np.ones(kernels.BLOCK + 9, np.float32)
+    b = a.copy()
+    b[kernels.BLOCK + 3] = np.nan
+    blocks = list(
+        _mix_blocks("enc.weight", [a, b], ["F32", "F32"], [0.5, 0.5], "BF16", meter, None, kernels.weighted_sum)
+    )
+    out = np.concatenate(blocks)
+    assert meter.non_finite == {"b": ["enc.weight"]}
+    assert out[kernels.BLOCK + 3] == 0x7FC0 and (np.delete(out, kernels.BLOCK + 3) == 0x3F80).all()
 
 
 def big_checkpoint(folder, seed, dtype):

@@ -188,7 +188,7 @@ def test_shared_init_measure_samples_large_tensors_and_still_reads_every_element
     from hfsoup.compat.similarity import SAMPLE_ELEMENTS, SimilarityMeter
 
     rng = np.random.default_rng(0)
-    base = rng.standard_normal((2048, 1024)).astype(np.float32)  # 2M elements: 8x the sample
+    base = rng.standard_normal((2048, 1024)).astype(np.float32)  # 2M elements: 8 blocks, 128x the sample
     arrays = [base + 0.1 * rng.standard_normal(base.shape).astype(np.float32) for _ in range(2)]
     arrays.append(rng.standard_normal(base.shape).astype(np.float32))  # a stranger
     assert base.size > 4 * SAMPLE_ELEMENTS
@@ -201,7 +201,7 @@ def test_shared_init_measure_samples_large_tensors_and_still_reads_every_element
             exact = flat[i] @ flat[j] / np.linalg.norm(flat[i]) / np.linalg.norm(flat[j])
             assert cosine[i][j] == pytest.approx(exact, abs=5e-3)
     poisoned = [a.copy() for a in arrays]
-    poisoned[1][0, 1] = np.nan  # position 1 is off the strided sample (stride 8)
+    poisoned[1][100, 5] = np.nan  # off the sample: each block's first 16 Ki positions
     meter = SimilarityMeter(["a", "b", "stranger"])
     meter.update("model.layers.0.mlp.up_proj.weight", poisoned)
     assert meter.non_finite == {"b": ["model.layers.0.mlp.up_proj.weight"]}

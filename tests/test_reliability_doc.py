@@ -31,6 +31,8 @@ LISTED_IN_FULL = (
     "tests/test_merge_methods.py",
     "tests/test_card_reproduce.py",
     "tests/test_lora.py",
+    "tests/test_max_memory.py",
+    "tests/test_fisher_cache.py",
 )
 
 

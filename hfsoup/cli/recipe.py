@@ -48,7 +48,7 @@ def add(verbs: argparse._SubParsersAction) -> None:
     )
     cook.add_argument("--push", metavar="ORG/NAME", help="push the soup here (default: the recipe's push.repo_id)")
     cook.add_argument("--token", help=TOKEN_HELP)
-    add_flags(cook, Output, dest="output", only=("overwrite",))
+    add_flags(cook, Output, dest="output", only=("overwrite", "max_memory"))
     cook.add_argument("--dry-run", action="store_true", help="make the soup, but only show what would be pushed")
     cook.add_argument(
         "--refresh",
@@ -80,6 +80,13 @@ def run_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _memory_limit(typed: dict) -> str | None:
+    """`--max-memory` as typed: None when absent (the recipe's applies), `"none"` when it lifts the recipe's."""
+    if "max_memory" not in typed:
+        return None
+    return "none" if typed["max_memory"] is None else typed["max_memory"]
+
+
 def run_cook(args: argparse.Namespace) -> int:
     from ..pipeline import cook_recipe
 
@@ -92,6 +99,7 @@ def run_cook(args: argparse.Namespace) -> int:
         dry_run=args.dry_run,
         hub_metrics=given(args, Selection, dest="selection").get("hub_metrics"),
         refresh=args.refresh,
+        max_memory=_memory_limit(given(args, Output, dest="output")),
     )
     if result.reused:
         print(f"{result.output_dir} already holds this recipe's soup (delete it, or pass --overwrite, to cook again)")

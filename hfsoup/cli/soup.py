@@ -182,6 +182,7 @@ def run(args: argparse.Namespace) -> int:
         method=method,
         dtype=output.dtype,
         max_shard_size=output.max_shard_size,
+        max_memory=output.max_memory,
         overwrite=output.overwrite,
         allow_pickle=args.allow_pickle,
         token=args.token,

@@ -9,12 +9,12 @@ Calibration (`benchmarks/calibrate_shared_init.py`, figures in its docstring): f
 0.95 (tiny families) and 0.99 (real MiniLM fine-tunes); independently initialized models of the same shape score
 within 0.05 of 0. The threshold sits in the middle of that gap.
 
-Each block of a large tensor is measured on a fixed strided sample of at most `SAMPLE_ELEMENTS` positions, the same
-positions in every ingredient: the Gram matrix costs `n^2` products per element measured against the soup's `n`
-additions per element read, so a full Gram of a 7B model's 16M-element projections would cost as much as the soup
-itself for a handful of ingredients; on the sample it stays a few percent. Siblings agree element by element, so a
-sample of a quarter million positions tells them from strangers as the whole tensor does (the non-finite check
-still reads every element).
+Each block of a large tensor is measured on a fixed sample, its first `SAMPLE_ELEMENTS` positions (one in 16 of a
+full block), the same positions in every ingredient: the Gram matrix costs `n^2` products per element
+measured against the soup's `n` additions per element read, so measured whole it took a third of a 1B-parameter
+soup's time (`benchmarks/llm_scale.py`); on the sample it is a few percent. Siblings agree element by element, so a
+sample of 16 Ki positions per block (tens of thousands per matrix) tells them from strangers as the whole tensor does
+(the non-finite check still reads every element).
 
 A head far below it is told apart by its sign: near 0 it is unrelated (initialized independently), strongly negative it
 points against its siblings' (trained on swapped labels, or a sign flip). When most siblings agree, each verdict names
@@ -27,6 +27,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..constants import BLOCK_ELEMENTS
 from ..errors import option
 from .report import CompatReport, Similarity
 from .static import HEAD_PREFIXES
@@ -39,7 +40,7 @@ MIN_HEAD_COSINE = 0.5
 ANTI_ALIGNED_HEAD_COSINE = -0.5
 #: Per block, at most this many positions of a tensor enter the Gram matrix (a strided sample, the same in every
 #: ingredient); tensors of the tiny test families are far smaller, so they are measured whole.
-SAMPLE_ELEMENTS = 1 << 18
+SAMPLE_ELEMENTS = 1 << 14
 #: The checks whose refusal blames one ingredient, which a method that drops ingredients may leave out instead.
 OUTLIER_CHECKS = ("shared-init", "head")
 
@@ -107,9 +108,13 @@ class SimilarityMeter:
         if not np.issubdtype(arrays[0].dtype, np.floating):
             self.compare_buffers(name, arrays)
             return
-        wide = [a.astype(np.float32) if a.dtype == np.float16 else a for a in arrays]
+        wide = [(a.astype(np.float32) if a.dtype == np.float16 else a).reshape(-1) for a in arrays]
         self.start(name, arrays[0].ndim, None if base_array is None else base_array.shape == arrays[0].shape)
-        self.block(wide, None if base_array is None else base_array.astype(wide[0].dtype, copy=False))
+        base_flat = None if base_array is None else base_array.astype(wide[0].dtype, copy=False).reshape(-1)
+        # In the soup engine's blocks, so that a tensor measured here is sampled as the engine samples it.
+        for start in range(0, max(wide[0].size, 1), BLOCK_ELEMENTS):
+            stop = start + BLOCK_ELEMENTS
+            self.block([w[start:stop] for w in wide], None if base_flat is None else base_flat[start:stop])
         self.finish()
 
     def compare_buffers(self, name: str, arrays: Sequence[np.ndarray]) -> None:
@@ -130,19 +135,28 @@ class SimilarityMeter:
         elif base_fits:
             self._gram, self._with_base = self.body, True
 
-    def block(self, blocks: Sequence[np.ndarray], base: np.ndarray | None = None) -> None:
-        """The next block of the current tensor, one per ingredient (and the base's, when it is measured)."""
-        if self._gram is not None and blocks[0].size > SAMPLE_ELEMENTS:
-            stride = -(-blocks[0].size // SAMPLE_ELEMENTS)
-            measured = [*blocks, base] if self._with_base else list(blocks)
-            self._gram.add([np.ascontiguousarray(b).reshape(-1)[::stride] for b in measured])
-            sums = np.array([np.add.reduce(b, axis=None) for b in blocks])  # every element, for non-finite values
-        elif self._gram is not None:
-            squares = self._gram.add([*blocks, base] if self._with_base else blocks)
+    def block(self, blocks: Sequence[np.ndarray], base: np.ndarray | None = None, *, finite: bool = False) -> None:
+        """The next block of the current tensor, one per ingredient (and the base's, when it is measured).
+
+        `finite`: the caller has shown every element of `blocks` finite (the soup engine, from the sum of a weighted
+        sum in which every block had a non-zero weight: a NaN or an Inf anywhere would have made it non-finite), so
+        the meter skips its own pass over every element."""
+        measured = ([*blocks, base] if self._with_base else list(blocks)) if self._gram is not None else None
+        if measured is not None and blocks[0].size > SAMPLE_ELEMENTS:
+            # The block's first SAMPLE_ELEMENTS positions: contiguous, so sampling reads no more than it measures.
+            self._gram.add([b.reshape(-1)[:SAMPLE_ELEMENTS] for b in measured])  # type: ignore[union-attr]
+            sums = None
+        elif measured is not None:
+            squares = self._gram.add(measured)  # type: ignore[union-attr]
             sums = squares[: len(self.names)]
         else:
+            sums = None
+        if finite:
+            return
+        if sums is None:
             # A sum is non-finite when any element is: one fast reduction instead of a boolean mask per block.
-            sums = np.array([np.add.reduce(b, axis=None) for b in blocks])
+            with np.errstate(over="ignore", invalid="ignore"):
+                sums = np.array([np.add.reduce(b, axis=None) for b in blocks])
         if not np.isfinite(sums).all():
             # A non-finite sum (of values or squares) may also be an overflow: only then the exact test runs.
             for i, block in enumerate(blocks):

@@ -479,6 +479,15 @@ class AdapterReader:
         self.structure: StructureMap = self.expansion.structure
         self.stored_dtypes = self.expansion.stored
 
+    def is_mapped(self, name: str) -> bool:
+        """Never a plain map to read ahead: adapted tensors are computed on read (`CheckpointReader.is_mapped`)."""
+        return False
+
+    def release(self, name: str) -> None:
+        """Unmap the base's copy of `name` once the soup has read it (`CheckpointReader.release`)."""
+        if name in self.base.structure:
+            self.base.release(name)
+
     def get_array(self, name: str) -> np.ndarray | LoraTensor:
         if name in self.expansion.replaced:
             return self.adapter.get_array(self.expansion.replaced[name])

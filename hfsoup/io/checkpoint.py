@@ -17,7 +17,7 @@ import queue
 import re
 import struct
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -279,6 +279,11 @@ class CheckpointReader:
                     f"{self.folder}: the weights index names {len(absent)} tensors no shard holds, e.g. {absent[:3]}."
                 )
 
+    @property
+    def weight_files(self) -> list[Path]:
+        """The weight files read, in name order (what a content hash of the checkpoint covers)."""
+        return [self._paths[f] for f in sorted(self._paths)]
+
     def _read_structure(self, file: str) -> StructureMap:
         if self.format == "safetensors":
             structure, starts = _parse_header(self._paths[file], where=str(self.folder / file))
@@ -337,6 +342,34 @@ class CheckpointReader:
         array = np.frombuffer(self._maps[file], STORAGE[meta.dtype], meta.numel, self._starts[name])
         return array.reshape(meta.shape)
 
+    def advise(self, name: str, start: int, stop: int, advice: int) -> None:
+        """`madvise` the bytes of elements `start:stop` of tensor `name`, when it is memory-mapped here (a no-op
+        otherwise, and where the platform lacks `madvise`): `mmap.MADV_WILLNEED` reads them ahead, in the background;
+        `mmap.MADV_DONTNEED` takes them out of this process (they stay in the page cache; a later read maps them
+        again). The range is widened to whole pages."""
+        mapped = self._maps.get(self._file_of.get(name, ""))
+        if not isinstance(mapped, mmap.mmap) or not hasattr(mapped, "madvise") or stop <= start:
+            return
+        itemsize = np.dtype(STORAGE[self.structure[name].dtype]).itemsize
+        first = self._starts[name] + start * itemsize
+        last = min(self._starts[name] + stop * itemsize, len(mapped))
+        first -= first % mmap.PAGESIZE
+        if last > first:
+            try:
+                mapped.madvise(advice, first, last - first)
+            except OSError:  # advice only: a kernel that refuses it reads on demand as before
+                pass
+
+    def is_mapped(self, name: str) -> bool:
+        """Whether tensor `name` is read from a memory map here (after its first `get_array`)."""
+        return name in self._file_of and isinstance(self._maps.get(self._file_of[name]), mmap.mmap)
+
+    def release(self, name: str) -> None:
+        """Unmap tensor `name`'s pages from this process once it has been read: the resident memory of a soup then
+        stays near the read-ahead window whatever the checkpoint's size (the page cache keeps the pages)."""
+        if hasattr(mmap, "MADV_DONTNEED") and name in self.structure:
+            self.advise(name, 0, self.structure[name].numel, mmap.MADV_DONTNEED)
+
     def close(self) -> None:
         self._handles.clear()
         maps, self._maps = self._maps, {}
@@ -352,6 +385,50 @@ class CheckpointReader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+#: How far ahead of the block being computed each ingredient's bytes are asked for (`ReadAhead`).
+READ_AHEAD_BYTES = 16 << 20
+
+
+class ReadAhead:
+    """Keep the kernel reading each ingredient's copy of one tensor a bounded window ahead of the block in use.
+
+    From a cold page cache the soup reads N files at once, a block of each in turn; left to itself the kernel reads
+    each a little ahead on every fault and the reads of the N files interleave in small pieces. Asking for the next
+    `window` bytes of every file (`MADV_WILLNEED`, in the background) while the current block is computed keeps
+    the disk busy with large reads, and bounds what is read ahead: a window per ingredient, never a whole tensor.
+
+    Args:
+        readers (`Sequence[CheckpointReader]`): the ingredients (and the base), each holding `name`.
+        name (`str`): the tensor.
+        window (`int`, *optional*): bytes ahead per reader; `READ_AHEAD_BYTES` by default.
+    """
+
+    def __init__(self, readers: Sequence[CheckpointReader], name: str, window: int = READ_AHEAD_BYTES) -> None:
+        self.parts = [r for r in readers if r.is_mapped(name)]
+        self.name = name
+        self.numel = self.parts[0].structure[name].numel if self.parts else 0
+        itemsize = max((np.dtype(STORAGE[r.structure[name].dtype]).itemsize for r in self.parts), default=1)
+        self.window = max(window // itemsize, 1)  # in elements
+        self.asked = 0  # elements asked for so far, in every reader
+        self.released = 0  # elements unmapped so far
+
+    def advance(self, position: int, done: int = 0) -> None:
+        """The block ending at element `position` is about to be read: ask for up to a window beyond it. `done`:
+        the elements before it are finished with; once a window of them has gathered they are unmapped from this
+        process (`CheckpointReader.advise` with `MADV_DONTNEED`), so even a tensor larger than the window is never
+        resident whole."""
+        if hasattr(mmap, "MADV_DONTNEED") and done - self.released >= self.window:
+            for reader in self.parts:
+                reader.advise(self.name, self.released, done, mmap.MADV_DONTNEED)
+            self.released = done
+        if not hasattr(mmap, "MADV_WILLNEED") or self.asked >= self.numel or position + self.window // 2 < self.asked:
+            return
+        stop = min(self.numel, position + self.window)
+        for reader in self.parts:
+            reader.advise(self.name, self.asked, stop, mmap.MADV_WILLNEED)
+        self.asked = stop
 
 
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?I?B?)\s*$", re.IGNORECASE)

@@ -195,6 +195,7 @@ def select_soup(
         scores=[held_scorer.primary_of(scores) for scores in held_scores],
         states=states if keep_states else None,
         device=held_scorer.device,
+        identities=WeightsIdentities(ingredients, readers, names, alignment, label_indexed),
     )
     soups: dict[str, tuple[Mixing, dict, TensorMerge | None]] = {}
     evaluation_metrics: dict[str, dict] = {}
@@ -405,6 +406,46 @@ def _report_on(row: Row, sets: Sequence[str], metrics: Sequence[dict[str, float]
     row.report = dict(metrics[0])
     if len(sets) > 1:
         row.reports = dict(zip(sets, metrics, strict=True))
+
+
+class WeightsIdentities(Sequence):
+    """Per ingredient, what pins its weights as `state_loader` reads them (JSON data), computed when first asked
+    for: a Hub ingredient's repo and commit SHA (an adapter's with its base's), a local folder's weight files'
+    sha256 (read once), with the tensors read and the head alignment; None for a local adapter (not cached)."""
+
+    def __init__(
+        self,
+        ingredients: Sequence[Any],
+        readers: Sequence[Any],
+        names: Sequence[str],
+        alignment: Mapping[int, Sequence[int]],
+        label_indexed: Sequence[str],
+    ) -> None:
+        self.ingredients, self.readers, self.alignment = ingredients, readers, alignment
+        self.read = [sorted(names), sorted(label_indexed)]
+        self._known: dict[int, Any] = {}
+
+    def __len__(self) -> int:
+        return len(self.ingredients)
+
+    def __getitem__(self, i: int) -> Any:  # type: ignore[override]
+        if i not in self._known:
+            own = _pinned(self.ingredients[i], self.readers[i])
+            rows = self.alignment.get(i)
+            self._known[i] = None if own is None else [own, self.read, None if rows is None else list(rows)]
+        return self._known[i]
+
+
+def _pinned(ingredient: Any, reader: Any) -> Any:
+    from ..io.checkpoint import file_sha256
+
+    base = getattr(ingredient, "adapter_base", None)
+    if base is not None:
+        return [ingredient.name, ingredient.sha, base.name, base.sha] if ingredient.sha and base.sha else None
+    if ingredient.sha:
+        return [ingredient.name, ingredient.sha]
+    files = getattr(reader, "weight_files", None)
+    return None if not files else ["sha256", [file_sha256(path) for path in files]]
 
 
 def state_loader(

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 if TYPE_CHECKING:
     import torch
 
+    from .memory import MemoryContext, Part
     from .merge import TensorMerge
 
 #: Tensor name -> tensor, as in a `model.safetensors` file.
@@ -65,6 +66,9 @@ class SoupContext:
         scores (`Sequence[float]`, *optional*): each ingredient's own held-out score, already measured.
         states (`Sequence[StateDict]`, *optional*): every ingredient in memory, for methods with `needs_states`.
         device (`Any`, *optional*): where the scorer's model runs.
+        identities (`Sequence`, *optional*): per ingredient, what pins its weights as the loaders read them (its
+            commit SHA, or its weight files' sha256, with the head alignment), JSON data; None for one that nothing
+            pins. What a method's caches are keyed by (the Fisher estimates); without it, nothing is cached.
     """
 
     names: Sequence[str]
@@ -74,6 +78,7 @@ class SoupContext:
     scores: Sequence[float] | None = None
     states: Sequence[StateDict] | None = None
     device: Any = None
+    identities: Sequence[Any] | None = None
 
     @property
     def n(self) -> int:
@@ -154,6 +159,25 @@ class SoupMethod:
 
     def run(self, context: SoupContext) -> Outcome:
         raise NotImplementedError(f"{type(self).__name__} must define run(context)")
+
+    def memory_parts(self, context: MemoryContext) -> list[Part]:
+        """What the method holds in memory at its peak, estimated from the headers (`soups.memory`), beyond what
+        scoring holds for every method (the scoring model, a batch: `MemoryContext.scoring`). By default a streamed
+        merge's blocks; scored, the merge is built in memory from every ingredient at once, as the selection stage
+        scores the methods relative to the base or tensor by tensor."""
+        from .memory import Part
+
+        if not context.scored:
+            return context.streamed()
+        return [
+            Part("float32 ingredients held at once to build the merge for scoring", context.params, context.n),
+        ]
+
+    def memory_needed(self, context: MemoryContext) -> int:
+        """An honest estimate of the bytes the method needs (its `memory_parts`, and scoring's when scored)."""
+        from .memory import estimate
+
+        return estimate([self], context).total
 
     def candidates(self) -> list[tuple[dict[str, Any], SoupMethod]]:
         """This method once per candidate when options are lists of candidates (`density=[0.2, 0.5]`, `--density

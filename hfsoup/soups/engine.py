@@ -30,6 +30,7 @@ from ..io.checkpoint import (
     FLOAT_CODES,
     NAME_CODES,
     CheckpointReader,
+    ReadAhead,
     SafetensorsStreamWriter,
     TensorMeta,
     plan_shards,
@@ -234,10 +235,13 @@ def write_shards(
                     accumulate,
                     base_weight=mixing.base_weight,
                     merge=merge,
+                    read_ahead=ReadAhead(readers, name),
                 )
                 for block in blocks:
                     writer.write(block)  # on the writer's thread, while the next block is computed
                 writer.end()
+                for reader in readers:
+                    reader.release(name)  # resident memory stays a window, whatever the checkpoint's size
                 bar.update(1)
                 if faults:
                     _fault_point("tensor-written")
@@ -298,6 +302,7 @@ def _mix_blocks(
     *,
     base_weight: float = 0.0,
     merge: TensorMerge | None = None,
+    read_ahead: ReadAhead | None = None,
 ) -> Iterator[np.ndarray]:
     """The output tensor `name`, block by block, in its stored representation; every ingredient's block (including
     those of weight 0) also feeds `meter`. With `accumulate=None` only the meter runs (`hfsoup check`).
@@ -324,17 +329,42 @@ def _mix_blocks(
     kept_weights = [weights[i] for i in kept]
     base_flat = base[0].reshape(-1) if base_fits else None
     if merge is not None or base_weight != 0.0:
+        if read_ahead is not None:
+            read_ahead.advance(0)  # the first window; the kernel's own read-ahead follows the merge's passes
         yield from _merge_blocks(
             name, flats, codes, weights, dtype, out_code, meter, base_flat, base, accumulate, base_weight, merge
         )
         return
+    # One widening buffer per bfloat16 ingredient, reused for every block: the blocks are consumed (measured and
+    # summed) before the next is widened, and the sum is a fresh array, which the writer's thread may still hold.
+    size = min(flats[0].size, kernels.BLOCK)
+    buffers = [np.empty(size, np.float32) if code == "BF16" and dtype == np.float32 else None for code in codes]
     for start in range(0, flats[0].size, kernels.BLOCK):
         stop = start + kernels.BLOCK
-        blocks = [kernels.widen(f[start:stop], code, dtype) for f, code in zip(flats, codes, strict=True)]
+        if read_ahead is not None:
+            read_ahead.advance(stop, start)
+        blocks = [
+            kernels.widen(f[start:stop], code, dtype, out=buffer)
+            for f, code, buffer in zip(flats, codes, buffers, strict=True)
+        ]
         base_block = None if base_flat is None else kernels.widen(base_flat[start:stop], base[1], dtype)  # type: ignore
-        meter.block(blocks, base_block)
-        if accumulate is not None:
-            yield kernels.narrow(accumulate([blocks[i] for i in kept], kept_weights), out_code)
+        if accumulate is None:
+            meter.block(blocks, base_block)
+            continue
+        terms = [blocks[i] for i in kept]
+        numpy_sum = accumulate is kernels.weighted_sum
+        out = (
+            kernels.weighted_sum(terms, kept_weights, sum_first=True) if numpy_sum else accumulate(terms, kept_weights)
+        )
+        # One reduction of the sum stands for the meter's and the narrowing's checks of every element: with every
+        # weight non-zero, a NaN or an Inf in any block makes it non-finite. Non-finite (an overflow, or a bad
+        # weight) is looked at closely: summed term by term where equal weights were summed first, then measured.
+        with np.errstate(over="ignore", invalid="ignore"):
+            finite = len(kept) == len(blocks) and bool(np.isfinite(np.add.reduce(out, axis=None)))
+        if not finite and numpy_sum:
+            out = kernels.weighted_sum(terms, kept_weights)
+        meter.block(blocks, base_block, finite=finite)
+        yield kernels.narrow(out, out_code, finite=finite)
     meter.finish()
 
 
@@ -390,7 +420,7 @@ class _Unmeasured:
     def start(self, name: str, ndim: int, base_fits: bool | None) -> None:
         pass
 
-    def block(self, blocks: Sequence[np.ndarray], base: np.ndarray | None = None) -> None:
+    def block(self, blocks: Sequence[np.ndarray], base: np.ndarray | None = None, *, finite: bool = False) -> None:
         pass
 
     def finish(self) -> None:

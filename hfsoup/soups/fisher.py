@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -26,6 +26,9 @@ from ..options import option as declare
 from . import kernels
 from .base import Mixing, Outcome, PlotStyle, SoupContext, SoupMethod, option_args, recorded_options, uniform_weights
 from .merge import TensorInputs, TensorMerge
+
+if TYPE_CHECKING:
+    from .memory import MemoryContext, Part
 
 logger = logging.getLogger(__name__)
 
@@ -113,6 +116,9 @@ class FisherSoup(SoupMethod):
             (all of them when the part is smaller).
         fisher_floor (`float`, *optional*, defaults to 1e-6): the least Fisher value of an entry, against division
             by zero.
+        fisher_cache (`bool`, *optional*, defaults to `True`): reuse each ingredient's estimate cached under
+            `$HFSOUP_CACHE/fisher` (`soups.fisher_cache`: keyed by its commit SHA or weight files' sha256, the
+            examples, `fisher_examples` and the definition), and cache those computed.
     """
 
     name: ClassVar[str] = "fisher"
@@ -133,6 +139,24 @@ class FisherSoup(SoupMethod):
             kind=schema.candidates(schema.number(positive=True, what="a positive floor")),
             help="least Fisher value of an entry, against division by zero",
         )
+        # A run-time switch, like --hub-metrics: the soup is the same with or without the cache.
+        fisher_cache: bool = declare(
+            True,
+            kind=schema.boolean(),
+            recipe=False,
+            help="recompute every ingredient's Fisher estimate instead of reusing those cached in $HFSOUP_CACHE",
+        )
+
+    def memory_parts(self, context: MemoryContext) -> list[Part]:
+        from .memory import Part
+
+        float64 = 8 * context.float_elements
+        return [
+            Part("float64 running sums (sum F_i theta_i, sum F_i)", float64, 2),
+            Part("float64 Fisher diagonal of one ingredient and its accumulator", float64, 2),
+            Part("float32 gradient of one example", 4 * context.float_elements),
+            context.backward(),
+        ]
 
     def run(self, context: SoupContext) -> Outcome:
         import torch
@@ -143,16 +167,35 @@ class FisherSoup(SoupMethod):
         total: dict[str, torch.Tensor] = {}
         first: dict[str, torch.Tensor] = {}
         count = 0
+        examples = self.options.fisher_examples
+        identities = context.identities if self.options.fisher_cache else None
+        data = None
         for i, load in enumerate(context.loaders):
             state = load()
-            fisher, count = fisher_diagonal(objective, state, self.options.fisher_examples, context.device)
+            identity, name = None if identities is None else identities[i], context.names[i]
+            found = None
+            if identity is not None:
+                from . import fisher_cache
+
+                data = data or fisher_cache.data_fingerprint(objective, list(example_batches(objective, examples)))
+                key = fisher_cache.cache_key(identity, data, examples, context.device)
+                floats = {k: tuple(v.shape) for k, v in state.items() if torch.is_floating_point(v)}
+                found = fisher_cache.load(key, floats, name=name)
+                if found is not None:
+                    logger.info("fisher: reusing Fisher estimate of %s from the cache", name)
+            if found is not None:
+                fisher, count = found
+            else:
+                fisher, count = fisher_diagonal(objective, state, examples, context.device)
+                if identity is not None:
+                    fisher_cache.store(key, fisher, count, name=name)
+                logger.info("fisher: %s's diagonal Fisher from %d examples", name, count)
             for k, f in fisher.items():
                 f = f.clamp_min(floor)
                 add_to(weighted, k, f * state[k].double())
                 add_to(total, k, f)
             if i == 0:
                 first = {k: v for k, v in state.items() if k not in fisher}
-            logger.info("fisher: %s's diagonal Fisher from %d examples", context.names[i], count)
             del state, fisher
         merged = {k: (weighted[k] / total[k]).float() for k in weighted}
         record = {**recorded_options(self), "examples_used": count}

@@ -18,12 +18,15 @@ import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .. import schema
 from ..errors import InvalidSoupArgumentsError
 from ..options import option
 from .base import Mixing, Outcome, PlotStyle, Scorer, SoupContext, SoupMethod, StateDict, SummedScorer
+
+if TYPE_CHECKING:
+    from .memory import MemoryContext, Part
 
 logger = logging.getLogger(__name__)
 
@@ -171,6 +174,12 @@ class GreedySoup(SoupMethod):
             raise InvalidSoupArgumentsError("A greedy soup is selected by held-out scores; it needs a scorer.")
         found = self.search(context.loaders, context.scorer, names=context.names, scores=context.scores)
         return Outcome(found.mixing, found.to_dict(), state=found.state, kept=found.kept)
+
+    def memory_parts(self, context: MemoryContext) -> list[Part]:
+        from .memory import Part
+
+        # The running float32 sum of the kept ingredients, the candidate's float32 copy and the trial soup.
+        return [Part("float32 running sum, candidate and trial soup", context.params, 3)]
 
     def summary(self, record: Mapping[str, Any]) -> list[str]:
         lines = []

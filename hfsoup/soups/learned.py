@@ -18,12 +18,15 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .. import progress, schema
 from ..errors import InvalidSoupArgumentsError
 from ..options import option
 from .base import HeldOutLoss, Mixing, Outcome, PlotStyle, SoupContext, SoupMethod, StateDict
+
+if TYPE_CHECKING:
+    from .memory import MemoryContext, Part
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +118,19 @@ class LearnedSoup(SoupMethod):
             flag="--learned-lr",
             metavar="LR[,...]",
         )
+
+    def memory_parts(self, context: MemoryContext) -> list[Part]:
+        from .memory import Part
+
+        # The ingredients themselves are held by the selection stage (`needs_states`, counted there). The gradient
+        # flows to the mixing logits only: no gradient or Adam state of model size, but the mixed weights (and the
+        # sum being built, tensor by tensor) and the activations the backward pass keeps.
+        tensors = sum(1 for m in context.structure.values() if m.is_float) if self.options.by_layer else 1
+        return [
+            Part("float32 mixed weights (and the sum being built)", context.params, 2),
+            context.backward(),
+            Part("mixing logits with gradient and Adam state", 4 * context.n * tensors, 4),
+        ]
 
     def run(self, context: SoupContext) -> Outcome:
         if context.objective is None or context.states is None:

@@ -14,12 +14,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .. import schema
 from ..options import option
 from .base import Mixing, Outcome, PlotStyle, SoupContext, SoupMethod, option_args, recorded_options, uniform_weights
 from .fisher import StateMerge, add_to, data_objective, examples_option
+
+if TYPE_CHECKING:
+    from .memory import MemoryContext, Part
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +105,19 @@ class RegMeanSoup(SoupMethod):
             kind=schema.candidates(schema.unit()),
             help="factor on the Gram matrices' off-diagonal entries, from 0 to 1",
         )
+
+    def memory_parts(self, context: MemoryContext) -> list[Part]:
+        from .memory import Part
+
+        layers = context.linear_layers()
+        grams = sum(8 * d_in * d_in for _, d_in in layers.values())
+        linear = sum(d_out * d_in for d_out, d_in in layers.values())
+        return [
+            Part(f"float64 Gram matrices of {len(layers)} linear layers (one ingredient's and the sum)", grams, 2),
+            Part("float64 sum of G_i W_i^T", 8 * linear),
+            Part("float64 sums of the other tensors", 8 * (context.float_elements - linear)),
+            Part("float32 merged weights (made while the sums are held)", 4 * context.float_elements),
+        ]
 
     def run(self, context: SoupContext) -> Outcome:
         import torch

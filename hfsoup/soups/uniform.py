@@ -9,13 +9,16 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .. import schema
 from ..errors import InvalidSoupArgumentsError
 from ..errors import option as spelled
 from ..options import option
 from .base import Mixing, Outcome, PlotStyle, SoupContext, SoupMethod, as_tuple, uniform_weights
+
+if TYPE_CHECKING:
+    from .memory import MemoryContext, Part
 
 # Weights typed by hand with three decimals (0.333, 0.333, 0.334) must still pass.
 SUM_TOLERANCE = 1e-3
@@ -63,6 +66,10 @@ class UniformSoup(SoupMethod):
         if weights is not None and len(weights) != n_ingredients:
             return [("weights", f"{len(weights)} weights for {n_ingredients} ingredients")]
         return []
+
+    def memory_parts(self, context: MemoryContext) -> list[Part]:
+        # Scored, the weighted sum is the soup being scored (counted by scoring): one ingredient read at a time.
+        return [] if context.scored else context.streamed()
 
     def run(self, context: SoupContext) -> Outcome:
         return Outcome(self.mixing(context.n))
