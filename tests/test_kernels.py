@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 
 import numpy as np
 import pytest
@@ -215,3 +216,52 @@ def test_the_gpu_accumulator_computes_the_same_sum_through_torch():
     got = kernels.TorchAccumulator("cpu")(blocks, [0.5, 0.25, 0.25])
     assert got.dtype == np.float32
     assert np.allclose(got, kernels.weighted_sum(blocks, [0.5, 0.25, 0.25]), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("code", ["F32", "BF16"])
+@pytest.mark.parametrize("weights", [(0.25, 0.25, 0.25, 0.25), (0.5, 0.0, 0.3, 0.2)])
+def test_the_block_pool_gives_the_one_thread_loops_bytes_and_figures(code, weights):
+    """Several threads compute a tensor's blocks: the same output bytes and the same meter sums as one thread,
+    with a base measured, a weight of 0, and a NaN in a middle block (found, and written as the canonical NaN)."""
+    from hfsoup.soups.engine import BlockPool
+
+    rng = np.random.default_rng(7)
+    n = 3 * kernels.BLOCK + 1234
+    base = rng.standard_normal(n).astype(np.float32)
+    arrays = [(base + 0.1 * rng.standard_normal(n)).astype(np.float32) for _ in range(4)]
+    arrays[2][kernels.BLOCK + 77] = np.nan
+    if code == "BF16":
+        stored = [kernels.narrow(a, "BF16") for a in arrays]
+        base_in = (kernels.narrow(base, "BF16"), "BF16")
+    else:
+        stored, base_in = arrays, (base, "F32")
+    runs = []
+    pool = BlockPool(3)
+    try:
+        for use in (None, pool):
+            meter = SimilarityMeter(["a", "b", "c", "d"], base="base")
+            out = _mix_blocks(
+                "enc.weight", [s.reshape(-1, 2) for s in stored], [code] * 4, list(weights), code, meter,
+                (base_in[0].reshape(-1, 2), base_in[1]), kernels.weighted_sum, pool=use,
+            )  # fmt: skip
+            runs.append((np.concatenate(list(out)), meter.state()))
+    finally:
+        pool.close()
+    (one, one_meter), (many, many_meter) = runs
+    assert one.tobytes() == many.tobytes()
+    assert json.dumps(one_meter) == json.dumps(many_meter)  # NaN-aware: the NaN is in a measured sample
+    assert one_meter["non_finite"] == {"c": ["enc.weight"]}
+    assert one_meter["body_tensors"] == 1 and one_meter["body"][0][1] > 0
+
+
+def test_a_soup_on_three_threads_writes_the_bytes_of_one(tmp_path, monkeypatch):
+    folders = [big_checkpoint(tmp_path / f"ft{i}", i, torch.bfloat16) for i in range(3)]
+    outputs = []
+    for threads in ("1", "3"):
+        monkeypatch.setenv("HFSOUP_NUM_THREADS", threads)
+        result = hfsoup.soup(folders, tmp_path / f"out{threads}", device="cpu")
+        outputs.append(result.output_dir)
+    first, second = ((o / "model.safetensors").read_bytes() for o in outputs)
+    assert first == second
+    report = [json.loads((o / "hfsoup.json").read_text())["compatibility"]["similarity"] for o in outputs]
+    assert report[0] == report[1]

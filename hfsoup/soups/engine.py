@@ -15,6 +15,7 @@ one it always was.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..compat.similarity import SimilarityMeter
+from ..compat.similarity import SAMPLE_ELEMENTS, SimilarityMeter
 from ..constants import PROGRESS_DIR
 from ..errors import IncompatibleIngredientsError, InvalidSoupArgumentsError, option
 from ..io.checkpoint import (
@@ -205,6 +206,8 @@ def write_shards(
     from ..progress import bar as progress_bar
 
     accumulate = accumulator(resolve_device(device))
+    # The CPU's cores share each large tensor's blocks; a GPU does the arithmetic itself.
+    pool = BlockPool.create() if accumulate is kernels.weighted_sum else None
     progress = staging / PROGRESS_DIR
     progress.mkdir(exist_ok=True)
     shard_ids = list(shard_ids)
@@ -236,6 +239,7 @@ def write_shards(
                     base_weight=mixing.base_weight,
                     merge=merge,
                     read_ahead=ReadAhead(readers, name),
+                    pool=pool,
                 )
                 for block in blocks:
                     writer.write(block)  # on the writer's thread, while the next block is computed
@@ -253,7 +257,7 @@ def write_shards(
             raise
         return sha256, shard_meter
 
-    with bar:
+    with bar, _closing(pool):
         for i in shard_ids:
             file, sha256, written = plan.files[i], None, False
             if resume and staged_candidate(staging, progress, file, plan.fingerprint):
@@ -276,6 +280,15 @@ def write_shards(
             if written:
                 _fault_point("shard-written")
     return reused
+
+
+@contextlib.contextmanager
+def _closing(pool: BlockPool | None) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        if pool is not None:
+            pool.close()
 
 
 def collect_meter(plan: SoupPlan, staging: Path, meter: SimilarityMeter) -> None:
@@ -303,6 +316,7 @@ def _mix_blocks(
     base_weight: float = 0.0,
     merge: TensorMerge | None = None,
     read_ahead: ReadAhead | None = None,
+    pool: BlockPool | None = None,
 ) -> Iterator[np.ndarray]:
     """The output tensor `name`, block by block, in its stored representation; every ingredient's block (including
     those of weight 0) also feeds `meter`. With `accumulate=None` only the meter runs (`hfsoup check`).
@@ -335,37 +349,186 @@ def _mix_blocks(
             name, flats, codes, weights, dtype, out_code, meter, base_flat, base, accumulate, base_weight, merge
         )
         return
+    if pool is not None and accumulate is kernels.weighted_sum and flats[0].size > kernels.BLOCK:
+        yield from pool.blocks(flats, codes, dtype, kept, kept_weights, out_code, meter, base_flat, base, read_ahead)
+        meter.finish()
+        return
     # One widening buffer per bfloat16 ingredient, reused for every block: the blocks are consumed (measured and
     # summed) before the next is widened, and the sum is a fresh array, which the writer's thread may still hold.
-    size = min(flats[0].size, kernels.BLOCK)
-    buffers = [np.empty(size, np.float32) if code == "BF16" and dtype == np.float32 else None for code in codes]
+    buffers = _widen_buffers(codes, dtype, min(flats[0].size, kernels.BLOCK))
     for start in range(0, flats[0].size, kernels.BLOCK):
         stop = start + kernels.BLOCK
         if read_ahead is not None:
             read_ahead.advance(stop, start)
-        blocks = [
-            kernels.widen(f[start:stop], code, dtype, out=buffer)
-            for f, code, buffer in zip(flats, codes, buffers, strict=True)
-        ]
+        out, blocks, finite = _block_sum(flats, codes, dtype, start, buffers, kept, kept_weights, accumulate)
         base_block = None if base_flat is None else kernels.widen(base_flat[start:stop], base[1], dtype)  # type: ignore
-        if accumulate is None:
-            meter.block(blocks, base_block)
-            continue
-        terms = [blocks[i] for i in kept]
-        numpy_sum = accumulate is kernels.weighted_sum
-        out = (
-            kernels.weighted_sum(terms, kept_weights, sum_first=True) if numpy_sum else accumulate(terms, kept_weights)
-        )
-        # One reduction of the sum stands for the meter's and the narrowing's checks of every element: with every
-        # weight non-zero, a NaN or an Inf in any block makes it non-finite. Non-finite (an overflow, or a bad
-        # weight) is looked at closely: summed term by term where equal weights were summed first, then measured.
-        with np.errstate(over="ignore", invalid="ignore"):
-            finite = len(kept) == len(blocks) and bool(np.isfinite(np.add.reduce(out, axis=None)))
-        if not finite and numpy_sum:
-            out = kernels.weighted_sum(terms, kept_weights)
         meter.block(blocks, base_block, finite=finite)
-        yield kernels.narrow(out, out_code, finite=finite)
+        if out is not None:
+            yield kernels.narrow(out, out_code, finite=finite)
     meter.finish()
+
+
+def _widen_buffers(codes: Sequence[str], dtype: np.dtype, size: int) -> list[np.ndarray | None]:
+    return [np.empty(size, np.float32) if code == "BF16" and dtype == np.float32 else None for code in codes]
+
+
+def _block_sum(
+    flats: Sequence[np.ndarray],
+    codes: Sequence[str],
+    dtype: np.dtype,
+    start: int,
+    buffers: Sequence[np.ndarray | None],
+    kept: Sequence[int],
+    kept_weights: Sequence[float],
+    accumulate: Accumulate | None,
+) -> tuple[np.ndarray | None, list[np.ndarray], bool]:
+    """One block of the plain weighted sum: (the sum, or None without `accumulate`; every ingredient's widened
+    block; whether the sum shows every element finite)."""
+    stop = start + kernels.BLOCK
+    blocks = [kernels.widen(f[start:stop], c, dtype, out=b) for f, c, b in zip(flats, codes, buffers, strict=True)]
+    if accumulate is None:
+        return None, blocks, False
+    terms = [blocks[i] for i in kept]
+    numpy_sum = accumulate is kernels.weighted_sum
+    out = kernels.weighted_sum(terms, kept_weights, sum_first=True) if numpy_sum else accumulate(terms, kept_weights)
+    # One reduction of the sum stands for the meter's and the narrowing's checks of every element of the summed
+    # blocks: with every weight non-zero, a NaN or an Inf in any of them makes it non-finite (a block of weight 0 is
+    # reduced on its own). Non-finite (an overflow, or a bad weight) is looked at closely: summed term by term where
+    # equal weights were summed first, then measured element by element.
+    with np.errstate(over="ignore", invalid="ignore"):
+        finite = bool(np.isfinite(np.add.reduce(out, axis=None)))
+        if finite and len(kept) != len(blocks):
+            left_out = set(range(len(blocks))) - set(kept)
+            finite = all(np.isfinite(np.add.reduce(blocks[i], axis=None)) for i in left_out)
+    if not finite and numpy_sum:
+        out = kernels.weighted_sum(terms, kept_weights)
+    return out, blocks, finite
+
+
+class BlockPool:
+    """Threads that compute the blocks of a large tensor's weighted sum side by side, yielded in order.
+
+    numpy releases the GIL in its loops, so widening, summing and rounding blocks on every core takes a soup of large
+    checkpoints from one core's arithmetic speed towards the speed the page cache delivers them (a uniform soup of
+    4 x 1B bf16 models is otherwise bound by one core). Each block is computed by the same code whichever thread
+    takes it, so the bytes are those of the one-thread loop. The meter is fed in block order from this thread with
+    each block's sample (what it measures), so its sums are the same too; a block whose sum is not finite is
+    recomputed here and measured element by element, as the one-thread loop does.
+
+    Args:
+        threads (`int`): worker threads (2 or more; `create` returns None for 1).
+    """
+
+    def __init__(self, threads: int) -> None:
+        import threading
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.threads = threads
+        self._executor = ThreadPoolExecutor(threads, thread_name_prefix="hfsoup-soup")
+        self._local = threading.local()
+
+    @classmethod
+    def create(cls) -> BlockPool | None:
+        """A pool with a thread per core this process may use (`HFSOUP_NUM_THREADS` to choose; processes launched
+        together on one machine share its cores), or None where that is one."""
+        threads = _thread_count()
+        return cls(threads) if threads > 1 else None
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+    def _buffers(self, codes: Sequence[str], dtype: np.dtype) -> list[np.ndarray | None]:
+        key = (tuple(codes), dtype)
+        cache = getattr(self._local, "buffers", None)
+        if cache is None or cache[0] != key:
+            cache = (key, _widen_buffers(codes, dtype, kernels.BLOCK))
+            self._local.buffers = cache
+        return cache[1]
+
+    def blocks(
+        self,
+        flats: Sequence[np.ndarray],
+        codes: Sequence[str],
+        dtype: np.dtype,
+        kept: Sequence[int],
+        kept_weights: Sequence[float],
+        out_code: str,
+        meter: SimilarityMeter,
+        base_flat: np.ndarray | None,
+        base: tuple[np.ndarray, str] | None,
+        read_ahead: ReadAhead | None,
+    ) -> Iterator[np.ndarray]:
+        """`_mix_blocks`'s plain loop for one float tensor of several blocks, on the pool's threads."""
+        from collections import deque
+
+        def job(start: int) -> tuple[np.ndarray, list[np.ndarray]] | None:
+            buffers = self._buffers(codes, dtype)
+            out, blocks, finite = _block_sum(
+                flats, codes, dtype, start, buffers, kept, kept_weights, kernels.weighted_sum
+            )
+            if not finite:
+                return None
+            # Copies: the widening buffers are this thread's, reused by its next block.
+            return kernels.narrow(out, out_code, finite=True), [np.array(b[:SAMPLE_ELEMENTS]) for b in blocks]  # type: ignore[arg-type]
+
+        starts = iter(range(0, flats[0].size, kernels.BLOCK))
+        pending: deque = deque()
+
+        def submit() -> None:
+            start = next(starts, None)
+            if start is not None:
+                if read_ahead is not None:
+                    read_ahead.advance(start + kernels.BLOCK, pending[0][0] if pending else start)
+                pending.append((start, self._executor.submit(job, start)))
+
+        for _ in range(2 * self.threads):
+            submit()
+        own_buffers: list[np.ndarray | None] | None = None
+        try:
+            while pending:
+                start, future = pending.popleft()
+                submit()
+                result = future.result()
+                if result is None:  # not finite: this thread looks at every element, as the one-thread loop does
+                    own_buffers = own_buffers or _widen_buffers(codes, dtype, kernels.BLOCK)
+                    out, blocks, finite = _block_sum(
+                        flats, codes, dtype, start, own_buffers, kept, kept_weights, kernels.weighted_sum
+                    )
+                    stop = start + kernels.BLOCK
+                    base_block = None if base_flat is None else kernels.widen(base_flat[start:stop], base[1], dtype)  # type: ignore[index]
+                    meter.block(blocks, base_block, finite=finite)
+                    yield kernels.narrow(out, out_code, finite=finite)  # type: ignore[arg-type]
+                    continue
+                narrowed, samples = result
+                base_sample = None
+                if base_flat is not None:
+                    base_sample = kernels.widen(
+                        base_flat[start : start + kernels.BLOCK][:SAMPLE_ELEMENTS], base[1], dtype
+                    )  # type: ignore[index]
+                meter.block(samples, base_sample, finite=True)
+                yield narrowed
+        finally:
+            for _, future in pending:  # a consumer that stops early (a staged shard known to differ)
+                future.cancel()
+
+
+def _thread_count() -> int:
+    """Threads for `BlockPool`: `HFSOUP_NUM_THREADS`, else this process's cores shared among the processes launched
+    on its machine (`LOCAL_WORLD_SIZE`), at most 8 (beyond that the page cache, not arithmetic, is the limit)."""
+    chosen = os.environ.get("HFSOUP_NUM_THREADS", "").strip()
+    if chosen:
+        try:
+            return max(1, int(chosen))
+        except ValueError:
+            raise InvalidSoupArgumentsError(
+                f"HFSOUP_NUM_THREADS={chosen!r} is not a whole number.", fix="Set it to 1 or more, or unset it."
+            ) from None
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+    return max(1, min(8, cores // local))
 
 
 def _merge_blocks(
