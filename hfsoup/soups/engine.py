@@ -317,7 +317,7 @@ def _mix_blocks(
             yield np.ascontiguousarray(first).reshape(-1)
         return
     base_fits = None if base is None else base[0].shape == tensors[0].shape
-    meter.start(name, tensors[0].ndim, base_fits)
+    meter.start(name, tensors[0].ndim, base_fits, numel=tensors[0].size)
     dtype = kernels.compute_dtype(codes)
     flats = [t.reshape(-1) for t in tensors]
     kept = [i for i, w in enumerate(weights) if w != 0.0]
@@ -387,7 +387,7 @@ def _merge_blocks(
 class _Unmeasured:
     """A meter that measures nothing: a soup built in memory to be scored is measured when it is written."""
 
-    def start(self, name: str, ndim: int, base_fits: bool | None) -> None:
+    def start(self, name: str, ndim: int, base_fits: bool | None, *, numel: int | None = None) -> None:
         pass
 
     def block(self, blocks: Sequence[np.ndarray], base: np.ndarray | None = None) -> None:
