@@ -142,21 +142,39 @@ def dare_masks(seed: int, name: str, n: int, density: float) -> list[DareMask]:
     return [DareMask(seed, name, i, density) for i in range(n)]
 
 
-def elect(trimmed: Sequence[np.ndarray]) -> np.ndarray:
+def elect(trimmed: Sequence[np.ndarray], exact_total: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
     """TIES's sign election and disjoint mean: each entry's sign is the sign of the sum of the (trimmed) task
     vectors; the entries that are non-zero and agree with it are averaged (0 where none does). An entry agrees when
     its sign equals the elected one: where that is non-zero, such an entry is non-zero; where it is zero, so is
-    every agreeing entry and the mean."""
+    every agreeing entry and the mean. `trimmed` may be overwritten.
+
+    In float32 the computed sum can take the other sign (or 0) where the task vectors nearly cancel: the float32
+    task vectors and their sum are each off by at most `n * eps / 2` of the sum of magnitudes. Where the computed
+    sum is below `n * eps` of that sum of magnitudes, `exact_total(positions)` (the float64 sums of the exact task
+    vectors there) elects the sign, so the election is the float64 one; elsewhere the float32 sign is exact."""
+    n = len(trimmed)
     total = trimmed[0].copy()
     for t in trimmed[1:]:
-        total += t
+        np.add(total, t, out=total)
+    scratch = np.empty_like(total)
+    unsure = None
+    if exact_total is not None and total.dtype != F64:
+        bound = np.abs(trimmed[0])
+        for t in trimmed[1:]:
+            np.add(bound, np.abs(t, out=scratch), out=bound)
+        np.multiply(bound, bound.dtype.type(n * np.finfo(total.dtype).eps), out=bound)
+        unsure = np.flatnonzero(np.abs(total, out=scratch) < bound)
     sign = np.sign(total, out=total)
+    if unsure is not None and unsure.size:
+        sign[unsure] = np.sign(exact_total(unsure))
     agreed = np.zeros_like(total)
     count = np.zeros_like(total)
+    agree = np.empty(total.shape, dtype=bool)
     for t in trimmed:
-        agree = np.sign(t) == sign
-        agreed += t * agree
-        count += agree
+        # t * sign > 0: t is non-zero and of the elected sign (which is then non-zero).
+        np.greater(np.multiply(t, sign, out=scratch), 0, out=agree)
+        np.add(agreed, np.multiply(t, agree, out=scratch), out=agreed)
+        np.add(count, agree, out=count)
     return np.divide(agreed, np.maximum(count, 1.0, out=count), out=agreed)
 
 
