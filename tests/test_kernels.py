@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import save_file
 
 import hfsoup
-from hfsoup.compat.similarity import SimilarityMeter
+from hfsoup.compat.similarity import SAMPLE_ELEMENTS, SimilarityMeter
 from hfsoup.io.checkpoint import CheckpointReader, SafetensorsStreamWriter, TensorMeta
 from hfsoup.soups import kernels
 from hfsoup.testing.reference import max_relative_deviation, reference_average
@@ -104,7 +104,7 @@ def test_multi_block_tensors_match_the_float64_reference(tmp_path, dtype):
 
 def test_meter_blocks_add_up_to_the_whole_tensor_figures():
     rng = np.random.default_rng(1)
-    base = rng.standard_normal((kernels.BLOCK + 123,)).astype(np.float32).reshape(-1, 1)
+    base = rng.standard_normal((SAMPLE_ELEMENTS + 123,)).astype(np.float32).reshape(-1, 1)
     tensors = [(base + 0.3 * rng.standard_normal(base.shape)).astype(np.float32) for _ in range(3)]
     whole = SimilarityMeter(["a", "b", "c"])
     whole.update("enc.weight", tensors)

@@ -21,7 +21,6 @@ import numpy as np
 
 from .. import schema
 from ..options import option
-from . import kernels
 from .base import (
     Mixing,
     Outcome,
@@ -62,7 +61,7 @@ class DareMerge(TensorMerge):
         # Float32 blocks straight from the memory maps (float64 inputs stay float64), the kept deltas in one buffer
         # reused block after block; dare-ties's election is float32 with the float64 sums where they decide
         # (`merge.elect`), so it elects the signs of the float64 definition.
-        rows = np.empty((inputs.n, min(inputs.numel, kernels.BLOCK)), dtype=inputs.dtype)
+        rows = np.empty((inputs.n, min(inputs.numel, inputs.block)), dtype=inputs.dtype)
         for blocks, base_block in inputs.blocks():
             assert base_block is not None
             kept, keeps = [], []

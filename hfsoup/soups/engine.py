@@ -323,13 +323,14 @@ def _mix_blocks(
     kept = [i for i, w in enumerate(weights) if w != 0.0]
     kept_weights = [weights[i] for i in kept]
     base_flat = base[0].reshape(-1) if base_fits else None
+    block = getattr(accumulate, "block", kernels.BLOCK)  # the GPU's accumulator takes larger blocks
     if merge is not None or base_weight != 0.0:
         yield from _merge_blocks(
-            name, flats, codes, weights, dtype, out_code, meter, base_flat, base, accumulate, base_weight, merge
+            name, flats, codes, weights, dtype, out_code, meter, base_flat, base, accumulate, base_weight, merge, block
         )
         return
-    for start in range(0, flats[0].size, kernels.BLOCK):
-        stop = start + kernels.BLOCK
+    for start in range(0, flats[0].size, block):
+        stop = start + block
         blocks = [kernels.widen(f[start:stop], code, dtype) for f, code in zip(flats, codes, strict=True)]
         base_block = None if base_flat is None else kernels.widen(base_flat[start:stop], base[1], dtype)  # type: ignore
         meter.block(blocks, base_block)
@@ -351,6 +352,7 @@ def _merge_blocks(
     accumulate: Accumulate | None,
     base_weight: float,
     merge: TensorMerge | None,
+    block: int,
 ) -> Iterator[np.ndarray]:
     """`_mix_blocks` for the methods defined relative to the base: the affine sum with the base's block, or a
     per-tensor `merge`. Kept apart so that the plain weighted sum's loop stays as it was."""
@@ -362,6 +364,7 @@ def _merge_blocks(
         dtype,
         accumulate or kernels.weighted_sum,
         meter.block if merge is not None else None,
+        block=block,
     )
     if merge is not None:
         # The meter reads the blocks of the merge's first pass over them (a pass of its own only for what no pass

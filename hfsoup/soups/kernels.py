@@ -16,9 +16,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
-# Elements per block: 256 Ki float32 values are 1 MiB, so the N input blocks and the accumulator of one step fit in
-# the L2/L3 caches of common CPUs, and a block is still large enough that numpy's per-call overhead is negligible.
-BLOCK = 1 << 18
+# Elements per block on the CPU: 64 Ki float32 values are 256 KiB, so the N input blocks, the accumulator and a
+# scratch block of one step stay in a core's L2 cache (a few MiB) for a handful of ingredients: each numpy pass over
+# them is then a pass over cached memory. 256 Ki blocks (1 MiB each) spilled to L3 and allocated fresh pages: a
+# BERT-base soup of four fine-tunes and a base took 15-25% more CPU time. A block is still large enough that numpy's
+# per-call overhead stays small.
+BLOCK = 1 << 16
 
 _F32 = np.dtype(np.float32)
 _F64 = np.dtype(np.float64)
@@ -79,6 +82,10 @@ class TorchAccumulator:
     Args:
         device (`str`): e.g. `"cuda:0"`.
     """
+
+    #: Elements per block handed to the GPU: larger than the CPU's `BLOCK`, so that each transfer and kernel launch
+    #: carries enough data to pay for its fixed cost.
+    block = 1 << 18
 
     def __init__(self, device: str) -> None:
         import torch

@@ -42,6 +42,7 @@ class TensorInputs:
         n (`int`): the number of ingredients.
         has_base (`bool`): whether the base holds this tensor (a bare `BertModel` base lacks the classifier).
         dtype (`np.dtype`): the engine's accumulation dtype for it (float32, or float64 for float64 inputs).
+        block (`int`): elements per block (`kernels.BLOCK` on the CPU, the accumulator's `block` on a GPU).
     """
 
     def __init__(
@@ -53,22 +54,25 @@ class TensorInputs:
         dtype: np.dtype,
         accumulate: Accumulate,
         observe: Observe | None = None,
+        *,
+        block: int | None = None,
     ) -> None:
         self.name, self._flats, self._codes, self._base = name, flats, codes, base
         self.numel = int(flats[0].size)
         self.n = len(flats)
         self.has_base = base is not None
         self.dtype = dtype
+        self.block = kernels.BLOCK if block is None else block
         self._accumulate = accumulate
         # `observe` (the engine's similarity meter) sees every block once, in order, from whichever pass reads it
         # first: the merge's own first pass, so that measuring costs no pass of its own (`observe_rest`).
         self._observe, self._observed = observe, 0
 
     def blocks(self, dtype: np.dtype | None = None) -> Iterator[tuple[list[np.ndarray], np.ndarray | None]]:
-        """Every block in order (`kernels.BLOCK` elements): the ingredients' blocks and the base's (or None)."""
+        """Every block in order (`block` elements): the ingredients' blocks and the base's (or None)."""
         dtype = self.dtype if dtype is None else dtype
-        for index, start in enumerate(range(0, self.numel, kernels.BLOCK)):
-            stop = start + kernels.BLOCK
+        for index, start in enumerate(range(0, self.numel, self.block)):
+            stop = start + self.block
             blocks = [kernels.widen(f[start:stop], c, dtype) for f, c in zip(self._flats, self._codes, strict=True)]
             base = None if self._base is None else kernels.widen(self._base[0][start:stop], self._base[1], dtype)
             if self._observe is not None and index == self._observed:
@@ -76,9 +80,18 @@ class TensorInputs:
                 self._observed += 1
             yield blocks, base
 
+    def base_blocks(self, dtype: np.dtype | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """The base's blocks alone, with their offsets (a pass that needs nothing of the ingredients); the base
+        must hold the tensor."""
+        assert self._base is not None
+        dtype = self.dtype if dtype is None else dtype
+        flat, code = self._base
+        for start in range(0, self.numel, self.block):
+            yield start, kernels.widen(flat[start : start + self.block], code, dtype)
+
     def observe_rest(self) -> None:
         """Feed `observe` the blocks no pass has read yet (all of them when the merge read none)."""
-        if self._observe is not None and self._observed * kernels.BLOCK < self.numel:
+        if self._observe is not None and self._observed * self.block < self.numel:
             for _ in self.blocks():
                 pass
 
