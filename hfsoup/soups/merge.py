@@ -5,14 +5,16 @@ take the engine's weighted sum as it is. TIES, DARE, SLERP and Model Stock decid
 threshold, a random mask, an angle, a cosine) before they combine: such a method returns a `TensorMerge` in its
 `Outcome`, and the engine hands it each float tensor as a `TensorInputs`: the ingredients' (and the base's) stored
 tensors, memory-mapped, read block by block. A merge that needs a whole-tensor figure reads the blocks twice (a
-statistics pass, then the output pass), so it never holds an ingredient, nor a whole tensor: TIES's top-k threshold
-is a streamed radix selection (`magnitude_thresholds`). The first pass over a tensor's blocks also feeds the soup's
-similarity meter (`TensorInputs.observe_rest` measures what no pass read).
+statistics pass, then the output pass), so it never holds an ingredient, nor a whole tensor of every ingredient:
+TIES's top-k threshold is a streamed radix selection (`magnitude_thresholds`); Model Stock holds one tensor's mean
+task vector when it is small (`model_stock.HOLD_ELEMENTS`). The first pass over a tensor's blocks also feeds the
+soup's similarity meter (`TensorInputs.observe_rest` measures what no pass read).
 
-The decisions (top-k, sign election, the masks, SLERP's parallel fallback) are made in float64 numpy on the CPU, so
-that they are the decisions of a float64 transcription of the definitions; every final combination goes through the
-engine's accumulator (the GPU's when there is one): SLERP's and Model Stock's in float32 (float64 inputs keep
-float64), TIES's and DARE's `base + scale * merged` in float64.
+The decisions (top-k, sign election, the masks, SLERP's parallel fallback) are those of a float64 transcription of
+the definitions, made on the CPU: TIES's in float64; dare-ties's sign election in float32 with float64 sums where
+float32 rounding could change a sign (`elect`); SLERP's fallback from float32 products summed in float64, in
+float64 near the threshold. Every final combination goes through the engine's accumulator (the GPU's when there is
+one): in float32 (float64 inputs keep float64), but TIES's `base + scale * merged` in float64.
 """
 
 from __future__ import annotations
