@@ -32,7 +32,7 @@ from .base import (
     recorded_options,
     uniform_weights,
 )
-from .merge import F64, TensorInputs, TensorMerge, dare_masks, elect
+from .merge import F64, Election, TensorInputs, TensorMerge, dare_masks
 from .task_arithmetic import scale_option, weights_option, weights_problems
 from .ties import density_option
 
@@ -60,8 +60,9 @@ class DareMerge(TensorMerge):
         weights = [self.scale * w / self.density for w in self.weights]
         # Float32 blocks straight from the memory maps (float64 inputs stay float64), the kept deltas in one buffer
         # reused block after block; dare-ties's election is float32 with the float64 sums where they decide
-        # (`merge.elect`), so it elects the signs of the float64 definition.
+        # (`merge.Election`), so it elects the signs of the float64 definition.
         rows = np.empty((inputs.n, min(inputs.numel, inputs.block)), dtype=inputs.dtype)
+        election = Election(rows.shape[1], inputs.dtype) if self.elect else None
         for blocks, base_block in inputs.blocks():
             assert base_block is not None
             kept, keeps = [], []
@@ -70,9 +71,9 @@ class DareMerge(TensorMerge):
                 delta = np.subtract(block, base_block, out=rows[i, : block.size])
                 kept.append(np.multiply(delta, keep, out=delta))
                 keeps.append(keep)
-            if self.elect:
-                exact_total = partial(_kept_total, blocks, base_block, keeps)
-                yield inputs.accumulate([base_block, elect(kept, exact_total)], [1.0, self.scale / self.density])
+            if election is not None:
+                merged = election(kept, partial(_kept_total, blocks, base_block, keeps))
+                yield inputs.accumulate([base_block, merged], [1.0, self.scale / self.density])
             else:
                 yield inputs.accumulate([base_block, *kept], [1.0, *weights])
 

@@ -12,7 +12,7 @@ soup's similarity meter (`TensorInputs.observe_rest` measures what no pass read)
 
 The decisions (top-k, sign election, the masks, SLERP's parallel fallback) are those of a float64 transcription of
 the definitions, made on the CPU: TIES's in float64; dare-ties's sign election in float32 with float64 sums where
-float32 rounding could change a sign (`elect`); SLERP's fallback from float32 products summed in float64, in
+float32 rounding could change a sign (`Election`); SLERP's fallback from float32 products summed in float64, in
 float64 near the threshold. Every final combination goes through the engine's accumulator (the GPU's when there is
 one): in float32 (float64 inputs keep float64), but TIES's `base + scale * merged` in float64.
 """
@@ -158,39 +158,65 @@ def dare_masks(seed: int, name: str, n: int, density: float) -> list[DareMask]:
 
 
 def elect(trimmed: Sequence[np.ndarray], exact_total: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
+    """TIES's sign election and disjoint mean of one block (`Election`, in buffers of its own)."""
+    return Election(trimmed[0].size, trimmed[0].dtype)(trimmed, exact_total).copy()
+
+
+class Election:
     """TIES's sign election and disjoint mean: each entry's sign is the sign of the sum of the (trimmed) task
     vectors; the entries that are non-zero and agree with it are averaged (0 where none does). An entry agrees when
     its sign equals the elected one: where that is non-zero, such an entry is non-zero; where it is zero, so is
-    every agreeing entry and the mean. `trimmed` may be overwritten.
+    every agreeing entry and the mean.
 
     In float32 the computed sum can take the other sign (or 0) where the task vectors nearly cancel: the float32
     task vectors and their sum are each off by at most `n * eps / 2` of the sum of magnitudes. Where the computed
     sum is below `n * eps` of that sum of magnitudes, `exact_total(positions)` (the float64 sums of the exact task
-    vectors there) elects the sign, so the election is the float64 one; elsewhere the float32 sign is exact."""
-    n = len(trimmed)
-    total = trimmed[0].copy()
-    for t in trimmed[1:]:
-        np.add(total, t, out=total)
-    scratch = np.empty_like(total)
-    unsure = None
-    if exact_total is not None and total.dtype != F64:
-        bound = np.abs(trimmed[0])
+    vectors there) elects the sign, so the election is the float64 one; elsewhere the float32 sign is exact.
+
+    One election per tensor, called block after block: its buffers (blocks of at most `size` entries) are reused,
+    so a block costs no allocation; the result is valid until the next call."""
+
+    def __init__(self, size: int, dtype: np.dtype) -> None:
+        self._floats = np.empty((4, size), dtype=dtype)
+        self._bools = np.empty((3, size), dtype=bool)
+        self._count = np.empty(size, dtype=np.uint16)  # agreeing entries: at most the number of ingredients
+
+    def __call__(
+        self, trimmed: Sequence[np.ndarray], exact_total: Callable[[np.ndarray], np.ndarray] | None = None
+    ) -> np.ndarray:
+        n, size = len(trimmed), trimmed[0].size
+        total, scratch, bound, agreed = (f[:size] for f in self._floats)
+        positive, negative, agree = (b[:size] for b in self._bools)
+        count = self._count[:size]
+        np.copyto(total, trimmed[0])
         for t in trimmed[1:]:
-            np.add(bound, np.abs(t, out=scratch), out=bound)
-        np.multiply(bound, bound.dtype.type(n * np.finfo(total.dtype).eps), out=bound)
-        unsure = np.flatnonzero(np.abs(total, out=scratch) < bound)
-    sign = np.sign(total, out=total)
-    if unsure is not None and unsure.size:
-        sign[unsure] = np.sign(exact_total(unsure))
-    agreed = np.zeros_like(total)
-    count = np.zeros_like(total)
-    agree = np.empty(total.shape, dtype=bool)
-    for t in trimmed:
-        # t * sign > 0: t is non-zero and of the elected sign (which is then non-zero).
-        np.greater(np.multiply(t, sign, out=scratch), 0, out=agree)
-        np.add(agreed, np.multiply(t, agree, out=scratch), out=agreed)
-        np.add(count, agree, out=count)
-    return np.divide(agreed, np.maximum(count, 1.0, out=count), out=agreed)
+            np.add(total, t, out=total)
+        unsure = None
+        if exact_total is not None and total.dtype != F64:
+            np.abs(trimmed[0], out=bound)
+            for t in trimmed[1:]:
+                np.add(bound, np.abs(t, out=scratch), out=bound)
+            np.multiply(bound, bound.dtype.type(n * np.finfo(total.dtype).eps), out=bound)
+            if np.less(np.abs(total, out=scratch), bound, out=agree).any():
+                unsure = np.flatnonzero(agree)
+        # The sign as (total > 0) - (total < 0): several times faster than np.sign, above all in place.
+        np.greater(total, 0, out=positive)
+        np.less(total, 0, out=negative)
+        sign = np.subtract(positive, negative, out=total, dtype=total.dtype)
+        if unsure is not None:
+            sign[unsure] = np.sign(exact_total(unsure))  # type: ignore[misc]
+        for i, t in enumerate(trimmed):
+            # max(t * sign, 0): |t| where t is non-zero and of the elected sign (which is then non-zero), else 0;
+            # same-dtype operations only (a float times a boolean mask is a slower loop).
+            part = np.maximum(np.multiply(t, sign, out=scratch if i else agreed), 0, out=scratch if i else agreed)
+            np.greater(part, 0, out=agree)
+            if i:
+                np.add(agreed, part, out=agreed)
+                np.add(count, agree.view(np.uint8), out=count)
+            else:
+                np.copyto(count, agree)
+        np.multiply(agreed, sign, out=agreed)
+        return np.divide(agreed, np.maximum(count, 1, out=count), out=agreed)
 
 
 #: Radix digits of the streamed selection, and how many candidates it gathers at most to finish with a partition.
