@@ -15,7 +15,6 @@ from typing import ClassVar
 
 import numpy as np
 
-from . import kernels
 from .base import Mixing, Outcome, PlotStyle, SoupContext, SoupMethod, uniform_weights
 from .merge import F64, TensorInputs, TensorMerge
 
@@ -68,13 +67,13 @@ class ModelStockMerge(TensorMerge):
             assert base is not None
             deltas = [np.subtract(b, base, out=rows[i, : b.size]) for i, b in enumerate(blocks)]
             gram += block_gram(deltas)
-            if held is not None:
-                kernels.weighted_sum(deltas, [1.0 / n] * n, out=held[start : start + base.size])
+            if held is not None:  # the sum of the task vectors, in the order given (1/n goes into the weight)
+                np.add.reduce(rows[:, : base.size], axis=0, out=held[start : start + base.size])
             start += base.size
         t = stock_ratio(gram)
         if held is not None:
             for start, base in inputs.base_blocks():
-                yield inputs.accumulate([base, held[start : start + base.size]], [1.0, t])
+                yield inputs.accumulate([base, held[start : start + base.size]], [1.0, t / n])
             return
         weights = [t / n] * n + [1.0 - t]
         for blocks, base in inputs.blocks():
