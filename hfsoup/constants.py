@@ -104,7 +104,3 @@ def hub_cache() -> str:
 #: `hfsoup find --sort` choices (largest first) and how many candidates are checked at once by default (`--jobs`).
 FIND_SORTS = ("downloads", "likes", "modified")
 FIND_JOBS = 8
-
-#: Elements per block of the soup engine (`soups.kernels.BLOCK`) and of the shared-initialization meter: 256 Ki
-#: float32 values are 1 MiB, so the N input blocks and the accumulator of one step fit in the L2/L3 caches.
-BLOCK_ELEMENTS = 1 << 18

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import save_file
 
 import hfsoup
-from hfsoup.compat.similarity import SimilarityMeter
+from hfsoup.compat.similarity import SAMPLE_ELEMENTS, SimilarityMeter
 from hfsoup.io.checkpoint import CheckpointReader, SafetensorsStreamWriter, TensorMeta
 from hfsoup.soups import kernels
 from hfsoup.soups.base import Mixing
@@ -143,7 +143,7 @@ def test_multi_block_tensors_match_the_float64_reference(tmp_path, dtype):
 
 def test_meter_blocks_add_up_to_the_whole_tensor_figures():
     rng = np.random.default_rng(1)
-    base = rng.standard_normal((kernels.BLOCK + 123,)).astype(np.float32).reshape(-1, 1)
+    base = rng.standard_normal((SAMPLE_ELEMENTS + 123,)).astype(np.float32).reshape(-1, 1)
     tensors = [(base + 0.3 * rng.standard_normal(base.shape)).astype(np.float32) for _ in range(3)]
     whole = SimilarityMeter(["a", "b", "c"])
     whole.update("enc.weight", tensors)
@@ -226,7 +226,7 @@ def test_the_block_pool_gives_the_one_thread_loops_bytes_and_figures(code, weigh
     from hfsoup.soups.engine import BlockPool
 
     rng = np.random.default_rng(7)
-    n = 3 * kernels.BLOCK + 1234
+    n = 9 * kernels.BLOCK + 1234  # more than two jobs' chunks of blocks
     base = rng.standard_normal(n).astype(np.float32)
     arrays = [(base + 0.1 * rng.standard_normal(n)).astype(np.float32) for _ in range(4)]
     arrays[2][kernels.BLOCK + 77] = np.nan
@@ -255,7 +255,16 @@ def test_the_block_pool_gives_the_one_thread_loops_bytes_and_figures(code, weigh
 
 
 def test_a_soup_on_three_threads_writes_the_bytes_of_one(tmp_path, monkeypatch):
-    folders = [big_checkpoint(tmp_path / f"ft{i}", i, torch.bfloat16) for i in range(3)]
+    g = torch.Generator().manual_seed(0)
+    base = torch.randn(kernels.BLOCK * 9 // 1000 + 7, 1000, generator=g)
+    folders = []
+    for i in range(3):
+        folder = tmp_path / f"ft{i}"
+        folder.mkdir()
+        tensors = {"enc.weight": (base + 0.1 * torch.randn(base.shape, generator=g)).to(torch.bfloat16)}
+        save_file(tensors, folder / "model.safetensors")
+        (folder / "config.json").write_text('{"model_type": "bert", "architectures": ["BertModel"]}')
+        folders.append(folder)
     outputs = []
     for threads in ("1", "3"):
         monkeypatch.setenv("HFSOUP_NUM_THREADS", threads)

@@ -183,12 +183,12 @@ def test_check_names_each_llm_difference_before_any_weight_download(local_hub, l
 
 
 def test_shared_init_measure_samples_large_tensors_and_still_reads_every_element():
-    """An LLM-sized projection is measured on a strided sample: its cosines are the whole tensors' (float64), at a
+    """An LLM-sized projection is measured on a sample: its cosines are the whole tensors' (float64), at a
     fraction of the products, and a NaN off the sample is still found."""
     from hfsoup.compat.similarity import SAMPLE_ELEMENTS, SimilarityMeter
 
     rng = np.random.default_rng(0)
-    base = rng.standard_normal((2048, 1024)).astype(np.float32)  # 2M elements: 8 blocks, 128x the sample
+    base = rng.standard_normal((2048, 1024)).astype(np.float32)  # 2M elements: 8x the sample
     arrays = [base + 0.1 * rng.standard_normal(base.shape).astype(np.float32) for _ in range(2)]
     arrays.append(rng.standard_normal(base.shape).astype(np.float32))  # a stranger
     assert base.size > 4 * SAMPLE_ELEMENTS
@@ -201,7 +201,7 @@ def test_shared_init_measure_samples_large_tensors_and_still_reads_every_element
             exact = flat[i] @ flat[j] / np.linalg.norm(flat[i]) / np.linalg.norm(flat[j])
             assert cosine[i][j] == pytest.approx(exact, abs=5e-3)
     poisoned = [a.copy() for a in arrays]
-    poisoned[1][100, 5] = np.nan  # off the sample: each block's first 16 Ki positions
+    poisoned[1][40, 1] = np.nan  # element 40961 is off the sample (the first 1/8 of every 2^18 elements)
     meter = SimilarityMeter(["a", "b", "stranger"])
     meter.update("model.layers.0.mlp.up_proj.weight", poisoned)
     assert meter.non_finite == {"b": ["model.layers.0.mlp.up_proj.weight"]}

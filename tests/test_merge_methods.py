@@ -538,3 +538,55 @@ def test_streamed_ties_threshold_is_the_kth_largest_magnitude(numel, density, ga
     for theta, threshold in zip(thetas, got, strict=True):
         magnitude = np.sort(np.abs(theta.astype(np.float64) - base))[::-1]
         assert threshold == (magnitude[k - 1] if k else math.inf)
+
+
+def test_float32_sign_election_is_the_float64_one_where_the_task_vectors_cancel():
+    """dare-ties elects in float32: where the sum nearly cancels, the float64 sums decide (`merge.elect`)."""
+    from hfsoup.soups.merge import elect
+
+    rng = np.random.default_rng(0)
+    n = 100_000
+    base = rng.standard_normal(n).astype(np.float32)
+    a = (base + rng.standard_normal(n)).astype(np.float32)
+    # b's and c's task vectors nearly cancel a's: the float32 sum rounds to 0 or to the other sign in many entries.
+    b = (base - (a.astype(np.float64) - base) * 0.5 + rng.standard_normal(n) * 1e-7).astype(np.float32)
+    c = (2 * base.astype(np.float64) - b).astype(np.float32)
+    c[::3] = (base[::3] + np.float32(2.0) ** -24).astype(np.float32)
+    thetas = [a, b, c, b]
+    exact = [t.astype(np.float64) - base.astype(np.float64) for t in thetas]
+    reference = elect_mean(exact)
+
+    def float32_election(check: bool) -> np.ndarray:
+        deltas = [np.subtract(t, base) for t in thetas]
+        total = (lambda where: sum(d[where] for d in exact)) if check else None
+        return elect(deltas, total).astype(np.float64)
+
+    scale = np.abs(reference).max()
+    assert np.abs(float32_election(True) - reference).max() <= 1e-6 * scale
+    # Without the float64 sums the float32 election picks other signs here: the check is what makes it exact.
+    assert np.abs(float32_election(False) - reference).max() > 1e-2 * scale
+
+
+def test_slerp_decides_near_the_parallel_threshold_in_float64(monkeypatch):
+    """SLERP's cosine is float32 products summed in float64; near the fallback's threshold float64 decides."""
+    from hfsoup.soups import kernels, slerp
+    from hfsoup.soups.merge import TensorInputs
+
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal(5000)
+    noise = rng.standard_normal(5000)
+    noise -= (noise @ a) / (a @ a) * a  # orthogonal to a: cos(a, a + s noise) is set by s alone
+    target = 1 - slerp.PARALLEL + 1e-6  # just parallel enough for the linear fallback
+    s = math.sqrt(1 / target**2 - 1) * np.linalg.norm(a) / np.linalg.norm(noise)
+    b = a + s * noise
+    cos = a @ b / np.linalg.norm(a) / np.linalg.norm(b)
+    assert abs(cos - target) < 1e-9
+    dtypes = []
+    real_dots = slerp._dots
+    monkeypatch.setattr(slerp, "_dots", lambda inputs, dtype: dtypes.append(dtype) or real_dots(inputs, dtype))
+    pair = [a.astype(np.float32), b.astype(np.float32)]
+    inputs = TensorInputs("w", pair, ["F32"] * 2, None, np.dtype(np.float32), kernels.weighted_sum)
+    out = np.concatenate(list(slerp.SlerpMerge(0.5, None).merge(inputs)))
+    assert dtypes == [None, np.float64]
+    wide = [p.astype(np.float64) for p in pair]
+    assert np.allclose(out, merge_reference("slerp", None, wide, "w", t=0.5), rtol=0, atol=1e-6)

@@ -9,12 +9,14 @@ Calibration (`benchmarks/calibrate_shared_init.py`, figures in its docstring): f
 0.95 (tiny families) and 0.99 (real MiniLM fine-tunes); independently initialized models of the same shape score
 within 0.05 of 0. The threshold sits in the middle of that gap.
 
-Each block of a large tensor is measured on a fixed sample, its first `SAMPLE_ELEMENTS` positions (one in 16 of a
-full block), the same positions in every ingredient: the Gram matrix costs `n^2` products per element
-measured against the soup's `n` additions per element read, so measured whole it took a third of a 1B-parameter
-soup's time (`benchmarks/llm_scale.py`); on the sample it is a few percent. Siblings agree element by element, so a
-sample of 16 Ki positions per block (tens of thousands per matrix) tells them from strangers as the whole tensor does
-(the non-finite check still reads every element).
+A large tensor is measured on a fixed sample of about `SAMPLE_ELEMENTS` positions, the same in every ingredient
+and however the tensor is cut into blocks: in every run of `SAMPLE_ELEMENTS` elements of the flattened tensor, its
+first 1/s (`s = numel // SAMPLE_ELEMENTS`). The Gram matrix costs `n^2` products per element measured against the
+soup's `n` additions per element read, so a full Gram of every weight matrix would cost more than the soup itself for
+a handful of ingredients; on the sample it stays a fraction. Contiguous runs rather than every s-th element, because
+BLAS dot products on contiguous memory run at the memory's speed and a gather of every s-th element does not.
+Siblings agree element by element, so a sample of a quarter million positions tells them from strangers as the whole
+tensor does (the non-finite check still reads every element).
 
 A head far below it is told apart by its sign: near 0 it is unrelated (initialized independently), strongly negative it
 points against its siblings' (trained on swapped labels, or a sign flip). When most siblings agree, each verdict names
@@ -27,7 +29,6 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..constants import BLOCK_ELEMENTS
 from ..errors import option
 from .report import CompatReport, Similarity
 from .static import HEAD_PREFIXES
@@ -38,9 +39,9 @@ MIN_BODY_COSINE = 0.5
 MIN_HEAD_COSINE = 0.5
 #: At or below this head cosine a head points against the others' (swapped labels, a sign flip), not just unrelated.
 ANTI_ALIGNED_HEAD_COSINE = -0.5
-#: Per block, at most this many positions of a tensor enter the Gram matrix (a strided sample, the same in every
-#: ingredient); tensors of the tiny test families are far smaller, so they are measured whole.
-SAMPLE_ELEMENTS = 1 << 14
+#: About this many positions of a tensor (at most about this many of one block) enter the Gram matrix, the same in
+#: every ingredient (see the module docstring); tensors of the tiny test families are far smaller: measured whole.
+SAMPLE_ELEMENTS = 1 << 18
 #: The checks whose refusal blames one ingredient, which a method that drops ingredients may leave out instead.
 OUTLIER_CHECKS = ("shared-init", "head")
 
@@ -53,12 +54,17 @@ class _Gram:
         self.tensors = 0
 
     def add(self, blocks: Sequence[np.ndarray]) -> np.ndarray:
-        """Add one block of every ingredient; return the block's own Gram diagonal (sums of squares)."""
-        # One float32 matrix product per block (BLAS sums pairwise, so its relative error stays near 1e-6, far below
-        # the 1e-3 that separates siblings); blocks add up in float64.
-        stacked = np.stack([b.reshape(-1) for b in blocks]).astype(np.float32, copy=False)
+        """Add one flat block of every ingredient; return the block's own Gram diagonal (sums of squares)."""
+        # One BLAS dot product per pair, on the blocks where they lie: no stacked copy, and for a handful of
+        # ingredients faster than a matrix product of the stack (which packs it first). BLAS sums in several
+        # partial sums, so the relative error stays near 1e-7 on a 256 Ki block, far below the 1e-3 that separates
+        # siblings; blocks add up in float64.
+        n = len(blocks)
+        block_gram = np.empty((n, n))
         with np.errstate(over="ignore", invalid="ignore"):  # non-finite weights are caught from the diagonal
-            block_gram = stacked @ stacked.T
+            for i in range(n):
+                for j in range(i, n):
+                    block_gram[i, j] = block_gram[j, i] = np.dot(blocks[i], blocks[j])
         self.gram += block_gram
         return np.diagonal(block_gram)
 
@@ -98,6 +104,7 @@ class SimilarityMeter:
         self.unequal_buffers: list[str] = []
         self._gram: _Gram | None = None
         self._name = ""
+        self._stride, self._seen = 1, 0  # the current tensor's sample: every _stride-th of its flattened elements
         self._with_base = False
         self._bad: set[int] = set()
 
@@ -108,13 +115,10 @@ class SimilarityMeter:
         if not np.issubdtype(arrays[0].dtype, np.floating):
             self.compare_buffers(name, arrays)
             return
-        wide = [(a.astype(np.float32) if a.dtype == np.float16 else a).reshape(-1) for a in arrays]
-        self.start(name, arrays[0].ndim, None if base_array is None else base_array.shape == arrays[0].shape)
-        base_flat = None if base_array is None else base_array.astype(wide[0].dtype, copy=False).reshape(-1)
-        # In the soup engine's blocks, so that a tensor measured here is sampled as the engine samples it.
-        for start in range(0, max(wide[0].size, 1), BLOCK_ELEMENTS):
-            stop = start + BLOCK_ELEMENTS
-            self.block([w[start:stop] for w in wide], None if base_flat is None else base_flat[start:stop])
+        wide = [a.astype(np.float32) if a.dtype == np.float16 else a for a in arrays]
+        base_fits = None if base_array is None else base_array.shape == arrays[0].shape
+        self.start(name, arrays[0].ndim, base_fits, numel=arrays[0].size)
+        self.block(wide, None if base_array is None else base_array.astype(wide[0].dtype, copy=False))
         self.finish()
 
     def compare_buffers(self, name: str, arrays: Sequence[np.ndarray]) -> None:
@@ -122,10 +126,13 @@ class SimilarityMeter:
         if any(not np.array_equal(arrays[0], a) for a in arrays[1:]):
             self.unequal_buffers.append(name)
 
-    def start(self, name: str, ndim: int, base_fits: bool | None) -> None:
-        """Begin a float tensor of `ndim` dimensions; `base_fits`: the base has it, same shape (None: no base)."""
+    def start(self, name: str, ndim: int, base_fits: bool | None, *, numel: int | None = None) -> None:
+        """Begin a float tensor of `ndim` dimensions; `base_fits`: the base has it, same shape (None: no base).
+        `numel`, when known, sets the tensor's sample (about `SAMPLE_ELEMENTS` positions); without it each block
+        larger than `SAMPLE_ELEMENTS` is sampled as if it were the whole tensor."""
         self._name, self._bad = name, set()
         self._gram, self._with_base = None, False
+        self._stride, self._seen = 1 if numel is None else max(1, numel // SAMPLE_ELEMENTS), 0
         if ndim < 2:  # norms and biases: set to ones and zeros by any initialization, so they tell nothing
             return
         if name.startswith(HEAD_PREFIXES):
@@ -138,30 +145,50 @@ class SimilarityMeter:
     def block(self, blocks: Sequence[np.ndarray], base: np.ndarray | None = None, *, finite: bool = False) -> None:
         """The next block of the current tensor, one per ingredient (and the base's, when it is measured).
 
-        `finite`: the caller has shown every element of `blocks` finite (the soup engine, from the sum of a weighted
-        sum in which every block had a non-zero weight: a NaN or an Inf anywhere would have made it non-finite), so
-        the meter skips its own pass over every element."""
-        measured = ([*blocks, base] if self._with_base else list(blocks)) if self._gram is not None else None
-        if measured is not None and blocks[0].size > SAMPLE_ELEMENTS:
-            # The block's first SAMPLE_ELEMENTS positions: contiguous, so sampling reads no more than it measures.
-            self._gram.add([b.reshape(-1)[:SAMPLE_ELEMENTS] for b in measured])  # type: ignore[union-attr]
-            sums = None
-        elif measured is not None:
-            squares = self._gram.add(measured)  # type: ignore[union-attr]
-            sums = squares[: len(self.names)]
-        else:
-            sums = None
+        `finite`: the caller has shown every element of `blocks` finite (the soup engine, from the sum of its
+        weighted sum: a NaN or an Inf in any summed block makes it non-finite), so the meter skips its own pass over
+        every element."""
+        flats = [np.ascontiguousarray(b).reshape(-1) for b in blocks]
+        start, size = self._seen, flats[0].size
+        self._seen += size
+        windows = self.sample_windows(start, size)
+        if self._gram is not None:
+            measured = [*flats, np.ascontiguousarray(base).reshape(-1)] if self._with_base else flats
+            squares = sum(self._gram.add([m[lo:hi] for m in measured])[: len(flats)] for lo, hi in windows)
         if finite:
             return
-        if sums is None:
-            # A sum is non-finite when any element is: one fast reduction instead of a boolean mask per block.
+        if self._gram is None or windows != [(0, size)]:
+            # A sum of squares is non-finite when any element is: one fast BLAS reduction over every element,
+            # instead of a boolean mask per block.
             with np.errstate(over="ignore", invalid="ignore"):
-                sums = np.array([np.add.reduce(b, axis=None) for b in blocks])
-        if not np.isfinite(sums).all():
-            # A non-finite sum (of values or squares) may also be an overflow: only then the exact test runs.
+                squares = np.array([np.dot(f, f) for f in flats])
+        if not np.isfinite(squares).all():
+            # A non-finite sum of squares may also be an overflow: only then the exact test runs.
             for i, block in enumerate(blocks):
-                if not np.isfinite(sums[i]) and not np.isfinite(block).all():
+                if not np.isfinite(squares[i]) and not np.isfinite(block).all():
                     self._bad.add(i)
+
+    def sample_windows(self, start: int, size: int) -> list[tuple[int, int]]:
+        """The measured parts `(lo, hi)` of the current tensor's block at element `start`, of `size` elements
+        (empty when the tensor is not measured). Reads the meter only: other threads may ask."""
+        if self._gram is None:
+            return []
+        return _windows(start, size, max(self._stride, -(-size // SAMPLE_ELEMENTS)))
+
+    def block_parts(
+        self, parts: Sequence[Sequence[np.ndarray]], base_parts: Sequence[np.ndarray] | None, size: int
+    ) -> None:
+        """`block(..., finite=True)` for a block of `size` elements already cut to its `sample_windows`: `parts[i]`
+        holds ingredient i's parts (copies made by another thread), `base_parts` the base's. The sums are
+        `block`'s, bit for bit: the same products, added in the same order."""
+        self._seen += size
+        if self._gram is None:
+            return
+        for k in range(len(parts[0]) if parts else 0):
+            measured = [p[k] for p in parts]
+            if self._with_base:
+                measured.append(base_parts[k])  # type: ignore[index]
+            self._gram.add(measured)
 
     def finish(self) -> None:
         """End the current tensor."""
@@ -357,6 +384,19 @@ def leave_out_outliers(report: CompatReport) -> dict[str, str]:
             report.findings.remove(f)
             report.add("warning", f.check, name, f"left out of the soup: {f.message}", f.fix)
     return reasons
+
+
+def _windows(start: int, size: int, stride: int) -> list[tuple[int, int]]:
+    """The measured parts `(lo, hi)` of the block at `start` (of `size` elements) of a tensor sampled at `stride`:
+    the first `ceil(SAMPLE_ELEMENTS / stride)` elements of every run of `SAMPLE_ELEMENTS` of the tensor."""
+    if stride <= 1:
+        return [(0, size)]
+    length, windows = -(-SAMPLE_ELEMENTS // stride), []
+    for run in range(start // SAMPLE_ELEMENTS * SAMPLE_ELEMENTS, start + size, SAMPLE_ELEMENTS):
+        lo, hi = max(run, start), min(run + length, start + size)
+        if lo < hi:
+            windows.append((lo - start, hi - start))
+    return windows
 
 
 def _as_array(tensor) -> np.ndarray:  # noqa: ANN001 - a numpy array or a torch tensor

@@ -12,8 +12,9 @@ is folded into the weights of the final sum.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, ClassVar
 
 import numpy as np
@@ -31,7 +32,7 @@ from .base import (
     recorded_options,
     uniform_weights,
 )
-from .merge import F64, TensorInputs, TensorMerge, dare_masks, elect
+from .merge import F64, Election, TensorInputs, TensorMerge, dare_masks
 from .task_arithmetic import scale_option, weights_option, weights_problems
 from .ties import density_option
 
@@ -57,19 +58,32 @@ class DareMerge(TensorMerge):
         # sum_i w_i dropped_i = sum_i (w_i / density) keep_i delta_i, and TIES's disjoint mean of the dropped
         # vectors is the mean of the kept deltas over density (a positive factor elects the same signs).
         weights = [self.scale * w / self.density for w in self.weights]
-        # dare-linear is affine in the kept deltas: float32 blocks straight from the memory maps, as task arithmetic
-        # (float64 inputs stay float64); dare-ties elects signs, a decision made in float64.
-        for blocks, base_block in inputs.blocks(F64 if self.elect else None):
+        # Float32 blocks straight from the memory maps (float64 inputs stay float64), the kept deltas in one buffer
+        # reused block after block; dare-ties's election is float32 with the float64 sums where they decide
+        # (`merge.Election`), so it elects the signs of the float64 definition.
+        rows = np.empty((inputs.n, min(inputs.numel, inputs.block)), dtype=inputs.dtype)
+        election = Election(rows.shape[1], inputs.dtype) if self.elect else None
+        for blocks, base_block in inputs.blocks():
             assert base_block is not None
-            kept = []
-            for block, mask in zip(blocks, masks, strict=True):
-                delta = np.subtract(block, base_block, out=block if block.flags.writeable else None)
-                np.multiply(delta, mask.next(block.size), out=delta)
-                kept.append(delta)
-            if self.elect:
-                yield inputs.accumulate([base_block, elect(kept)], [1.0, self.scale / self.density])
+            kept, keeps = [], []
+            for i, (block, mask) in enumerate(zip(blocks, masks, strict=True)):
+                keep = mask.next(block.size)
+                delta = np.subtract(block, base_block, out=rows[i, : block.size])
+                kept.append(np.multiply(delta, keep, out=delta))
+                keeps.append(keep)
+            if election is not None:
+                merged = election(kept, partial(_kept_total, blocks, base_block, keeps))
+                yield inputs.accumulate([base_block, merged], [1.0, self.scale / self.density])
             else:
                 yield inputs.accumulate([base_block, *kept], [1.0, *weights])
+
+
+def _kept_total(
+    blocks: Sequence[np.ndarray], base: np.ndarray, keeps: Sequence[np.ndarray], where: np.ndarray
+) -> np.ndarray:
+    """The float64 sum of the kept task-vector entries at positions `where` of a block (the sign election's check)."""
+    wide = base[where].astype(F64)
+    return sum(np.where(k[where], b[where].astype(F64) - wide, 0.0) for b, k in zip(blocks, keeps, strict=True))
 
 
 class DareLinear(SoupMethod):

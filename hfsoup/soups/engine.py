@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..compat.similarity import SAMPLE_ELEMENTS, SimilarityMeter
+from ..compat.similarity import SimilarityMeter
 from ..constants import PROGRESS_DIR
 from ..errors import IncompatibleIngredientsError, InvalidSoupArgumentsError, option
 from ..io.checkpoint import (
@@ -336,31 +336,32 @@ def _mix_blocks(
             yield np.ascontiguousarray(first).reshape(-1)
         return
     base_fits = None if base is None else base[0].shape == tensors[0].shape
-    meter.start(name, tensors[0].ndim, base_fits)
+    meter.start(name, tensors[0].ndim, base_fits, numel=tensors[0].size)
     dtype = kernels.compute_dtype(codes)
     flats = [t.reshape(-1) for t in tensors]
     kept = [i for i, w in enumerate(weights) if w != 0.0]
     kept_weights = [weights[i] for i in kept]
     base_flat = base[0].reshape(-1) if base_fits else None
+    block = getattr(accumulate, "block", kernels.BLOCK)  # the GPU's accumulator takes larger blocks
     if merge is not None or base_weight != 0.0:
         if read_ahead is not None:
             read_ahead.advance(0)  # the first window; the kernel's own read-ahead follows the merge's passes
         yield from _merge_blocks(
-            name, flats, codes, weights, dtype, out_code, meter, base_flat, base, accumulate, base_weight, merge
+            name, flats, codes, weights, dtype, out_code, meter, base_flat, base, accumulate, base_weight, merge, block
         )
         return
-    if pool is not None and accumulate is kernels.weighted_sum and flats[0].size > kernels.BLOCK:
+    if pool is not None and accumulate is kernels.weighted_sum and flats[0].size > kernels.BLOCK * pool.CHUNK_BLOCKS:
         yield from pool.blocks(flats, codes, dtype, kept, kept_weights, out_code, meter, base_flat, base, read_ahead)
         meter.finish()
         return
     # One widening buffer per bfloat16 ingredient, reused for every block: the blocks are consumed (measured and
     # summed) before the next is widened, and the sum is a fresh array, which the writer's thread may still hold.
-    buffers = _widen_buffers(codes, dtype, min(flats[0].size, kernels.BLOCK))
-    for start in range(0, flats[0].size, kernels.BLOCK):
-        stop = start + kernels.BLOCK
+    buffers = _widen_buffers(codes, dtype, min(flats[0].size, block))
+    for start in range(0, flats[0].size, block):
+        stop = start + block
         if read_ahead is not None:
             read_ahead.advance(stop, start)
-        out, blocks, finite = _block_sum(flats, codes, dtype, start, buffers, kept, kept_weights, accumulate)
+        out, blocks, finite = _block_sum(flats, codes, dtype, start, stop, buffers, kept, kept_weights, accumulate)
         base_block = None if base_flat is None else kernels.widen(base_flat[start:stop], base[1], dtype)  # type: ignore
         meter.block(blocks, base_block, finite=finite)
         if out is not None:
@@ -377,6 +378,7 @@ def _block_sum(
     codes: Sequence[str],
     dtype: np.dtype,
     start: int,
+    stop: int,
     buffers: Sequence[np.ndarray | None],
     kept: Sequence[int],
     kept_weights: Sequence[float],
@@ -384,7 +386,6 @@ def _block_sum(
 ) -> tuple[np.ndarray | None, list[np.ndarray], bool]:
     """One block of the plain weighted sum: (the sum, or None without `accumulate`; every ingredient's widened
     block; whether the sum shows every element finite)."""
-    stop = start + kernels.BLOCK
     blocks = [kernels.widen(f[start:stop], c, dtype, out=b) for f, c, b in zip(flats, codes, buffers, strict=True)]
     if accumulate is None:
         return None, blocks, False
@@ -418,6 +419,9 @@ class BlockPool:
     Args:
         threads (`int`): worker threads (2 or more; `create` returns None for 1).
     """
+
+    #: Blocks per job: 4 x 64 Ki elements, so the futures' overhead is small beside the arithmetic.
+    CHUNK_BLOCKS = 4
 
     def __init__(self, threads: int) -> None:
         import threading
@@ -458,55 +462,67 @@ class BlockPool:
         base: tuple[np.ndarray, str] | None,
         read_ahead: ReadAhead | None,
     ) -> Iterator[np.ndarray]:
-        """`_mix_blocks`'s plain loop for one float tensor of several blocks, on the pool's threads."""
+        """`_mix_blocks`'s plain loop for one float tensor of several blocks, on the pool's threads: each job takes
+        `CHUNK_BLOCKS` consecutive blocks, so the hand-over costs little beside the arithmetic."""
         from collections import deque
 
-        def job(start: int) -> tuple[np.ndarray, list[np.ndarray]] | None:
-            buffers = self._buffers(codes, dtype)
-            out, blocks, finite = _block_sum(
-                flats, codes, dtype, start, buffers, kept, kept_weights, kernels.weighted_sum
-            )
-            if not finite:
-                return None
-            # Copies: the widening buffers are this thread's, reused by its next block.
-            return kernels.narrow(out, out_code, finite=True), [np.array(b[:SAMPLE_ELEMENTS]) for b in blocks]  # type: ignore[arg-type]
+        block, numel = kernels.BLOCK, flats[0].size
+        chunk = block * self.CHUNK_BLOCKS
 
-        starts = iter(range(0, flats[0].size, kernels.BLOCK))
+        def job(first: int) -> list[tuple[np.ndarray, list[list[np.ndarray]]] | None]:
+            buffers = self._buffers(codes, dtype)
+            results: list[tuple[np.ndarray, list[list[np.ndarray]]] | None] = []
+            for start in range(first, min(first + chunk, numel), block):
+                stop = min(start + block, numel)
+                out, blocks, finite = _block_sum(
+                    flats, codes, dtype, start, stop, buffers, kept, kept_weights, kernels.weighted_sum
+                )
+                if not finite:
+                    results.append(None)
+                    continue
+                # Copies of the measured parts: the widening buffers are this thread's, reused by its next block.
+                windows = meter.sample_windows(start, stop - start)
+                parts = [[np.array(b[lo:hi]) for lo, hi in windows] for b in blocks]
+                results.append((kernels.narrow(out, out_code, finite=True), parts))  # type: ignore[arg-type]
+            return results
+
+        firsts = iter(range(0, numel, chunk))
         pending: deque = deque()
 
         def submit() -> None:
-            start = next(starts, None)
-            if start is not None:
+            first = next(firsts, None)
+            if first is not None:
                 if read_ahead is not None:
-                    read_ahead.advance(start + kernels.BLOCK, pending[0][0] if pending else start)
-                pending.append((start, self._executor.submit(job, start)))
+                    read_ahead.advance(min(first + chunk, numel), pending[0][0] if pending else first)
+                pending.append((first, self._executor.submit(job, first)))
 
         for _ in range(2 * self.threads):
             submit()
         own_buffers: list[np.ndarray | None] | None = None
         try:
             while pending:
-                start, future = pending.popleft()
+                first, future = pending.popleft()
                 submit()
-                result = future.result()
-                if result is None:  # not finite: this thread looks at every element, as the one-thread loop does
-                    own_buffers = own_buffers or _widen_buffers(codes, dtype, kernels.BLOCK)
-                    out, blocks, finite = _block_sum(
-                        flats, codes, dtype, start, own_buffers, kept, kept_weights, kernels.weighted_sum
-                    )
-                    stop = start + kernels.BLOCK
-                    base_block = None if base_flat is None else kernels.widen(base_flat[start:stop], base[1], dtype)  # type: ignore[index]
-                    meter.block(blocks, base_block, finite=finite)
-                    yield kernels.narrow(out, out_code, finite=finite)  # type: ignore[arg-type]
-                    continue
-                narrowed, samples = result
-                base_sample = None
-                if base_flat is not None:
-                    base_sample = kernels.widen(
-                        base_flat[start : start + kernels.BLOCK][:SAMPLE_ELEMENTS], base[1], dtype
-                    )  # type: ignore[index]
-                meter.block(samples, base_sample, finite=True)
-                yield narrowed
+                for k, result in enumerate(future.result()):
+                    start = first + k * block
+                    stop = min(start + block, numel)
+                    base_part = None if base_flat is None else base_flat[start:stop]
+                    if result is None:  # not finite: this thread looks at every element, as the one-thread loop does
+                        own_buffers = own_buffers or _widen_buffers(codes, dtype, block)
+                        out, blocks, finite = _block_sum(
+                            flats, codes, dtype, start, stop, own_buffers, kept, kept_weights, kernels.weighted_sum
+                        )
+                        base_block = None if base_part is None else kernels.widen(base_part, base[1], dtype)  # type: ignore[index]
+                        meter.block(blocks, base_block, finite=finite)
+                        yield kernels.narrow(out, out_code, finite=finite)  # type: ignore[arg-type]
+                        continue
+                    narrowed, parts = result
+                    base_parts = None
+                    if base_part is not None:
+                        windows = meter.sample_windows(start, stop - start)
+                        base_parts = [kernels.widen(base_part[lo:hi], base[1], dtype) for lo, hi in windows]  # type: ignore[index]
+                    meter.block_parts(parts, base_parts, stop - start)
+                    yield narrowed
         finally:
             for _, future in pending:  # a consumer that stops early (a staged shard known to differ)
                 future.cancel()
@@ -544,6 +560,7 @@ def _merge_blocks(
     accumulate: Accumulate | None,
     base_weight: float,
     merge: TensorMerge | None,
+    block: int,
 ) -> Iterator[np.ndarray]:
     """`_mix_blocks` for the methods defined relative to the base: the affine sum with the base's block, or a
     per-tensor `merge`. Kept apart so that the plain weighted sum's loop stays as it was."""
@@ -555,6 +572,7 @@ def _merge_blocks(
         dtype,
         accumulate or kernels.weighted_sum,
         meter.block if merge is not None else None,
+        block=block,
     )
     if merge is not None:
         # The meter reads the blocks of the merge's first pass over them (a pass of its own only for what no pass
@@ -580,10 +598,16 @@ def _merge_blocks(
 class _Unmeasured:
     """A meter that measures nothing: a soup built in memory to be scored is measured when it is written."""
 
-    def start(self, name: str, ndim: int, base_fits: bool | None) -> None:
+    def start(self, name: str, ndim: int, base_fits: bool | None, *, numel: int | None = None) -> None:
         pass
 
     def block(self, blocks: Sequence[np.ndarray], base: np.ndarray | None = None, *, finite: bool = False) -> None:
+        pass
+
+    def sample_windows(self, start: int, size: int) -> list[tuple[int, int]]:
+        return []
+
+    def block_parts(self, parts: Sequence[Sequence[np.ndarray]], base_parts: object, size: int) -> None:
         pass
 
     def finish(self) -> None:

@@ -5,14 +5,16 @@ take the engine's weighted sum as it is. TIES, DARE, SLERP and Model Stock decid
 threshold, a random mask, an angle, a cosine) before they combine: such a method returns a `TensorMerge` in its
 `Outcome`, and the engine hands it each float tensor as a `TensorInputs`: the ingredients' (and the base's) stored
 tensors, memory-mapped, read block by block. A merge that needs a whole-tensor figure reads the blocks twice (a
-statistics pass, then the output pass), so it never holds an ingredient, nor a whole tensor: TIES's top-k threshold
-is a streamed radix selection (`magnitude_thresholds`). The first pass over a tensor's blocks also feeds the soup's
-similarity meter (`TensorInputs.observe_rest` measures what no pass read).
+statistics pass, then the output pass), so it never holds an ingredient, nor a whole tensor of every ingredient:
+TIES's top-k threshold is a streamed radix selection (`magnitude_thresholds`); Model Stock holds one tensor's mean
+task vector when it is small (`model_stock.HOLD_ELEMENTS`). The first pass over a tensor's blocks also feeds the
+soup's similarity meter (`TensorInputs.observe_rest` measures what no pass read).
 
-The decisions (top-k, sign election, the masks, SLERP's parallel fallback) are made in float64 numpy on the CPU, so
-that they are the decisions of a float64 transcription of the definitions; every final combination goes through the
-engine's accumulator (the GPU's when there is one): SLERP's and Model Stock's in float32 (float64 inputs keep
-float64), TIES's and DARE's `base + scale * merged` in float64.
+The decisions (top-k, sign election, the masks, SLERP's parallel fallback) are those of a float64 transcription of
+the definitions, made on the CPU: TIES's in float64; dare-ties's sign election in float32 with float64 sums where
+float32 rounding could change a sign (`Election`); SLERP's fallback from float32 products summed in float64, in
+float64 near the threshold. Every final combination goes through the engine's accumulator (the GPU's when there is
+one): in float32 (float64 inputs keep float64), but TIES's `base + scale * merged` in float64.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ class TensorInputs:
         n (`int`): the number of ingredients.
         has_base (`bool`): whether the base holds this tensor (a bare `BertModel` base lacks the classifier).
         dtype (`np.dtype`): the engine's accumulation dtype for it (float32, or float64 for float64 inputs).
+        block (`int`): elements per block (`kernels.BLOCK` on the CPU, the accumulator's `block` on a GPU).
     """
 
     def __init__(
@@ -53,22 +56,25 @@ class TensorInputs:
         dtype: np.dtype,
         accumulate: Accumulate,
         observe: Observe | None = None,
+        *,
+        block: int | None = None,
     ) -> None:
         self.name, self._flats, self._codes, self._base = name, flats, codes, base
         self.numel = int(flats[0].size)
         self.n = len(flats)
         self.has_base = base is not None
         self.dtype = dtype
+        self.block = kernels.BLOCK if block is None else block
         self._accumulate = accumulate
         # `observe` (the engine's similarity meter) sees every block once, in order, from whichever pass reads it
         # first: the merge's own first pass, so that measuring costs no pass of its own (`observe_rest`).
         self._observe, self._observed = observe, 0
 
     def blocks(self, dtype: np.dtype | None = None) -> Iterator[tuple[list[np.ndarray], np.ndarray | None]]:
-        """Every block in order (`kernels.BLOCK` elements): the ingredients' blocks and the base's (or None)."""
+        """Every block in order (`block` elements): the ingredients' blocks and the base's (or None)."""
         dtype = self.dtype if dtype is None else dtype
-        for index, start in enumerate(range(0, self.numel, kernels.BLOCK)):
-            stop = start + kernels.BLOCK
+        for index, start in enumerate(range(0, self.numel, self.block)):
+            stop = start + self.block
             blocks = [kernels.widen(f[start:stop], c, dtype) for f, c in zip(self._flats, self._codes, strict=True)]
             base = None if self._base is None else kernels.widen(self._base[0][start:stop], self._base[1], dtype)
             if self._observe is not None and index == self._observed:
@@ -76,9 +82,18 @@ class TensorInputs:
                 self._observed += 1
             yield blocks, base
 
+    def base_blocks(self, dtype: np.dtype | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """The base's blocks alone, with their offsets (a pass that needs nothing of the ingredients); the base
+        must hold the tensor."""
+        assert self._base is not None
+        dtype = self.dtype if dtype is None else dtype
+        flat, code = self._base
+        for start in range(0, self.numel, self.block):
+            yield start, kernels.widen(flat[start : start + self.block], code, dtype)
+
     def observe_rest(self) -> None:
         """Feed `observe` the blocks no pass has read yet (all of them when the merge read none)."""
-        if self._observe is not None and self._observed * kernels.BLOCK < self.numel:
+        if self._observe is not None and self._observed * self.block < self.numel:
             for _ in self.blocks():
                 pass
 
@@ -142,22 +157,66 @@ def dare_masks(seed: int, name: str, n: int, density: float) -> list[DareMask]:
     return [DareMask(seed, name, i, density) for i in range(n)]
 
 
-def elect(trimmed: Sequence[np.ndarray]) -> np.ndarray:
+def elect(trimmed: Sequence[np.ndarray], exact_total: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
+    """TIES's sign election and disjoint mean of one block (`Election`, in buffers of its own)."""
+    return Election(trimmed[0].size, trimmed[0].dtype)(trimmed, exact_total).copy()
+
+
+class Election:
     """TIES's sign election and disjoint mean: each entry's sign is the sign of the sum of the (trimmed) task
     vectors; the entries that are non-zero and agree with it are averaged (0 where none does). An entry agrees when
     its sign equals the elected one: where that is non-zero, such an entry is non-zero; where it is zero, so is
-    every agreeing entry and the mean."""
-    total = trimmed[0].copy()
-    for t in trimmed[1:]:
-        total += t
-    sign = np.sign(total, out=total)
-    agreed = np.zeros_like(total)
-    count = np.zeros_like(total)
-    for t in trimmed:
-        agree = np.sign(t) == sign
-        agreed += t * agree
-        count += agree
-    return np.divide(agreed, np.maximum(count, 1.0, out=count), out=agreed)
+    every agreeing entry and the mean.
+
+    In float32 the computed sum can take the other sign (or 0) where the task vectors nearly cancel: the float32
+    task vectors and their sum are each off by at most `n * eps / 2` of the sum of magnitudes. Where the computed
+    sum is below `n * eps` of that sum of magnitudes, `exact_total(positions)` (the float64 sums of the exact task
+    vectors there) elects the sign, so the election is the float64 one; elsewhere the float32 sign is exact.
+
+    One election per tensor, called block after block: its buffers (blocks of at most `size` entries) are reused,
+    so a block costs no allocation; the result is valid until the next call."""
+
+    def __init__(self, size: int, dtype: np.dtype) -> None:
+        self._floats = np.empty((4, size), dtype=dtype)
+        self._bools = np.empty((3, size), dtype=bool)
+        self._count = np.empty(size, dtype=np.uint16)  # agreeing entries: at most the number of ingredients
+
+    def __call__(
+        self, trimmed: Sequence[np.ndarray], exact_total: Callable[[np.ndarray], np.ndarray] | None = None
+    ) -> np.ndarray:
+        n, size = len(trimmed), trimmed[0].size
+        total, scratch, bound, agreed = (f[:size] for f in self._floats)
+        positive, negative, agree = (b[:size] for b in self._bools)
+        count = self._count[:size]
+        np.copyto(total, trimmed[0])
+        for t in trimmed[1:]:
+            np.add(total, t, out=total)
+        unsure = None
+        if exact_total is not None and total.dtype != F64:
+            np.abs(trimmed[0], out=bound)
+            for t in trimmed[1:]:
+                np.add(bound, np.abs(t, out=scratch), out=bound)
+            np.multiply(bound, bound.dtype.type(n * np.finfo(total.dtype).eps), out=bound)
+            if np.less(np.abs(total, out=scratch), bound, out=agree).any():
+                unsure = np.flatnonzero(agree)
+        # The sign as (total > 0) - (total < 0): several times faster than np.sign, above all in place.
+        np.greater(total, 0, out=positive)
+        np.less(total, 0, out=negative)
+        sign = np.subtract(positive, negative, out=total, dtype=total.dtype)
+        if unsure is not None:
+            sign[unsure] = np.sign(exact_total(unsure))  # type: ignore[misc]
+        for i, t in enumerate(trimmed):
+            # max(t * sign, 0): |t| where t is non-zero and of the elected sign (which is then non-zero), else 0;
+            # same-dtype operations only (a float times a boolean mask is a slower loop).
+            part = np.maximum(np.multiply(t, sign, out=scratch if i else agreed), 0, out=scratch if i else agreed)
+            np.greater(part, 0, out=agree)
+            if i:
+                np.add(agreed, part, out=agreed)
+                np.add(count, agree.view(np.uint8), out=count)
+            else:
+                np.copyto(count, agree)
+        np.multiply(agreed, sign, out=agreed)
+        return np.divide(agreed, np.maximum(count, 1, out=count), out=agreed)
 
 
 #: Radix digits of the streamed selection, and how many candidates it gathers at most to finish with a partition.

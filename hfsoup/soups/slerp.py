@@ -7,8 +7,10 @@ tensor is zero) the result is the linear `(1 - t) a + t b`; else, with `omega = 
 A per-layer schedule (`--t-schedule 0,0.5,1`) gives `t` at evenly spaced depths: a tensor of layer `l` of a stack of
 `L` layers (`...layer.l.`, `...layers.l.`, `...block.l.`, counted per stack, so T5's encoder and decoder and CLIP's
 two towers each run from the first anchor to the last) gets the anchors linearly interpolated at `l / (L - 1)`; the
-tensors outside layers (embeddings, heads) get `--t`. The cosine is a float64 pass over the blocks, the combination
-the engine's weighted sum (GPU when there is one).
+tensors outside layers (embeddings, heads) get `--t`. The cosine comes from a pass over the blocks (float32 BLAS dot
+products per block, summed in float64; float64 products where float32 overflows or where the cosine lies within
+`UNDECIDED` of the parallel threshold, so that the fallback is decided as in float64), the combination from the
+engine's weighted sum (GPU when there is one).
 """
 
 from __future__ import annotations
@@ -71,12 +73,34 @@ class SlerpMerge(TensorMerge):
         return float(np.interp(position, anchors, self.schedule))
 
     def merge(self, inputs: TensorInputs) -> Iterator[np.ndarray]:
-        dot = a2 = b2 = 0.0
-        for (a, b), _ in inputs.blocks(F64):
-            dot, a2, b2 = dot + float(a @ b), a2 + float(a @ a), b2 + float(b @ b)
+        dot, a2, b2 = _dots(inputs, None)
+        if not math.isfinite(dot + a2 + b2) or _undecided(dot, a2, b2):
+            dot, a2, b2 = _dots(inputs, F64)  # float32 overflowed, or its rounding could decide the fallback
         weights = slerp_weights(dot, math.sqrt(a2), math.sqrt(b2), self.t_for(inputs.name))
         for blocks, _ in inputs.blocks():
             yield inputs.accumulate(blocks, weights)
+
+
+#: Within this of the parallel threshold (in |cos|), the float64 dot products decide between SLERP and the linear
+#: fallback: float32 BLAS products summed per block are good to about 1e-7 relative, far inside it.
+UNDECIDED = 1e-5
+
+
+def _dots(inputs: TensorInputs, dtype: np.dtype | None) -> tuple[float, float, float]:
+    """`a.b`, `a.a` and `b.b` over the blocks: BLAS dot products of each block in the blocks' dtype (float32 for
+    float32 inputs), summed over blocks in float64."""
+    dot = a2 = b2 = 0.0
+    with np.errstate(over="ignore", invalid="ignore"):
+        for (a, b), _ in inputs.blocks(dtype):
+            dot, a2, b2 = dot + float(np.dot(a, b)), a2 + float(np.dot(a, a)), b2 + float(np.dot(b, b))
+    return dot, a2, b2
+
+
+def _undecided(dot: float, a2: float, b2: float) -> bool:
+    """Whether the cosine is too close to the parallel threshold for float32 products to decide the fallback."""
+    if a2 <= 0 or b2 <= 0:
+        return False
+    return abs(abs(dot / math.sqrt(a2 * b2)) - (1.0 - PARALLEL)) < UNDECIDED
 
 
 class SlerpSoup(SoupMethod):

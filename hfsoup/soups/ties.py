@@ -20,7 +20,7 @@ import numpy as np
 from .. import schema
 from ..options import option
 from .base import Mixing, Outcome, PlotStyle, SoupContext, SoupMethod, option_args, recorded_options, uniform_weights
-from .merge import F64, TensorInputs, TensorMerge, elect, magnitude_thresholds
+from .merge import F64, Election, TensorInputs, TensorMerge, magnitude_thresholds
 from .task_arithmetic import scale_option
 
 
@@ -37,6 +37,7 @@ class TiesMerge(TensorMerge):
             yield from inputs.mean()
             return
         thresholds = magnitude_thresholds(inputs, self.density)
+        election = Election(min(inputs.numel, inputs.block), F64)
         for blocks, base_block in inputs.blocks(F64):
             assert base_block is not None
             trimmed = []
@@ -44,7 +45,7 @@ class TiesMerge(TensorMerge):
                 delta = np.subtract(block, base_block, out=block if block.flags.writeable else None)
                 delta[np.abs(delta) < threshold] = 0.0
                 trimmed.append(delta)
-            yield inputs.accumulate([base_block, elect(trimmed)], [1.0, self.scale])  # float64, as decided
+            yield inputs.accumulate([base_block, election(trimmed)], [1.0, self.scale])  # float64, as decided
 
 
 class TiesSoup(SoupMethod):
