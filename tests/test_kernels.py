@@ -15,7 +15,7 @@ from hfsoup.compat.similarity import SAMPLE_ELEMENTS, SimilarityMeter
 from hfsoup.io.checkpoint import CheckpointReader, SafetensorsStreamWriter, TensorMeta
 from hfsoup.soups import kernels
 from hfsoup.soups.base import Mixing
-from hfsoup.soups.engine import _mix_blocks, merged_tensor
+from hfsoup.soups.engine import BlockPool, _mix_blocks, merged_tensor
 from hfsoup.testing.reference import max_relative_deviation, reference_average
 
 
@@ -223,13 +223,11 @@ def test_the_gpu_accumulator_computes_the_same_sum_through_torch():
 def test_the_block_pool_gives_the_one_thread_loops_bytes_and_figures(code, weights):
     """Several threads compute a tensor's blocks: the same output bytes and the same meter sums as one thread,
     with a base measured, a weight of 0, and a NaN in a middle block (found, and written as the canonical NaN)."""
-    from hfsoup.soups.engine import BlockPool
-
     rng = np.random.default_rng(7)
-    n = 9 * kernels.BLOCK + 1234  # more than two jobs' chunks of blocks
+    n = 3 * BlockPool.CHUNK_BLOCKS * kernels.sum_block() + 1234  # three jobs' chunks of blocks, and a tail
     base = rng.standard_normal(n).astype(np.float32)
     arrays = [(base + 0.1 * rng.standard_normal(n)).astype(np.float32) for _ in range(4)]
-    arrays[2][kernels.BLOCK + 77] = np.nan
+    arrays[2][kernels.sum_block() + 77] = np.nan
     if code == "BF16":
         stored = [kernels.narrow(a, "BF16") for a in arrays]
         base_in = (kernels.narrow(base, "BF16"), "BF16")
@@ -256,7 +254,7 @@ def test_the_block_pool_gives_the_one_thread_loops_bytes_and_figures(code, weigh
 
 def test_a_soup_on_three_threads_writes_the_bytes_of_one(tmp_path, monkeypatch):
     g = torch.Generator().manual_seed(0)
-    base = torch.randn(kernels.BLOCK * 9 // 1000 + 7, 1000, generator=g)
+    base = torch.randn(3 * BlockPool.CHUNK_BLOCKS * kernels.sum_block() // 1000 + 7, 1000, generator=g)
     folders = []
     for i in range(3):
         folder = tmp_path / f"ft{i}"

@@ -1,16 +1,18 @@
 """Apply a `Mixing` to the ingredients block by block and stream the result into safetensors shards.
 
 Peak memory is a few blocks (`kernels.BLOCK` elements) per ingredient, whatever the model, the number of ingredients
-and the shard size: each block of the output goes to disk as soon as it is computed, the inputs are memory maps.
-Accumulation is in float32 (float64 inputs keep float64) so that averaging fp16 or bf16 ingredients does not round
-at every addition; the result is cast once, at the end. Work is split by output shard, which is what lets several
+and the shard size: each block of the output goes to disk as soon as it is computed, the inputs are memory maps,
+read a bounded window ahead of the block in use and unmapped behind it (`io.checkpoint.ReadAhead`), so even the
+resident memory stays near the window whatever the checkpoint's size. Accumulation is in float32 (float64 inputs
+keep float64) so that averaging fp16 or bf16 ingredients does not round at every addition; the result is cast once,
+at the end. Work is split by output shard, which is what lets several
 processes share it and a rerun resume it. On the CPU nothing here imports torch; a GPU takes the arithmetic through
 `kernels.TorchAccumulator`.
 
 The merges defined relative to a base model add its block to the sum (`Mixing.base_weight`: task arithmetic,
 WiSE-FT) or replace the sum by a per-tensor `merge.TensorMerge` (TIES, DARE, SLERP, Model Stock), which reads the same
-memory-mapped blocks and hands its final combinations to the same accumulator. The plain weighted sum's loop is the
-one it always was.
+memory-mapped blocks and hands its final combinations to the same accumulator. The plain weighted sum (the uniform
+soup) spreads a large tensor's blocks over the CPU's cores (`BlockPool`), with the bytes of the one-thread loop.
 """
 
 from __future__ import annotations
@@ -350,7 +352,9 @@ def _mix_blocks(
             name, flats, codes, weights, dtype, out_code, meter, base_flat, base, accumulate, base_weight, merge, block
         )
         return
-    if pool is not None and accumulate is kernels.weighted_sum and flats[0].size > kernels.BLOCK * pool.CHUNK_BLOCKS:
+    # The plain weighted sum makes few passes over a block: larger blocks cost it less in calls and allocations.
+    block = getattr(accumulate, "block", kernels.sum_block())
+    if pool is not None and accumulate is kernels.weighted_sum and flats[0].size > block * pool.CHUNK_BLOCKS:
         yield from pool.blocks(flats, codes, dtype, kept, kept_weights, out_code, meter, base_flat, base, read_ahead)
         meter.finish()
         return
@@ -420,8 +424,9 @@ class BlockPool:
         threads (`int`): worker threads (2 or more; `create` returns None for 1).
     """
 
-    #: Blocks per job: 4 x 64 Ki elements, so the futures' overhead is small beside the arithmetic.
-    CHUNK_BLOCKS = 4
+    #: Blocks per job (of `kernels.sum_block()` elements): enough that the futures' overhead is small beside the
+    #: arithmetic, few enough that every thread has work in a tensor of a few megabytes.
+    CHUNK_BLOCKS = 2
 
     def __init__(self, threads: int) -> None:
         import threading
@@ -445,7 +450,7 @@ class BlockPool:
         key = (tuple(codes), dtype)
         cache = getattr(self._local, "buffers", None)
         if cache is None or cache[0] != key:
-            cache = (key, _widen_buffers(codes, dtype, kernels.BLOCK))
+            cache = (key, _widen_buffers(codes, dtype, kernels.sum_block()))
             self._local.buffers = cache
         return cache[1]
 
@@ -466,7 +471,7 @@ class BlockPool:
         `CHUNK_BLOCKS` consecutive blocks, so the hand-over costs little beside the arithmetic."""
         from collections import deque
 
-        block, numel = kernels.BLOCK, flats[0].size
+        block, numel = kernels.sum_block(), flats[0].size
         chunk = block * self.CHUNK_BLOCKS
 
         def job(first: int) -> list[tuple[np.ndarray, list[list[np.ndarray]]] | None]:

@@ -24,6 +24,14 @@ import numpy as np
 # per-call overhead stays small.
 BLOCK = 1 << 16
 
+
+def sum_block() -> int:
+    """Elements per block of the plain weighted sum (the uniform soup): 4 x `BLOCK`. It makes few passes over a
+    block, so what the merges gain from L2-sized steps it loses in numpy calls, fresh arrays and, with several threads,
+    hand-overs: a uniform soup of 4 x 1B bf16 Llama checkpoints took 7.0 s at 64 Ki and 5.1 s at 256 Ki on 2 cores."""
+    return 4 * BLOCK
+
+
 _F32 = np.dtype(np.float32)
 # Which uint16 of a float32's bits is its top half (a bfloat16): the second on little-endian machines.
 _HIGH = 1 if sys.byteorder == "little" else 0
