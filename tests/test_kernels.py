@@ -272,3 +272,17 @@ def test_a_soup_on_three_threads_writes_the_bytes_of_one(tmp_path, monkeypatch):
     assert first == second
     report = [json.loads((o / "hfsoup.json").read_text())["compatibility"]["similarity"] for o in outputs]
     assert report[0] == report[1]
+
+
+def test_hfsoup_num_threads_chooses_the_pool_and_a_bad_value_is_a_usage_error(monkeypatch):
+    from hfsoup.errors import InvalidSoupArgumentsError
+
+    monkeypatch.setenv("HFSOUP_NUM_THREADS", "1")
+    assert BlockPool.create() is None  # one thread: the one-thread loop, no pool
+    monkeypatch.setenv("HFSOUP_NUM_THREADS", "3")
+    pool = BlockPool.create()
+    assert pool is not None and pool.threads == 3
+    pool.close()
+    monkeypatch.setenv("HFSOUP_NUM_THREADS", "many")
+    with pytest.raises(InvalidSoupArgumentsError, match="HFSOUP_NUM_THREADS"):
+        BlockPool.create()
