@@ -44,7 +44,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from soup_speed import _busy_cpu_seconds, mergekit_bin  # noqa: E402
+from merge_speed import ENV, MEASURE_WRAPPER  # noqa: E402 - offline env; RssAnon every 5 ms, and ru_maxrss
+from soup_speed import _busy_cpu_seconds, mergekit_bin, read_files  # noqa: E402
 
 N_INGREDIENTS = 4
 SEED = 0
@@ -64,33 +65,6 @@ COMMON = {"num_key_value_heads": 4, "vocab_size": 32000, "max_position_embedding
           "tie_word_embeddings": False, "model_type": "llama", "architectures": ["LlamaForCausalLM"],
           "torch_dtype": "bfloat16", "bos_token_id": 1, "eos_token_id": 2}  # fmt: skip
 TARGET_FLOOR, TARGET_MERGEKIT, TARGET_FLAT, TARGET_ANON = 1.5, 0.25, 0.20, 0.05
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "TRANSFORMERS_OFFLINE": "1"}
-
-# Runs a command and polls its RssAnon: forked from this lean process, not from the benchmark (a child's counters
-# start from its parent's), every 5 ms.
-MEASURE_WRAPPER = """\
-import json, os, sys, time
-out, *argv = sys.argv[1:]
-pid = os.fork()
-if pid == 0:
-    os.execvp(argv[0], argv)
-peak = 0
-while True:
-    done, status, usage = os.wait4(pid, os.WNOHANG)
-    if done:
-        break
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("RssAnon:"):
-                    peak = max(peak, int(line.split()[1]) * 1024)
-                    break
-    except (OSError, ValueError):
-        pass
-    time.sleep(0.005)
-json.dump({"rc": os.waitstatus_to_exitcode(status), "cpu": usage.ru_utime + usage.ru_stime, "anon": peak,
-           "rss": usage.ru_maxrss * 1024}, open(out, "w"))
-"""
 
 
 # ---------------------------------------------------------------------------------------------------- checkpoints
@@ -193,16 +167,6 @@ def evict(files: list[Path]) -> None:
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
         finally:
             os.close(fd)
-
-
-def read_files(files: list[Path]) -> tuple[int, float]:
-    buf = bytearray(16 << 20)
-    total, start = 0, time.perf_counter()
-    for file in files:
-        with open(file, "rb", buffering=0) as f:
-            while n := f.readinto(buf):
-                total += n
-    return total, time.perf_counter() - start
 
 
 def io_floor(files: list[Path], out_bytes: int, work: Path) -> dict[str, float]:

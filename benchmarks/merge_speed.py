@@ -100,8 +100,8 @@ while True:
     except (OSError, ValueError):
         pass
     time.sleep(0.005)
-json.dump({"rc": os.waitstatus_to_exitcode(status), "cpu": usage.ru_utime + usage.ru_stime, "anon": peak},
-          open(out, "w"))
+json.dump({"rc": os.waitstatus_to_exitcode(status), "cpu": usage.ru_utime + usage.ru_stime, "anon": peak,
+           "rss": usage.ru_maxrss * 1024}, open(out, "w"))
 """
 
 
