@@ -89,6 +89,25 @@ def families(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def sst2_finetunes(tmp_path_factory) -> list[str]:
+    """Two tiny BERT sst2 fine-tunes of one base, built once per session (tests copy them before changing them)."""
+    from hfsoup.testing.families import build_family
+    from hfsoup.testing.glue import build_glue_finetunes
+
+    root = tmp_path_factory.mktemp("sst2-finetunes")
+    family = build_family("bert", root / "family", n_finetunes=1, seed=0)
+    return [str(p) for p in build_glue_finetunes(family.base, "sst2", root / "bert", n_finetunes=2)]
+
+
+@pytest.fixture(scope="session")
+def sst2_dev_csv(tmp_path_factory):
+    """16 rows of sst2 in GLUE's column layout: the held-out data of `sst2_finetunes`."""
+    from hfsoup.testing.glue import write_glue_csv
+
+    return write_glue_csv(tmp_path_factory.mktemp("sst2-dev") / "dev.csv", "sst2", 16)
+
+
+@pytest.fixture(scope="session")
 def minilm_family(tmp_path_factory):
     """The real-weights MiniLM family (slow tests only): 4 fine-tunes (3 learning rates, 4 seeds) and the impostor,
     trained once per session and shared by every module that needs it. `HFSOUP_MINILM_CACHE=DIR` keeps it between

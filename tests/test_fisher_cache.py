@@ -16,26 +16,18 @@ from safetensors.torch import save
 from hfsoup.cli import main
 from hfsoup.soups import fisher
 from hfsoup.soups.fisher_cache import cache_dir
-from hfsoup.testing.families import build_family
-from hfsoup.testing.glue import build_glue_finetunes, write_glue_csv
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(scope="module")
-def root(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("fisher-cache")
+@pytest.fixture
+def bert(sst2_finetunes) -> list[str]:
+    return sst2_finetunes
 
 
-@pytest.fixture(scope="module")
-def bert(root) -> list[str]:
-    family = build_family("bert", root / "family", n_finetunes=1, seed=0)
-    return [str(p) for p in build_glue_finetunes(family.base, "sst2", root / "bert", n_finetunes=2)]
-
-
-@pytest.fixture(scope="module")
-def dev_csv(root) -> Path:
-    return write_glue_csv(root / "dev.csv", "sst2", 16)
+@pytest.fixture
+def dev_csv(sst2_dev_csv) -> Path:
+    return sst2_dev_csv
 
 
 @pytest.fixture

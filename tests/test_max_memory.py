@@ -19,26 +19,19 @@ from hfsoup.errors import MemoryLimitError
 from hfsoup.io.checkpoint import read_safetensors_header
 from hfsoup.soups import SOUPS, FisherSoup, GreedySoup, LearnedSoup, RegMeanSoup, UniformSoup, kernels
 from hfsoup.soups.memory import MemoryContext, estimate, human_size
-from hfsoup.testing.families import build_family, publish_folder
-from hfsoup.testing.glue import build_glue_finetunes, write_glue_csv
+from hfsoup.testing.families import publish_folder
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(scope="module")
-def root(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("max-memory")
+@pytest.fixture
+def bert(sst2_finetunes) -> list[str]:
+    return sst2_finetunes
 
 
-@pytest.fixture(scope="module")
-def bert(root) -> list[str]:
-    family = build_family("bert", root / "family", n_finetunes=1, seed=0)
-    return [str(p) for p in build_glue_finetunes(family.base, "sst2", root / "bert", n_finetunes=2)]
-
-
-@pytest.fixture(scope="module")
-def dev_csv(root) -> Path:
-    return write_glue_csv(root / "dev.csv", "sst2", 16)
+@pytest.fixture
+def dev_csv(sst2_dev_csv) -> Path:
+    return sst2_dev_csv
 
 
 def context_of(folder: str, **kwargs) -> MemoryContext:
