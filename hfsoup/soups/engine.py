@@ -259,7 +259,7 @@ def write_shards(
             raise
         return sha256, shard_meter
 
-    with bar, _closing(pool):
+    with bar, contextlib.closing(pool) if pool is not None else contextlib.nullcontext():
         for i in shard_ids:
             file, sha256, written = plan.files[i], None, False
             if resume and staged_candidate(staging, progress, file, plan.fingerprint):
@@ -282,15 +282,6 @@ def write_shards(
             if written:
                 _fault_point("shard-written")
     return reused
-
-
-@contextlib.contextmanager
-def _closing(pool: BlockPool | None) -> Iterator[None]:
-    try:
-        yield
-    finally:
-        if pool is not None:
-            pool.close()
 
 
 def collect_meter(plan: SoupPlan, staging: Path, meter: SimilarityMeter) -> None:
@@ -344,70 +335,101 @@ def _mix_blocks(
     kept = [i for i, w in enumerate(weights) if w != 0.0]
     kept_weights = [weights[i] for i in kept]
     base_flat = base[0].reshape(-1) if base_fits else None
-    block = getattr(accumulate, "block", kernels.BLOCK)  # the GPU's accumulator takes larger blocks
     if merge is not None or base_weight != 0.0:
         if read_ahead is not None:
             read_ahead.advance(0)  # the first window; the kernel's own read-ahead follows the merge's passes
+        block = getattr(accumulate, "block", kernels.BLOCK)  # the GPU's accumulator takes larger blocks
         yield from _merge_blocks(
             name, flats, codes, weights, dtype, out_code, meter, base_flat, base, accumulate, base_weight, merge, block
         )
         return
+    plain = _PlainSum(flats, codes, dtype, kept, kept_weights, out_code, meter, base_flat, base[1] if base else "")
     # The plain weighted sum makes few passes over a block: larger blocks cost it less in calls and allocations.
     block = getattr(accumulate, "block", kernels.sum_block())
     if pool is not None and accumulate is kernels.weighted_sum and flats[0].size > block * pool.CHUNK_BLOCKS:
-        yield from pool.blocks(flats, codes, dtype, kept, kept_weights, out_code, meter, base_flat, base, read_ahead)
+        yield from pool.blocks(plain, read_ahead)
         meter.finish()
         return
     # One widening buffer per bfloat16 ingredient, reused for every block: the blocks are consumed (measured and
     # summed) before the next is widened, and the sum is a fresh array, which the writer's thread may still hold.
-    buffers = _widen_buffers(codes, dtype, min(flats[0].size, block))
+    buffers = plain.buffers(min(flats[0].size, block))
     for start in range(0, flats[0].size, block):
-        stop = start + block
         if read_ahead is not None:
-            read_ahead.advance(stop, start)
-        out, blocks, finite = _block_sum(flats, codes, dtype, start, stop, buffers, kept, kept_weights, accumulate)
-        base_block = None if base_flat is None else kernels.widen(base_flat[start:stop], base[1], dtype)  # type: ignore
-        meter.block(blocks, base_block, finite=finite)
+            read_ahead.advance(start + block, start)
+        out = plain.measured(start, start + block, buffers, accumulate)
         if out is not None:
-            yield kernels.narrow(out, out_code, finite=finite)
+            yield out
     meter.finish()
 
 
-def _widen_buffers(codes: Sequence[str], dtype: np.dtype, size: int) -> list[np.ndarray | None]:
-    return [np.empty(size, np.float32) if code == "BF16" and dtype == np.float32 else None for code in codes]
+@dataclass
+class _PlainSum:
+    """One float tensor's plain weighted sum, block by block: what the one-thread loop and `BlockPool`'s threads
+    both compute (`sum`), and the block as the one-thread loop measures and narrows it (`measured`)."""
 
+    flats: Sequence[np.ndarray]
+    codes: Sequence[str]
+    dtype: np.dtype
+    kept: Sequence[int]
+    kept_weights: Sequence[float]
+    out_code: str
+    meter: SimilarityMeter
+    base_flat: np.ndarray | None
+    base_code: str
 
-def _block_sum(
-    flats: Sequence[np.ndarray],
-    codes: Sequence[str],
-    dtype: np.dtype,
-    start: int,
-    stop: int,
-    buffers: Sequence[np.ndarray | None],
-    kept: Sequence[int],
-    kept_weights: Sequence[float],
-    accumulate: Accumulate | None,
-) -> tuple[np.ndarray | None, list[np.ndarray], bool]:
-    """One block of the plain weighted sum: (the sum, or None without `accumulate`; every ingredient's widened
-    block; whether the sum shows every element finite)."""
-    blocks = [kernels.widen(f[start:stop], c, dtype, out=b) for f, c, b in zip(flats, codes, buffers, strict=True)]
-    if accumulate is None:
-        return None, blocks, False
-    terms = [blocks[i] for i in kept]
-    numpy_sum = accumulate is kernels.weighted_sum
-    out = kernels.weighted_sum(terms, kept_weights, sum_first=True) if numpy_sum else accumulate(terms, kept_weights)
-    # One reduction of the sum stands for the meter's and the narrowing's checks of every element of the summed
-    # blocks: with every weight non-zero, a NaN or an Inf in any of them makes it non-finite (a block of weight 0 is
-    # reduced on its own). Non-finite (an overflow, or a bad weight) is looked at closely: summed term by term where
-    # equal weights were summed first, then measured element by element.
-    with np.errstate(over="ignore", invalid="ignore"):
-        finite = bool(np.isfinite(np.add.reduce(out, axis=None)))
-        if finite and len(kept) != len(blocks):
-            left_out = set(range(len(blocks))) - set(kept)
-            finite = all(np.isfinite(np.add.reduce(blocks[i], axis=None)) for i in left_out)
-    if not finite and numpy_sum:
-        out = kernels.weighted_sum(terms, kept_weights)
-    return out, blocks, finite
+    def buffers(self, size: int) -> list[np.ndarray | None]:
+        """A widening buffer per bfloat16 ingredient (`kernels.widen(out=...)`), for blocks of `size` elements."""
+        wide = self.dtype == np.float32
+        return [np.empty(size, np.float32) if code == "BF16" and wide else None for code in self.codes]
+
+    def sum(
+        self, start: int, stop: int, buffers: Sequence[np.ndarray | None], accumulate: Accumulate | None
+    ) -> tuple[np.ndarray | None, list[np.ndarray], bool]:
+        """Elements `start:stop`: (their sum, or None without `accumulate`; every ingredient's widened block;
+        whether the sum shows every element finite)."""
+        blocks = [
+            kernels.widen(f[start:stop], c, self.dtype, out=b)
+            for f, c, b in zip(self.flats, self.codes, buffers, strict=True)
+        ]
+        if accumulate is None:
+            return None, blocks, False
+        terms = [blocks[i] for i in self.kept]
+        numpy_sum = accumulate is kernels.weighted_sum
+        if numpy_sum:
+            out = kernels.weighted_sum(terms, self.kept_weights, sum_first=True)
+        else:
+            out = accumulate(terms, self.kept_weights)
+        # One reduction of the sum stands for the meter's and the narrowing's checks of every element of the summed
+        # blocks: with every weight non-zero, a NaN or an Inf in any of them makes it non-finite (a block of weight 0
+        # is reduced on its own). Non-finite (an overflow, or a bad weight) is looked at closely: summed term by term
+        # where equal weights were summed first, then measured element by element.
+        with np.errstate(over="ignore", invalid="ignore"):
+            finite = bool(np.isfinite(np.add.reduce(out, axis=None)))
+            if finite and len(self.kept) != len(blocks):
+                left_out = set(range(len(blocks))) - set(self.kept)
+                finite = all(np.isfinite(np.add.reduce(blocks[i], axis=None)) for i in left_out)
+        if not finite and numpy_sum:
+            out = kernels.weighted_sum(terms, self.kept_weights)
+        return out, blocks, finite
+
+    def measured(
+        self, start: int, stop: int, buffers: Sequence[np.ndarray | None], accumulate: Accumulate | None
+    ) -> np.ndarray | None:
+        """`sum`, fed to the meter (the base's block too) and narrowed to the output's representation."""
+        out, blocks, finite = self.sum(start, stop, buffers, accumulate)
+        base = (
+            None if self.base_flat is None else kernels.widen(self.base_flat[start:stop], self.base_code, self.dtype)
+        )
+        self.meter.block(blocks, base, finite=finite)
+        return None if out is None else kernels.narrow(out, self.out_code, finite=finite)
+
+    def base_parts(self, start: int, stop: int) -> list[np.ndarray] | None:
+        """The base's measured parts of elements `start:stop` (`SimilarityMeter.sample_windows`), widened."""
+        if self.base_flat is None:
+            return None
+        part = self.base_flat[start:stop]
+        windows = self.meter.sample_windows(start, stop - start)
+        return [kernels.widen(part[lo:hi], self.base_code, self.dtype) for lo, hi in windows]
 
 
 class BlockPool:
@@ -446,49 +468,35 @@ class BlockPool:
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
 
-    def _buffers(self, codes: Sequence[str], dtype: np.dtype) -> list[np.ndarray | None]:
-        key = (tuple(codes), dtype)
+    def _buffers(self, plain: _PlainSum) -> list[np.ndarray | None]:
+        key = (tuple(plain.codes), plain.dtype)
         cache = getattr(self._local, "buffers", None)
         if cache is None or cache[0] != key:
-            cache = (key, _widen_buffers(codes, dtype, kernels.sum_block()))
+            cache = (key, plain.buffers(kernels.sum_block()))
             self._local.buffers = cache
         return cache[1]
 
-    def blocks(
-        self,
-        flats: Sequence[np.ndarray],
-        codes: Sequence[str],
-        dtype: np.dtype,
-        kept: Sequence[int],
-        kept_weights: Sequence[float],
-        out_code: str,
-        meter: SimilarityMeter,
-        base_flat: np.ndarray | None,
-        base: tuple[np.ndarray, str] | None,
-        read_ahead: ReadAhead | None,
-    ) -> Iterator[np.ndarray]:
+    def blocks(self, plain: _PlainSum, read_ahead: ReadAhead | None) -> Iterator[np.ndarray]:
         """`_mix_blocks`'s plain loop for one float tensor of several blocks, on the pool's threads: each job takes
         `CHUNK_BLOCKS` consecutive blocks, so the hand-over costs little beside the arithmetic."""
         from collections import deque
 
-        block, numel = kernels.sum_block(), flats[0].size
+        block, numel = kernels.sum_block(), plain.flats[0].size
         chunk = block * self.CHUNK_BLOCKS
 
         def job(first: int) -> list[tuple[np.ndarray, list[list[np.ndarray]]] | None]:
-            buffers = self._buffers(codes, dtype)
+            buffers = self._buffers(plain)
             results: list[tuple[np.ndarray, list[list[np.ndarray]]] | None] = []
             for start in range(first, min(first + chunk, numel), block):
                 stop = min(start + block, numel)
-                out, blocks, finite = _block_sum(
-                    flats, codes, dtype, start, stop, buffers, kept, kept_weights, kernels.weighted_sum
-                )
+                out, blocks, finite = plain.sum(start, stop, buffers, kernels.weighted_sum)
                 if not finite:
                     results.append(None)
                     continue
                 # Copies of the measured parts: the widening buffers are this thread's, reused by its next block.
-                windows = meter.sample_windows(start, stop - start)
+                windows = plain.meter.sample_windows(start, stop - start)
                 parts = [[np.array(b[lo:hi]) for lo, hi in windows] for b in blocks]
-                results.append((kernels.narrow(out, out_code, finite=True), parts))  # type: ignore[arg-type]
+                results.append((kernels.narrow(out, plain.out_code, finite=True), parts))  # type: ignore[arg-type]
             return results
 
         firsts = iter(range(0, numel, chunk))
@@ -511,22 +519,12 @@ class BlockPool:
                 for k, result in enumerate(future.result()):
                     start = first + k * block
                     stop = min(start + block, numel)
-                    base_part = None if base_flat is None else base_flat[start:stop]
                     if result is None:  # not finite: this thread looks at every element, as the one-thread loop does
-                        own_buffers = own_buffers or _widen_buffers(codes, dtype, block)
-                        out, blocks, finite = _block_sum(
-                            flats, codes, dtype, start, stop, own_buffers, kept, kept_weights, kernels.weighted_sum
-                        )
-                        base_block = None if base_part is None else kernels.widen(base_part, base[1], dtype)  # type: ignore[index]
-                        meter.block(blocks, base_block, finite=finite)
-                        yield kernels.narrow(out, out_code, finite=finite)  # type: ignore[arg-type]
+                        own_buffers = own_buffers or plain.buffers(block)
+                        yield plain.measured(start, stop, own_buffers, kernels.weighted_sum)  # type: ignore[misc]
                         continue
                     narrowed, parts = result
-                    base_parts = None
-                    if base_part is not None:
-                        windows = meter.sample_windows(start, stop - start)
-                        base_parts = [kernels.widen(base_part[lo:hi], base[1], dtype) for lo, hi in windows]  # type: ignore[index]
-                    meter.block_parts(parts, base_parts, stop - start)
+                    plain.meter.block_parts(parts, plain.base_parts(start, stop), stop - start)
                     yield narrowed
         finally:
             for _, future in pending:  # a consumer that stops early (a staged shard known to differ)
