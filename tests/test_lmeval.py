@@ -270,3 +270,59 @@ def test_a_model_that_is_not_a_causal_lm_is_refused(tasks):
     selection = Selection(task=f"lm-eval:{REVIEW_BITS_TASK}", lm_eval_include=str(tasks))
     with pytest.raises(EvaluationError, match="score causal language models; the ingredients are BertForSequence"):
         harness_selection(selection, BertForSequenceClassification(config), None)
+
+
+def _copy_tasks(tasks: Path, folder: Path) -> Path:
+    import shutil
+
+    shutil.copytree(tasks, folder)
+    return folder
+
+
+def test_task_files_that_would_run_code_or_leave_the_include_folder_are_refused_before_lm_eval_reads_them(
+    on_hub, local_hub, tasks, tmp_path, capsys
+):
+    """An include path is data: a task naming Python to run (`!function`, which lm-eval imports and calls), or an
+    include leading out of the folder (absolute, `..`, a link), is refused before any download, and nothing runs."""
+    pytest.importorskip("lm_eval")
+    marker = tmp_path / "ran"
+    evil = _copy_tasks(tasks, tmp_path / "evil")
+    (evil / "utils.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\ndef docs(d):\n    return d\n")
+    yaml_file = evil / f"{REVIEW_BITS_TASK}.yaml"
+    yaml_file.write_text(yaml_file.read_text() + "process_docs: !function utils.docs\n")
+    args = ["soup", *on_hub, "-o", str(tmp_path / "soup"), "--method", "greedy", "--no-plot"]
+    args += ["--task", f"lm-eval:{REVIEW_BITS_TASK}"]
+    local_hub.traffic.clear()
+    message = _refused([*args, "--lm-eval-include", str(evil)], capsys)
+    assert "!function" in message and "runs no code" in message
+    outside = tmp_path / "outside.yaml"
+    outside.write_text("output_type: loglikelihood_rolling\n")
+    for name, include in (("absolute", str(outside)), ("dotdot", "../outside.yaml")):
+        folder = _copy_tasks(tasks, tmp_path / name)
+        (folder / "extra.yaml").write_text(f"task: extra_{name}\ninclude: {include}\n")
+        message = _refused([*args, "--lm-eval-include", str(folder)], capsys)
+        assert "inside the include folder" in message or "leads outside" in message, message
+    linked = _copy_tasks(tasks, tmp_path / "linked")
+    (linked / "link.yaml").symlink_to(outside)
+    assert "leads outside" in _refused([*args, "--lm-eval-include", str(linked)], capsys)
+    assert not marker.exists() and not local_hub.traffic and not (tmp_path / "soup").exists()
+
+
+def test_task_templates_render_in_a_sandbox_that_refuses_pythons_internals():
+    """lm-eval renders prompts with a plain Jinja environment, where `{{ cycler.__init__.__globals__ }}` reaches
+    os and everything else; while hfsoup loads and evaluates tasks the sandbox refuses it, and ordinary templates
+    (lm-eval's own filters included) render as before."""
+    pytest.importorskip("lm_eval")
+    from jinja2.exceptions import SecurityError
+    from lm_eval import utils
+
+    from hfsoup.evaluation.harness import sandboxed_templates
+
+    probe = "{{ cycler.__init__.__globals__.__name__ }}"
+    assert utils.apply_template(probe, {}) == "jinja2.utils"  # unsandboxed, the template reaches a module
+    plain = "Review: {{ text | regex_replace('o', '0') }}"
+    with sandboxed_templates():
+        with pytest.raises(SecurityError):
+            utils.apply_template(probe, {})
+        assert utils.apply_template(plain, {"text": "good"}) == "Review: g00d"
+    assert utils.apply_template(probe, {}) == "jinja2.utils"  # put back

@@ -96,14 +96,102 @@ def task_manager(include: str | None) -> Any:
     return TaskManager(include_path=include)
 
 
-def check_tasks(names: Sequence[str], include: str | os.PathLike | None) -> None:
-    """Refuse names the harness does not know, and an include path that is not a folder or YAML file."""
-    require_lm_eval()
-    if include is not None and not os.path.exists(include):
+#: At most this many task files are checked under an include path (lm-eval's own tasks are some 10,000 files).
+MAX_INCLUDE_FILES = 2000
+
+
+def check_include(include: str | os.PathLike) -> None:
+    """Refuse task files that would run code, or reach outside the include path, before lm-eval reads any of them.
+
+    lm-eval imports and runs the Python a task file names (`!function utils.process_docs`, a `.py` beside it, or any
+    importable function), and follows `include:` to any path: an include path is data, possibly written by someone
+    else (a recipe's), so hfsoup runs no code from it. Every YAML file under it (and every file one includes) must
+    lie inside it (no absolute paths, `..` or links leading out) and name no `!function`. Its templates are
+    rendered in a sandbox (`sandboxed_templates`)."""
+    from pathlib import Path
+
+    from ..errors import InputLimitError, UnsafePathError
+    from ..io import safeyaml
+
+    given = Path(include)
+    if not given.exists():
         raise EvaluationError(
             f"The lm-eval include path {cut(repr(os.fspath(include)), 200)} does not exist.",
             fix=f"Name a folder of task YAML files (or one YAML file) with {_include()}.",
         )
+    root = given.resolve()
+    base = root if root.is_dir() else root.parent
+    files = sorted(given.rglob("*.y*ml")) if root.is_dir() else [given]
+    if len(files) > MAX_INCLUDE_FILES:
+        raise InputLimitError(
+            f"The lm-eval include path {cut(repr(os.fspath(include)), 200)} holds {len(files):,} YAML files; hfsoup "
+            f"checks at most {MAX_INCLUDE_FILES:,}.",
+            fix="Name the folder of the tasks you use, not a larger tree.",
+        )
+    pending, seen = list(files), set()
+    while pending:
+        file = pending.pop()
+        resolved = file.resolve()
+        if resolved in seen:
+            continue
+        seen.add(resolved)
+        shown = cut(repr(os.fspath(file)), 200)
+        if not resolved.is_relative_to(base):
+            raise UnsafePathError(
+                f"The lm-eval task file {shown} leads outside the include path {cut(repr(os.fspath(base)), 200)} "
+                "(an absolute path, '..' or a link).",
+                fix="Keep every task file, and every file a task includes, inside the include folder.",
+            )
+        text = safeyaml.read_text(resolved)
+        if "!function" in text:
+            raise EvaluationError(
+                f"The lm-eval task file {shown} names Python to run (!function); hfsoup runs no code from the files "
+                "it is pointed at.",
+                fix="Write the task with templates and lm-eval's built-in filters and metrics instead, or run it "
+                "with lm-eval itself, on a model hfsoup has written.",
+            )
+        try:
+            data = safeyaml.load(text)
+        except safeyaml.yaml.YAMLError as exc:
+            raise EvaluationError(
+                f"The lm-eval task file {shown} is not YAML hfsoup can read: {cut(str(exc), 200)}",
+                fix="Check the file, or leave it out of the include folder.",
+            ) from None
+        includes = data.get("include") if isinstance(data, dict) else None
+        for name in includes if isinstance(includes, list) else [] if includes is None else [includes]:
+            if not isinstance(name, str) or os.path.isabs(name):
+                raise UnsafePathError(
+                    f"The lm-eval task file {shown} includes {cut(repr(name), 200)}: an include must be a relative "
+                    "path inside the include folder.",
+                    fix="Copy the included file into the include folder and name it relatively.",
+                )
+            pending.append(resolved.parent / name)
+
+
+@contextlib.contextmanager
+def sandboxed_templates() -> Iterator[None]:
+    """lm-eval renders a task's prompts (`doc_to_text`, `doc_to_target`...) with a plain Jinja environment, in which
+    a template can reach Python's internals (`{{ cycler.__init__.__globals__ }}`) and run anything. While hfsoup
+    loads and evaluates tasks, the same templates render in Jinja's immutable sandbox, which refuses that."""
+    from jinja2 import BaseLoader, StrictUndefined
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+    from lm_eval import utils
+
+    original = utils.env
+    sandbox = ImmutableSandboxedEnvironment(loader=BaseLoader, undefined=StrictUndefined, keep_trailing_newline=True)
+    sandbox.filters.update(original.filters)
+    utils.env = sandbox
+    try:
+        yield
+    finally:
+        utils.env = original
+
+
+def check_tasks(names: Sequence[str], include: str | os.PathLike | None) -> None:
+    """Refuse names the harness does not know, and an include path whose files would run code (`check_include`)."""
+    require_lm_eval()
+    if include is not None:
+        check_include(include)
     known = task_manager(None if include is None else os.path.abspath(include)).all_tasks
     unknown = [n for n in names if n not in known]
     if unknown:
@@ -143,7 +231,7 @@ def load_tasks(names: Sequence[str], include: str | os.PathLike | None) -> list[
     check_tasks(names, include)
     manager = task_manager(None if include is None else os.path.abspath(include))
     try:
-        with quiet(), no_remote_code():
+        with quiet(), no_remote_code(), sandboxed_templates():
             if hasattr(manager, "load"):  # lm-eval 0.4.10 and later: the leaf tasks, groups opened
                 leaves = list(manager.load(list(names))["tasks"].items())
             else:
@@ -258,12 +346,22 @@ def evaluate(lm: Any, tasks: Sequence[HarnessTask], rows: Sequence[Sequence[int]
     task_dict = {t.name: t.task for t in tasks}
     samples = {t.name: _Rows(r) for t, r in zip(tasks, rows, strict=True)}
     try:
-        with quiet():
+        with quiet(), sandboxed_templates():
             found = harness_evaluate(
                 lm, task_dict, samples=samples, bootstrap_iters=0, log_samples=False, confirm_run_unsafe_code=False
             )
     except ValueError as exc:  # a task marked unsafe, or a multimodal one
         raise EvaluationError(f"lm-eval refused to evaluate: {cut(str(exc), 400)}", fix=_fix_names()) from exc
+    except Exception as exc:
+        from jinja2.exceptions import SecurityError
+
+        if not isinstance(exc, SecurityError):
+            raise
+        raise EvaluationError(
+            f"An lm-eval task's template reaches Python's internals ({cut(str(exc), 200)}); hfsoup renders templates "
+            "in a sandbox.",
+            fix="Write the template with the document's fields and Jinja's filters only.",
+        ) from exc
     results = (found or {}).get("results", {})
     metrics: dict[str, float] = {}
     primaries = []
