@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 import hfsoup
 from hfsoup.compat.similarity import SAMPLE_ELEMENTS, SimilarityMeter
 from hfsoup.io.checkpoint import CheckpointReader, SafetensorsStreamWriter, TensorMeta
-from hfsoup.soups import kernels
+from hfsoup.soups import engine, kernels
 from hfsoup.soups.base import Mixing
 from hfsoup.soups.engine import BlockPool, _mix_blocks, merged_tensor
 from hfsoup.testing.reference import max_relative_deviation, reference_average
@@ -282,6 +282,10 @@ def test_hfsoup_num_threads_chooses_the_pool_and_a_bad_value_is_a_usage_error(mo
     monkeypatch.setenv("HFSOUP_NUM_THREADS", "3")
     pool = BlockPool.create()
     assert pool is not None and pool.threads == 3
+    pool.close()
+    monkeypatch.setenv("HFSOUP_NUM_THREADS", "1000000")  # bounded: not a million threads
+    pool = BlockPool.create()
+    assert pool is not None and pool.threads == engine.MAX_THREADS
     pool.close()
     monkeypatch.setenv("HFSOUP_NUM_THREADS", "many")
     with pytest.raises(InvalidSoupArgumentsError, match="HFSOUP_NUM_THREADS"):

@@ -537,7 +537,7 @@ def _thread_count() -> int:
     chosen = os.environ.get("HFSOUP_NUM_THREADS", "").strip()
     if chosen:
         try:
-            return max(1, int(chosen))
+            return max(1, min(int(chosen), MAX_THREADS))
         except ValueError:
             raise InvalidSoupArgumentsError(
                 f"HFSOUP_NUM_THREADS={chosen!r} is not a whole number.", fix="Set it to 1 or more, or unset it."
@@ -548,6 +548,10 @@ def _thread_count() -> int:
         cores = os.cpu_count() or 1
     local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
     return max(1, min(8, cores // local))
+
+
+#: The most threads `HFSOUP_NUM_THREADS` may ask for: beyond the cores of any machine, threads only wait.
+MAX_THREADS = 256
 
 
 def _merge_blocks(
