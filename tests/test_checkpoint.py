@@ -15,7 +15,6 @@ from hfsoup.io.checkpoint import (
     CheckpointReader,
     SafetensorsStreamWriter,
     TensorMeta,
-    file_sha256,
     parse_size,
     plan_shards,
     read_safetensors_header,
@@ -104,18 +103,14 @@ def test_reader_refuses_pickle_with_code_even_when_allowed(tmp_path):
         CheckpointReader(tmp_path, allow_pickle=True)
 
 
-def test_stream_writer_round_trips_and_hashes(tmp_path):
-    import hashlib
-
+def test_stream_writer_round_trips(tmp_path):
     tensors = {"a": torch.randn(16, 16), "b": torch.randn(3).bfloat16(), "c": torch.arange(7)}
     metas = [(n, TensorMeta(DTYPE_CODES[t.dtype], tuple(t.shape))) for n, t in tensors.items()]
     writer = SafetensorsStreamWriter(tmp_path / "model.safetensors", metas, metadata={"format": "pt"})
     assert not (tmp_path / "model.safetensors").exists()  # only a finished file gets the final name
     for name, tensor in tensors.items():
         writer.add(name, tensor)
-    digest = writer.close()
-    data = (tmp_path / "model.safetensors").read_bytes()
-    assert digest == hashlib.sha256(data).hexdigest() == file_sha256(tmp_path / "model.safetensors")
+    writer.close()
     loaded = load_file(tmp_path / "model.safetensors")
     assert all(torch.equal(loaded[n], t) for n, t in tensors.items())
     assert read_safetensors_header(tmp_path / "model.safetensors")["b"].dtype == "BF16"

@@ -253,7 +253,9 @@ SOUP_FINGERPRINT = "1549d56795ee8664e6af99065b164a918cbf808de4e05061e180ec513f76
 SHARDS = ["model-00001-of-00003.safetensors", "model-00002-of-00003.safetensors", "model-00003-of-00003.safetensors"]
 STAGING = ".out.hfsoup-tmp-partial"  # the staging folder beside `out`, and its progress records' folder
 PROGRESS = ".hfsoup-progress"
-RECORD_KEYS = {"fingerprint", "file", "sha256", "meter"}
+# The records of 0.1.0 also gave each shard's sha256 (see the legacy test below); nothing trusted it (resume compares
+# a recomputation with the staged bytes), and it cost 1.3 s of CPU per 2.2 GB written, so the writer dropped it.
+RECORD_KEYS = {"fingerprint", "file", "meter"}
 METER_KEYS = {"body", "body_tensors", "head", "head_tensors", "non_finite", "unequal_buffers"}
 
 
@@ -283,7 +285,6 @@ def test_interrupted_soup_records_and_resume(tmp_path):
     for shard in SHARDS[:2]:
         record = read_json(progress / f"{shard}.json")
         assert set(record) == RECORD_KEYS and record["file"] == shard and set(record["meter"]) == METER_KEYS
-        assert record["sha256"] == hashlib.sha256((tmp_path / STAGING / shard).read_bytes()).hexdigest()
         assert record["fingerprint"] == SOUP_FINGERPRINT
 
     env["HFSOUP_FAULT"] = ""

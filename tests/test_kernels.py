@@ -290,3 +290,42 @@ def test_hfsoup_num_threads_chooses_the_pool_and_a_bad_value_is_a_usage_error(mo
     monkeypatch.setenv("HFSOUP_NUM_THREADS", "many")
     with pytest.raises(InvalidSoupArgumentsError, match="HFSOUP_NUM_THREADS"):
         BlockPool.create()
+
+
+@pytest.mark.parametrize("weights", [(0.25, 0.25, 0.25, 0.25), (0.5, 0.125, 0.3, 0.2)])
+def test_paired_bfloat16_blocks_give_the_element_by_element_bytes_and_figures(monkeypatch, weights):
+    """bfloat16 soups take the paired kernels (`kernels.widen_bf16_pairs`): the output bytes and the meter's sums
+    are those of widening and narrowing element by element, on one thread and on the pool, with a NaN in a block, an
+    odd-sized tail, and inputs whose memory is not 4-byte aligned (a tensor at an odd offset in its file)."""
+    rng = np.random.default_rng(11)
+    n = 3 * BlockPool.CHUNK_BLOCKS * kernels.sum_block() + 1239  # odd, and 3 columns
+    base = rng.standard_normal(n).astype(np.float32)
+    stored = []
+    for _ in range(4):
+        values = (base + 0.1 * rng.standard_normal(n) * np.exp2(rng.integers(-20, 20, n))).astype(np.float32)
+        raw = np.frombuffer(b"\0\0" + kernels.narrow(values, "BF16").tobytes(), np.uint16)[1:]  # 2-byte aligned
+        stored.append(raw)
+    assert stored[0].ctypes.data % 4 == 2
+    stored[1] = stored[1].copy()
+    stored[1][kernels.sum_block() * 3 + 5] = 0x7FC1  # a NaN
+    base_in = (kernels.narrow(base, "BF16").reshape(-1, 3), "BF16")
+    runs = {}
+    pool = BlockPool(2)
+    try:
+        for paired in (False, True):
+            monkeypatch.setattr(kernels, "PAIRS", paired)
+            for use in (None, pool):
+                meter = SimilarityMeter(["a", "b", "c", "d"], base="base")
+                out = _mix_blocks(
+                    "enc.weight", [s.reshape(-1, 3) for s in stored], ["BF16"] * 4, list(weights), "BF16", meter,
+                    base_in, kernels.weighted_sum, pool=use,
+                )  # fmt: skip
+                runs[paired, use is not None] = (np.concatenate(list(out)), json.dumps(meter.state()))
+    finally:
+        pool.close()
+    reference, reference_meter = runs[False, False]
+    assert reference[kernels.sum_block() * 3 + 5] == 0x7FC0  # the canonical NaN
+    for key, (out, meter_state) in runs.items():
+        assert out.tobytes() == reference.tobytes(), key
+        assert meter_state == reference_meter, key
+    assert json.loads(reference_meter)["non_finite"] == {"b": ["enc.weight"]}

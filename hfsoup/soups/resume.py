@@ -1,11 +1,11 @@
 """Resuming a soup without trusting what the interrupted run left.
 
 The staging folder is this user's alone (`output.fresh_staging`), but its content is still only a claim: a shard's
-bytes and the sha256 its progress record gives can both be rewritten, and the record's shared-initialization
-figures decide the compatibility verdict. So a shard from an earlier run is accepted only after it has been
-recomputed from the ingredients and compared with the staged bytes, byte for byte; what resuming saves is the
-write, not the arithmetic. The figures come from that same recomputation, and the record is written again from it.
-A shard that differs (or is not a plain file) is written again.
+bytes and its progress record (older ones also give the shard's sha256) can both be rewritten, and the record's
+shared-initialization figures decide the compatibility verdict. So a shard from an earlier run is accepted only
+after it has been recomputed from the ingredients and compared with the staged bytes, byte for byte; what resuming
+saves is the write, not the arithmetic. The figures come from that same recomputation, and the record is written
+again from it. A shard that differs (or is not a plain file) is written again.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ class _Comparison:
 
 class StagedShardCheck(SafetensorsStreamWriter):
     """The writer's interface (`begin`, `write`, `end`), comparing the shard with the staged file at `path` instead
-    of writing it; `close` returns its sha256 when every byte matched, else None. Nothing is written or moved."""
+    of writing it; `close` says whether every byte matched. Nothing is written or moved."""
 
     def _open_sink(self) -> _Comparison:
         return _Comparison(self.path)
@@ -69,13 +69,12 @@ class StagedShardCheck(SafetensorsStreamWriter):
         """Known to differ already (checked between tensors, to stop early)."""
         return not self._file.same
 
-    def close(self) -> str | None:  # type: ignore[override]
+    def close(self) -> bool:  # type: ignore[override]
         self._stop()
         self._file.close()
         if self._error is not None:
             raise self._error
-        complete = self._next == len(self._expected)
-        return self._hash.hexdigest() if complete and self._file.same else None
+        return self._next == len(self._expected) and self._file.same
 
     def abort(self) -> None:
         if self._thread.is_alive():
