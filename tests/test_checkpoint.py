@@ -208,3 +208,88 @@ def test_read_ahead_asks_for_bounded_windows_in_order(tmp_path, monkeypatch):
         assert all(released[k][1] == released[k + 1][0] for k in range(len(released) - 1))
     for reader in readers:
         reader.close()
+
+
+# ---- writing large shards with O_DIRECT ---------------------------------------------------------------------------
+def _direct_or_skip(tmp_path):
+    from hfsoup.io.checkpoint import DirectFile
+
+    probe = DirectFile.open(tmp_path / "probe")
+    if probe is None:
+        pytest.skip("this filesystem has no O_DIRECT")
+    probe.discard()
+    (tmp_path / "probe").unlink()
+    return DirectFile
+
+
+def _awkward_shard(path, monkeypatch, *, direct: bool):
+    """A shard of odd-sized tensors written in odd-sized blocks; returns the writer's sink type."""
+    import numpy as np
+
+    monkeypatch.setenv("HFSOUP_DIRECT_IO", "1" if direct else "0")
+    rng = np.random.default_rng(3)
+    tensors = {f"t{i}": rng.standard_normal(n).astype(np.float32) for i, n in enumerate((5000, 1, 12_345, 777))}
+    writer = SafetensorsStreamWriter(path, [(n, TensorMeta("F32", t.shape)) for n, t in tensors.items()])
+    sink = type(writer._file)
+    try:
+        for name, t in tensors.items():
+            writer.begin(name, "F32", t.shape)
+            for start in range(0, t.size, 999):
+                writer.write(t[start : start + 999])
+            writer.end()
+        writer.close()
+    except BaseException:
+        writer.abort()  # as the soup engine does
+        raise
+    return sink, tensors
+
+
+def test_a_large_shard_is_written_with_o_direct_byte_for_byte(tmp_path, monkeypatch):
+    direct_file = _direct_or_skip(tmp_path)
+    monkeypatch.setattr(direct_file, "MIN_BYTES", 0)
+    monkeypatch.setattr(direct_file, "CHUNK", 3 * 4096)  # several chunks, a partial one and an unaligned tail
+    sink, tensors = _awkward_shard(tmp_path / "direct.safetensors", monkeypatch, direct=True)
+    assert sink is direct_file
+    buffered, _ = _awkward_shard(tmp_path / "buffered.safetensors", monkeypatch, direct=False)
+    assert buffered is not direct_file
+    data = (tmp_path / "direct.safetensors").read_bytes()
+    assert data == (tmp_path / "buffered.safetensors").read_bytes()
+    assert len(data) % 4096 != 0
+    loaded = load_file(tmp_path / "direct.safetensors")
+    assert all(torch.equal(loaded[n], torch.from_numpy(t)) for n, t in tensors.items())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["buffered.safetensors", "direct.safetensors"]
+
+
+def test_o_direct_refused_at_write_falls_back_and_a_full_disk_is_an_error(tmp_path, monkeypatch):
+    import errno
+    import fcntl
+    import os
+
+    direct_file = _direct_or_skip(tmp_path)
+    monkeypatch.setattr(direct_file, "MIN_BYTES", 0)
+    monkeypatch.setattr(direct_file, "CHUNK", 4096)
+    real_pwrite = os.pwrite
+
+    def refuses_direct(fd, data, offset):  # a filesystem that opens O_DIRECT files but refuses their writes
+        if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_pwrite(fd, data, offset)
+
+    monkeypatch.setattr(os, "pwrite", refuses_direct)
+    _awkward_shard(tmp_path / "fallback.safetensors", monkeypatch, direct=True)
+    monkeypatch.setattr(os, "pwrite", real_pwrite)
+    _awkward_shard(tmp_path / "plain.safetensors", monkeypatch, direct=False)
+    assert (tmp_path / "fallback.safetensors").read_bytes() == (tmp_path / "plain.safetensors").read_bytes()
+
+    room = [20_000]
+
+    def fills_up(fd, data, offset):
+        if len(data) > room[0]:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        room[0] -= len(data)
+        return real_pwrite(fd, data, offset)
+
+    monkeypatch.setattr(os, "pwrite", fills_up)
+    with pytest.raises(OSError, match="No space left"):
+        _awkward_shard(tmp_path / "full.safetensors", monkeypatch, direct=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fallback.safetensors", "plain.safetensors"]

@@ -9,6 +9,7 @@ first byte is written and nothing is buffered beyond the block being written.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import mmap
@@ -466,6 +467,107 @@ def shard_file_names(n_shards: int) -> list[str]:
     return [f"model-{i + 1:05d}-of-{n_shards:05d}.safetensors" for i in range(n_shards)]
 
 
+class DirectFile:
+    """A file written front to back with `O_DIRECT`: the bytes go from an aligned buffer to the disk, not through
+    the page cache.
+
+    A buffered write copies every byte into the page cache, and on the virtual machines many soups run on that copy
+    was the dearest part of a large soup: 1.3 to 6 s of kernel CPU time for the 2.2 GB of a 1B-parameter bf16
+    checkpoint, against 0.03 s (and 0.8-1 s of disk time, overlapped with the arithmetic) through `O_DIRECT`. Writes
+    are gathered into `CHUNK` bytes of page-aligned memory and written at aligned offsets; the last, unaligned tail is
+    written with `O_DIRECT` switched off. Where the filesystem refuses `O_DIRECT` (at open or at the first write),
+    the file is written through the page cache instead. `HFSOUP_DIRECT_IO=0` turns it off.
+    """
+
+    #: Files smaller than this are written through the page cache: the aligned buffer would cost more than it saves.
+    MIN_BYTES = 64 << 20
+    CHUNK = 8 << 20
+    _ALIGN = 4096
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        memory = np.empty(self.CHUNK + self._ALIGN, np.uint8)
+        skip = -memory.ctypes.data % self._ALIGN  # O_DIRECT writes from aligned memory
+        self._view = memoryview(memory[skip : skip + self.CHUNK]).cast("B")
+        self._fill = 0
+        self._offset = 0
+        self._direct = True
+
+    @classmethod
+    def open(cls, path: Path) -> DirectFile | None:
+        """`path` created for writing with `O_DIRECT`, or None where this system or filesystem has no such thing."""
+        flag = getattr(os, "O_DIRECT", 0)
+        if not flag:
+            return None
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | flag, 0o666)
+        except OSError as e:
+            if e.errno == errno.EINVAL:  # the filesystem does not do O_DIRECT
+                return None
+            raise
+        return cls(fd)
+
+    def write(self, data: bytes | memoryview) -> int:
+        view = memoryview(data).cast("B")
+        done = 0
+        while done < len(view):
+            n = min(len(view) - done, self.CHUNK - self._fill)
+            self._view[self._fill : self._fill + n] = view[done : done + n]
+            self._fill += n
+            done += n
+            if self._fill == self.CHUNK:
+                self._flush(self.CHUNK)
+        return done
+
+    def _flush(self, length: int) -> None:
+        """Write the buffer's first `length` bytes at the file's end and keep what follows them."""
+        written = 0
+        while written < length:
+            try:
+                n = os.pwrite(self._fd, self._view[written:length], self._offset + written)
+            except OSError as e:
+                if e.errno != errno.EINVAL or not self._direct:
+                    raise
+                self._buffered()  # O_DIRECT opened, but this filesystem refuses its writes
+                continue
+            if n <= 0:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            written += n
+            if self._direct and (self._offset + written) % self._ALIGN:
+                self._buffered()  # a short write left an unaligned offset: the rest goes through the page cache
+        self._offset += length
+        rest = self._fill - length
+        self._view[:rest] = self._view[length : self._fill]
+        self._fill = rest
+
+    def _buffered(self) -> None:
+        import fcntl
+
+        flags = fcntl.fcntl(self._fd, fcntl.F_GETFL)
+        fcntl.fcntl(self._fd, fcntl.F_SETFL, flags & ~os.O_DIRECT)
+        self._direct = False
+
+    def discard(self) -> None:
+        """Close without writing what is still buffered (the file is being thrown away)."""
+        self._fill = 0
+        self.close()
+
+    def close(self) -> None:
+        if self._fd < 0:
+            return
+        try:
+            aligned = self._fill - self._fill % self._ALIGN
+            if aligned:
+                self._flush(aligned)
+            if self._fill:
+                if self._direct:
+                    self._buffered()
+                self._flush(self._fill)
+        finally:
+            os.close(self._fd)
+            self._fd = -1
+
+
 class SafetensorsStreamWriter:
     """Write one safetensors file tensor by tensor, block by block, holding nothing in memory once written.
 
@@ -506,6 +608,7 @@ class SafetensorsStreamWriter:
         raw = json.dumps(header, separators=(",", ":")).encode()
         raw += b" " * (-len(raw) % 8)  # the data section starts 8-byte aligned, as safetensors writes it
         self._expected = list(tensors)
+        self._size = 8 + len(raw) + offset
         self._next = 0
         self._open: tuple[str, TensorMeta, int] | None = None  # the tensor being written, and bytes still due
         self._file = self._open_sink()
@@ -516,6 +619,10 @@ class SafetensorsStreamWriter:
         self._put(struct.pack("<Q", len(raw)) + raw)
 
     def _open_sink(self):  # noqa: ANN202 - a binary file; `soups.resume` compares instead of writing
+        if self._size >= DirectFile.MIN_BYTES and os.environ.get("HFSOUP_DIRECT_IO", "1").strip() != "0":
+            direct = DirectFile.open(self._tmp)
+            if direct is not None:
+                return direct
         return open(self._tmp, "wb")  # noqa: SIM115 - closed in close() or abort()
 
     def _drain(self) -> None:
@@ -594,7 +701,7 @@ class SafetensorsStreamWriter:
     def abort(self) -> None:
         if self._thread.is_alive():
             self._stop()
-        self._file.close()
+        getattr(self._file, "discard", self._file.close)()
         self._tmp.unlink(missing_ok=True)
 
 
