@@ -326,3 +326,19 @@ def test_task_templates_render_in_a_sandbox_that_refuses_pythons_internals():
             utils.apply_template(probe, {})
         assert utils.apply_template(plain, {"text": "good"}) == "Review: g00d"
     assert utils.apply_template(probe, {}) == "jinja2.utils"  # put back
+
+
+def test_lm_eval_splits_a_part_over_the_processes_only_when_each_has_a_document():
+    """lm-eval cannot aggregate a task that a process has no document of: such a part is scored whole by every
+    process (as with one), the others split; the model's rank and world size are one process's in between."""
+    from hfsoup.evaluation.harness import _split
+
+    class Model:
+        _hfsoup_processes = (1, 2)  # what `share_across_processes` records: rank 1 of 2
+
+    lm = Model()
+    with _split(lm, [[3], [1, 2]]) as split:
+        assert not split and (lm._rank, lm._world_size) == (0, 1)
+    with _split(lm, [[3, 4], [1, 2]]) as split:
+        assert split and (lm._rank, lm._world_size) == (1, 2)
+    assert (lm._rank, lm._world_size) == (0, 1)

@@ -21,6 +21,7 @@ import pytest
 
 from hfsoup.cli import main
 from hfsoup.testing.glue import build_glue_finetunes, write_glue_csv
+from hfsoup.testing.llama import REVIEW_BITS_TASK, build_llama_family, write_review_bits_task
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -134,3 +135,43 @@ def test_two_processes_select_the_t5_soup_of_one_with_a_process_idle(
     assert len(provenance["greedy"]["decisions"]) == len(specs) - 1
     assert done.stderr.count("process 1/2: 0 of the 1 batches of validation (20 rows)") == 2
     assert done.stderr.count("process 0/2: 1 of the 1 batches of validation (20 rows)") == 2
+
+
+def lm_eval_args(tasks: Path):
+    def make(specs: list[str], data: Path, out: Path, batch_size: int) -> list[str]:
+        return [
+            *("-v", "soup", *specs, "--method", "greedy", "--task", f"lm-eval:{REVIEW_BITS_TASK}"),
+            *("--lm-eval-include", str(tasks), "--batch-size", str(batch_size), "--compare", "uniform"),
+            *("--no-plot", "-o", str(out)),
+        ]
+
+    return make
+
+
+@pytest.mark.slow
+def test_two_processes_split_the_lm_eval_documents_and_select_the_soup_of_one(root, tmp_path, monkeypatch, capsys):
+    """Greedy over four tiny Llama fine-tunes (one trained on shuffled text) scored by a local lm-eval task: with two
+    processes each scores half of every part's documents, and the soup, its decisions and its scores are one
+    process's (the scores to rounding: the gathered documents are summed in another order)."""
+    pytest.importorskip("lm_eval")
+    llama = build_llama_family(root / "llama")
+    tasks = root / "lm-eval-tasks"
+    tasks.mkdir(exist_ok=True)
+    write_review_bits_task(tasks, n=40)
+    specs = [str(llama[n]) for n in ("ft0", "shuffled", "ft1", "ft2")]
+    single, double, done = one_and_two(
+        specs, tasks, root, tmp_path, monkeypatch, capsys, batch_size=8, make_args=lm_eval_args(tasks)
+    )
+    assert (single / "model.safetensors").read_bytes() == (double / "model.safetensors").read_bytes()
+    one, two = read_json(single / "hfsoup.json"), read_json(double / "hfsoup.json")
+    assert one["greedy"]["kept"] == two["greedy"]["kept"] and one["weights"] == two["weights"]
+    assert specs[1] not in one["greedy"]["kept"]  # the shuffled one is dropped, by both
+    assert [d["kept"] for d in one["greedy"]["decisions"]] == [d["kept"] for d in two["greedy"]["decisions"]]
+    rows = {r["name"]: r for r in read_json(single / "results.json")["rows"]}
+    for row in read_json(double / "results.json")["rows"]:
+        for part in ("held_out", "report"):
+            assert row[part]["lm_eval_score"] == pytest.approx(rows[row["name"]][part]["lm_eval_score"], rel=1e-6)
+    # Each process scored half of the 20 held-out and of the 20 reported documents, for every model it scored.
+    for rank in (0, 1):
+        assert done.stderr.count(f"lm-eval: process {rank}/2 scores 10 of the 20 documents") >= 2
+    assert "of the 20 documents" in done.stderr and "scores 20 of the 20" not in done.stderr

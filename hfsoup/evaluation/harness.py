@@ -33,6 +33,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..distributed import EVERY_PROCESS, Processes
 from ..errors import EvaluationError, MissingDependencyError, option
 from ..scrub import cut
 
@@ -338,6 +339,47 @@ class _Rows(list):
         return item in self._set
 
 
+def share_across_processes(lm: Any, processes: Processes) -> bool:
+    """Let lm-eval split its documents over the processes of an `accelerate launch` or `torchrun` run.
+
+    lm-eval's evaluator (0.4.10 and later) reaches other processes only through its model's `rank`, `world_size`,
+    `all_gather`, `gather_object` and `barrier`: each process builds the requests of every `world_size`-th document
+    of each task, pads them to the same count, and the first gathers the per-document values and aggregates them. An
+    `HFLM` built around a model already in memory takes itself for the only process; this tells it the truth, with
+    `torch.distributed` (which the launch set up) for the exchanges. `evaluate` hands the first process's figures to
+    the others. Returns whether it did (not with one process, nor with an lm-eval without `gather_object`)."""
+    from lm_eval.api.model import LM
+
+    if processes.world_size <= 1 or not hasattr(LM, "gather_object"):
+        return False
+    import torch
+    import torch.distributed as dist
+
+    def all_gather(tensor: torch.Tensor) -> torch.Tensor:
+        parts = [torch.empty_like(tensor) for _ in range(processes.world_size)]
+        dist.all_gather(parts, tensor.contiguous())
+        return torch.stack(parts) if tensor.dim() == 0 else torch.cat(parts)
+
+    lm._hfsoup_processes = (processes.rank, processes.world_size)
+    lm.all_gather = all_gather
+    lm.barrier = dist.barrier
+    return True
+
+
+@contextlib.contextmanager
+def _split(lm: Any, rows: Sequence[Sequence[int]]) -> Iterator[bool]:
+    """Whether this evaluation is split over the processes (`share_across_processes`), setting `lm`'s rank and
+    world size for it: only when every task has a document for every process (lm-eval cannot aggregate a task a
+    process has no document of), else every process evaluates everything, as with one."""
+    rank, world = getattr(lm, "_hfsoup_processes", (0, 1))
+    split = world > 1 and all(len(r) >= world for r in rows)
+    lm._rank, lm._world_size = (rank, world) if split else (0, 1)
+    try:
+        yield split
+    finally:
+        lm._rank, lm._world_size = (0, 1)
+
+
 def evaluate(lm: Any, tasks: Sequence[HarnessTask], rows: Sequence[Sequence[int]]) -> dict[str, float]:
     """Every metric of `lm` on the documents `rows[i]` of `tasks[i]`: `task/metric` for each, and `LM_EVAL_SCORE`
     (the primary metrics' mean, each negated where lower is better)."""
@@ -346,10 +388,25 @@ def evaluate(lm: Any, tasks: Sequence[HarnessTask], rows: Sequence[Sequence[int]
     task_dict = {t.name: t.task for t in tasks}
     samples = {t.name: _Rows(r) for t, r in zip(tasks, rows, strict=True)}
     try:
-        with quiet(), sandboxed_templates():
+        with quiet(), sandboxed_templates(), _split(lm, rows) as split:
+            if split:
+                logger.info(
+                    "lm-eval: process %d/%d scores %d of the %d documents",
+                    lm.rank,
+                    lm.world_size,
+                    sum(len(range(lm.rank, len(r), lm.world_size)) for r in rows),
+                    sum(len(r) for r in rows),
+                    extra=EVERY_PROCESS,
+                )
             found = harness_evaluate(
                 lm, task_dict, samples=samples, bootstrap_iters=0, log_samples=False, confirm_run_unsafe_code=False
             )
+            if split:  # the first process aggregated; the others get its figures
+                import torch.distributed as dist
+
+                box = [found]
+                dist.broadcast_object_list(box, src=0)
+                found = box[0]
     except ValueError as exc:  # a task marked unsafe, or a multimodal one
         raise EvaluationError(f"lm-eval refused to evaluate: {cut(str(exc), 400)}", fix=_fix_names()) from exc
     except Exception as exc:

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from .. import distributed
 from ..errors import EvaluationError, option
 from ..evaluation import harness
 from ..evaluation.placement import input_device
@@ -117,6 +118,7 @@ def harness_selection(
     # trust_remote_code stays at HFLM's default (off); the model and tokenizer are already loaded by hfsoup.
     with harness.quiet():
         lm = HFLM(pretrained=model, tokenizer=tokenizer, **kwargs)
+    harness.share_across_processes(lm, distributed.current())
     held_scorer = HarnessScorer(lm, model, tasks, held_rows)
     report_scorer = HarnessScorer(lm, model, tasks, report_rows)
     datasets = ", ".join(dict.fromkeys(t.dataset for t in tasks))
