@@ -342,7 +342,7 @@ class _Rows(list):
 def share_across_processes(lm: Any, processes: Processes) -> bool:
     """Let lm-eval split its documents over the processes of an `accelerate launch` or `torchrun` run.
 
-    lm-eval's evaluator (0.4.10 and later) reaches other processes only through its model's `rank`, `world_size`,
+    lm-eval's evaluator (0.4.12 and later) reaches other processes only through its model's `rank`, `world_size`,
     `all_gather`, `gather_object` and `barrier`: each process builds the requests of every `world_size`-th document
     of each task, pads them to the same count, and the first gathers the per-document values and aggregates them. An
     `HFLM` built around a model already in memory takes itself for the only process; this tells it the truth, with
