@@ -104,7 +104,7 @@ RECIPES: dict[str, Recipe] = {
             Run("ft2", 120, 2e-3, batch_size=64),
             Run("ft3", 160, 1e-3, batch_size=64),
         ),
-        Run("swapped", 100, 4e-3, labels="swapped", batch_size=64),
+        Run("swapped", 200, 4e-3, labels="swapped", batch_size=64),
     ),
     "clip-digits": Recipe(
         Run("start", 30, 3e-3),
