@@ -14,12 +14,13 @@ Per size and round, each contender runs as its own process, timed end to end (in
 included), cold (the inputs evicted from the page cache first) and warm (the inputs read once before):
   hfsoup     `hfsoup soup ft-0 ft-1 ft-2 ft-3 -o out` (the uniform soup, shared-initialization check included)
   mergekit   `mergekit-yaml config.yml out` with `merge_method: linear`, weight 1.0 each (normalized: the mean)
-Reported: wall time, its ratio to the I/O floor and to mergekit, CPU time, the peak anonymous memory (RssAnon from
-/proc every 5 ms: heap and tensors, not the memory-mapped inputs or the page cache the output goes through) as a
-fraction of one checkpoint, the peak resident memory (`ru_maxrss`: memory-mapped input pages included), and the
-largest per-tensor `max|out - ref| / max|ref|` against a float64 mean of the inputs computed here with safetensors,
-independently of both. The I/O floor is measured in the same invocation:
-reading the four inputs (cold, evicted, and warm) plus writing one checkpoint-sized file into the page cache.
+Reported: wall time, its ratio to the I/O floor and to mergekit, CPU time, the peak anonymous memory (the
+process's RssAnon plus its forked workers' private pages, from /proc: heap and tensors, not the memory-mapped
+inputs or the page cache the output goes through) as a fraction of one checkpoint, the peak resident memory
+(`ru_maxrss`: memory-mapped input pages included), and the largest per-tensor `max|out - ref| / max|ref|` against
+a float64 mean of the inputs computed here with safetensors, independently of both. The I/O floor is measured in the
+same invocation: reading the four inputs (cold, evicted, and warm) plus writing one checkpoint-sized file into the
+page cache.
 
 Eviction uses `posix_fadvise(DONTNEED)` after a sync, which needs no privileges (containers refuse
 `/proc/sys/vm/drop_caches` even to root); the script warns when the cold read was not markedly slower than the warm
@@ -44,7 +45,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from merge_speed import ENV, MEASURE_WRAPPER  # noqa: E402 - offline env; RssAnon every 5 ms, and ru_maxrss
+from merge_speed import ENV, MEASURE_WRAPPER  # noqa: E402 - offline env; anonymous memory every 5 ms, and ru_maxrss
 from soup_speed import _busy_cpu_seconds, mergekit_bin, read_files  # noqa: E402
 
 N_INGREDIENTS = 4

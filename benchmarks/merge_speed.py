@@ -10,8 +10,10 @@ virtual environment there (`--cache`/mergekit-venv; never with `--no-mergekit`).
 its own process, timed end to end (interpreter start and imports included), hfsoup and mergekit in turn, and the
 figures are medians over `--runs`:
   wall       seconds, end to end
-  anon peak  the largest RssAnon (/proc/PID/status: anonymous memory, not the memory-mapped inputs) of the process,
-             polled every 5 ms from a lean wrapper process
+  anon peak  the largest anonymous memory (not the memory-mapped inputs) of the process and any workers it forked:
+             its RssAnon (/proc/PID/status, every 5 ms) plus each worker's private pages (Private_Dirty of
+             /proc/PID/smaps_rollup, every 200 ms), so a page shared copy-on-write counts once; polled from a lean
+             wrapper process. For a process without workers (mergekit) it is its RssAnon
   dev ref    max over tensors of max|out - ref| / max|ref|, against an independent float64 numpy transcription of
              the method (hfsoup.testing.reference.merge_reference)
   dev mk     the same measure between hfsoup's and mergekit's outputs (relative to the reference's magnitude)
@@ -78,27 +80,51 @@ DEFINITION_NOTES = {
     "ties": "top-k ties at the threshold: hfsoup keeps every entry at the k-th magnitude, mergekit exactly k",
 }
 
-# Runs a command and polls its RssAnon: forked from this lean process, not from the benchmark, which holds a float64
-# reference of a tensor and torch.
+# Runs a command and polls its anonymous memory (its own and its forked workers'): forked from this lean process, not
+# from the benchmark, which holds a float64 reference of a tensor and torch.
 MEASURE_WRAPPER = """\
-import json, os, sys, time
+import glob, json, os, sys, time
 out, *argv = sys.argv[1:]
 pid = os.fork()
 if pid == 0:
     os.execvp(argv[0], argv)
-peak = 0
+
+def children(root):
+    pids, todo = [], [root]
+    while todo:
+        for f in glob.glob(f"/proc/{todo.pop()}/task/*/children"):
+            try:
+                found = [int(c) for c in open(f).read().split()]
+            except (OSError, ValueError):
+                continue
+            pids += found
+            todo += found
+    return pids
+
+def field(path, key):
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith(key):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return 0
+
+# The process's own RssAnon counts the pages its forked workers share with it copy-on-write; each worker adds its
+# private pages (Private_Dirty of smaps_rollup: copied or new), so every page is counted once. smaps_rollup walks
+# the page tables (tens of ms with gigabytes mapped), so workers are read every 200 ms, the process every 5 ms.
+peak, private, read_at = 0, {}, 0.0
 while True:
     done, status, usage = os.wait4(pid, os.WNOHANG)
     if done:
         break
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("RssAnon:"):
-                    peak = max(peak, int(line.split()[1]) * 1024)
-                    break
-    except (OSError, ValueError):
-        pass
+    now = time.monotonic()
+    if now - read_at >= 0.2:
+        workers = children(pid)
+        private = {w: field(f"/proc/{w}/smaps_rollup", "Private_Dirty:") for w in workers}
+        read_at = now
+    peak = max(peak, field(f"/proc/{pid}/status", "RssAnon:") + sum(private.values()))
     time.sleep(0.005)
 json.dump({"rc": os.waitstatus_to_exitcode(status), "cpu": usage.ru_utime + usage.ru_stime, "anon": peak,
            "rss": usage.ru_maxrss * 1024}, open(out, "w"))

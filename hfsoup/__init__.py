@@ -67,6 +67,7 @@ _LAZY = {
     "DiskFullError": "errors",
     "SweepError": "errors",
     "UnsafePathError": "errors",
+    "SoupWorkerError": "errors",
 }
 
 __all__ = ["__version__", *_LAZY]

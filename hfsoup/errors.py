@@ -191,6 +191,11 @@ class MemoryLimitError(HfsoupError):
     """A soup would need more memory than `--max-memory` allows (estimated from the headers, before any download)."""
 
 
+class SoupWorkerError(HfsoupError):
+    """A process that computed part of a large output shard stopped without finishing it (killed, or out of memory);
+    nothing partial was left behind."""
+
+
 class OutputExistsError(HfsoupError):
     """The output folder exists and `--overwrite` was not given."""
 

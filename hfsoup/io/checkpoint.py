@@ -484,28 +484,31 @@ class DirectFile:
     CHUNK = 8 << 20
     _ALIGN = 4096
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, offset: int = 0) -> None:
         self._fd = fd
         memory = np.empty(self.CHUNK + self._ALIGN, np.uint8)
         skip = -memory.ctypes.data % self._ALIGN  # O_DIRECT writes from aligned memory
         self._view = memoryview(memory[skip : skip + self.CHUNK]).cast("B")
         self._fill = 0
-        self._offset = 0
+        self._offset = offset
         self._direct = True
 
     @classmethod
-    def open(cls, path: Path) -> DirectFile | None:
-        """`path` created for writing with `O_DIRECT`, or None where this system or filesystem has no such thing."""
+    def open(cls, path: Path, offset: int = 0) -> DirectFile | None:
+        """`path` opened for writing with `O_DIRECT` from byte `offset`, or None where this system or filesystem has
+        no such thing. At offset 0 the file is created (emptied); at another it must exist (a part of a file that
+        several processes write, `SafetensorsStreamWriter`'s `part`) and is written from there without truncation."""
         flag = getattr(os, "O_DIRECT", 0)
         if not flag:
             return None
+        create = os.O_CREAT | os.O_TRUNC if offset == 0 else 0
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | flag, 0o666)
+            fd = os.open(path, os.O_WRONLY | create | os.O_CLOEXEC | flag, 0o666)
         except OSError as e:
             if e.errno == errno.EINVAL:  # the filesystem does not do O_DIRECT
                 return None
             raise
-        return cls(fd)
+        return cls(fd, offset)
 
     def write(self, data: bytes | memoryview) -> int:
         view = memoryview(data).cast("B")
@@ -516,35 +519,54 @@ class DirectFile:
             self._fill += n
             done += n
             if self._fill == self.CHUNK:
-                self._flush(self.CHUNK)
+                self._flush(self._fill - (self._offset + self._fill) % self._ALIGN)  # up to an aligned offset
         return done
 
     def _flush(self, length: int) -> None:
-        """Write the buffer's first `length` bytes at the file's end and keep what follows them."""
+        """Write the buffer's first `length` bytes at `_offset` and keep what follows them. From an unaligned offset
+        (a part that starts mid-page) the bytes up to the next aligned one go through the page cache first."""
+        if self._direct and self._offset % self._ALIGN:
+            head = min(length, -self._offset % self._ALIGN)
+            self._pwrite(head, direct=False)
+            length -= head
+        if length > 0:
+            self._pwrite(length, direct=self._direct)
+
+    def _pwrite(self, length: int, *, direct: bool) -> None:
+        toggled = self._direct and not direct
+        if toggled:
+            self._set_direct(False)
         written = 0
-        while written < length:
-            try:
-                n = os.pwrite(self._fd, self._view[written:length], self._offset + written)
-            except OSError as e:
-                if e.errno != errno.EINVAL or not self._direct:
-                    raise
-                self._buffered()  # O_DIRECT opened, but this filesystem refuses its writes
-                continue
-            if n <= 0:
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-            written += n
-            if self._direct and (self._offset + written) % self._ALIGN:
-                self._buffered()  # a short write left an unaligned offset: the rest goes through the page cache
+        try:
+            while written < length:
+                try:
+                    n = os.pwrite(self._fd, self._view[written:length], self._offset + written)
+                except OSError as e:
+                    if e.errno != errno.EINVAL or not self._direct or toggled:
+                        raise
+                    self._buffered()  # O_DIRECT opened, but this filesystem refuses its writes
+                    continue
+                if n <= 0:
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                written += n
+                if self._direct and not toggled and (self._offset + written) % self._ALIGN:
+                    self._buffered()  # a short write left an unaligned offset: the rest goes through the page cache
+        finally:
+            if toggled and self._direct:
+                self._set_direct(True)
         self._offset += length
         rest = self._fill - length
         self._view[:rest] = self._view[length : self._fill]
         self._fill = rest
 
-    def _buffered(self) -> None:
+    def _set_direct(self, on: bool) -> None:
         import fcntl
 
         flags = fcntl.fcntl(self._fd, fcntl.F_GETFL)
-        fcntl.fcntl(self._fd, fcntl.F_SETFL, flags & ~os.O_DIRECT)
+        fcntl.fcntl(self._fd, fcntl.F_SETFL, flags | os.O_DIRECT if on else flags & ~os.O_DIRECT)
+
+    def _buffered(self) -> None:
+        self._set_direct(False)
         self._direct = False
 
     def discard(self) -> None:
@@ -556,8 +578,8 @@ class DirectFile:
         if self._fd < 0:
             return
         try:
-            aligned = self._fill - self._fill % self._ALIGN
-            if aligned:
+            aligned = self._fill - (self._offset + self._fill) % self._ALIGN
+            if aligned > 0:
                 self._flush(aligned)
             if self._fill:
                 if self._direct:
@@ -593,37 +615,64 @@ class SafetensorsStreamWriter:
 
     _QUEUE_BLOCKS = 8
 
-    def __init__(self, path: str | os.PathLike, tensors: list[tuple[str, TensorMeta]], *, metadata=None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        tensors: list[tuple[str, TensorMeta]],
+        *,
+        metadata: dict[str, str] | None = None,
+        part: tuple[int, int] | None = None,
+    ) -> None:
         self.path = Path(path)
         self._tmp = self.path.with_name(f".{self.path.name}.writing")
-        header: dict[str, object] = {"__metadata__": dict(metadata or {})}
-        offset = 0
-        for name, meta in tensors:
-            header[name] = {
-                "dtype": meta.dtype,
-                "shape": list(meta.shape),
-                "data_offsets": [offset, offset + meta.nbytes],
-            }
-            offset += meta.nbytes
-        raw = json.dumps(header, separators=(",", ":")).encode()
-        raw += b" " * (-len(raw) % 8)  # the data section starts 8-byte aligned, as safetensors writes it
-        self._expected = list(tensors)
-        self._size = 8 + len(raw) + offset
+        raw, offsets = _safetensors_header(tensors, metadata)
+        self._part = part
+        first, last = part if part is not None else (0, len(tensors))
+        self._expected = list(tensors[first:last])
+        self._size = 8 + len(raw) + offsets[-1]
+        self._start = 0 if part is None else 8 + len(raw) + offsets[first]
         self._next = 0
         self._open: tuple[str, TensorMeta, int] | None = None  # the tensor being written, and bytes still due
-        self._file = self._open_sink()
+        self._file = self._open_sink(offsets[last] - offsets[first])
         self._queue: queue.Queue = queue.Queue(self._QUEUE_BLOCKS)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._drain, name=f"write {self.path.name}", daemon=True)
         self._thread.start()
-        self._put(struct.pack("<Q", len(raw)) + raw)
+        if part is None:
+            self._put(struct.pack("<Q", len(raw)) + raw)
 
-    def _open_sink(self):  # noqa: ANN202 - a binary file; `soups.resume` compares instead of writing
-        if self._size >= DirectFile.MIN_BYTES and os.environ.get("HFSOUP_DIRECT_IO", "1").strip() != "0":
-            direct = DirectFile.open(self._tmp)
+    @classmethod
+    def prepare(
+        cls, path: str | os.PathLike, tensors: list[tuple[str, TensorMeta]], *, metadata: dict[str, str] | None = None
+    ) -> None:
+        """Create the file that writers of `part`s of it fill side by side (one per process): its header, and its
+        full size (sparse until written). `finish` moves it into place once every part is written."""
+        raw, offsets = _safetensors_header(tensors, metadata)
+        path = Path(path)
+        with open(path.with_name(f".{path.name}.writing"), "wb") as f:
+            f.write(struct.pack("<Q", len(raw)) + raw)
+            f.truncate(8 + len(raw) + offsets[-1])
+
+    @staticmethod
+    def finish(path: str | os.PathLike, *, complete: bool) -> None:
+        """Move a file written in parts into place (`complete`), or remove what the parts left."""
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.writing")
+        if complete:
+            os.replace(tmp, path)
+        else:
+            tmp.unlink(missing_ok=True)
+
+    def _open_sink(self, nbytes: int):  # noqa: ANN202 - a binary file; `soups.resume` compares instead of writing
+        if nbytes >= DirectFile.MIN_BYTES and os.environ.get("HFSOUP_DIRECT_IO", "1").strip() != "0":
+            direct = DirectFile.open(self._tmp, self._start)
             if direct is not None:
                 return direct
-        return open(self._tmp, "wb")  # noqa: SIM115 - closed in close() or abort()
+        if self._part is None:
+            return open(self._tmp, "wb")  # noqa: SIM115 - closed in close() or abort()
+        sink = open(self._tmp, "r+b")  # noqa: SIM115 - as above; another process writes the other parts
+        sink.seek(self._start)
+        return sink
 
     def _drain(self) -> None:
         while (data := self._queue.get()) is not None:
@@ -686,23 +735,44 @@ class SafetensorsStreamWriter:
         self._thread.join()
 
     def close(self) -> None:
-        """Finish the file and move it into place."""
+        """Finish the file and move it into place (a `part`: finish its bytes; `finish` moves the file)."""
         if self._next != len(self._expected):
             raise RuntimeError(f"{self.path.name}: {self._next} of {len(self._expected)} tensors written")
         self._stop()
         self._file.close()
         if self._error is not None:
-            self._tmp.unlink(missing_ok=True)
+            if self._part is None:
+                self._tmp.unlink(missing_ok=True)
             raise self._error
-        # No fsync: a shard that a crash leaves damaged differs from its recomputation on --resume and is written
-        # again, so durability costs nothing in correctness and would cost a full write-back wait per shard.
-        os.replace(self._tmp, self.path)
+        if self._part is None:
+            # No fsync: a shard that a crash leaves damaged differs from its recomputation on --resume and is
+            # written again, so durability costs nothing in correctness and would cost a write-back wait per shard.
+            os.replace(self._tmp, self.path)
 
     def abort(self) -> None:
         if self._thread.is_alive():
             self._stop()
         getattr(self._file, "discard", self._file.close)()
-        self._tmp.unlink(missing_ok=True)
+        if self._part is None:  # a part's file is the caller's to remove (`finish`), once every writer has stopped
+            self._tmp.unlink(missing_ok=True)
+
+
+def _safetensors_header(
+    tensors: Sequence[tuple[str, TensorMeta]], metadata: dict[str, str] | None
+) -> tuple[bytes, list[int]]:
+    """The header of a safetensors file of `tensors` (padded so the data starts 8-byte aligned, as safetensors
+    writes it) and the data offsets: tensor k's bytes start at `offsets[k]`, the data ends at `offsets[-1]`."""
+    header: dict[str, object] = {"__metadata__": dict(metadata or {})}
+    offsets = [0]
+    for name, meta in tensors:
+        header[name] = {
+            "dtype": meta.dtype,
+            "shape": list(meta.shape),
+            "data_offsets": [offsets[-1], offsets[-1] + meta.nbytes],
+        }
+        offsets.append(offsets[-1] + meta.nbytes)
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    return raw + b" " * (-len(raw) % 8), offsets
 
 
 def write_index(folder: str | os.PathLike, weight_map: dict[str, str], total_size: int) -> None:

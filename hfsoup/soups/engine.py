@@ -18,6 +18,7 @@ soup) spreads a large tensor's blocks over the CPU's cores (`BlockPool`), with t
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -28,7 +29,13 @@ import numpy as np
 
 from ..compat.similarity import SimilarityMeter
 from ..constants import PROGRESS_DIR
-from ..errors import IncompatibleIngredientsError, InvalidSoupArgumentsError, option
+from ..errors import (
+    HfsoupError,
+    IncompatibleIngredientsError,
+    InvalidSoupArgumentsError,
+    SoupWorkerError,
+    option,
+)
 from ..io.checkpoint import (
     FLOAT_CODES,
     NAME_CODES,
@@ -219,12 +226,26 @@ def write_shards(
     if merge is not None:
         merge.prepare(sorted(plan.metas))  # every tensor of the soup, whichever shards this process writes
 
-    def mix(i: int, writer_class: type[SafetensorsStreamWriter]) -> tuple[bool | None, SimilarityMeter]:
+    def mix(
+        i: int,
+        writer_class: type[SafetensorsStreamWriter],
+        *,
+        part: tuple[int, int] | None = None,
+        tick: Callable[[int], object] = bar.update,
+        pool: BlockPool | None = pool,
+    ) -> tuple[bool | None, SimilarityMeter]:
+        """Shard `i` (its tensors `part[0]:part[1]` only, when one of several processes writes that part)."""
         names = plan.shards[i]
         shard_meter = meter.fresh()
-        writer = writer_class(staging / plan.files[i], [(n, plan.metas[n]) for n in names], metadata=metadata)
+        tensors = [(n, plan.metas[n]) for n in names]
+        writer = (
+            writer_class(staging / plan.files[i], tensors, metadata=metadata)
+            if part is None
+            else writer_class(staging / plan.files[i], tensors, metadata=metadata, part=part)
+        )
         try:
-            stream = iter_tensors(readers, names, alignment=alignment, label_indexed=label_indexed)
+            mine = names if part is None else names[part[0] : part[1]]
+            stream = iter_tensors(readers, mine, alignment=alignment, label_indexed=label_indexed)
             for name, tensors in stream:
                 meta, codes = plan.metas[name], [r.structure[name].dtype for r in readers]
                 writer.begin(name, meta.dtype, meta.shape)
@@ -248,7 +269,7 @@ def write_shards(
                 writer.end()
                 for reader in readers:
                     reader.release(name)  # resident memory stays a window, whatever the checkpoint's size
-                bar.update(1)
+                tick(1)
                 if faults:
                     _fault_point("tensor-written")
                 if getattr(writer, "differs", False):
@@ -258,6 +279,35 @@ def write_shards(
             writer.abort()
             raise
         return same, shard_meter
+
+    # The plain weighted sum on the CPU splits a large shard between processes (`_forked_shard`): the threads of
+    # `BlockPool` share one interpreter, and its lock, at some thirty numpy calls per block.
+    workers = _fork_workers() if accumulate is kernels.weighted_sum and merge is None and not faults else 1
+
+    def forked_parts(i: int) -> list[tuple[int, int]]:
+        sizes = [plan.metas[n].nbytes for n in plan.shards[i]]
+        if workers < 2 or sum(sizes) < FORK_MIN_BYTES:
+            return []
+        parts = byte_parts(sizes, workers)
+        return parts if len(parts) > 1 else []
+
+    def mix_forked(i: int, parts: list[tuple[int, int]]) -> SimilarityMeter:
+        def work(part: tuple[int, int], send: Callable[[object], None]) -> dict:
+            _, part_meter = mix(i, SafetensorsStreamWriter, part=part, tick=lambda n: send(("tick", n)), pool=None)
+            return part_meter.state()
+
+        path = staging / plan.files[i]
+        SafetensorsStreamWriter.prepare(path, [(n, plan.metas[n]) for n in plan.shards[i]], metadata=metadata)
+        complete = False
+        try:
+            states = _run_forked(parts, work, bar.update, what=plan.files[i])
+            complete = True
+        finally:
+            SafetensorsStreamWriter.finish(path, complete=complete)
+        shard_meter = meter.fresh()
+        for state in states:  # in tensor order, as one process would have measured them
+            shard_meter.merge(state)
+        return shard_meter
 
     with bar, contextlib.closing(pool) if pool is not None else contextlib.nullcontext():
         for i in shard_ids:
@@ -275,13 +325,184 @@ def write_shards(
                     bar.update(before - bar.n)
             if not done:
                 (staging / file).unlink(missing_ok=True)  # the entry only, never what a link there points to
-                _, shard_meter = mix(i, SafetensorsStreamWriter)
+                parts = forked_parts(i)
+                if parts:
+                    shard_meter = mix_forked(i, parts)
+                else:
+                    _, shard_meter = mix(i, SafetensorsStreamWriter)
                 written = True
             record = {"fingerprint": plan.fingerprint, "file": file, "meter": shard_meter.state()}
             write_file_atomic(progress / f"{file}.json", json.dumps(record))
             if written:
                 _fault_point("shard-written")
     return reused
+
+
+#: Output shards of at least this many bytes are computed by several processes side by side on the CPU (one part of
+#: the shard's tensors each); below it, starting processes costs more than the arithmetic they share.
+FORK_MIN_BYTES = 64 << 20
+
+
+def _fork_workers() -> int:
+    """Processes for a large shard's plain weighted sum: one per core this process may use (`_thread_count`:
+    `HFSOUP_NUM_THREADS`, the cores shared among the processes launched on the machine); 1 off Linux (macOS's
+    system libraries are not safe to use in a forked child, Windows has no `fork`) or where `HFSOUP_FORK=0`."""
+    import sys
+
+    if not sys.platform.startswith("linux") or os.environ.get("HFSOUP_FORK", "1").strip() == "0":
+        return 1
+    return _thread_count()
+
+
+def byte_parts(sizes: Sequence[int], parts: int) -> list[tuple[int, int]]:
+    """Split tensors of `sizes` bytes (in shard order) into at most `parts` contiguous, non-empty ranges
+    `(first, last)` of about equal bytes: each cut falls at the tensor boundary nearest its share."""
+    total, bounds = sum(sizes), [0]
+    ends = np.cumsum(sizes).tolist()
+    for k in range(1, parts):
+        target = total * k / parts
+        cut = int(np.searchsorted(ends, target))  # the first tensor that ends at or after the target
+        if cut < len(ends) and cut > 0 and target - ends[cut - 1] < ends[cut] - target:
+            cut -= 1
+        cut += 1  # ranges end after that tensor
+        if bounds[-1] < cut < len(sizes):
+            bounds.append(cut)
+    bounds.append(len(sizes))
+    return list(zip(bounds[:-1], bounds[1:], strict=True))
+
+
+def _run_forked(
+    parts: Sequence[tuple[int, int]],
+    work: Callable[[tuple[int, int], Callable[[object], None]], object],
+    tick: Callable[[int], object],
+    *,
+    what: str,
+) -> list:
+    """`work(part, send)` for each part in its own forked process, side by side; returns each part's result in
+    order (JSON-able values: the messages are JSON, so nothing a worker sends is unpickled). A worker reports progress
+    with `send(("tick", n))` (handed to `tick` here). The first worker error is raised here as raised there (an
+    hfsoup error with its message, fix and problems; an `OSError` with its errno; anything else as a
+    `SoupWorkerError` quoting it); on any error, or Ctrl-C, every worker is killed and reaped before this returns.
+
+    Forked, not spawned: the workers share the parent's memory maps of the ingredients and its imports, so one
+    starts in milliseconds and adds only the pages it writes to the memory in use.
+    """
+    import multiprocessing
+    import signal
+    from multiprocessing.connection import wait
+
+    workers: dict[int, tuple[int, object]] = {}  # part -> (pid, the parent's end of its pipe)
+    results: list = [None] * len(parts)
+    finished = False
+    try:
+        for k, part in enumerate(parts):
+            receive, send = multiprocessing.Pipe(duplex=False)
+            pid = os.fork()
+            if pid == 0:
+                receive.close()
+                _worker_main(lambda part=part, send=send: work(part, lambda m, c=send: _send(c, m)), send)
+            send.close()
+            workers[k] = (pid, receive)
+        running = dict(workers)
+        while running:
+            for conn in wait([c for _, c in running.values()]):
+                k = next(k for k, (_, c) in running.items() if c is conn)
+                try:
+                    kind, value = json.loads(conn.recv_bytes())  # type: ignore[attr-defined]
+                except EOFError:
+                    pid = running[k][0]
+                    _, status = os.waitpid(pid, 0)
+                    workers[k] = (-1, conn)  # reaped
+                    code = os.waitstatus_to_exitcode(status)
+                    how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+                    raise SoupWorkerError(
+                        f"The process computing part {k + 1} of {len(parts)} of {what} {how} before finishing it "
+                        "(signal 9 is most often the system running out of memory).",
+                        fix="Run the soup again; to soup in one process, set HFSOUP_NUM_THREADS=1 or HFSOUP_FORK=0.",
+                    ) from None
+                if kind == "tick":
+                    tick(value)
+                elif kind == "done":
+                    results[k] = value
+                    del running[k]
+                else:
+                    raise _rebuilt_error(value, what)
+        finished = True
+    finally:
+        for pid, conn in workers.values():
+            if pid > 0 and not finished:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            conn.close()  # type: ignore[attr-defined]
+        for pid, _ in workers.values():
+            if pid > 0:
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, 0)
+    return results
+
+
+def _send(conn, message: object) -> None:  # noqa: ANN001 - a multiprocessing Connection
+    conn.send_bytes(json.dumps(message).encode())
+
+
+def _worker_main(work: Callable[[], object], send) -> None:  # noqa: ANN001 - a multiprocessing Connection
+    """A forked worker's whole life: `work()`, its result or its error sent to the parent, and `os._exit`, so that
+    none of the parent's cleanup (the staging folder, the progress bar, atexit) runs twice."""
+    import gc
+    import signal
+    import traceback
+
+    code = 1
+    try:
+        # Ctrl-C reaches the whole process group: the parent stops the workers itself. No cyclic collection either:
+        # it would touch, and so copy, every page of objects shared with the parent, for a few seconds' work.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        gc.disable()
+        try:
+            result = work()
+        except BaseException as e:  # noqa: BLE001 - every error goes to the parent, which raises it
+            _send(send, ("error", _error_fields(e, "".join(traceback.format_exception(e)))))
+        else:
+            _send(send, ("done", result))
+            code = 0
+    finally:
+        os._exit(code)
+
+
+def _error_fields(e: BaseException, trace: str) -> dict:
+    """What the parent needs to raise `e` again: its class, its message and the JSON-able parts of its structure."""
+    fields: dict = {"class": type(e).__name__, "module": type(e).__module__, "text": str(e), "trace": trace}
+    if isinstance(e, HfsoupError):
+        fields |= {"message": e.message, "fix": e.fix, "problems": e.problems, "args": [str(a) for a in e.args]}
+    elif isinstance(e, OSError):
+        fields |= {
+            "errno": e.errno,
+            "strerror": e.strerror,
+            "filename": None if e.filename is None else str(e.filename),
+        }
+    return fields
+
+
+def _rebuilt_error(fields: dict, what: str) -> BaseException:
+    """The worker's error, raised in the parent (`_error_fields`), its traceback as a note."""
+    from .. import errors
+
+    cls = getattr(errors, fields["class"], None) if fields["module"] == errors.__name__ else None
+    error: BaseException
+    if isinstance(cls, type) and issubclass(cls, HfsoupError) and "message" in fields:
+        # Not through __init__ (subclasses take their own arguments): the state the worker's instance had.
+        error = cls.__new__(cls)
+        error.args = tuple(fields["args"])
+        error.message, error.fix, error.problems = fields["message"], fields["fix"], list(fields["problems"])
+    elif "errno" in fields:
+        error = OSError(fields["errno"], fields["strerror"], *([fields["filename"]] if fields["filename"] else []))
+    else:
+        error = SoupWorkerError(
+            f"The process computing part of {what} failed: {fields['class']}: {fields['text']}",
+            fix="Run again with HFSOUP_DEBUG=1 for the worker's traceback, and report it if it is hfsoup's.",
+        )
+    error.add_note(f"In the worker process:\n{fields['trace'].rstrip()}")
+    return error
 
 
 def collect_meter(plan: SoupPlan, staging: Path, meter: SimilarityMeter) -> None:

@@ -61,7 +61,7 @@ class StagedShardCheck(SafetensorsStreamWriter):
     """The writer's interface (`begin`, `write`, `end`), comparing the shard with the staged file at `path` instead
     of writing it; `close` says whether every byte matched. Nothing is written or moved."""
 
-    def _open_sink(self) -> _Comparison:
+    def _open_sink(self, nbytes: int) -> _Comparison:
         return _Comparison(self.path)
 
     @property
