@@ -11,8 +11,9 @@ processes share it and a rerun resume it. On the CPU nothing here imports torch;
 
 The merges defined relative to a base model add its block to the sum (`Mixing.base_weight`: task arithmetic,
 WiSE-FT) or replace the sum by a per-tensor `merge.TensorMerge` (TIES, DARE, SLERP, Model Stock), which reads the same
-memory-mapped blocks and hands its final combinations to the same accumulator. The plain weighted sum (the uniform
-soup) spreads a large tensor's blocks over the CPU's cores (`BlockPool`), with the bytes of the one-thread loop.
+memory-mapped blocks and hands its final combinations to the same accumulator. On the CPU, the weighted sum (the
+uniform soup) splits a large shard's tensors between forked processes (`FORK_MIN_BYTES`, `_run_forked`), or, in one
+process, spreads a large tensor's blocks over threads (`BlockPool`); both give the bytes of the one-thread loop.
 """
 
 from __future__ import annotations
