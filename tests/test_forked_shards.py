@@ -164,6 +164,7 @@ def test_a_workers_error_is_raised_as_it_was_and_every_worker_is_reaped(part, er
     assert text in str(caught.value)
     if error is IncompatibleIngredientsError:
         assert caught.value.fix == "Leave it out." and caught.value.problems == ["a", "b"]
+        assert caught.value.report is None  # every attribute there, as the worker's instance had it
     if error is OSError:
         assert caught.value.errno == errno.ENOSPC
     if "killed" not in text:  # a killed worker sent nothing; the others send their traceback, for HFSOUP_DEBUG=1
@@ -187,3 +188,21 @@ def test_a_worker_failing_mid_soup_leaves_nothing(tmp_path, ingredients, forks, 
     assert "disk" in err.lower() and "Traceback" not in err
     assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name not in {f"ft{i}" for i in range(3)}]
+
+
+def test_unequal_integer_buffers_met_by_a_worker_carry_the_report_as_in_one_process(tmp_path, forks):
+    import torch
+
+    from hfsoup.compat import CompatReport
+
+    specs = [
+        make_checkpoint(tmp_path / "a", seed=0, shapes=SHAPES),
+        make_checkpoint(tmp_path / "b", seed=1, shapes=SHAPES, extra={"position_ids": torch.arange(6) + 1}),
+    ]
+    with pytest.raises(IncompatibleIngredientsError, match="'position_ids'") as info:
+        hfsoup.soup(specs, tmp_path / "out")
+    assert forks  # the worker with the last part (position_ids sorts last) met them
+    report = info.value.report  # the pipeline adds its report to the engine's error, which carried none
+    assert isinstance(report, CompatReport) and [f.check for f in report.errors] == ["dtypes"]
+    assert "position_ids" in report.errors[0].message
+    assert not (tmp_path / "out").exists()

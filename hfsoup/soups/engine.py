@@ -239,11 +239,7 @@ def write_shards(
         names = plan.shards[i]
         shard_meter = meter.fresh()
         tensors = [(n, plan.metas[n]) for n in names]
-        writer = (
-            writer_class(staging / plan.files[i], tensors, metadata=metadata)
-            if part is None
-            else writer_class(staging / plan.files[i], tensors, metadata=metadata, part=part)
-        )
+        writer = writer_class(staging / plan.files[i], tensors, metadata=metadata, part=part)
         try:
             mine = names if part is None else names[part[0] : part[1]]
             stream = iter_tensors(readers, mine, alignment=alignment, label_indexed=label_indexed)
@@ -281,7 +277,7 @@ def write_shards(
             raise
         return same, shard_meter
 
-    # The plain weighted sum on the CPU splits a large shard between processes (`_forked_shard`): the threads of
+    # The plain weighted sum on the CPU splits a large shard between processes (`mix_forked`): the threads of
     # `BlockPool` share one interpreter, and its lock, at some thirty numpy calls per block.
     workers = _fork_workers() if accumulate is kernels.weighted_sum and merge is None and not faults else 1
 
@@ -471,10 +467,12 @@ def _worker_main(work: Callable[[], object], send) -> None:  # noqa: ANN001 - a 
 
 
 def _error_fields(e: BaseException, trace: str) -> dict:
-    """What the parent needs to raise `e` again: its class, its message and the JSON-able parts of its structure."""
+    """What the parent needs to raise `e` again: its class, its message and its structure (an hfsoup error's
+    attributes, those that are not JSON-able as None: a `CompatReport` stays behind, as if none was attached)."""
     fields: dict = {"class": type(e).__name__, "module": type(e).__module__, "text": str(e), "trace": trace}
     if isinstance(e, HfsoupError):
-        fields |= {"message": e.message, "fix": e.fix, "problems": e.problems, "args": [str(a) for a in e.args]}
+        fields["args"] = [str(a) for a in e.args]
+        fields["attrs"] = {k: v if _json_able(v) else None for k, v in vars(e).items() if k != "__notes__"}
     elif isinstance(e, OSError):
         fields |= {
             "errno": e.errno,
@@ -484,17 +482,25 @@ def _error_fields(e: BaseException, trace: str) -> dict:
     return fields
 
 
+def _json_able(value: object) -> bool:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
 def _rebuilt_error(fields: dict, what: str) -> BaseException:
     """The worker's error, raised in the parent (`_error_fields`), its traceback as a note."""
     from .. import errors
 
     cls = getattr(errors, fields["class"], None) if fields["module"] == errors.__name__ else None
     error: BaseException
-    if isinstance(cls, type) and issubclass(cls, HfsoupError) and "message" in fields:
+    if isinstance(cls, type) and issubclass(cls, HfsoupError) and "attrs" in fields:
         # Not through __init__ (subclasses take their own arguments): the state the worker's instance had.
         error = cls.__new__(cls)
         error.args = tuple(fields["args"])
-        error.message, error.fix, error.problems = fields["message"], fields["fix"], list(fields["problems"])
+        vars(error).update(fields["attrs"])
     elif "errno" in fields:
         error = OSError(fields["errno"], fields["strerror"], *([fields["filename"]] if fields["filename"] else []))
     else:
